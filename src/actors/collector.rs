@@ -1,0 +1,102 @@
+//! Collector: aggregates the outcomes of batches into the run's report.
+//!
+//! - Receives `BatchOutcome` from WalkRunners (one per batch, never per
+//!   walk), `SerialRan` from the SerialBarrier, `Finish` from the
+//!   RunSupervisor once every epoch is done.
+//! - Supervised by the RunSupervisor; its failure ends the run (the counts
+//!   it held cannot be rebuilt).
+//!
+//! Its mailbox is unbounded: safe because each runner sends one outcome per
+//! batch it was granted, and the Scheduler grants a bounded number of
+//! batches per runner.
+
+use std::collections::BTreeMap;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::model::outcome::{Counts, FailedWalk, Report};
+use crate::model::space::WalkId;
+
+/// Events and requests to the Collector.
+pub(crate) enum CollectorMsg<S> {
+    /// A batch finished: its counts, failures and (when gathering) the final
+    /// states of the walks that ended in it.
+    BatchOutcome {
+        counts: Counts,
+        failed: Vec<FailedWalk>,
+        finals: Vec<(WalkId, S)>,
+    },
+    /// The SerialBarrier ran one serial action.
+    SerialRan,
+    /// Every epoch is done: hand over the report.
+    Finish(RpcReplyPort<Report<S>>),
+}
+
+pub(crate) struct Collector<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> Collector<S> {
+    pub(crate) fn new() -> Self {
+        Collector(std::marker::PhantomData)
+    }
+}
+
+pub(crate) struct CollectorState<S> {
+    walks: u64,
+    counts: Counts,
+    serial_actions: u64,
+    failed: Vec<FailedWalk>,
+    states: BTreeMap<WalkId, S>,
+}
+
+impl<S: Send + 'static> Actor for Collector<S> {
+    type Msg = CollectorMsg<S>;
+    type State = CollectorState<S>;
+    /// Walks in the space.
+    type Arguments = u64;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        walks: u64,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(CollectorState {
+            walks,
+            counts: Counts::default(),
+            serial_actions: 0,
+            failed: Vec::new(),
+            states: BTreeMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CollectorMsg::BatchOutcome {
+                counts,
+                failed,
+                finals,
+            } => {
+                state.counts.merge(&counts);
+                state.failed.extend(failed);
+                state.states.extend(finals);
+            }
+            CollectorMsg::SerialRan => state.serial_actions += 1,
+            CollectorMsg::Finish(reply) => {
+                let report = Report::from_parts(
+                    state.walks,
+                    state.counts,
+                    state.serial_actions,
+                    std::mem::take(&mut state.failed),
+                    Vec::new(),
+                    std::mem::take(&mut state.states),
+                );
+                let _ = reply.send(report);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! Planner: owns the walk order's epoch cursor and hands out epochs, one at a
+//! time, on demand. Memory is one branch path, whatever the size of the
+//! space.
+//!
+//! - Receives `NextEpoch` from the SerialBarrier (the only caller).
+//! - Supervised by the RunSupervisor; it holds no state worth restarting
+//!   with, so its failure ends the run.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::model::epoch::{Epoch, EpochCursor};
+use crate::model::space::Space;
+
+/// Requests to the Planner.
+pub(crate) enum PlannerMsg {
+    /// The next epoch, depth-first, or `None` when the space is done. With
+    /// `skip_subtree`, the branch of the previous epoch is not descended into
+    /// (its serial action failed).
+    NextEpoch {
+        skip_subtree: bool,
+        reply: RpcReplyPort<Option<Epoch>>,
+    },
+}
+
+pub(crate) struct Planner;
+
+impl Actor for Planner {
+    type Msg = PlannerMsg;
+    type State = EpochCursor;
+    type Arguments = Space;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        space: Space,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(EpochCursor::new(space))
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        cursor: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PlannerMsg::NextEpoch {
+                skip_subtree,
+                reply,
+            } => {
+                // The barrier may have given up waiting; nothing to do then.
+                let _ = reply.send(cursor.next_epoch(skip_subtree));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! RunSupervisor: the supervision root of one run.
+//!
+//! - Spawned by `run_async`; spawns and links the Collector, Planner,
+//!   SerialBarrier, Scheduler and the WalkRunners, then starts the barrier.
+//! - Receives `EpochsDone` from the SerialBarrier: asks the Collector for the
+//!   report, hands it to the caller, stops its children and itself.
+//!   Receives `Fatal` from any child that detects a broken invariant: the run
+//!   ends with an internal error.
+//!
+//! # Supervision
+//! - A WalkRunner that fails (it does so on purpose after a batch in which an
+//!   action panicked) is replaced by a fresh runner with the same index, and
+//!   the Scheduler is told (`RunnerUp`) so it re-sends the batches that were
+//!   queued in the dead runner's mailbox. Each replacement is counted in the
+//!   report's `runner_restarts`.
+//! - Any other child failing or stopping early ends the run with an internal
+//!   error: their state (the epoch cursor, the counts) cannot be rebuilt.
+//!
+//! # Shutdown
+//! Once the report is handed over, the supervisor stops itself; `post_stop`
+//! stops every child and waits for them (`Stop`, not `Kill`: nothing is
+//! running by then). If the caller drops the run future, the supervisor is
+//! stopped the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+
+use crate::actors::LOCAL_REPLY_TIMEOUT;
+use crate::actors::collector::{Collector, CollectorMsg};
+use crate::actors::planner::Planner;
+use crate::actors::scheduler::{Scheduler, SchedulerArgs, SchedulerMsg};
+use crate::actors::serial_barrier::{SerialBarrier, SerialBarrierArgs, SerialBarrierMsg};
+use crate::actors::walk_runner::{RunnerArgs, WalkRunner, WalkRunnerMsg};
+use crate::exec::ErasedOrder;
+use crate::model::outcome::Report;
+use crate::model::space::Blocks;
+use crate::runtime::RunError;
+use crate::store::StateStore;
+
+/// Events to the RunSupervisor.
+pub(crate) enum RunSupervisorMsg {
+    /// The Planner has no more epochs and the last one is done.
+    EpochsDone,
+    /// A child found the run broken beyond repair.
+    Fatal(String),
+}
+
+/// Everything a run needs, fixed at its start.
+pub(crate) struct RunContext<S> {
+    pub(crate) order: Arc<dyn ErasedOrder<S>>,
+    pub(crate) initial: S,
+    pub(crate) runners: usize,
+    pub(crate) gather: bool,
+    pub(crate) reply: oneshot::Sender<Result<Report<S>, RunError>>,
+}
+
+pub(crate) struct RunSupervisor<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> RunSupervisor<S> {
+    pub(crate) fn new() -> Self {
+        RunSupervisor(std::marker::PhantomData)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Runner(usize),
+    Planner,
+    Barrier,
+    Scheduler,
+    Collector,
+}
+
+pub(crate) struct SupervisorState<S> {
+    order: Arc<dyn ErasedOrder<S>>,
+    initial: S,
+    gather: bool,
+    blocks: Blocks,
+    store: Arc<StateStore<S>>,
+    reply: Option<oneshot::Sender<Result<Report<S>, RunError>>>,
+    roles: HashMap<ActorId, Role>,
+    collector: ActorRef<CollectorMsg<S>>,
+    scheduler: ActorRef<SchedulerMsg>,
+    restarts: u64,
+}
+
+impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
+    type Msg = RunSupervisorMsg;
+    type State = SupervisorState<S>;
+    type Arguments = RunContext<S>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: RunContext<S>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let space = ctx.order.space().clone();
+        let blocks = Blocks::for_space(&space, ctx.runners);
+        let me = myself.get_cell();
+        let mut roles = HashMap::new();
+
+        let (collector, _) =
+            Actor::spawn_linked(None, Collector::new(), space.size(), me.clone()).await?;
+        roles.insert(collector.get_id(), Role::Collector);
+        let (planner, _) = Actor::spawn_linked(None, Planner, space, me.clone()).await?;
+        roles.insert(planner.get_id(), Role::Planner);
+        let barrier_args = SerialBarrierArgs {
+            order: Arc::clone(&ctx.order),
+            planner: planner.clone(),
+            collector: collector.clone(),
+            supervisor: myself.clone(),
+        };
+        let (barrier, _) =
+            Actor::spawn_linked(None, SerialBarrier::new(), barrier_args, me.clone()).await?;
+        roles.insert(barrier.get_id(), Role::Barrier);
+        let scheduler_args = SchedulerArgs {
+            runners: ctx.runners,
+            blocks,
+            barrier: barrier.clone(),
+        };
+        let (scheduler, _) =
+            Actor::spawn_linked(None, Scheduler, scheduler_args, me.clone()).await?;
+        roles.insert(scheduler.get_id(), Role::Scheduler);
+
+        let mut state = SupervisorState {
+            order: ctx.order,
+            initial: ctx.initial,
+            gather: ctx.gather,
+            blocks,
+            store: Arc::new(StateStore::new()),
+            reply: Some(ctx.reply),
+            roles,
+            collector,
+            scheduler: scheduler.clone(),
+            restarts: 0,
+        };
+        for index in 0..ctx.runners {
+            state.spawn_runner(&myself, index).await?;
+        }
+        barrier.cast(SerialBarrierMsg::Start(scheduler))?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RunSupervisorMsg::EpochsDone => {
+                let report = state
+                    .collector
+                    .call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT))
+                    .await?;
+                let result = match report {
+                    ractor::rpc::CallResult::Success(mut report) => {
+                        report.runner_restarts = state.restarts;
+                        Ok(report)
+                    }
+                    ractor::rpc::CallResult::Timeout => Err(RunError::Internal(
+                        "the collector did not hand over the report in time".to_string(),
+                    )),
+                    ractor::rpc::CallResult::SenderError => Err(RunError::Internal(
+                        "the collector stopped before handing over the report".to_string(),
+                    )),
+                };
+                state.finish(&myself, result);
+            }
+            RunSupervisorMsg::Fatal(reason) => {
+                state.finish(&myself, Err(RunError::Internal(reason)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".to_string()))
+            }
+            _ => return Ok(()),
+        };
+        if state.reply.is_none() {
+            return Ok(()); // Shutting down: children stop as told.
+        }
+        match state.roles.remove(&cell.get_id()) {
+            Some(Role::Runner(index)) => {
+                tracing::debug!(runner = index, %why, "replacing walk runner");
+                state.restarts += 1;
+                state.spawn_runner(&myself, index).await?;
+            }
+            Some(role) => {
+                let reason = format!("the {role:?} actor stopped unexpectedly: {why}");
+                state.finish(&myself, Err(RunError::Internal(reason)));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(reply) = state.reply.take() {
+            let _ = reply.send(Err(RunError::Internal("the run was stopped".to_string())));
+        }
+        myself
+            .stop_children_and_wait(None, Some(LOCAL_REPLY_TIMEOUT))
+            .await;
+        Ok(())
+    }
+}
+
+impl<S: Clone + Send + 'static> SupervisorState<S> {
+    async fn spawn_runner(
+        &mut self,
+        myself: &ActorRef<RunSupervisorMsg>,
+        index: usize,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = RunnerArgs {
+            index,
+            order: Arc::clone(&self.order),
+            initial: self.initial.clone(),
+            store: Arc::clone(&self.store),
+            blocks: self.blocks,
+            gather: self.gather,
+            scheduler: self.scheduler.clone(),
+            collector: self.collector.clone(),
+            supervisor: myself.clone(),
+        };
+        let supervisor: ActorCell = myself.get_cell();
+        let (runner, _): (ActorRef<WalkRunnerMsg>, _) =
+            Actor::spawn_linked(None, WalkRunner::new(), args, supervisor).await?;
+        self.roles.insert(runner.get_id(), Role::Runner(index));
+        self.scheduler
+            .cast(SchedulerMsg::RunnerUp { index, runner })?;
+        Ok(())
+    }
+
+    /// Hands the result to the caller and stops the run.
+    fn finish(&mut self, myself: &ActorRef<RunSupervisorMsg>, result: Result<Report<S>, RunError>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
+        myself.stop(None);
+    }
+}

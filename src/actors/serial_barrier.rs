@@ -1,0 +1,159 @@
+//! SerialBarrier: the global pinch point. It walks the epochs one at a time:
+//! asks the Planner for the next epoch, waits until the previous epoch is
+//! done everywhere, runs the epoch's serial action exactly once, then
+//! releases the epoch to the Scheduler.
+//!
+//! - Receives `Start` from the RunSupervisor and `EpochDone` from the
+//!   Scheduler (sent only when every batch of the epoch is acknowledged and
+//!   none is outstanding, so when this actor runs a serial action no segment
+//!   of any walk is running anywhere).
+//! - Calls the Planner (`NextEpoch`); sends `SerialRan` to the Collector,
+//!   `RunEpoch` to the Scheduler, `EpochsDone` to the RunSupervisor.
+//! - A serial action that fails (or panics) turns its epoch into a
+//!   `FailBranch` instruction: every live walk of the branch fails with the
+//!   serial action's error, and the Planner skips the branch's subtree.
+//! - Supervised by the RunSupervisor; its failure ends the run.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::actors::LOCAL_REPLY_TIMEOUT;
+use crate::actors::collector::CollectorMsg;
+use crate::actors::planner::PlannerMsg;
+use crate::actors::run_supervisor::RunSupervisorMsg;
+use crate::actors::scheduler::SchedulerMsg;
+use crate::exec::{ErasedOrder, Instruction};
+use crate::model::epoch::EpochId;
+
+/// Events to the SerialBarrier.
+pub(crate) enum SerialBarrierMsg {
+    /// Begin with the first epoch, releasing epochs to this Scheduler.
+    Start(ActorRef<SchedulerMsg>),
+    /// Every walk of this epoch has been acknowledged; nothing runs.
+    EpochDone(EpochId),
+}
+
+pub(crate) struct SerialBarrierArgs<S> {
+    pub(crate) order: Arc<dyn ErasedOrder<S>>,
+    pub(crate) planner: ActorRef<PlannerMsg>,
+    pub(crate) collector: ActorRef<CollectorMsg<S>>,
+    pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
+}
+
+pub(crate) struct SerialBarrier<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> SerialBarrier<S> {
+    pub(crate) fn new() -> Self {
+        SerialBarrier(std::marker::PhantomData)
+    }
+}
+
+pub(crate) struct BarrierState<S> {
+    args: SerialBarrierArgs<S>,
+    /// Set by `Start`: the Scheduler is spawned after the barrier it reports to.
+    scheduler: Option<ActorRef<SchedulerMsg>>,
+    /// The epoch released to the Scheduler and not yet done.
+    running: Option<EpochId>,
+    /// Whether the last epoch's serial action failed (skip its subtree).
+    last_failed: bool,
+}
+
+impl<S: Send + 'static> Actor for SerialBarrier<S> {
+    type Msg = SerialBarrierMsg;
+    type State = BarrierState<S>;
+    type Arguments = SerialBarrierArgs<S>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        args: SerialBarrierArgs<S>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(BarrierState {
+            args,
+            scheduler: None,
+            running: None,
+            last_failed: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SerialBarrierMsg::Start(scheduler) if state.scheduler.is_none() => {
+                state.scheduler = Some(scheduler);
+                state.advance().await
+            }
+            SerialBarrierMsg::EpochDone(id) if state.running == Some(id) => {
+                state.running = None;
+                state.advance().await
+            }
+            SerialBarrierMsg::Start(_) => Err("the barrier was started twice".into()),
+            SerialBarrierMsg::EpochDone(id) => Err(format!(
+                "epoch {id:?} reported done, but {:?} is running",
+                state.running
+            )
+            .into()),
+        }
+    }
+}
+
+impl<S: Send + 'static> BarrierState<S> {
+    /// Moves to the next epoch: runs its serial action, if any, and releases
+    /// it; or reports that every epoch is done.
+    async fn advance(&mut self) -> Result<(), ActorProcessingErr> {
+        let skip_subtree = std::mem::take(&mut self.last_failed);
+        let next = self
+            .args
+            .planner
+            .call(
+                |reply| PlannerMsg::NextEpoch {
+                    skip_subtree,
+                    reply,
+                },
+                Some(LOCAL_REPLY_TIMEOUT),
+            )
+            .await?;
+        let epoch = match next {
+            ractor::rpc::CallResult::Success(Some(epoch)) => epoch,
+            ractor::rpc::CallResult::Success(None) => {
+                self.args.supervisor.cast(RunSupervisorMsg::EpochsDone)?;
+                return Ok(());
+            }
+            other => return Err(format!("the planner did not answer: {other:?}").into()),
+        };
+        let instruction = match epoch.serial {
+            None => Instruction::Run(None),
+            Some(step) => {
+                let order = Arc::clone(&self.args.order);
+                let result = tokio::task::spawn_blocking(move || order.run_serial(step)).await?;
+                self.args.collector.cast(CollectorMsg::SerialRan)?;
+                match result {
+                    Ok(value) => Instruction::Run(Some(value)),
+                    Err(error) => {
+                        tracing::warn!(epoch = epoch.id.0, branch = ?epoch.branch, %error,
+                            "serial action failed; failing its branch");
+                        self.last_failed = true;
+                        Instruction::FailBranch(error)
+                    }
+                }
+            }
+        };
+        tracing::debug!(epoch = epoch.id.0, level = epoch.level, branch = ?epoch.branch,
+            walks = ?epoch.walks, "epoch released");
+        self.running = Some(epoch.id);
+        let scheduler = self
+            .scheduler
+            .as_ref()
+            .expect("advance runs only after Start");
+        scheduler.cast(SchedulerMsg::RunEpoch {
+            epoch: Arc::new(epoch),
+            instruction: Arc::new(instruction),
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! WalkRunner: executes batches of walks.
+//!
+//! - Receives `RunBatch` from the Scheduler (at most the runner's credit of
+//!   them at a time).
+//! - Runs the batch on a blocking thread (`spawn_blocking`), never on the
+//!   async executor: user actions may block on I/O.
+//! - Sends `BatchOutcome` to the Collector, then `BatchDone` to the Scheduler
+//!   (in that order, so the report never misses an acknowledged batch).
+//! - Supervised by the RunSupervisor. If an action panicked in the batch, the
+//!   walk that panicked is already reported failed and the rest of the batch
+//!   ran; the runner then fails on purpose, and the supervisor replaces it
+//!   with a fresh one (a panic may leave thread-local or captured state of
+//!   user code broken). Batches still queued in its mailbox are re-sent to
+//!   the replacement by the Scheduler.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use crate::actors::collector::CollectorMsg;
+use crate::actors::run_supervisor::RunSupervisorMsg;
+use crate::actors::scheduler::{BatchJob, SchedulerMsg};
+use crate::exec::{BatchInput, ErasedOrder};
+use crate::model::space::Blocks;
+use crate::store::StateStore;
+
+/// Requests to a WalkRunner.
+pub(crate) enum WalkRunnerMsg {
+    /// Run this batch, then acknowledge it.
+    RunBatch(BatchJob),
+}
+
+/// What a runner needs, fixed for the run.
+pub(crate) struct RunnerArgs<S> {
+    pub(crate) index: usize,
+    pub(crate) order: Arc<dyn ErasedOrder<S>>,
+    /// This runner's own copy of the initial state (`S` need not be `Sync`).
+    pub(crate) initial: S,
+    pub(crate) store: Arc<StateStore<S>>,
+    pub(crate) blocks: Blocks,
+    pub(crate) gather: bool,
+    pub(crate) scheduler: ActorRef<SchedulerMsg>,
+    pub(crate) collector: ActorRef<CollectorMsg<S>>,
+    pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
+}
+
+pub(crate) struct WalkRunner<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> WalkRunner<S> {
+    pub(crate) fn new() -> Self {
+        WalkRunner(std::marker::PhantomData)
+    }
+}
+
+pub(crate) struct RunnerState<S> {
+    args: RunnerArgs<S>,
+    /// The initial state, moved into the blocking thread while a batch runs.
+    initial: Option<S>,
+}
+
+impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
+    type Msg = WalkRunnerMsg;
+    type State = RunnerState<S>;
+    type Arguments = RunnerArgs<S>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        args: RunnerArgs<S>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let initial = Some(args.initial.clone());
+        Ok(RunnerState { args, initial })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WalkRunnerMsg::RunBatch(job) => run_batch(state, job).await,
+        }
+    }
+}
+
+async fn run_batch<S: Clone + Send + 'static>(
+    state: &mut RunnerState<S>,
+    job: BatchJob,
+) -> Result<(), ActorProcessingErr> {
+    // No borrow of `state` may live across the await below: `S` need not be
+    // `Sync`.
+    let args = &state.args;
+    let input = if job.epoch.first {
+        BatchInput::Fresh(job.range.clone())
+    } else {
+        match args.store.take(job.range.clone(), args.blocks) {
+            Ok(blocks) => BatchInput::Held(blocks),
+            Err(start) => {
+                let reason = format!("walk states of block starting at walk {start} were lost");
+                args.supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
+                return Ok(());
+            }
+        }
+    };
+    let order = Arc::clone(&args.order);
+    let initial = state
+        .initial
+        .take()
+        .expect("the initial state is back after every batch");
+    let (blocks, gather) = (args.blocks, args.gather);
+    let epoch = Arc::clone(&job.epoch);
+    let instruction = Arc::clone(&job.instruction);
+    let (initial, out) = tokio::task::spawn_blocking(move || {
+        let out = order.execute(&epoch, &instruction, input, &initial, blocks, gather);
+        (initial, out)
+    })
+    .await?;
+    state.initial = Some(initial);
+    let args = &state.args;
+    if !out.held.is_empty() {
+        args.store.put(out.held);
+    }
+    args.collector.cast(CollectorMsg::BatchOutcome {
+        counts: out.counts,
+        failed: out.failed,
+        finals: out.finals,
+    })?;
+    args.scheduler.cast(SchedulerMsg::BatchDone {
+        runner: args.index,
+        batch: job.id,
+        walks: out.walks,
+        nanos: out.nanos,
+    })?;
+    match out.panic {
+        Some(message) => Err(format!("an action panicked ({message}); replacing runner").into()),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,459 @@
+//! Synchronous execution of batches, serial steps and replays. No actor
+//! runtime here: a `WalkRunner` calls [`ErasedOrder::execute`] on a blocking
+//! thread, the `SerialBarrier` calls [`ErasedOrder::run_serial`].
+//!
+//! The hot loop is generic over the walk order's chain, so each action's
+//! `run` is inlined; per walk it decodes nothing (an odometer steps the
+//! option indices), touches no shared memory (counts are batch-local) and
+//! installs no panic handler (one `catch_unwind` covers the batch and the
+//! loop resumes after the walk that panicked).
+
+use std::any::Any;
+use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use crate::model::action::Halt;
+use crate::model::epoch::{Epoch, SerialStep};
+use crate::model::outcome::{Counts, FailedWalk};
+use crate::model::space::{Blocks, EntryKind, Space, WalkId};
+use crate::model::walk::WalkView;
+use crate::order::{Chain, PanicMark, Pinned, SerialValue, WalkOrder, take_panic_position};
+
+/// What to do with the walks of a batch.
+#[derive(Debug, Clone)]
+pub(crate) enum Instruction {
+    /// Run the epoch's segment, applying the serial value first if the epoch
+    /// has a serial action.
+    Run(Option<SerialValue>),
+    /// The epoch's serial action failed: fail every live walk with this error.
+    FailBranch(String),
+}
+
+/// Held walk states for consecutive walk ids; `None` for walks that ended.
+#[derive(Debug)]
+pub(crate) struct Block<S> {
+    pub(crate) start: u64,
+    pub(crate) slots: Vec<Option<S>>,
+}
+
+impl<S> Block<S> {
+    pub(crate) fn range(&self) -> Range<u64> {
+        self.start..self.start + self.slots.len() as u64
+    }
+}
+
+/// The walks of a batch.
+#[derive(Debug)]
+pub(crate) enum BatchInput<S> {
+    /// First segment: every walk starts from a clone of the initial state.
+    Fresh(Range<u64>),
+    /// A later segment: the states held since the walks' previous segment.
+    Held(Vec<Block<S>>),
+}
+
+/// What a batch produced.
+#[derive(Debug)]
+pub(crate) struct BatchOutput<S> {
+    pub(crate) counts: Counts,
+    pub(crate) failed: Vec<FailedWalk>,
+    /// Final states of walks that ended here, when gathering.
+    pub(crate) finals: Vec<(WalkId, S)>,
+    /// States of walks that go on to a later segment, block by block.
+    pub(crate) held: Vec<Block<S>>,
+    /// The message of the first panic, if an action panicked.
+    pub(crate) panic: Option<String>,
+    /// Walks the batch covered (ended or not).
+    pub(crate) walks: u64,
+    /// Time spent running the batch.
+    pub(crate) nanos: u64,
+}
+
+/// The outcome of one replayed walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// Every segment ran.
+    Passed,
+    /// An action cancelled the walk.
+    Cancelled {
+        /// Position of the cancelling action.
+        action_index: usize,
+    },
+    /// An action, or a serial action, failed.
+    Failed {
+        /// Position of the failing action.
+        action_index: usize,
+        /// Its type name.
+        action: &'static str,
+        /// The error text.
+        error: String,
+    },
+    /// An action prunes this walk: it would never run.
+    Pruned,
+}
+
+/// The result of replaying one walk in-process.
+#[derive(Debug, Clone)]
+pub struct Replay<S> {
+    /// How the walk ended.
+    pub outcome: ReplayOutcome,
+    /// Its final state (the initial state for a pruned walk).
+    pub state: S,
+}
+
+/// A walk order with its state type fixed and its chain type erased: the
+/// boundary where dynamic dispatch happens, once per batch.
+pub(crate) trait ErasedOrder<S>: Send + Sync {
+    fn space(&self) -> &Space;
+    fn execute(
+        &self,
+        epoch: &Epoch,
+        instruction: &Instruction,
+        input: BatchInput<S>,
+        initial: &S,
+        blocks: Blocks,
+        gather: bool,
+    ) -> BatchOutput<S>;
+    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, String>;
+}
+
+/// A validated walk order, ready to run.
+pub(crate) struct Runnable<S, C> {
+    order: WalkOrder<S, C>,
+    space: Space,
+}
+
+impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
+    pub(crate) fn new(order: WalkOrder<S, C>) -> Result<Self, crate::model::space::OrderError> {
+        let space = order.space()?.clone();
+        Ok(Runnable { order, space })
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Runs one segment of one walk: the serial value (if any), then the plain
+/// actions.
+#[inline(always)]
+fn run_segment<S: 'static, C: Chain<S>>(
+    chain: &C,
+    epoch: &Epoch,
+    value: Option<&SerialValue>,
+    digits: &[u32],
+    state: &mut S,
+) -> Result<(), (usize, Halt)> {
+    if let (Some(step), Some(value)) = (epoch.serial, value) {
+        let mark = PanicMark(step.position);
+        let applied = chain.apply_serial(step, value, state);
+        std::mem::forget(mark);
+        applied.map_err(|halt| (step.position, halt))?;
+    }
+    chain.run_plain(digits, &epoch.plain, state)
+}
+
+/// Mutable progress of a batch, kept outside the `catch_unwind` closure so a
+/// panic loses only the walk in progress.
+struct Progress<S> {
+    out: BatchOutput<S>,
+    /// Index (into the batch's units) and offset of the walk to run next.
+    unit: usize,
+    offset: u64,
+}
+
+/// A run of consecutive walk ids and their held states. For a fresh unit the
+/// slots start empty (`None`) and receive the states of walks that go on;
+/// when nothing goes on (last segment) a fresh unit has no slots at all.
+struct Unit<S> {
+    range: Range<u64>,
+    fresh: bool,
+    slots: Vec<Option<S>>,
+}
+
+impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
+    fn fail(&self, progress: &mut Progress<S>, id: u64, position: usize, error: String) {
+        progress.out.counts.failed += 1;
+        progress.out.failed.push(FailedWalk {
+            walk_id: WalkId(id),
+            action_index: position,
+            action: self.space.entries()[position].name,
+            error,
+        });
+    }
+
+    /// Runs walks from `progress`'s cursor to the end of the batch. Returns
+    /// normally unless an action panics.
+    #[allow(clippy::too_many_arguments)]
+    fn run_units(
+        &self,
+        epoch: &Epoch,
+        instruction: &Instruction,
+        units: &mut [Unit<S>],
+        initial: &S,
+        gather: bool,
+        progress: &mut Progress<S>,
+        digits: &mut [u32],
+    ) {
+        let chain = self.order.chain();
+        let lookup = Pinned::new(chain);
+        let keep = !epoch.last;
+        while progress.unit < units.len() {
+            let unit = &mut units[progress.unit];
+            let len = unit.range.end - unit.range.start;
+            if progress.offset < len {
+                self.space
+                    .decode_into(unit.range.start + progress.offset, digits)
+                    .expect("batches lie inside the space");
+            }
+            while progress.offset < len {
+                let offset = progress.offset;
+                let id = unit.range.start + offset;
+                // Advance first: if this walk panics, the loop resumes after it.
+                progress.offset += 1;
+                let state = if unit.fresh {
+                    if chain.prune(&WalkView::new(id, digits, &lookup)) {
+                        progress.out.counts.pruned += 1;
+                        self.space.step(digits);
+                        continue;
+                    }
+                    Some(initial.clone())
+                } else {
+                    unit.slots[offset as usize].take()
+                };
+                if let Some(mut state) = state {
+                    let result = match instruction {
+                        Instruction::Run(value) => {
+                            progress.out.counts.segments += 1;
+                            run_segment(chain, epoch, value.as_ref(), digits, &mut state)
+                        }
+                        Instruction::FailBranch(error) => {
+                            let position = epoch.serial.map_or(0, |s| s.position);
+                            Err((position, Halt::Fail(error.clone())))
+                        }
+                    };
+                    let ended = match result {
+                        Ok(()) if keep => {
+                            unit.slots[offset as usize] = Some(state);
+                            self.space.step(digits);
+                            continue;
+                        }
+                        Ok(()) => {
+                            progress.out.counts.passed += 1;
+                            state
+                        }
+                        Err((_, Halt::Cancel)) => {
+                            progress.out.counts.cancelled += 1;
+                            state
+                        }
+                        Err((position, Halt::Fail(error))) => {
+                            self.fail(progress, id, position, error);
+                            state
+                        }
+                    };
+                    if gather {
+                        progress.out.finals.push((WalkId(id), ended));
+                    }
+                }
+                self.space.step(digits);
+            }
+            progress.unit += 1;
+            progress.offset = 0;
+        }
+    }
+}
+
+impl<S> BatchOutput<S> {
+    fn new() -> Self {
+        BatchOutput {
+            counts: Counts::default(),
+            failed: Vec::new(),
+            finals: Vec::new(),
+            held: Vec::new(),
+            panic: None,
+            walks: 0,
+            nanos: 0,
+        }
+    }
+}
+
+impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
+    fn space(&self) -> &Space {
+        &self.space
+    }
+
+    fn execute(
+        &self,
+        epoch: &Epoch,
+        instruction: &Instruction,
+        input: BatchInput<S>,
+        initial: &S,
+        blocks: Blocks,
+        gather: bool,
+    ) -> BatchOutput<S> {
+        let started = Instant::now();
+        let mut units: Vec<Unit<S>> = match input {
+            BatchInput::Fresh(range) => {
+                let mut slots = Vec::new();
+                if !epoch.last {
+                    slots.resize_with((range.end - range.start) as usize, || None);
+                }
+                vec![Unit {
+                    range,
+                    fresh: true,
+                    slots,
+                }]
+            }
+            BatchInput::Held(held) => held
+                .into_iter()
+                .map(|b| Unit {
+                    range: b.range(),
+                    fresh: false,
+                    slots: b.slots,
+                })
+                .collect(),
+        };
+        let mut progress = Progress {
+            out: BatchOutput::new(),
+            unit: 0,
+            offset: 0,
+        };
+        let mut digits = vec![0u32; self.space.len()];
+        loop {
+            let attempt = catch_unwind(AssertUnwindSafe(|| {
+                self.run_units(
+                    epoch,
+                    instruction,
+                    &mut units,
+                    initial,
+                    gather,
+                    &mut progress,
+                    &mut digits,
+                )
+            }));
+            match attempt {
+                Ok(()) => break,
+                Err(payload) => {
+                    // The walk at offset - 1 of the current unit panicked.
+                    let unit = &units[progress.unit];
+                    let id = unit.range.start + progress.offset - 1;
+                    let text = panic_text(payload.as_ref());
+                    let position = take_panic_position()
+                        .unwrap_or_else(|| epoch.serial.map_or(epoch.plain.start, |s| s.position));
+                    self.fail(&mut progress, id, position, format!("panicked: {text}"));
+                    progress.out.panic.get_or_insert(text);
+                }
+            }
+        }
+        let mut out = progress.out;
+        out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
+        if !epoch.last {
+            // Held states are stored block by block; a fresh unit may span
+            // several blocks.
+            for unit in units {
+                let mut slots = unit.slots.into_iter();
+                for part in blocks.split(unit.range) {
+                    let n = (part.end - part.start) as usize;
+                    out.held.push(Block {
+                        start: part.start,
+                        slots: slots.by_ref().take(n).collect(),
+                    });
+                }
+            }
+        }
+        out.nanos = started.elapsed().as_nanos() as u64;
+        out
+    }
+
+    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, String> {
+        match catch_unwind(AssertUnwindSafe(|| self.order.chain().run_serial(step))) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(Halt::Fail(error))) => Err(error),
+            Ok(Err(Halt::Cancel)) => Err("serial action cancelled its branch".to_string()),
+            Err(payload) => Err(format!("panicked: {}", panic_text(payload.as_ref()))),
+        }
+    }
+}
+
+impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
+    /// Replays walk `id` alone, in this thread, serial actions inline:
+    /// exactly the action sequence the walk had in a run.
+    ///
+    /// `on_step` is called before each action with its position (use it to
+    /// print or to pause); the serial value of each serial action is applied
+    /// right after it runs.
+    pub fn replay_with(
+        &self,
+        id: u64,
+        initial: S,
+        mut on_step: impl FnMut(usize),
+    ) -> Result<Replay<S>, crate::order::WalkError> {
+        let space = self.space()?;
+        let digits = space.digits(id)?;
+        let chain = self.chain();
+        let mut state = initial;
+        if chain.prune(&WalkView::new(id, &digits, &Pinned::new(chain))) {
+            return Ok(Replay {
+                outcome: ReplayOutcome::Pruned,
+                state,
+            });
+        }
+        let name = |position: usize| space.entries()[position].name;
+        for position in 0..space.len() {
+            on_step(position);
+            let result = match space.entries()[position].kind {
+                EntryKind::Plain => {
+                    let one = position..position + 1;
+                    catch_unwind(AssertUnwindSafe(|| {
+                        chain
+                            .run_plain(&digits, &one, &mut state)
+                            .map_err(|(_, h)| h)
+                    }))
+                }
+                EntryKind::Serial => {
+                    let step = SerialStep {
+                        position,
+                        option: digits[position],
+                    };
+                    catch_unwind(AssertUnwindSafe(|| {
+                        let value = chain.run_serial(step)?;
+                        chain.apply_serial(step, &value, &mut state)
+                    }))
+                }
+            };
+            let outcome = match result {
+                Ok(Ok(())) => continue,
+                Ok(Err(Halt::Cancel)) => ReplayOutcome::Cancelled {
+                    action_index: position,
+                },
+                Ok(Err(Halt::Fail(error))) => ReplayOutcome::Failed {
+                    action_index: position,
+                    action: name(position),
+                    error,
+                },
+                Err(payload) => ReplayOutcome::Failed {
+                    action_index: position,
+                    action: name(position),
+                    error: format!("panicked: {}", panic_text(payload.as_ref())),
+                },
+            };
+            return Ok(Replay { outcome, state });
+        }
+        Ok(Replay {
+            outcome: ReplayOutcome::Passed,
+            state,
+        })
+    }
+
+    /// Replays walk `id` alone; see [`replay_with`](Self::replay_with).
+    pub fn replay(&self, id: u64, initial: S) -> Result<Replay<S>, crate::order::WalkError> {
+        self.replay_with(id, initial, |_| {})
+    }
+}

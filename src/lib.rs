@@ -1,0 +1,33 @@
+//! combtest: combinatorial testing on an actor runtime.
+//!
+//! Describe the operations that can be done to a system under test as
+//! [`Action`]s (each with a finite list of options) and global steps as
+//! [`SerialAction`]s, order them in a [`WalkOrder`], and [`run`] every
+//! combination — every *walk* — in parallel, with a [`Report`] that accounts
+//! for every walk id. Replay any walk alone with [`WalkOrder::replay`].
+//!
+//! # Layout
+//! - `model/`: pure data and decisions (walk space and ids, epochs,
+//!   outcomes). Never imports the actor runtime.
+//! - `order`: the typed [`WalkOrder`] builder and its chain of entries.
+//! - `exec`: synchronous execution of batches, serial steps and replays.
+//! - `actors/`: the ractor actors of a run, one per file.
+//! - `runtime`: [`run`] and [`run_async`], which spawn and supervise them.
+//! - `suites/`: built-in suites for `combtest-node`.
+//! - `cli`: the `combtest-node` command line, callable from a user's `main`.
+
+pub mod model;
+
+mod actors;
+mod exec;
+mod order;
+mod runtime;
+mod store;
+
+pub use exec::{Replay, ReplayOutcome};
+pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
+pub use model::outcome::{AbortedWalks, FailedWalk, Report};
+pub use model::space::{OrderError, WalkId};
+pub use model::walk::{Walk, WalkStep, WalkView};
+pub use order::{WalkError, WalkOrder, epoch_tree};
+pub use runtime::{MAX_THREADS, RunError, RunOptions, default_threads, run, run_async};

@@ -1,0 +1,8 @@
+//! Pure data and decisions: walk space, walk ids, epochs, outcomes. Nothing
+//! here imports the actor runtime, so all of it is tested without one.
+
+pub mod action;
+pub mod epoch;
+pub mod outcome;
+pub mod space;
+pub mod walk;

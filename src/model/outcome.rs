@@ -1,0 +1,172 @@
+//! Outcomes of walks and the run report. A failing walk is data here, not an
+//! `Err`.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::space::WalkId;
+
+/// A walk that failed: which action, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedWalk {
+    /// The walk's id.
+    pub walk_id: WalkId,
+    /// Position of the failing action in the walk order.
+    pub action_index: usize,
+    /// Type name of the failing action.
+    pub action: &'static str,
+    /// The error text (for a panic: "panicked: " and the panic message).
+    pub error: String,
+}
+
+/// Walks that could not be finished, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AbortedWalks {
+    /// The walks, as ranges of ids.
+    pub walks: Vec<Range<u64>>,
+    /// Why they could not be finished.
+    pub reason: String,
+}
+
+impl AbortedWalks {
+    /// How many walks this covers.
+    pub fn count(&self) -> u64 {
+        self.walks.iter().map(|r| r.end - r.start).sum()
+    }
+}
+
+/// Counts of outcomes, merged per batch (never per walk through shared
+/// memory).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Walks that ran every segment without failing or cancelling.
+    pub passed: u64,
+    /// Walks that failed (error or panic in an action, or their serial action
+    /// failed).
+    pub failed: u64,
+    /// Walks an action cancelled.
+    pub cancelled: u64,
+    /// Walks pruned before they ran.
+    pub pruned: u64,
+    /// Walks that could not be finished.
+    pub aborted: u64,
+    /// Segments run (one per walk per epoch it took part in).
+    pub segments: u64,
+}
+
+impl Counts {
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Counts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.cancelled += other.cancelled;
+        self.pruned += other.pruned;
+        self.aborted += other.aborted;
+        self.segments += other.segments;
+    }
+
+    /// Walks with a final outcome.
+    pub fn ended(&self) -> u64 {
+        self.passed + self.failed + self.cancelled + self.pruned + self.aborted
+    }
+}
+
+/// The result of a run: every walk id is accounted for exactly once.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Report<S = ()> {
+    /// Walks in the space.
+    pub walks: u64,
+    /// Walks that passed.
+    pub passed: u64,
+    /// Walks that failed.
+    pub failed: u64,
+    /// Walks cancelled by an action.
+    pub cancelled: u64,
+    /// Walks pruned before running.
+    pub pruned: u64,
+    /// Walks that could not be finished (see `aborted_walks`).
+    pub aborted: u64,
+    /// Segments run.
+    pub segments: u64,
+    /// Serial actions run (once per epoch that has one).
+    pub serial_actions: u64,
+    /// Walk runners restarted by their supervisor after a panic.
+    pub runner_restarts: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Every failed walk, by id.
+    pub failed_walks: Vec<FailedWalk>,
+    /// Every aborted walk, grouped by reason.
+    pub aborted_walks: Vec<AbortedWalks>,
+    /// Final state of every walk that ran, by id, when gathering was asked
+    /// for (pruned walks have none).
+    pub states: BTreeMap<WalkId, S>,
+}
+
+impl<S> Report<S> {
+    /// Whether every walk id is accounted for exactly once.
+    pub fn is_consistent(&self) -> bool {
+        self.passed + self.failed + self.cancelled + self.pruned + self.aborted == self.walks
+            && self.failed_walks.len() as u64 == self.failed
+            && self
+                .aborted_walks
+                .iter()
+                .map(AbortedWalks::count)
+                .sum::<u64>()
+                == self.aborted
+    }
+
+    /// Whether no walk failed or was aborted.
+    pub fn success(&self) -> bool {
+        self.failed == 0 && self.aborted == 0
+    }
+
+    /// The report without gathered states.
+    pub fn summary(&self) -> Report<()> {
+        Report {
+            walks: self.walks,
+            passed: self.passed,
+            failed: self.failed,
+            cancelled: self.cancelled,
+            pruned: self.pruned,
+            aborted: self.aborted,
+            segments: self.segments,
+            serial_actions: self.serial_actions,
+            runner_restarts: self.runner_restarts,
+            elapsed: self.elapsed,
+            failed_walks: self.failed_walks.clone(),
+            aborted_walks: self.aborted_walks.clone(),
+            states: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn from_parts(
+        walks: u64,
+        counts: Counts,
+        serial_actions: u64,
+        mut failed_walks: Vec<FailedWalk>,
+        aborted_walks: Vec<AbortedWalks>,
+        states: BTreeMap<WalkId, S>,
+    ) -> Self {
+        failed_walks.sort_by_key(|f| f.walk_id);
+        Report {
+            walks,
+            passed: counts.passed,
+            failed: counts.failed,
+            cancelled: counts.cancelled,
+            pruned: counts.pruned,
+            aborted: counts.aborted,
+            segments: counts.segments,
+            serial_actions,
+            runner_restarts: 0,
+            elapsed: Duration::ZERO,
+            failed_walks,
+            aborted_walks,
+            states,
+        }
+    }
+}

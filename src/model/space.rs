@@ -1,0 +1,427 @@
+//! The walk space of a walk order: its size, the walk-id numbering, segments,
+//! branches and state blocks. Pure arithmetic over option counts.
+//!
+//! # Numbering
+//! A walk id is a mixed-radix number whose digits are the chosen option
+//! indices. The serial entries are the most significant digits (in walk-order
+//! order), then the plain entries (in walk-order order); the last plain entry
+//! is the least significant. So every branch — the walks sharing their first
+//! k serial options — is one contiguous id range, and work can move as ranges.
+
+use std::fmt;
+use std::ops::Range;
+
+use thiserror::Error;
+
+/// The stable id of a walk: its index in the walk space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct WalkId(pub u64);
+
+impl fmt::Display for WalkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Whether an entry of the walk order is a plain action or a serial action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Runs inside each walk, in parallel with other walks.
+    Plain,
+    /// Runs once per branch at a global barrier.
+    Serial,
+}
+
+/// One entry of a walk order, as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// The action's type name, without its module path.
+    pub name: &'static str,
+    /// Plain or serial.
+    pub kind: EntryKind,
+    /// The `Debug` text of each option, in order.
+    pub options: Vec<String>,
+}
+
+/// A walk order that cannot be run.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OrderError {
+    /// The walk order has no entries.
+    #[error("the walk order is empty: add at least one action with `then` or `serial`")]
+    Empty,
+    /// An entry returned no options, which would make the space empty.
+    #[error(
+        "action {name} (entry {position}) has no options: `options()` must return at least one"
+    )]
+    NoOptions {
+        /// Position of the entry in the walk order.
+        position: usize,
+        /// Type name of the entry.
+        name: &'static str,
+    },
+    /// An entry has more options than a walk id digit can hold.
+    #[error(
+        "action {name} (entry {position}) has {count} options; at most {} are supported",
+        u32::MAX
+    )]
+    TooManyOptions {
+        /// Position of the entry in the walk order.
+        position: usize,
+        /// Type name of the entry.
+        name: &'static str,
+        /// How many options it returned.
+        count: usize,
+    },
+    /// The product of the option counts does not fit in a `u64` walk id.
+    #[error(
+        "the walk space overflows a u64 walk id (more than 18446744073709551615 walks): split the walk order"
+    )]
+    Overflow,
+}
+
+/// A walk id outside the space.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("walk id {id} is not in the space: valid ids are 0..{size}")]
+pub struct IdOutOfRange {
+    /// The id asked for.
+    pub id: u64,
+    /// The size of the space.
+    pub size: u64,
+}
+
+/// The shape of a walk space. Built once per walk order; every query is O(walk
+/// order length) or better.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Space {
+    entries: Vec<EntryInfo>,
+    radix: Vec<u32>,
+    weight: Vec<u64>,
+    /// Positions from least to most significant digit.
+    step_order: Vec<usize>,
+    /// Positions of the serial entries, in walk order.
+    serials: Vec<usize>,
+    size: u64,
+}
+
+impl Space {
+    /// Builds the space of the given entries.
+    pub fn new(entries: Vec<EntryInfo>) -> Result<Self, OrderError> {
+        if entries.is_empty() {
+            return Err(OrderError::Empty);
+        }
+        let mut radix = Vec::with_capacity(entries.len());
+        for (position, entry) in entries.iter().enumerate() {
+            let count = entry.options.len();
+            if count == 0 {
+                return Err(OrderError::NoOptions {
+                    position,
+                    name: entry.name,
+                });
+            }
+            let count = u32::try_from(count).map_err(|_| OrderError::TooManyOptions {
+                position,
+                name: entry.name,
+                count,
+            })?;
+            radix.push(count);
+        }
+        let serials: Vec<usize> = (0..entries.len())
+            .filter(|&p| entries[p].kind == EntryKind::Serial)
+            .collect();
+        let plains = (0..entries.len()).filter(|&p| entries[p].kind == EntryKind::Plain);
+        let most_to_least: Vec<usize> = serials.iter().copied().chain(plains).collect();
+        let step_order: Vec<usize> = most_to_least.iter().rev().copied().collect();
+        let mut weight = vec![0u64; entries.len()];
+        let mut acc: u64 = 1;
+        for &p in &step_order {
+            weight[p] = acc;
+            acc = acc
+                .checked_mul(u64::from(radix[p]))
+                .ok_or(OrderError::Overflow)?;
+        }
+        Ok(Space {
+            entries,
+            radix,
+            weight,
+            step_order,
+            serials,
+            size: acc,
+        })
+    }
+
+    /// Number of walks in the space.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The entries of the walk order.
+    pub fn entries(&self) -> &[EntryInfo] {
+        &self.entries
+    }
+
+    /// Number of entries in the walk order.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Always false: a space has at least one entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Option count of each entry, in walk order.
+    pub fn option_counts(&self) -> &[u32] {
+        &self.radix
+    }
+
+    /// Positions of the serial entries, in walk order.
+    pub fn serial_positions(&self) -> &[usize] {
+        &self.serials
+    }
+
+    /// Whether the walk order starts with a plain action (then every walk has
+    /// a level-0 segment that no serial action precedes).
+    pub fn has_leading_segment(&self) -> bool {
+        self.entries[0].kind == EntryKind::Plain
+    }
+
+    /// Segments per walk: one per serial action, plus one if the walk order
+    /// starts with a plain action.
+    pub fn segments_per_walk(&self) -> usize {
+        self.serials.len() + usize::from(self.has_leading_segment())
+    }
+
+    /// The option indices (one per entry, in walk order) of walk `id`.
+    pub fn digits(&self, id: u64) -> Result<Vec<u32>, IdOutOfRange> {
+        let mut digits = vec![0; self.len()];
+        self.decode_into(id, &mut digits)?;
+        Ok(digits)
+    }
+
+    /// Decodes walk `id` into `digits` (one per entry).
+    pub fn decode_into(&self, id: u64, digits: &mut [u32]) -> Result<(), IdOutOfRange> {
+        if id >= self.size {
+            return Err(IdOutOfRange {
+                id,
+                size: self.size,
+            });
+        }
+        for (p, d) in digits.iter_mut().enumerate() {
+            // The quotient modulo a u32 radix always fits in u32.
+            *d = ((id / self.weight[p]) % u64::from(self.radix[p])) as u32;
+        }
+        Ok(())
+    }
+
+    /// The walk id of the given option indices, or `None` if there is not one
+    /// index per entry or an index is out of range.
+    pub fn id_of(&self, digits: &[u32]) -> Option<u64> {
+        if digits.len() != self.len() {
+            return None;
+        }
+        let mut id = 0u64;
+        for (p, &d) in digits.iter().enumerate() {
+            if d >= self.radix[p] {
+                return None;
+            }
+            id += u64::from(d) * self.weight[p];
+        }
+        Some(id)
+    }
+
+    /// Advances `digits` to the next walk id, in id order. Returns false
+    /// (leaving all digits zero) when it wraps past the last walk.
+    #[inline]
+    pub fn step(&self, digits: &mut [u32]) -> bool {
+        for &p in &self.step_order {
+            digits[p] += 1;
+            if digits[p] < self.radix[p] {
+                return true;
+            }
+            digits[p] = 0;
+        }
+        false
+    }
+
+    /// The branch of a walk at level `level`: its first `level` serial options.
+    pub fn branch_of(&self, digits: &[u32], level: usize) -> Vec<u32> {
+        self.serials[..level].iter().map(|&p| digits[p]).collect()
+    }
+
+    /// The id range of a branch: the walks whose first serial options are
+    /// `branch`. The empty branch is the whole space.
+    pub fn branch_range(&self, branch: &[u32]) -> Range<u64> {
+        let mut start = 0;
+        let mut len = self.size;
+        for (&p, &d) in self.serials.iter().zip(branch) {
+            len = self.weight[p];
+            start += u64::from(d) * len;
+        }
+        start..start + len
+    }
+
+    /// Walks in one deepest branch (all serial options fixed): the product of
+    /// the plain option counts.
+    pub fn deepest_branch_len(&self) -> u64 {
+        match self.serials.last() {
+            Some(&p) => self.weight[p],
+            None => self.size,
+        }
+    }
+
+    /// The plain positions of segment `level`, and the serial position that
+    /// opens it (none for the leading segment, level 0).
+    pub fn segment(&self, level: usize) -> (Option<usize>, Range<usize>) {
+        let end = self.serials.get(level).copied().unwrap_or(self.len());
+        if level == 0 {
+            (None, 0..end)
+        } else {
+            let serial = self.serials[level - 1];
+            (Some(serial), serial + 1..end)
+        }
+    }
+
+    /// The first level a walk has a segment at.
+    pub fn first_level(&self) -> usize {
+        usize::from(!self.has_leading_segment())
+    }
+
+    /// The last level (the level of every walk's last segment).
+    pub fn last_level(&self) -> usize {
+        self.serials.len()
+    }
+}
+
+/// How walk states are grouped while held between epochs: each deepest branch
+/// is cut into blocks of at most `block_len` walks. Blocks never straddle a
+/// branch, so every epoch's range is a whole number of blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocks {
+    branch_len: u64,
+    block_len: u64,
+}
+
+impl Blocks {
+    /// Blocks of at most `block_len` walks within branches of `branch_len`.
+    pub fn new(branch_len: u64, block_len: u64) -> Self {
+        let block_len = block_len.clamp(1, branch_len.max(1));
+        Blocks {
+            branch_len: branch_len.max(1),
+            block_len,
+        }
+    }
+
+    /// Chooses the block length for a space run by `runners` runners: small
+    /// enough that one deepest branch spreads over every runner, at most 1024.
+    pub fn for_space(space: &Space, runners: usize) -> Self {
+        let branch_len = space.deepest_branch_len();
+        let spread = branch_len.div_ceil(4 * runners.max(1) as u64);
+        Blocks::new(branch_len, spread.clamp(1, 1024))
+    }
+
+    /// The block holding walk `id`.
+    pub fn block_of(&self, id: u64) -> Range<u64> {
+        let branch_start = id - id % self.branch_len;
+        let start = branch_start + (id - branch_start) / self.block_len * self.block_len;
+        let end = (start + self.block_len).min(branch_start + self.branch_len);
+        start..end
+    }
+
+    /// Rounds `end` up to the end of the block holding `end - 1`.
+    pub fn round_up(&self, end: u64) -> u64 {
+        if end == 0 {
+            0
+        } else {
+            self.block_of(end - 1).end
+        }
+    }
+
+    /// The blocks making up `range`, which must start on a block boundary.
+    pub fn split(&self, range: Range<u64>) -> impl Iterator<Item = Range<u64>> + '_ {
+        let mut next = range.start;
+        std::iter::from_fn(move || {
+            if next >= range.end {
+                return None;
+            }
+            let block = self.block_of(next);
+            let block = block.start.max(next)..block.end.min(range.end);
+            next = block.end;
+            Some(block)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn space_of(kinds: &[(EntryKind, u32)]) -> Space {
+        let entries = kinds
+            .iter()
+            .map(|&(kind, n)| EntryInfo {
+                name: "E",
+                kind,
+                options: (0..n).map(|i| i.to_string()).collect(),
+            })
+            .collect();
+        Space::new(entries).unwrap()
+    }
+
+    use EntryKind::{Plain as P, Serial as S};
+
+    #[test]
+    fn reference_sizes_and_segments() {
+        let s = space_of(&[(P, 3), (P, 3), (S, 2), (P, 3), (P, 3), (S, 2), (P, 3)]);
+        assert_eq!((s.size(), s.segments_per_walk()), (972, 3));
+        let s = space_of(&[(S, 2), (P, 3), (P, 3), (P, 3), (S, 2)]);
+        assert_eq!((s.size(), s.segments_per_walk()), (108, 2));
+        let s = space_of(&[(P, 3); 4]);
+        assert_eq!((s.size(), s.segments_per_walk()), (81, 1));
+    }
+
+    #[test]
+    fn branches_are_contiguous() {
+        let s = space_of(&[(P, 3), (S, 2), (P, 2), (S, 3)]);
+        assert_eq!(s.branch_range(&[]), 0..36);
+        assert_eq!(s.branch_range(&[1]), 18..36);
+        assert_eq!(s.branch_range(&[1, 2]), 30..36);
+        for id in 30..36 {
+            assert_eq!(s.branch_of(&s.digits(id).unwrap(), 2), vec![1, 2]);
+        }
+    }
+
+    #[test]
+    fn errors_are_reported() {
+        assert_eq!(Space::new(vec![]), Err(OrderError::Empty));
+        let empty = EntryInfo {
+            name: "X",
+            kind: P,
+            options: vec![],
+        };
+        assert!(matches!(
+            Space::new(vec![empty]),
+            Err(OrderError::NoOptions { position: 0, .. })
+        ));
+        let big = EntryInfo {
+            name: "B",
+            kind: P,
+            options: vec![String::new(); 1 << 16],
+        };
+        assert_eq!(Space::new(vec![big; 4]), Err(OrderError::Overflow));
+        let s = space_of(&[(P, 2)]);
+        assert_eq!(s.digits(2), Err(IdOutOfRange { id: 2, size: 2 }));
+        assert_eq!(s.id_of(&[2]), None);
+    }
+
+    #[test]
+    fn blocks_stay_inside_branches() {
+        let b = Blocks::new(10, 4);
+        assert_eq!(b.block_of(9), 8..10);
+        assert_eq!(b.block_of(10), 10..14);
+        let parts: Vec<_> = b.split(0..20).collect();
+        assert_eq!(parts, vec![0..4, 4..8, 8..10, 10..14, 14..18, 18..20]);
+        assert_eq!(b.round_up(11), 14);
+    }
+}

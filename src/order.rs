@@ -1,0 +1,533 @@
+//! The typed walk order: `WalkOrder::new().then::<A>().serial::<S>()...`.
+//!
+//! Each `then`/`serial` call wraps the previous chain in a [`Cons`] cell, so
+//! the chain's type lists every action type. The batch runner in `exec` is
+//! generic over that type: the compiler monomorphizes it and inlines each
+//! action's `run`, and dynamic dispatch happens once per batch, at the
+//! `ErasedOrder` boundary, never per action.
+
+use std::any::{Any, TypeId};
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::model::action::{Action, ActionResult, Halt, SerialAction, short_type_name};
+use crate::model::epoch::{EpochCursor, SerialStep};
+use crate::model::space::{EntryInfo, EntryKind, IdOutOfRange, OrderError, Space, WalkId};
+use crate::model::walk::{OptionLookup, Walk, WalkView};
+
+/// The value one run of a serial action hands to the walks of its branch,
+/// type-erased at the batch boundary. Only the chain cell that produced it
+/// downcasts it.
+#[derive(Clone)]
+#[doc(hidden)]
+pub struct SerialValue(Arc<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for SerialValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SerialValue(..)")
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The typed list of a walk order's entries. Implemented by [`Nil`] and
+/// [`Cons`] only; users build it through [`WalkOrder::then`] and
+/// [`WalkOrder::serial`].
+#[doc(hidden)]
+pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
+    /// Number of entries.
+    const LEN: usize;
+    /// Appends the description of every entry, in walk order.
+    fn describe(&self, out: &mut Vec<EntryInfo>);
+    /// The option at (`position`, `option`) as `Any`.
+    fn option_any(&self, position: usize, option: u32) -> &dyn Any;
+    /// The type of the entry at `position`.
+    fn entry_type(&self, position: usize) -> TypeId;
+    /// Whether any entry prunes this walk.
+    fn prune(&self, walk: &WalkView<'_>) -> bool;
+    /// Runs the plain entries at `positions`, in order; on a halt, returns the
+    /// position that halted.
+    fn run_plain(
+        &self,
+        digits: &[u32],
+        positions: &Range<usize>,
+        state: &mut S,
+    ) -> Result<(), (usize, Halt)>;
+    /// Runs the serial entry of `step` once.
+    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt>;
+    /// Applies a serial value to one walk state.
+    fn apply_serial(&self, step: SerialStep, value: &SerialValue, state: &mut S) -> ActionResult;
+}
+
+/// The empty chain.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Nil;
+
+/// A chain cell: `head` sits at position `T::LEN`, after the entries of `tail`.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Cons<H, T> {
+    head: H,
+    tail: T,
+}
+
+/// A plain action entry and its options.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Plain<A> {
+    options: Vec<A>,
+}
+
+/// A serial action entry and its options.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Serial<X> {
+    options: Vec<X>,
+}
+
+/// One entry's operations, implemented by [`Plain`] and [`Serial`].
+#[doc(hidden)]
+pub trait Link<S>: Clone + Send + Sync + 'static {
+    const KIND: EntryKind;
+    fn describe(&self) -> EntryInfo;
+    fn option_any(&self, option: u32) -> &dyn Any;
+    fn entry_type(&self) -> TypeId;
+    fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool;
+    fn run(&self, option: u32, state: &mut S) -> ActionResult;
+    fn run_serial(&self, option: u32) -> Result<SerialValue, Halt>;
+    fn apply_serial(&self, option: u32, value: &SerialValue, state: &mut S) -> ActionResult;
+}
+
+fn labels<T: std::fmt::Debug>(options: &[T]) -> Vec<String> {
+    options.iter().map(|o| format!("{o:?}")).collect()
+}
+
+impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
+    const KIND: EntryKind = EntryKind::Plain;
+
+    fn describe(&self) -> EntryInfo {
+        EntryInfo {
+            name: short_type_name::<A>(),
+            kind: Self::KIND,
+            options: labels(&self.options),
+        }
+    }
+    fn option_any(&self, option: u32) -> &dyn Any {
+        &self.options[option as usize]
+    }
+    fn entry_type(&self) -> TypeId {
+        TypeId::of::<A>()
+    }
+    #[inline]
+    fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
+        self.options[option as usize].prune(walk)
+    }
+    #[inline]
+    fn run(&self, option: u32, state: &mut S) -> ActionResult {
+        self.options[option as usize].run(state)
+    }
+    fn run_serial(&self, _: u32) -> Result<SerialValue, Halt> {
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn apply_serial(&self, _: u32, _: &SerialValue, _: &mut S) -> ActionResult {
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+}
+
+impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
+    const KIND: EntryKind = EntryKind::Serial;
+
+    fn describe(&self) -> EntryInfo {
+        EntryInfo {
+            name: short_type_name::<X>(),
+            kind: Self::KIND,
+            options: labels(&self.options),
+        }
+    }
+    fn option_any(&self, option: u32) -> &dyn Any {
+        &self.options[option as usize]
+    }
+    fn entry_type(&self) -> TypeId {
+        TypeId::of::<X>()
+    }
+    #[inline]
+    fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
+        self.options[option as usize].prune(walk)
+    }
+    fn run(&self, _: u32, _: &mut S) -> ActionResult {
+        Ok(())
+    }
+    fn run_serial(&self, option: u32) -> Result<SerialValue, Halt> {
+        let value = self.options[option as usize].run()?;
+        Ok(SerialValue(Arc::new(value)))
+    }
+    fn apply_serial(&self, option: u32, value: &SerialValue, state: &mut S) -> ActionResult {
+        let value = value
+            .0
+            .downcast_ref::<X::Value>()
+            .expect("a serial value is applied by the entry that produced it");
+        self.options[option as usize].apply(value, state)
+    }
+}
+
+impl sealed::Sealed for Nil {}
+impl<H, T> sealed::Sealed for Cons<H, T> {}
+
+impl<S: 'static> Chain<S> for Nil {
+    const LEN: usize = 0;
+
+    fn describe(&self, _: &mut Vec<EntryInfo>) {}
+    fn option_any(&self, position: usize, _: u32) -> &dyn Any {
+        panic!("no entry at position {position}")
+    }
+    fn entry_type(&self, _: usize) -> TypeId {
+        TypeId::of::<Nil>()
+    }
+    #[inline]
+    fn prune(&self, _: &WalkView<'_>) -> bool {
+        false
+    }
+    #[inline]
+    fn run_plain(&self, _: &[u32], _: &Range<usize>, _: &mut S) -> Result<(), (usize, Halt)> {
+        Ok(())
+    }
+    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
+        panic!("no serial entry at position {}", step.position)
+    }
+    fn apply_serial(&self, step: SerialStep, _: &SerialValue, _: &mut S) -> ActionResult {
+        panic!("no serial entry at position {}", step.position)
+    }
+}
+
+impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
+    const LEN: usize = T::LEN + 1;
+
+    fn describe(&self, out: &mut Vec<EntryInfo>) {
+        self.tail.describe(out);
+        out.push(self.head.describe());
+    }
+    fn option_any(&self, position: usize, option: u32) -> &dyn Any {
+        if position == T::LEN {
+            self.head.option_any(option)
+        } else {
+            self.tail.option_any(position, option)
+        }
+    }
+    fn entry_type(&self, position: usize) -> TypeId {
+        if position == T::LEN {
+            self.head.entry_type()
+        } else {
+            self.tail.entry_type(position)
+        }
+    }
+    #[inline]
+    fn prune(&self, walk: &WalkView<'_>) -> bool {
+        self.tail.prune(walk) || self.head.prune(walk.option_index(T::LEN), walk)
+    }
+    #[inline]
+    fn run_plain(
+        &self,
+        digits: &[u32],
+        positions: &Range<usize>,
+        state: &mut S,
+    ) -> Result<(), (usize, Halt)> {
+        self.tail.run_plain(digits, positions, state)?;
+        let position = T::LEN;
+        if H::KIND == EntryKind::Plain && positions.contains(&position) {
+            let mark = PanicMark(position);
+            let result = self.head.run(digits[position], state);
+            std::mem::forget(mark);
+            result.map_err(|halt| (position, halt))?;
+        }
+        Ok(())
+    }
+    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
+        if step.position == T::LEN {
+            self.head.run_serial(step.option)
+        } else {
+            self.tail.run_serial(step)
+        }
+    }
+    fn apply_serial(&self, step: SerialStep, value: &SerialValue, state: &mut S) -> ActionResult {
+        if step.position == T::LEN {
+            self.head.apply_serial(step.option, value, state)
+        } else {
+            self.tail.apply_serial(step, value, state)
+        }
+    }
+}
+
+thread_local! {
+    /// Position of the action whose panic last unwound on this thread.
+    static PANIC_POSITION: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Marks the action running at a position. Forgotten on the normal path (no
+/// cost); dropped only while a panic unwinds, which records the position.
+pub(crate) struct PanicMark(pub(crate) usize);
+
+impl Drop for PanicMark {
+    fn drop(&mut self) {
+        PANIC_POSITION.with(|p| p.set(Some(self.0)));
+    }
+}
+
+/// The position recorded by the last panic on this thread, if any.
+pub(crate) fn take_panic_position() -> Option<usize> {
+    PANIC_POSITION.with(|p| p.take())
+}
+
+/// A chain pinned to its state type, serving as the option table of a
+/// [`WalkView`].
+pub(crate) struct Pinned<'a, S, C> {
+    pub(crate) chain: &'a C,
+    pub(crate) _state: PhantomData<fn() -> S>,
+}
+
+impl<'a, S, C> Pinned<'a, S, C> {
+    pub(crate) fn new(chain: &'a C) -> Self {
+        Pinned {
+            chain,
+            _state: PhantomData,
+        }
+    }
+}
+
+impl<S: 'static, C: Chain<S>> OptionLookup for Pinned<'_, S, C> {
+    fn option_any(&self, position: usize, option: u32) -> &dyn Any {
+        self.chain.option_any(position, option)
+    }
+    fn entry_type(&self, position: usize) -> TypeId {
+        self.chain.entry_type(position)
+    }
+}
+
+/// An invalid request about one walk.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WalkError {
+    /// The walk order cannot be run.
+    #[error(transparent)]
+    Order(#[from] OrderError),
+    /// The id is not in the space.
+    #[error(transparent)]
+    OutOfRange(#[from] IdOutOfRange),
+    /// The option indices do not name a walk of this order.
+    #[error(
+        "options {options:?} do not name a walk: expected one index per entry, below {counts:?}"
+    )]
+    BadOptions {
+        /// The indices given.
+        options: Vec<u32>,
+        /// The option count of each entry.
+        counts: Vec<u32>,
+    },
+}
+
+/// An ordered list of action and serial action types: the definition of a
+/// walk space.
+///
+/// ```
+/// use combtest::{Action, ActionResult, WalkOrder};
+///
+/// #[derive(Debug, Clone)]
+/// struct Add(u32);
+/// impl Action<u32> for Add {
+///     fn options() -> Vec<Self> { (1..=3).map(Add).collect() }
+///     fn run(&self, sum: &mut u32) -> ActionResult { *sum += self.0; Ok(()) }
+/// }
+///
+/// let order = WalkOrder::<u32>::new().then::<Add>().then::<Add>();
+/// assert_eq!(order.size().unwrap(), 9);
+/// assert_eq!(order.walk(5).unwrap().option_indices(), vec![1, 2]);
+/// ```
+pub struct WalkOrder<S, C = Nil> {
+    chain: C,
+    space: Result<Space, OrderError>,
+    _state: PhantomData<fn() -> S>,
+}
+
+impl<S, C: Clone> Clone for WalkOrder<S, C> {
+    fn clone(&self) -> Self {
+        WalkOrder {
+            chain: self.chain.clone(),
+            space: self.space.clone(),
+            _state: PhantomData,
+        }
+    }
+}
+
+impl<S: 'static> WalkOrder<S, Nil> {
+    /// An empty walk order; add entries with [`then`](Self::then) and
+    /// [`serial`](Self::serial).
+    pub fn new() -> Self {
+        WalkOrder {
+            chain: Nil,
+            space: Err(OrderError::Empty),
+            _state: PhantomData,
+        }
+    }
+}
+
+impl<S: 'static> Default for WalkOrder<S, Nil> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: 'static, C: Chain<S>> WalkOrder<S, C> {
+    fn extend<H: Link<S>>(self, head: H) -> WalkOrder<S, Cons<H, C>> {
+        let chain = Cons {
+            head,
+            tail: self.chain,
+        };
+        let mut entries = Vec::with_capacity(Cons::<H, C>::LEN);
+        chain.describe(&mut entries);
+        WalkOrder {
+            space: Space::new(entries),
+            chain,
+            _state: PhantomData,
+        }
+    }
+
+    /// Appends a plain action: every walk runs one of its options here.
+    pub fn then<A: Action<S>>(self) -> WalkOrder<S, Cons<Plain<A>, C>> {
+        self.extend(Plain {
+            options: A::options(),
+        })
+    }
+
+    /// Appends a serial action: run once per branch at a global barrier.
+    pub fn serial<X: SerialAction<S>>(self) -> WalkOrder<S, Cons<Serial<X>, C>> {
+        self.extend(Serial {
+            options: X::options(),
+        })
+    }
+
+    /// The walk space, or why this walk order cannot be run.
+    pub fn space(&self) -> Result<&Space, OrderError> {
+        self.space.as_ref().map_err(Clone::clone)
+    }
+
+    /// Number of walks in the space.
+    pub fn size(&self) -> Result<u64, OrderError> {
+        Ok(self.space()?.size())
+    }
+
+    /// The option count of each entry, in walk order.
+    pub fn option_counts(&self) -> Result<Vec<u32>, OrderError> {
+        Ok(self.space()?.option_counts().to_vec())
+    }
+
+    /// Segments per walk.
+    pub fn segments_per_walk(&self) -> Result<usize, OrderError> {
+        Ok(self.space()?.segments_per_walk())
+    }
+
+    /// The walk with id `id`, built in O(walk order length).
+    pub fn walk(&self, id: u64) -> Result<Walk, WalkError> {
+        let space = self.space()?;
+        let digits = space.digits(id)?;
+        Ok(Walk::from_digits(space, id, &digits))
+    }
+
+    /// The id of the walk choosing `options` (one option index per entry).
+    pub fn id_of(&self, options: &[u32]) -> Result<WalkId, WalkError> {
+        let space = self.space()?;
+        space
+            .id_of(options)
+            .map(WalkId)
+            .ok_or_else(|| WalkError::BadOptions {
+                options: options.to_vec(),
+                counts: space.option_counts().to_vec(),
+            })
+    }
+
+    /// A printable tree of the epochs, at most `max_epochs` of them.
+    pub fn epoch_tree(&self, max_epochs: usize) -> Result<String, OrderError> {
+        Ok(epoch_tree(self.space()?, max_epochs))
+    }
+
+    pub(crate) fn chain(&self) -> &C {
+        &self.chain
+    }
+}
+
+/// Renders the entries and the depth-first epoch tree of a space.
+pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} walks, {} entries, {} segments per walk",
+        space.size(),
+        space.len(),
+        space.segments_per_walk()
+    );
+    for (position, entry) in space.entries().iter().enumerate() {
+        let kind = match entry.kind {
+            EntryKind::Plain => "action",
+            EntryKind::Serial => "serial",
+        };
+        let _ = writeln!(
+            out,
+            "  [{position}] {kind:6} {} ({} options: {})",
+            entry.name,
+            entry.options.len(),
+            abbreviated(&entry.options, 6)
+        );
+    }
+    let names = |plain: &Range<usize>| -> String {
+        let list: Vec<&str> = plain.clone().map(|p| space.entries()[p].name).collect();
+        if list.is_empty() {
+            "(no actions)".to_string()
+        } else {
+            list.join(", ")
+        }
+    };
+    let mut shown = 0;
+    let mut cursor = EpochCursor::new(space.clone());
+    for epoch in cursor.by_ref() {
+        if shown == max_epochs {
+            shown += 1;
+            break;
+        }
+        shown += 1;
+        let indent = "  ".repeat(epoch.level);
+        let head = match epoch.serial {
+            Some(step) => {
+                let entry = &space.entries()[step.position];
+                format!(
+                    "{}={} then ",
+                    entry.name, entry.options[step.option as usize]
+                )
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{indent}- epoch {}: {head}[{}] on walks {}..{}",
+            epoch.id.0,
+            names(&epoch.plain),
+            epoch.walks.start,
+            epoch.walks.end
+        );
+    }
+    if shown > max_epochs {
+        let rest = cursor.count() + 1;
+        let _ = writeln!(out, "  ... and {rest} more epochs");
+    }
+    out
+}
+
+fn abbreviated(labels: &[String], max: usize) -> String {
+    let mut shown: Vec<&str> = labels.iter().take(max).map(String::as_str).collect();
+    if labels.len() > max {
+        shown.push("...");
+    }
+    shown.join(", ")
+}

@@ -1,0 +1,125 @@
+//! Walk states held between epochs, block by block.
+//!
+//! In a run with serial actions a walk's state outlives its segment: it waits
+//! in the store of the node that ran the walk until the walk's next segment
+//! (sticky routing). In-process there is one store, shared by every runner of
+//! the process and owned by the run, not by a runner, so a runner restarted
+//! after a panic loses nothing. Runners take and put whole blocks, so the
+//! lock is touched twice per batch, never per walk.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+
+use crate::exec::Block;
+use crate::model::space::Blocks;
+
+/// Held walk states, keyed by the first walk id of their block.
+#[derive(Debug)]
+pub(crate) struct StateStore<S> {
+    blocks: Mutex<HashMap<u64, Vec<Option<S>>>>,
+}
+
+impl<S> StateStore<S> {
+    pub(crate) fn new() -> Self {
+        StateStore {
+            blocks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Option<S>>>> {
+        // A poisoned lock only means a holder panicked between two map
+        // operations, which cannot leave the map half-updated.
+        self.blocks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes the blocks making up `range` (a tombstone comes back as a block
+    /// of `None`s). Errors with the first walk id of a block that is not held
+    /// whole.
+    pub(crate) fn take(&self, range: Range<u64>, blocks: Blocks) -> Result<Vec<Block<S>>, u64> {
+        let mut map = self.lock();
+        let mut out = Vec::new();
+        for part in blocks.split(range) {
+            match map.remove(&part.start) {
+                Some(mut slots)
+                    if slots.is_empty() || slots.len() as u64 == part.end - part.start =>
+                {
+                    if slots.is_empty() {
+                        slots.resize_with((part.end - part.start) as usize, || None);
+                    }
+                    out.push(Block {
+                        start: part.start,
+                        slots,
+                    })
+                }
+                wrong => {
+                    if let Some(slots) = wrong {
+                        map.insert(part.start, slots);
+                    }
+                    // Put back what was taken: the caller reports the loss.
+                    for block in out {
+                        map.insert(block.start, block.slots);
+                    }
+                    return Err(part.start);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores blocks. A block whose walks have all ended is kept as an empty
+    /// tombstone (no allocation), so a block that is missing later really
+    /// was lost.
+    pub(crate) fn put(&self, held: Vec<Block<S>>) {
+        let mut map = self.lock();
+        for mut block in held {
+            if block.slots.iter().all(Option::is_none) {
+                block.slots = Vec::new();
+            }
+            map.insert(block.start, block.slots);
+        }
+    }
+
+    /// Number of held walk states.
+    #[cfg(test)]
+    pub(crate) fn live(&self) -> usize {
+        self.lock()
+            .values()
+            .flatten()
+            .filter(|s| s.is_some())
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_blocks_are_dropped_and_missing_ones_reported() {
+        let store = StateStore::new();
+        let blocks = Blocks::new(4, 2);
+        store.put(vec![
+            Block {
+                start: 0,
+                slots: vec![Some(1), None],
+            },
+            Block {
+                start: 2,
+                slots: vec![None, None],
+            },
+        ]);
+        assert_eq!(store.live(), 1);
+        // Block 2..4 holds no live walk: it is a tombstone and comes back
+        // as Nones; a block never stored is an error that takes nothing.
+        let taken = store.take(0..4, blocks).unwrap();
+        assert_eq!(taken[0].slots, vec![Some(1), None]);
+        assert_eq!(taken[1].slots, vec![None, None]);
+        assert_eq!(store.live(), 0);
+        store.put(taken);
+        assert_eq!(store.take(0..6, Blocks::new(6, 2)).unwrap_err(), 4);
+        assert_eq!(store.live(), 1);
+    }
+}
