@@ -197,7 +197,10 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             Some(Role::Runner(index)) => {
                 tracing::debug!(runner = index, %why, "replacing walk runner");
                 state.restarts += 1;
-                state.spawn_runner(&myself, index).await?;
+                if let Err(error) = state.spawn_runner(&myself, index).await {
+                    let reason = format!("could not replace walk runner {index}: {error}");
+                    state.finish(&myself, Err(RunError::Internal(reason)));
+                }
             }
             Some(role) => {
                 let reason = format!("the {role:?} actor stopped unexpectedly: {why}");

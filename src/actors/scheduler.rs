@@ -209,7 +209,10 @@ impl SchedulerState {
             .map(|(_, job)| job.clone())
             .collect();
         for job in resend {
-            runner.cast(WalkRunnerMsg::RunBatch(job))?;
+            if runner.cast(WalkRunnerMsg::RunBatch(job)).is_err() {
+                // Died already; its replacement will get these again.
+                return Ok(());
+            }
         }
         self.runners[index] = Some(runner);
         self.dispatch()
@@ -248,8 +251,14 @@ impl SchedulerState {
                 cursor.next = stop;
                 self.next_batch += 1;
                 self.credits[index] -= 1;
-                runner.cast(WalkRunnerMsg::RunBatch(job.clone()))?;
-                self.outstanding.insert(job.id, (index, job));
+                self.outstanding.insert(job.id, (index, job.clone()));
+                if runner.cast(WalkRunnerMsg::RunBatch(job)).is_err() {
+                    // The runner is dying (it failed after a panic). Its
+                    // supervisor replaces it, and `RunnerUp` re-sends what is
+                    // outstanding on it, this batch included.
+                    self.runners[index] = None;
+                    break;
+                }
             }
         }
         let finished = self.current.as_ref().is_some_and(|c| c.next >= end);

@@ -1,0 +1,289 @@
+//! DESIGN.md's execution semantics, point by point: pruning, cancel,
+//! failures and panics, failing serial actions, replay.
+
+mod common;
+
+use combtest::{
+    Action, ActionResult, Halt, ReplayOutcome, RunOptions, SerialAction, WalkOrder, WalkView,
+    cancel, fail, run,
+};
+use common::{Append, SerialAppend, Trail, expected_trail};
+
+/// Prunes every walk whose first entry chose option 0 and whose own option
+/// is 1.
+#[derive(Debug, Clone, Copy)]
+struct Picky(u32);
+
+impl Action<Trail> for Picky {
+    fn options() -> Vec<Self> {
+        (0..3).map(Picky).collect()
+    }
+    fn run(&self, trail: &mut Trail) -> ActionResult {
+        trail.push((9, self.0));
+        Ok(())
+    }
+    fn prune(&self, walk: &WalkView<'_>) -> bool {
+        let first = walk
+            .get::<Append<1, 4>>()
+            .expect("Append<1, 4> is in the walk order");
+        first.0 == 0 && self.0 == 1
+    }
+}
+
+#[test]
+fn pruned_walks_never_run() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<1, 4>>()
+        .serial::<SerialAppend<2, 2>>()
+        .then::<Picky>();
+    let report = run(&order, RunOptions::default().gather_states(true).threads(2)).unwrap();
+    // 2 serial options x (first = 0, Picky = 1) = 2 pruned walks.
+    assert_eq!((report.walks, report.pruned, report.passed), (24, 2, 22));
+    assert!(report.is_consistent());
+    for id in 0..24u64 {
+        let walk = order.walk(id).unwrap();
+        let options = walk.option_indices();
+        let pruned = options[0] == 0 && options[2] == 1;
+        // A pruned walk has no state: it never ran, not even its first segment.
+        assert_eq!(
+            report.states.contains_key(&combtest::WalkId(id)),
+            !pruned,
+            "walk {id}"
+        );
+        if pruned {
+            assert_eq!(
+                order.replay(id, Vec::new()).unwrap().outcome,
+                ReplayOutcome::Pruned
+            );
+        }
+    }
+    // Pruned walks run no segment: 22 walks x 2 segments.
+    assert_eq!(report.segments, 44);
+}
+
+/// Cancels on option 0, fails on option 1, panics on option 2, passes on 3.
+#[derive(Debug, Clone, Copy)]
+struct Moody(u32);
+
+impl Action<Trail> for Moody {
+    fn options() -> Vec<Self> {
+        (0..4).map(Moody).collect()
+    }
+    fn run(&self, trail: &mut Trail) -> ActionResult {
+        trail.push((8, self.0));
+        match self.0 {
+            0 => cancel(),
+            1 => fail("moody refuses"),
+            2 => panic!("moody panics"),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn cancel_fail_and_panic_end_only_their_walk() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<1, 2>>()
+        .then::<Moody>()
+        .serial::<SerialAppend<2, 2>>()
+        .then::<Append<3, 2>>();
+    let report = run(&order, RunOptions::default().gather_states(true).threads(2)).unwrap();
+    // 32 walks; Moody's option picks the outcome for a quarter each.
+    assert_eq!(report.walks, 32);
+    assert_eq!((report.cancelled, report.failed, report.passed), (8, 16, 8));
+    assert!(report.is_consistent());
+    assert!(report.runner_restarts >= 1, "a panic replaces its runner");
+    for failure in &report.failed_walks {
+        let walk = order.walk(failure.walk_id.0).unwrap();
+        assert_eq!((failure.action_index, failure.action), (1, "Moody"));
+        match walk.steps[1].option {
+            1 => assert_eq!(failure.error, "moody refuses"),
+            2 => assert_eq!(failure.error, "panicked: moody panics"),
+            other => panic!("walk with Moody({other}) should not fail"),
+        }
+    }
+    // Segment 1 (after the serial action) ran only for walks still alive:
+    // 32 first segments + 8 second segments.
+    assert_eq!(report.segments, 40);
+    for (id, trail) in &report.states {
+        let options = order.walk(id.0).unwrap().option_indices();
+        if options[1] == 3 {
+            assert_eq!(trail, &expected_trail(&[1, 8, 2, 3], &options));
+        } else {
+            // Stopped at Moody: nothing after it ran.
+            assert_eq!(trail, &expected_trail(&[1, 8], &options[..2]));
+        }
+    }
+}
+
+/// A serial action whose option 1 fails.
+#[derive(Debug, Clone, Copy)]
+struct FlakyConfig(u32);
+
+impl SerialAction<Trail> for FlakyConfig {
+    type Value = u32;
+    fn options() -> Vec<Self> {
+        (0..2).map(FlakyConfig).collect()
+    }
+    fn run(&self) -> Result<u32, Halt> {
+        if self.0 == 1 {
+            Err(Halt::fail("config 1 cannot be applied"))
+        } else {
+            Ok(self.0)
+        }
+    }
+    fn apply(&self, value: &u32, trail: &mut Trail) -> ActionResult {
+        trail.push((7, *value));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_serial_action_fails_only_its_branch() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<1, 3>>()
+        .serial::<FlakyConfig>()
+        .then::<Append<2, 2>>()
+        .serial::<SerialAppend<3, 2>>()
+        .then::<Append<4, 2>>();
+    let report = run(&order, RunOptions::default().gather_states(true).threads(2)).unwrap();
+    // 48 walks: branch FlakyConfig=0 (ids 0..24) passes, branch 1 fails.
+    assert_eq!((report.walks, report.passed, report.failed), (48, 24, 24));
+    assert!(report.is_consistent());
+    for failure in &report.failed_walks {
+        assert!((24..48).contains(&failure.walk_id.0));
+        assert_eq!((failure.action_index, failure.action), (1, "FlakyConfig"));
+        assert_eq!(failure.error, "config 1 cannot be applied");
+    }
+    // Serial actions: FlakyConfig x2, then SerialAppend x2 under branch 0
+    // only; branch 1's later epochs are skipped.
+    assert_eq!(report.serial_actions, 4);
+    // Failed walks keep the state they had: only their first segment ran.
+    for id in 24..48u64 {
+        let trail = &report.states[&combtest::WalkId(id)];
+        assert_eq!(trail.len(), 1, "walk {id}");
+    }
+    let replay = order.replay(24, Vec::new()).unwrap();
+    assert_eq!(
+        replay.outcome,
+        ReplayOutcome::Failed {
+            action_index: 1,
+            action: "FlakyConfig",
+            error: "config 1 cannot be applied".into()
+        }
+    );
+}
+
+#[test]
+fn replay_runs_the_same_actions_as_the_run() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<1, 2>>()
+        .then::<Moody>()
+        .serial::<SerialAppend<2, 2>>()
+        .then::<Append<3, 2>>();
+    let report = run(&order, RunOptions::default().gather_states(true).threads(2)).unwrap();
+    for id in 0..report.walks {
+        let replay = order.replay(id, Vec::new()).unwrap();
+        if let Some(state) = report.states.get(&combtest::WalkId(id)) {
+            assert_eq!(&replay.state, state, "walk {id}");
+        }
+        let failed = report.failed_walks.iter().find(|f| f.walk_id.0 == id);
+        match (&replay.outcome, failed) {
+            (
+                ReplayOutcome::Failed {
+                    error,
+                    action_index,
+                    ..
+                },
+                Some(f),
+            ) => {
+                assert_eq!((error, *action_index), (&f.error, f.action_index));
+            }
+            (ReplayOutcome::Failed { .. }, None) => panic!("walk {id} failed only in replay"),
+            (_, Some(_)) => panic!("walk {id} failed only in the run"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn replay_steps_through_every_action_in_order() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<1, 2>>()
+        .serial::<SerialAppend<2, 2>>()
+        .then::<Append<3, 2>>();
+    let mut seen = Vec::new();
+    let replay = order
+        .replay_with(5, Vec::new(), |position| seen.push(position))
+        .unwrap();
+    assert_eq!(seen, vec![0, 1, 2]);
+    assert_eq!(replay.outcome, ReplayOutcome::Passed);
+    assert_eq!(
+        replay.state,
+        expected_trail(&[1, 2, 3], &order.walk(5).unwrap().option_indices())
+    );
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let order = WalkOrder::<Trail>::new().then::<Append<1, 2>>();
+    assert!(
+        order
+            .walk(2)
+            .unwrap_err()
+            .to_string()
+            .contains("not in the space")
+    );
+    assert!(order.id_of(&[0, 0]).is_err());
+    let empty = WalkOrder::<Trail>::new();
+    assert!(matches!(
+        run(&empty, RunOptions::default()),
+        Err(combtest::RunError::InvalidOrder(
+            combtest::OrderError::Empty
+        ))
+    ));
+    assert!(matches!(
+        run(&order, RunOptions::default().threads(0)),
+        Err(combtest::RunError::InvalidThreads(0))
+    ));
+}
+
+#[derive(Debug, Clone)]
+struct NoOptions;
+
+impl Action<Trail> for NoOptions {
+    fn options() -> Vec<Self> {
+        Vec::new()
+    }
+    fn run(&self, _: &mut Trail) -> ActionResult {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_action_without_options_is_named_in_the_error() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<1, 2>>()
+        .then::<NoOptions>();
+    let error = run(&order, RunOptions::default()).unwrap_err().to_string();
+    assert!(
+        error.contains("NoOptions") && error.contains("entry 1"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_async_inside_a_runtime() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<1, 3>>()
+        .then::<Append<2, 3>>();
+    // The blocking variant refuses to nest runtimes, with a clear error.
+    assert!(matches!(
+        run(&order, RunOptions::default()),
+        Err(combtest::RunError::InsideRuntime)
+    ));
+    let report = combtest::run_async(&order, RunOptions::default().threads(4))
+        .await
+        .unwrap();
+    assert_eq!(report.passed, 9);
+}
