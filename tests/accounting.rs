@@ -1,0 +1,144 @@
+//! Accounting property: whatever the actions do (pass, cancel, fail, panic,
+//! prune) and however many runners there are, the report matches a plain
+//! sequential interpreter walk by walk, and passed + failed + cancelled +
+//! pruned + aborted equals the size of the space.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use combtest::{Action, ActionResult, Halt, RunOptions, SerialAction, WalkOrder, WalkView, run};
+use proptest::prelude::*;
+
+const OK: u8 = 0;
+const CANCEL: u8 = 1;
+const FAIL: u8 = 2;
+const PANIC: u8 = 3;
+
+/// Per walk: what each (position, option) does, drawn by proptest.
+#[derive(Debug, Clone, Default)]
+struct Scripted {
+    behaviour: Arc<Vec<Vec<u8>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Act<const POS: usize, const N: u32>(u32);
+
+impl<const POS: usize, const N: u32> Action<Scripted> for Act<POS, N> {
+    fn options() -> Vec<Self> {
+        (0..N).map(Self).collect()
+    }
+    fn run(&self, state: &mut Scripted) -> ActionResult {
+        match state.behaviour[POS][self.0 as usize] {
+            CANCEL => Err(Halt::Cancel),
+            FAIL => Err(Halt::fail("scripted failure")),
+            PANIC => panic!("scripted panic"),
+            _ => Ok(()),
+        }
+    }
+    fn prune(&self, walk: &WalkView<'_>) -> bool {
+        // Fixed rule: entry 0 at option 2 with this entry at option 1.
+        POS == 3 && walk.option_index(0) == 2 && self.0 == 1
+    }
+}
+
+/// Serial action whose option 2 fails.
+#[derive(Debug, Clone)]
+struct Gate(u32);
+
+impl SerialAction<Scripted> for Gate {
+    type Value = ();
+    fn options() -> Vec<Self> {
+        (0..3).map(Gate).collect()
+    }
+    fn run(&self) -> Result<(), Halt> {
+        if self.0 == 2 {
+            Err(Halt::fail("gate 2 is broken"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Expected outcome of one walk, by a sequential interpreter.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Expect {
+    Passed,
+    Cancelled,
+    Failed,
+    Pruned,
+}
+
+fn interpret(digits: &[u32], behaviour: &[Vec<u8>]) -> Expect {
+    if digits[0] == 2 && digits[3] == 1 {
+        return Expect::Pruned;
+    }
+    for (position, &option) in digits.iter().enumerate() {
+        if position == 2 {
+            if option == 2 {
+                return Expect::Failed;
+            }
+            continue;
+        }
+        match behaviour[position][option as usize] {
+            CANCEL => return Expect::Cancelled,
+            FAIL | PANIC => return Expect::Failed,
+            _ => {}
+        }
+    }
+    Expect::Passed
+}
+
+fn behaviour() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    // Mostly passing options, some of every other kind.
+    let code = prop_oneof![6 => Just(OK), 1 => Just(CANCEL), 1 => Just(FAIL), 1 => Just(PANIC)];
+    prop::collection::vec(prop::collection::vec(code, 4), 5)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn reports_match_a_sequential_interpreter(behaviour in behaviour(), threads in 1usize..7) {
+        quiet_scripted_panics();
+        let order = WalkOrder::<Scripted>::new()
+            .then::<Act<0, 3>>()
+            .then::<Act<1, 4>>()
+            .serial::<Gate>()
+            .then::<Act<3, 2>>()
+            .then::<Act<4, 4>>();
+        let initial = Scripted { behaviour: Arc::new(behaviour.clone()) };
+        let report = run(&order, RunOptions::new(initial).threads(threads)).unwrap();
+        let mut expected = [0u64; 4];
+        let mut expected_failed = BTreeSet::new();
+        for id in 0..order.size().unwrap() {
+            let digits = order.walk(id).unwrap().option_indices();
+            let outcome = interpret(&digits, &behaviour);
+            expected[outcome as usize] += 1;
+            if outcome == Expect::Failed {
+                expected_failed.insert(id);
+            }
+        }
+        prop_assert!(report.is_consistent());
+        prop_assert_eq!(report.passed + report.failed + report.cancelled + report.pruned
+            + report.aborted, report.walks);
+        prop_assert_eq!(
+            [report.passed, report.cancelled, report.failed, report.pruned],
+            expected
+        );
+        let failed: BTreeSet<u64> = report.failed_walks.iter().map(|f| f.walk_id.0).collect();
+        prop_assert_eq!(failed, expected_failed);
+        prop_assert_eq!(report.aborted, 0);
+    }
+}
+
+/// Scripted panics are expected here: keep them out of the test output.
+fn quiet_scripted_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&"scripted panic") {
+                default(info);
+            }
+        }));
+    });
+}
