@@ -19,15 +19,17 @@
 pub mod model;
 
 mod actors;
+pub mod cli;
 mod exec;
 mod order;
 mod runtime;
 mod store;
+pub mod suites;
 
 pub use exec::{Replay, ReplayOutcome};
 pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
 pub use model::outcome::{AbortedWalks, FailedWalk, Report};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
-pub use order::{WalkError, WalkOrder, epoch_tree};
+pub use order::{Chain, WalkError, WalkOrder, epoch_tree};
 pub use runtime::{MAX_THREADS, RunError, RunOptions, default_threads, run, run_async};

@@ -431,9 +431,7 @@ impl<S: 'static, C: Chain<S>> WalkOrder<S, C> {
 
     /// The walk with id `id`, built in O(walk order length).
     pub fn walk(&self, id: u64) -> Result<Walk, WalkError> {
-        let space = self.space()?;
-        let digits = space.digits(id)?;
-        Ok(Walk::from_digits(space, id, &digits))
+        Ok(self.space()?.walk(id)?)
     }
 
     /// The id of the walk choosing `options` (one option index per entry).
@@ -475,9 +473,10 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "  [{position}] {kind:6} {} ({} options: {})",
+            "  [{position}] {kind:6} {} ({} option{}: {})",
             entry.name,
             entry.options.len(),
+            if entry.options.len() == 1 { "" } else { "s" },
             abbreviated(&entry.options, 6)
         );
     }

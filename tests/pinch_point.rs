@@ -56,8 +56,8 @@ impl<const LEVEL: usize, const TAG: u8, const N: u32> Action<Walker> for Work<LE
             let world = WORLD.lock().unwrap().clone();
             if world.get(..LEVEL) != Some(&walker.serials[..]) {
                 violation(format!(
-                    "walk of branch {:?} ran under world {world:?}",
-                    walker.serials
+                    "option {} of a walk of branch {:?} ran under world {world:?}",
+                    self.0, walker.serials
                 ));
             }
             std::thread::yield_now();

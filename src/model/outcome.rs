@@ -125,8 +125,8 @@ impl<S> Report<S> {
         self.failed == 0 && self.aborted == 0
     }
 
-    /// The report without gathered states.
-    pub fn summary(&self) -> Report<()> {
+    /// The report without its gathered states.
+    pub fn without_states(self) -> Report<()> {
         Report {
             walks: self.walks,
             passed: self.passed,
@@ -138,8 +138,8 @@ impl<S> Report<S> {
             serial_actions: self.serial_actions,
             runner_restarts: self.runner_restarts,
             elapsed: self.elapsed,
-            failed_walks: self.failed_walks.clone(),
-            aborted_walks: self.aborted_walks.clone(),
+            failed_walks: self.failed_walks,
+            aborted_walks: self.aborted_walks,
             states: BTreeMap::new(),
         }
     }

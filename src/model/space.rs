@@ -215,6 +215,12 @@ impl Space {
         Ok(())
     }
 
+    /// The walk with id `id`: its chosen option of every entry.
+    pub fn walk(&self, id: u64) -> Result<super::walk::Walk, IdOutOfRange> {
+        let digits = self.digits(id)?;
+        Ok(super::walk::Walk::from_digits(self, id, &digits))
+    }
+
     /// The walk id of the given option indices, or `None` if there is not one
     /// index per entry or an index is out of range.
     pub fn id_of(&self, digits: &[u32]) -> Option<u64> {
