@@ -123,11 +123,11 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     fn entry_type(&self) -> TypeId {
         TypeId::of::<A>()
     }
-    #[inline]
+    #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
         self.options[option as usize].prune(walk)
     }
-    #[inline]
+    #[inline(always)]
     fn run(&self, option: u32, state: &mut S) -> ActionResult {
         self.options[option as usize].run(state)
     }
@@ -155,7 +155,7 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     fn entry_type(&self) -> TypeId {
         TypeId::of::<X>()
     }
-    #[inline]
+    #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
         self.options[option as usize].prune(walk)
     }
@@ -188,11 +188,11 @@ impl<S: 'static> Chain<S> for Nil {
     fn entry_type(&self, _: usize) -> TypeId {
         TypeId::of::<Nil>()
     }
-    #[inline]
+    #[inline(always)]
     fn prune(&self, _: &WalkView<'_>) -> bool {
         false
     }
-    #[inline]
+    #[inline(always)]
     fn run_plain(&self, _: &[u32], _: &Range<usize>, _: &mut S) -> Result<(), (usize, Halt)> {
         Ok(())
     }
@@ -225,11 +225,11 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
             self.tail.entry_type(position)
         }
     }
-    #[inline]
+    #[inline(always)]
     fn prune(&self, walk: &WalkView<'_>) -> bool {
         self.tail.prune(walk) || self.head.prune(walk.option_index(T::LEN), walk)
     }
-    #[inline]
+    #[inline(always)]
     fn run_plain(
         &self,
         digits: &[u32],

@@ -285,8 +285,9 @@ mod tests {
             batch_len(Some(2.0), 2, 10_000_000),
             2_000_000.min(MAX_BATCH)
         );
-        // 1 ms per walk: one walk per batch.
-        assert_eq!(batch_len(Some(1e6), 64, 512), 1);
+        // 1 ms per walk: four walks make 4 ms; 10 ms per walk: one.
+        assert_eq!(batch_len(Some(1e6), 64, 100_000), 4);
+        assert_eq!(batch_len(Some(1e7), 64, 100_000), 1);
         // The tail of an epoch is spread over every runner.
         assert_eq!(batch_len(Some(2.0), 2, 100), 25);
     }
