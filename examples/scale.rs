@@ -85,10 +85,7 @@ fn main() {
     let order = WalkOrder::<Sum>::new().then::<Add<1>>().then::<Add<2>>().then::<Add<3>>();
     match n {
         4 => measure(order.then::<Add<4>>(), || bare(4)),
-        6 => measure(
-            order.then::<Add<4>>().then::<Add<5>>().then::<Add<6>>(),
-            || bare(6),
-        ),
+        6 => measure(order.then::<Add<4>>().then::<Add<5>>().then::<Add<6>>(), || bare(6)),
         7 => measure(
             order.then::<Add<4>>().then::<Add<5>>().then::<Add<6>>().then::<Add<7>>(),
             || bare(7),

@@ -89,11 +89,7 @@ where
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() {
-                EXIT_USAGE
-            } else {
-                EXIT_OK
-            };
+            return if error.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
     init_logging(cli.verbose);
@@ -103,22 +99,13 @@ where
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run {
-            suite,
-            threads,
-            json,
-        } => {
+        Command::Run { suite, threads, json } => {
             let Some(suite) = suites.iter().find(|s| s.name() == suite) else {
                 let names: Vec<&str> = suites.iter().map(|s| s.name()).collect();
-                eprintln!(
-                    "error: unknown suite '{suite}' (available: {})",
-                    names.join(", ")
-                );
+                eprintln!("error: unknown suite '{suite}' (available: {})", names.join(", "));
                 return EXIT_USAGE;
             };
-            let options = SuiteOptions {
-                threads: threads.map(|t| t as usize),
-            };
+            let options = SuiteOptions { threads: threads.map(|t| t as usize) };
             run_suite(suite.as_ref(), &options, json)
         }
     }
@@ -126,10 +113,7 @@ where
 
 fn duplicate_name(suites: &[Box<dyn Suite>]) -> Option<&str> {
     let mut seen = std::collections::HashSet::new();
-    suites
-        .iter()
-        .map(|s| s.name())
-        .find(|name| !seen.insert(*name))
+    suites.iter().map(|s| s.name()).find(|name| !seen.insert(*name))
 }
 
 fn init_logging(verbose: u8) {
@@ -142,10 +126,8 @@ fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COMBTEST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     // A user's binary may have installed its own subscriber: keep it.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn list(suites: &[Box<dyn Suite>], max_epochs: usize) -> u8 {
@@ -206,11 +188,7 @@ impl<'a> JsonReport<'a> {
             failed_walks: report
                 .failed_walks
                 .iter()
-                .map(|f| JsonFailure {
-                    walk_id: f.walk_id.0,
-                    action: f.action,
-                    error: &f.error,
-                })
+                .map(|f| JsonFailure { walk_id: f.walk_id.0, action: f.action, error: &f.error })
                 .collect(),
         }
     }
@@ -239,22 +217,14 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool) -> u8 {
     } else {
         let _ = write!(out, "{}", human_summary(suite, &report, threads));
     }
-    if report.success() {
-        EXIT_OK
-    } else {
-        EXIT_WALKS_FAILED
-    }
+    if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
 }
 
 fn human_summary(suite: &dyn Suite, report: &Report, threads: usize) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let secs = report.elapsed.as_secs_f64();
-    let rate = if secs > 0.0 {
-        report.walks as f64 / secs
-    } else {
-        0.0
-    };
+    let rate = if secs > 0.0 { report.walks as f64 / secs } else { 0.0 };
     let _ = writeln!(
         s,
         "suite {}: {} walks in {secs:.3} s ({rate:.0} walks/s) on {threads} runner threads",

@@ -305,26 +305,14 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
                 if !epoch.last {
                     slots.resize_with((range.end - range.start) as usize, || None);
                 }
-                vec![Unit {
-                    range,
-                    fresh: true,
-                    slots,
-                }]
+                vec![Unit { range, fresh: true, slots }]
             }
             BatchInput::Held(held) => held
                 .into_iter()
-                .map(|b| Unit {
-                    range: b.range(),
-                    fresh: false,
-                    slots: b.slots,
-                })
+                .map(|b| Unit { range: b.range(), fresh: false, slots: b.slots })
                 .collect(),
         };
-        let mut progress = Progress {
-            out: BatchOutput::new(),
-            unit: 0,
-            offset: 0,
-        };
+        let mut progress = Progress { out: BatchOutput::new(), unit: 0, offset: 0 };
         let mut digits = vec![0u32; self.space.len()];
         loop {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
@@ -361,10 +349,8 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
                 let mut slots = unit.slots.into_iter();
                 for part in blocks.split(unit.range) {
                     let n = (part.end - part.start) as usize;
-                    out.held.push(Block {
-                        start: part.start,
-                        slots: slots.by_ref().take(n).collect(),
-                    });
+                    out.held
+                        .push(Block { start: part.start, slots: slots.by_ref().take(n).collect() });
                 }
             }
         }
@@ -400,10 +386,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
         let chain = self.chain();
         let mut state = initial;
         if chain.prune(&WalkView::new(id, &digits, &Pinned::new(chain))) {
-            return Ok(Replay {
-                outcome: ReplayOutcome::Pruned,
-                state,
-            });
+            return Ok(Replay { outcome: ReplayOutcome::Pruned, state });
         }
         let name = |position: usize| space.entries()[position].name;
         for position in 0..space.len() {
@@ -412,16 +395,11 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
                 EntryKind::Plain => {
                     let one = position..position + 1;
                     catch_unwind(AssertUnwindSafe(|| {
-                        chain
-                            .run_plain(&digits, &one, &mut state)
-                            .map_err(|(_, h)| h)
+                        chain.run_plain(&digits, &one, &mut state).map_err(|(_, h)| h)
                     }))
                 }
                 EntryKind::Serial => {
-                    let step = SerialStep {
-                        position,
-                        option: digits[position],
-                    };
+                    let step = SerialStep { position, option: digits[position] };
                     catch_unwind(AssertUnwindSafe(|| {
                         let value = chain.run_serial(step)?;
                         chain.apply_serial(step, &value, &mut state)
@@ -430,14 +408,10 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
             };
             let outcome = match result {
                 Ok(Ok(())) => continue,
-                Ok(Err(Halt::Cancel)) => ReplayOutcome::Cancelled {
-                    action_index: position,
-                },
-                Ok(Err(Halt::Fail(error))) => ReplayOutcome::Failed {
-                    action_index: position,
-                    action: name(position),
-                    error,
-                },
+                Ok(Err(Halt::Cancel)) => ReplayOutcome::Cancelled { action_index: position },
+                Ok(Err(Halt::Fail(error))) => {
+                    ReplayOutcome::Failed { action_index: position, action: name(position), error }
+                }
                 Err(payload) => ReplayOutcome::Failed {
                     action_index: position,
                     action: name(position),
@@ -446,10 +420,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
             };
             return Ok(Replay { outcome, state });
         }
-        Ok(Replay {
-            outcome: ReplayOutcome::Passed,
-            state,
-        })
+        Ok(Replay { outcome: ReplayOutcome::Passed, state })
     }
 
     /// Replays walk `id` alone; see [`replay_with`](Self::replay_with).

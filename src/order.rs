@@ -111,11 +111,7 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     const KIND: EntryKind = EntryKind::Plain;
 
     fn describe(&self) -> EntryInfo {
-        EntryInfo {
-            name: short_type_name::<A>(),
-            kind: Self::KIND,
-            options: labels(&self.options),
-        }
+        EntryInfo { name: short_type_name::<A>(), kind: Self::KIND, options: labels(&self.options) }
     }
     fn option_any(&self, option: u32) -> &dyn Any {
         &self.options[option as usize]
@@ -143,11 +139,7 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     const KIND: EntryKind = EntryKind::Serial;
 
     fn describe(&self) -> EntryInfo {
-        EntryInfo {
-            name: short_type_name::<X>(),
-            kind: Self::KIND,
-            options: labels(&self.options),
-        }
+        EntryInfo { name: short_type_name::<X>(), kind: Self::KIND, options: labels(&self.options) }
     }
     fn option_any(&self, option: u32) -> &dyn Any {
         &self.options[option as usize]
@@ -219,11 +211,7 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         }
     }
     fn entry_type(&self, position: usize) -> TypeId {
-        if position == T::LEN {
-            self.head.entry_type()
-        } else {
-            self.tail.entry_type(position)
-        }
+        if position == T::LEN { self.head.entry_type() } else { self.tail.entry_type(position) }
     }
     #[inline(always)]
     fn prune(&self, walk: &WalkView<'_>) -> bool {
@@ -291,10 +279,7 @@ pub(crate) struct Pinned<'a, S, C> {
 
 impl<'a, S, C> Pinned<'a, S, C> {
     pub(crate) fn new(chain: &'a C) -> Self {
-        Pinned {
-            chain,
-            _state: PhantomData,
-        }
+        Pinned { chain, _state: PhantomData }
     }
 }
 
@@ -354,11 +339,7 @@ pub struct WalkOrder<S, C = Nil> {
 
 impl<S, C: Clone> Clone for WalkOrder<S, C> {
     fn clone(&self) -> Self {
-        WalkOrder {
-            chain: self.chain.clone(),
-            space: self.space.clone(),
-            _state: PhantomData,
-        }
+        WalkOrder { chain: self.chain.clone(), space: self.space.clone(), _state: PhantomData }
     }
 }
 
@@ -366,11 +347,7 @@ impl<S: 'static> WalkOrder<S, Nil> {
     /// An empty walk order; add entries with [`then`](Self::then) and
     /// [`serial`](Self::serial).
     pub fn new() -> Self {
-        WalkOrder {
-            chain: Nil,
-            space: Err(OrderError::Empty),
-            _state: PhantomData,
-        }
+        WalkOrder { chain: Nil, space: Err(OrderError::Empty), _state: PhantomData }
     }
 }
 
@@ -382,31 +359,20 @@ impl<S: 'static> Default for WalkOrder<S, Nil> {
 
 impl<S: 'static, C: Chain<S>> WalkOrder<S, C> {
     fn extend<H: Link<S>>(self, head: H) -> WalkOrder<S, Cons<H, C>> {
-        let chain = Cons {
-            head,
-            tail: self.chain,
-        };
+        let chain = Cons { head, tail: self.chain };
         let mut entries = Vec::with_capacity(Cons::<H, C>::LEN);
         chain.describe(&mut entries);
-        WalkOrder {
-            space: Space::new(entries),
-            chain,
-            _state: PhantomData,
-        }
+        WalkOrder { space: Space::new(entries), chain, _state: PhantomData }
     }
 
     /// Appends a plain action: every walk runs one of its options here.
     pub fn then<A: Action<S>>(self) -> WalkOrder<S, Cons<Plain<A>, C>> {
-        self.extend(Plain {
-            options: A::options(),
-        })
+        self.extend(Plain { options: A::options() })
     }
 
     /// Appends a serial action: run once per branch at a global barrier.
     pub fn serial<X: SerialAction<S>>(self) -> WalkOrder<S, Cons<Serial<X>, C>> {
-        self.extend(Serial {
-            options: X::options(),
-        })
+        self.extend(Serial { options: X::options() })
     }
 
     /// The walk space, or why this walk order cannot be run.
@@ -437,13 +403,10 @@ impl<S: 'static, C: Chain<S>> WalkOrder<S, C> {
     /// The id of the walk choosing `options` (one option index per entry).
     pub fn id_of(&self, options: &[u32]) -> Result<WalkId, WalkError> {
         let space = self.space()?;
-        space
-            .id_of(options)
-            .map(WalkId)
-            .ok_or_else(|| WalkError::BadOptions {
-                options: options.to_vec(),
-                counts: space.option_counts().to_vec(),
-            })
+        space.id_of(options).map(WalkId).ok_or_else(|| WalkError::BadOptions {
+            options: options.to_vec(),
+            counts: space.option_counts().to_vec(),
+        })
     }
 
     /// A printable tree of the epochs, at most `max_epochs` of them.
@@ -482,11 +445,7 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
     }
     let names = |plain: &Range<usize>| -> String {
         let list: Vec<&str> = plain.clone().map(|p| space.entries()[p].name).collect();
-        if list.is_empty() {
-            "(no actions)".to_string()
-        } else {
-            list.join(", ")
-        }
+        if list.is_empty() { "(no actions)".to_string() } else { list.join(", ") }
     };
     let mut shown = 0;
     let mut cursor = EpochCursor::new(space.clone());
@@ -500,10 +459,7 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
         let head = match epoch.serial {
             Some(step) => {
                 let entry = &space.entries()[step.position];
-                format!(
-                    "{}={} then ",
-                    entry.name, entry.options[step.option as usize]
-                )
+                format!("{}={} then ", entry.name, entry.options[step.option as usize])
             }
             None => String::new(),
         };

@@ -30,11 +30,7 @@ impl<S: Default> Default for RunOptions<S> {
 impl<S> RunOptions<S> {
     /// Every walk starts from a clone of `initial`.
     pub fn new(initial: S) -> Self {
-        RunOptions {
-            initial,
-            threads: None,
-            gather_states: false,
-        }
+        RunOptions { initial, threads: None, gather_states: false }
     }
 
     /// Number of runner threads: walks running at once. Defaults to the
@@ -144,9 +140,7 @@ where
     // If this future is dropped mid-run, stop the actors with it.
     let guard = StopOnDrop(Some(supervisor.get_cell()));
     let result = report.await.unwrap_or_else(|_| {
-        Err(RunError::Internal(
-            "the run supervisor stopped without a report".to_string(),
-        ))
+        Err(RunError::Internal("the run supervisor stopped without a report".to_string()))
     });
     drop(guard);
     let _ = handle.await;

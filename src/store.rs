@@ -22,17 +22,13 @@ pub(crate) struct StateStore<S> {
 
 impl<S> StateStore<S> {
     pub(crate) fn new() -> Self {
-        StateStore {
-            blocks: Mutex::new(HashMap::new()),
-        }
+        StateStore { blocks: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Option<S>>>> {
         // A poisoned lock only means a holder panicked between two map
         // operations, which cannot leave the map half-updated.
-        self.blocks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.blocks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes the blocks making up `range` (a tombstone comes back as a block
@@ -49,10 +45,7 @@ impl<S> StateStore<S> {
                     if slots.is_empty() {
                         slots.resize_with((part.end - part.start) as usize, || None);
                     }
-                    out.push(Block {
-                        start: part.start,
-                        slots,
-                    })
+                    out.push(Block { start: part.start, slots })
                 }
                 wrong => {
                     if let Some(slots) = wrong {
@@ -85,11 +78,7 @@ impl<S> StateStore<S> {
     /// Number of held walk states.
     #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
-        self.lock()
-            .values()
-            .flatten()
-            .filter(|s| s.is_some())
-            .count()
+        self.lock().values().flatten().filter(|s| s.is_some()).count()
     }
 }
 
@@ -102,14 +91,8 @@ mod tests {
         let store = StateStore::new();
         let blocks = Blocks::new(4, 2);
         store.put(vec![
-            Block {
-                start: 0,
-                slots: vec![Some(1), None],
-            },
-            Block {
-                start: 2,
-                slots: vec![None, None],
-            },
+            Block { start: 0, slots: vec![Some(1), None] },
+            Block { start: 2, slots: vec![None, None] },
         ]);
         assert_eq!(store.live(), 1);
         // Block 2..4 holds no live walk: it is a tombstone and comes back

@@ -51,11 +51,7 @@ impl SerialAction<Scripted> for Gate {
         (0..3).map(Gate).collect()
     }
     fn run(&self) -> Result<(), Halt> {
-        if self.0 == 2 {
-            Err(Halt::fail("gate 2 is broken"))
-        } else {
-            Ok(())
-        }
+        if self.0 == 2 { Err(Halt::fail("gate 2 is broken")) } else { Ok(()) }
     }
 }
 

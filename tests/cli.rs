@@ -23,18 +23,9 @@ fn list_shows_every_builtin_suite_with_counts_and_trees() {
     let output = node(&["list"]);
     assert_eq!(output.status.code(), Some(0));
     let text = stdout(&output);
-    assert!(
-        text.contains("demo:") && text.contains("36 walks"),
-        "{text}"
-    );
-    assert!(
-        text.contains("fs:") && text.contains("2592 walks"),
-        "{text}"
-    );
-    assert!(
-        text.contains("Pricing=Discount then [Checkout] on walks 18..36"),
-        "{text}"
-    );
+    assert!(text.contains("demo:") && text.contains("36 walks"), "{text}");
+    assert!(text.contains("fs:") && text.contains("2592 walks"), "{text}");
+    assert!(text.contains("Pricing=Discount then [Checkout] on walks 18..36"), "{text}");
 }
 
 #[test]
@@ -63,27 +54,13 @@ fn json_output_has_exactly_the_documented_keys() {
         ]
     );
     assert_eq!(value["walks"], 36);
-    assert_eq!(
-        (value["passed"].as_u64(), value["failed"].as_u64()),
-        (Some(20), Some(2))
-    );
-    assert_eq!(
-        (value["cancelled"].as_u64(), value["pruned"].as_u64()),
-        (Some(8), Some(6))
-    );
+    assert_eq!((value["passed"].as_u64(), value["failed"].as_u64()), (Some(20), Some(2)));
+    assert_eq!((value["cancelled"].as_u64(), value["pruned"].as_u64()), (Some(8), Some(6)));
     let failed = value["failed_walks"].as_array().unwrap();
-    let ids: Vec<u64> = failed
-        .iter()
-        .map(|f| f["walk_id"].as_u64().unwrap())
-        .collect();
+    let ids: Vec<u64> = failed.iter().map(|f| f["walk_id"].as_u64().unwrap()).collect();
     assert_eq!(ids, [27, 29]);
     for failure in failed {
-        let mut keys: Vec<&str> = failure
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let mut keys: Vec<&str> = failure.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["action", "error", "walk_id"]);
         assert_eq!(failure["action"], "Checkout");
@@ -95,18 +72,9 @@ fn human_summary_names_each_failed_walk() {
     let output = node(&["run", "--suite", "demo"]);
     assert_eq!(output.status.code(), Some(1));
     let text = stdout(&output);
-    assert!(
-        text.contains("passed 20  failed 2  cancelled 8  pruned 6  aborted 0"),
-        "{text}"
-    );
-    assert!(
-        text.contains("walk 27: Checkout (entry 3) failed: charged 360 cents"),
-        "{text}"
-    );
-    assert!(
-        text.contains("[Login=Bob, AddItems=AddItems(1), *Pricing=Discount"),
-        "{text}"
-    );
+    assert!(text.contains("passed 20  failed 2  cancelled 8  pruned 6  aborted 0"), "{text}");
+    assert!(text.contains("walk 27: Checkout (entry 3) failed: charged 360 cents"), "{text}");
+    assert!(text.contains("[Login=Bob, AddItems=AddItems(1), *Pricing=Discount"), "{text}");
     assert!(text.trim_end().ends_with("FAIL"));
 }
 
@@ -115,10 +83,7 @@ fn the_filesystem_suite_passes() {
     let output = node(&["run", "--suite", "fs", "--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     let value: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
-    assert_eq!(
-        (value["walks"].as_u64(), value["passed"].as_u64()),
-        (Some(2592), Some(2592))
-    );
+    assert_eq!((value["walks"].as_u64(), value["passed"].as_u64()), (Some(2592), Some(2592)));
     assert_eq!(value["serial_actions"], 2);
 }
 
@@ -128,10 +93,7 @@ fn bad_input_exits_2_with_a_one_line_message() {
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(
-        text.contains("unknown suite 'nope' (available: demo, fs)"),
-        "{text}"
-    );
+    assert!(text.contains("unknown suite 'nope' (available: demo, fs)"), "{text}");
 
     let output = node(&["run", "--suite", "demo", "--threads", "0"]);
     assert_eq!(output.status.code(), Some(2));

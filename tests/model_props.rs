@@ -14,11 +14,7 @@ fn spaces() -> impl Strategy<Value = Space> {
             .into_iter()
             .map(|(serial, n)| EntryInfo {
                 name: "E",
-                kind: if serial {
-                    EntryKind::Serial
-                } else {
-                    EntryKind::Plain
-                },
+                kind: if serial { EntryKind::Serial } else { EntryKind::Plain },
                 options: (0..n).map(|i| i.to_string()).collect(),
             })
             .collect();

@@ -45,10 +45,7 @@ impl<const LEVEL: usize, const TAG: u8, const N: u32> Action<Walker> for Work<LE
         RUNNING.fetch_add(1, Ordering::SeqCst);
         PLAIN_RUNS.fetch_add(1, Ordering::Relaxed);
         if walker.serials.len() != LEVEL {
-            violation(format!(
-                "level {LEVEL} action saw {} serial values",
-                walker.serials.len()
-            ));
+            violation(format!("level {LEVEL} action saw {} serial values", walker.serials.len()));
         }
         // Look at the world twice, yielding in between to widen the window in
         // which a misplaced serial action could change it.
@@ -79,17 +76,12 @@ impl<const LEVEL: usize, const N: u32> SerialAction<Walker> for SetWorld<LEVEL, 
     fn run(&self) -> Result<u32, Halt> {
         let running = RUNNING.load(Ordering::SeqCst);
         if running != 0 {
-            violation(format!(
-                "serial action at level {LEVEL} ran while {running} actions ran"
-            ));
+            violation(format!("serial action at level {LEVEL} ran while {running} actions ran"));
         }
         let mut world = WORLD.lock().unwrap();
         world.truncate(LEVEL - 1);
         if world.len() != LEVEL - 1 {
-            violation(format!(
-                "level {LEVEL} serial ran before level {}",
-                LEVEL - 1
-            ));
+            violation(format!("level {LEVEL} serial ran before level {}", LEVEL - 1));
         }
         world.push(self.0);
         SERIAL_RUNS.lock().unwrap().push(world.clone());
@@ -113,11 +105,7 @@ fn serial_actions_are_global_pinch_points() {
     let walks = 3 * 2 * 3 * 3 * 2 * 4;
     let report = run(&order, RunOptions::default().threads(8)).unwrap();
     assert_eq!((report.walks, report.passed), (walks, walks));
-    assert!(
-        VIOLATIONS.lock().unwrap().is_empty(),
-        "{:?}",
-        VIOLATIONS.lock().unwrap()
-    );
+    assert!(VIOLATIONS.lock().unwrap().is_empty(), "{:?}", VIOLATIONS.lock().unwrap());
     // Every plain action of every walk ran once.
     assert_eq!(PLAIN_RUNS.load(Ordering::Relaxed) as u64, walks * 4);
     // One serial run per epoch: 3 at level 1, 3 x 2 at level 2, each branch

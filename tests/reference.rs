@@ -24,18 +24,12 @@ fn two_serial_actions_972_walks() {
     assert_eq!(order.segments_per_walk().unwrap(), 3);
     let report = run(&order, gathered()).unwrap();
     assert!(report.is_consistent());
-    assert_eq!(
-        (report.walks, report.passed, report.segments),
-        (972, 972, 2916)
-    );
+    assert_eq!((report.walks, report.passed, report.segments), (972, 972, 2916));
     assert_eq!(report.serial_actions, 2 + 2 * 2);
     assert_eq!(report.states.len(), 972);
     for (id, trail) in &report.states {
         let walk = order.walk(id.0).unwrap();
-        assert_eq!(
-            trail,
-            &expected_trail(&[1, 2, 3, 4, 5, 6, 7], &walk.option_indices())
-        );
+        assert_eq!(trail, &expected_trail(&[1, 2, 3, 4, 5, 6, 7], &walk.option_indices()));
     }
     // Branch ids match the serial options: ids 0..486 ran under S1=0, and
     // within them 0..243 under S2=0.
@@ -43,11 +37,7 @@ fn two_serial_actions_972_walks() {
         let trail = &report.states[&combtest::WalkId(id)];
         let s1 = trail[2].1;
         let s2 = trail[5].1;
-        assert_eq!(
-            (s1, s2),
-            ((id / 486) as u32, ((id / 243) % 2) as u32),
-            "walk {id}"
-        );
+        assert_eq!((s1, s2), ((id / 486) as u32, ((id / 243) % 2) as u32), "walk {id}");
     }
 }
 
@@ -62,16 +52,10 @@ fn leading_and_trailing_serial_108_walks() {
     assert_eq!(order.size().unwrap(), 108);
     assert_eq!(order.segments_per_walk().unwrap(), 2);
     let report = run(&order, gathered()).unwrap();
-    assert_eq!(
-        (report.passed, report.segments, report.serial_actions),
-        (108, 216, 2 + 4)
-    );
+    assert_eq!((report.passed, report.segments, report.serial_actions), (108, 216, 2 + 4));
     for (id, trail) in &report.states {
         let walk = order.walk(id.0).unwrap();
-        assert_eq!(
-            trail,
-            &expected_trail(&[1, 2, 3, 4, 5], &walk.option_indices())
-        );
+        assert_eq!(trail, &expected_trail(&[1, 2, 3, 4, 5], &walk.option_indices()));
     }
 }
 
@@ -98,17 +82,11 @@ fn append_suite_1500_walks_4500_segments() {
         .then::<Append<4, 3>>()
         .serial::<SerialAppend<5, 2>>();
     let report = run(&order, gathered()).unwrap();
-    assert_eq!(
-        (report.walks, report.passed, report.segments),
-        (1500, 1500, 4500)
-    );
+    assert_eq!((report.walks, report.passed, report.segments), (1500, 1500, 4500));
     assert_eq!(report.serial_actions, 5 + 5 * 2);
     for (id, trail) in &report.states {
         let walk = order.walk(id.0).unwrap();
-        assert_eq!(
-            trail,
-            &expected_trail(&[1, 2, 3, 4, 5], &walk.option_indices())
-        );
+        assert_eq!(trail, &expected_trail(&[1, 2, 3, 4, 5], &walk.option_indices()));
     }
 }
 

@@ -23,9 +23,7 @@ impl Action<Trail> for Picky {
         Ok(())
     }
     fn prune(&self, walk: &WalkView<'_>) -> bool {
-        let first = walk
-            .get::<Append<1, 4>>()
-            .expect("Append<1, 4> is in the walk order");
+        let first = walk.get::<Append<1, 4>>().expect("Append<1, 4> is in the walk order");
         first.0 == 0 && self.0 == 1
     }
 }
@@ -45,16 +43,9 @@ fn pruned_walks_never_run() {
         let options = walk.option_indices();
         let pruned = options[0] == 0 && options[2] == 1;
         // A pruned walk has no state: it never ran, not even its first segment.
-        assert_eq!(
-            report.states.contains_key(&combtest::WalkId(id)),
-            !pruned,
-            "walk {id}"
-        );
+        assert_eq!(report.states.contains_key(&combtest::WalkId(id)), !pruned, "walk {id}");
         if pruned {
-            assert_eq!(
-                order.replay(id, Vec::new()).unwrap().outcome,
-                ReplayOutcome::Pruned
-            );
+            assert_eq!(order.replay(id, Vec::new()).unwrap().outcome, ReplayOutcome::Pruned);
         }
     }
     // Pruned walks run no segment: 22 walks x 2 segments.
@@ -126,11 +117,7 @@ impl SerialAction<Trail> for FlakyConfig {
         (0..2).map(FlakyConfig).collect()
     }
     fn run(&self) -> Result<u32, Halt> {
-        if self.0 == 1 {
-            Err(Halt::fail("config 1 cannot be applied"))
-        } else {
-            Ok(self.0)
-        }
+        if self.0 == 1 { Err(Halt::fail("config 1 cannot be applied")) } else { Ok(self.0) }
     }
     fn apply(&self, value: &u32, trail: &mut Trail) -> ActionResult {
         trail.push((7, *value));
@@ -189,14 +176,7 @@ fn replay_runs_the_same_actions_as_the_run() {
         }
         let failed = report.failed_walks.iter().find(|f| f.walk_id.0 == id);
         match (&replay.outcome, failed) {
-            (
-                ReplayOutcome::Failed {
-                    error,
-                    action_index,
-                    ..
-                },
-                Some(f),
-            ) => {
+            (ReplayOutcome::Failed { error, action_index, .. }, Some(f)) => {
                 assert_eq!((error, *action_index), (&f.error, f.action_index));
             }
             (ReplayOutcome::Failed { .. }, None) => panic!("walk {id} failed only in replay"),
@@ -213,34 +193,21 @@ fn replay_steps_through_every_action_in_order() {
         .serial::<SerialAppend<2, 2>>()
         .then::<Append<3, 2>>();
     let mut seen = Vec::new();
-    let replay = order
-        .replay_with(5, Vec::new(), |position| seen.push(position))
-        .unwrap();
+    let replay = order.replay_with(5, Vec::new(), |position| seen.push(position)).unwrap();
     assert_eq!(seen, vec![0, 1, 2]);
     assert_eq!(replay.outcome, ReplayOutcome::Passed);
-    assert_eq!(
-        replay.state,
-        expected_trail(&[1, 2, 3], &order.walk(5).unwrap().option_indices())
-    );
+    assert_eq!(replay.state, expected_trail(&[1, 2, 3], &order.walk(5).unwrap().option_indices()));
 }
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let order = WalkOrder::<Trail>::new().then::<Append<1, 2>>();
-    assert!(
-        order
-            .walk(2)
-            .unwrap_err()
-            .to_string()
-            .contains("not in the space")
-    );
+    assert!(order.walk(2).unwrap_err().to_string().contains("not in the space"));
     assert!(order.id_of(&[0, 0]).is_err());
     let empty = WalkOrder::<Trail>::new();
     assert!(matches!(
         run(&empty, RunOptions::default()),
-        Err(combtest::RunError::InvalidOrder(
-            combtest::OrderError::Empty
-        ))
+        Err(combtest::RunError::InvalidOrder(combtest::OrderError::Empty))
     ));
     assert!(matches!(
         run(&order, RunOptions::default().threads(0)),
@@ -262,28 +229,16 @@ impl Action<Trail> for NoOptions {
 
 #[test]
 fn an_action_without_options_is_named_in_the_error() {
-    let order = WalkOrder::<Trail>::new()
-        .then::<Append<1, 2>>()
-        .then::<NoOptions>();
+    let order = WalkOrder::<Trail>::new().then::<Append<1, 2>>().then::<NoOptions>();
     let error = run(&order, RunOptions::default()).unwrap_err().to_string();
-    assert!(
-        error.contains("NoOptions") && error.contains("entry 1"),
-        "{error}"
-    );
+    assert!(error.contains("NoOptions") && error.contains("entry 1"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_async_inside_a_runtime() {
-    let order = WalkOrder::<Trail>::new()
-        .then::<Append<1, 3>>()
-        .then::<Append<2, 3>>();
+    let order = WalkOrder::<Trail>::new().then::<Append<1, 3>>().then::<Append<2, 3>>();
     // The blocking variant refuses to nest runtimes, with a clear error.
-    assert!(matches!(
-        run(&order, RunOptions::default()),
-        Err(combtest::RunError::InsideRuntime)
-    ));
-    let report = combtest::run_async(&order, RunOptions::default().threads(4))
-        .await
-        .unwrap();
+    assert!(matches!(run(&order, RunOptions::default()), Err(combtest::RunError::InsideRuntime)));
+    let report = combtest::run_async(&order, RunOptions::default().threads(4)).await.unwrap();
     assert_eq!(report.passed, 9);
 }

@@ -21,11 +21,7 @@ use crate::model::space::WalkId;
 pub(crate) enum CollectorMsg<S> {
     /// A batch finished: its counts, failures and (when gathering) the final
     /// states of the walks that ended in it.
-    BatchOutcome {
-        counts: Counts,
-        failed: Vec<FailedWalk>,
-        finals: Vec<(WalkId, S)>,
-    },
+    BatchOutcome { counts: Counts, failed: Vec<FailedWalk>, finals: Vec<(WalkId, S)> },
     /// The SerialBarrier ran one serial action.
     SerialRan,
     /// Every epoch is done: hand over the report.
@@ -75,11 +71,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CollectorMsg::BatchOutcome {
-                counts,
-                failed,
-                finals,
-            } => {
+            CollectorMsg::BatchOutcome { counts, failed, finals } => {
                 state.counts.merge(&counts);
                 state.failed.extend(failed);
                 state.states.extend(finals);

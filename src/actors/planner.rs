@@ -16,10 +16,7 @@ pub(crate) enum PlannerMsg {
     /// The next epoch, depth-first, or `None` when the space is done. With
     /// `skip_subtree`, the branch of the previous epoch is not descended into
     /// (its serial action failed).
-    NextEpoch {
-        skip_subtree: bool,
-        reply: RpcReplyPort<Option<Epoch>>,
-    },
+    NextEpoch { skip_subtree: bool, reply: RpcReplyPort<Option<Epoch>> },
 }
 
 pub(crate) struct Planner;
@@ -44,10 +41,7 @@ impl Actor for Planner {
         cursor: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            PlannerMsg::NextEpoch {
-                skip_subtree,
-                reply,
-            } => {
+            PlannerMsg::NextEpoch { skip_subtree, reply } => {
                 // The barrier may have given up waiting; nothing to do then.
                 let _ = reply.send(cursor.next_epoch(skip_subtree));
             }

@@ -116,11 +116,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         let (barrier, _) =
             Actor::spawn_linked(None, SerialBarrier::new(), barrier_args, me.clone()).await?;
         roles.insert(barrier.get_id(), Role::Barrier);
-        let scheduler_args = SchedulerArgs {
-            runners: ctx.runners,
-            blocks,
-            barrier: barrier.clone(),
-        };
+        let scheduler_args =
+            SchedulerArgs { runners: ctx.runners, blocks, barrier: barrier.clone() };
         let (scheduler, _) =
             Actor::spawn_linked(None, Scheduler, scheduler_args, me.clone()).await?;
         roles.insert(scheduler.get_id(), Role::Scheduler);
@@ -152,10 +149,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RunSupervisorMsg::EpochsDone => {
-                let report = state
-                    .collector
-                    .call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT))
-                    .await?;
+                let report =
+                    state.collector.call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT)).await?;
                 let result = match report {
                     ractor::rpc::CallResult::Success(mut report) => {
                         report.runner_restarts = state.restarts;
@@ -219,9 +214,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         if let Some(reply) = state.reply.take() {
             let _ = reply.send(Err(RunError::Internal("the run was stopped".to_string())));
         }
-        myself
-            .stop_children_and_wait(None, Some(LOCAL_REPLY_TIMEOUT))
-            .await;
+        myself.stop_children_and_wait(None, Some(LOCAL_REPLY_TIMEOUT)).await;
         Ok(())
     }
 }
@@ -247,8 +240,7 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         let (runner, _): (ActorRef<WalkRunnerMsg>, _) =
             Actor::spawn_linked(None, WalkRunner::new(), args, supervisor).await?;
         self.roles.insert(runner.get_id(), Role::Runner(index));
-        self.scheduler
-            .cast(SchedulerMsg::RunnerUp { index, runner })?;
+        self.scheduler.cast(SchedulerMsg::RunnerUp { index, runner })?;
         Ok(())
     }
 

@@ -56,23 +56,12 @@ pub(crate) struct BatchJob {
 /// Requests and events to the Scheduler.
 pub(crate) enum SchedulerMsg {
     /// Run this epoch's segment (or fail its branch) on every walk of it.
-    RunEpoch {
-        epoch: Arc<Epoch>,
-        instruction: Arc<Instruction>,
-    },
+    RunEpoch { epoch: Arc<Epoch>, instruction: Arc<Instruction> },
     /// A runner finished a batch (its outcome is already with the Collector).
-    BatchDone {
-        runner: usize,
-        batch: BatchId,
-        walks: u64,
-        nanos: u64,
-    },
+    BatchDone { runner: usize, batch: BatchId, walks: u64, nanos: u64 },
     /// Runner `index` is (again) available at `runner`. Batches outstanding
     /// on its previous incarnation are re-sent to it.
-    RunnerUp {
-        index: usize,
-        runner: ActorRef<WalkRunnerMsg>,
-    },
+    RunnerUp { index: usize, runner: ActorRef<WalkRunnerMsg> },
 }
 
 pub(crate) struct SchedulerArgs {
@@ -132,12 +121,9 @@ impl Actor for Scheduler {
             SchedulerMsg::RunEpoch { epoch, instruction } => {
                 state.start_epoch(epoch, instruction)?
             }
-            SchedulerMsg::BatchDone {
-                runner,
-                batch,
-                walks,
-                nanos,
-            } => state.batch_done(runner, batch, walks, nanos)?,
+            SchedulerMsg::BatchDone { runner, batch, walks, nanos } => {
+                state.batch_done(runner, batch, walks, nanos)?
+            }
             SchedulerMsg::RunnerUp { index, runner } => state.runner_up(index, runner)?,
         }
         Ok(())
@@ -166,11 +152,7 @@ impl SchedulerState {
             return Err("a new epoch arrived before the previous one was done".into());
         }
         let next = epoch.walks.start;
-        self.current = Some(EpochCursor {
-            epoch,
-            instruction,
-            next,
-        });
+        self.current = Some(EpochCursor { epoch, instruction, next });
         self.dispatch()
     }
 
@@ -187,10 +169,8 @@ impl SchedulerState {
         self.credits[runner] += 1;
         if walks > 0 {
             let sample = nanos as f64 / walks as f64;
-            self.nanos_per_walk = Some(
-                self.nanos_per_walk
-                    .map_or(sample, |avg| 0.7 * avg + 0.3 * sample),
-            );
+            self.nanos_per_walk =
+                Some(self.nanos_per_walk.map_or(sample, |avg| 0.7 * avg + 0.3 * sample));
         }
         self.dispatch()
     }
@@ -264,9 +244,7 @@ impl SchedulerState {
         let finished = self.current.as_ref().is_some_and(|c| c.next >= end);
         if finished && self.outstanding.is_empty() {
             let cursor = self.current.take().expect("checked above");
-            self.args
-                .barrier
-                .cast(SerialBarrierMsg::EpochDone(cursor.epoch.id))?;
+            self.args.barrier.cast(SerialBarrierMsg::EpochDone(cursor.epoch.id))?;
         }
         Ok(())
     }
@@ -281,10 +259,7 @@ mod tests {
         // Unmeasured: small probes.
         assert_eq!(batch_len(None, 2, 1_000_000), FIRST_BATCH);
         // 2 ns per walk: 2 million walks make 4 ms.
-        assert_eq!(
-            batch_len(Some(2.0), 2, 10_000_000),
-            2_000_000.min(MAX_BATCH)
-        );
+        assert_eq!(batch_len(Some(2.0), 2, 10_000_000), 2_000_000.min(MAX_BATCH));
         // 1 ms per walk: four walks make 4 ms; 10 ms per walk: one.
         assert_eq!(batch_len(Some(1e6), 64, 100_000), 4);
         assert_eq!(batch_len(Some(1e7), 64, 100_000), 1);

@@ -69,12 +69,7 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
         _: ActorRef<Self::Msg>,
         args: SerialBarrierArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(BarrierState {
-            args,
-            scheduler: None,
-            running: None,
-            last_failed: false,
-        })
+        Ok(BarrierState { args, scheduler: None, running: None, last_failed: false })
     }
 
     async fn handle(
@@ -93,11 +88,10 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
                 state.advance().await
             }
             SerialBarrierMsg::Start(_) => Err("the barrier was started twice".into()),
-            SerialBarrierMsg::EpochDone(id) => Err(format!(
-                "epoch {id:?} reported done, but {:?} is running",
-                state.running
-            )
-            .into()),
+            SerialBarrierMsg::EpochDone(id) => {
+                Err(format!("epoch {id:?} reported done, but {:?} is running", state.running)
+                    .into())
+            }
         }
     }
 }
@@ -110,13 +104,7 @@ impl<S: Send + 'static> BarrierState<S> {
         let next = self
             .args
             .planner
-            .call(
-                |reply| PlannerMsg::NextEpoch {
-                    skip_subtree,
-                    reply,
-                },
-                Some(LOCAL_REPLY_TIMEOUT),
-            )
+            .call(|reply| PlannerMsg::NextEpoch { skip_subtree, reply }, Some(LOCAL_REPLY_TIMEOUT))
             .await?;
         let epoch = match next {
             ractor::rpc::CallResult::Success(Some(epoch)) => epoch,
@@ -146,10 +134,7 @@ impl<S: Send + 'static> BarrierState<S> {
         tracing::debug!(epoch = epoch.id.0, level = epoch.level, branch = ?epoch.branch,
             walks = ?epoch.walks, "epoch released");
         self.running = Some(epoch.id);
-        let scheduler = self
-            .scheduler
-            .as_ref()
-            .expect("advance runs only after Start");
+        let scheduler = self.scheduler.as_ref().expect("advance runs only after Start");
         scheduler.cast(SchedulerMsg::RunEpoch {
             epoch: Arc::new(epoch),
             instruction: Arc::new(instruction),

@@ -104,10 +104,7 @@ async fn run_batch<S: Clone + Send + 'static>(
         }
     };
     let order = Arc::clone(&args.order);
-    let initial = state
-        .initial
-        .take()
-        .expect("the initial state is back after every batch");
+    let initial = state.initial.take().expect("the initial state is back after every batch");
     let (blocks, gather) = (args.blocks, args.gather);
     let epoch = Arc::clone(&job.epoch);
     let instruction = Arc::clone(&job.instruction);

@@ -61,12 +61,7 @@ pub struct EpochCursor {
 impl EpochCursor {
     /// A cursor at the start of the space.
     pub fn new(space: Space) -> Self {
-        EpochCursor {
-            space,
-            path: None,
-            next_id: 0,
-            done: false,
-        }
+        EpochCursor { space, path: None, next_id: 0, done: false }
     }
 
     /// The next epoch. With `skip_subtree`, the branch of the epoch last
@@ -122,10 +117,7 @@ impl EpochCursor {
             level,
             branch: path.to_vec(),
             walks: self.space.branch_range(path),
-            serial: serial.map(|position| SerialStep {
-                position,
-                option: path[level - 1],
-            }),
+            serial: serial.map(|position| SerialStep { position, option: path[level - 1] }),
             plain,
             first: level == self.space.first_level(),
             last: level == self.space.last_level(),
@@ -164,15 +156,8 @@ mod tests {
     fn depth_first_order() {
         let s = space(&[(P, 2), (S, 2), (P, 1), (S, 2)]);
         let branches: Vec<Vec<u32>> = EpochCursor::new(s).map(|e| e.branch).collect();
-        let expected: Vec<Vec<u32>> = vec![
-            vec![],
-            vec![0],
-            vec![0, 0],
-            vec![0, 1],
-            vec![1],
-            vec![1, 0],
-            vec![1, 1],
-        ];
+        let expected: Vec<Vec<u32>> =
+            vec![vec![], vec![0], vec![0, 0], vec![0, 1], vec![1], vec![1, 0], vec![1, 1]];
         assert_eq!(branches, expected);
     }
 
@@ -181,11 +166,7 @@ mod tests {
         let s = space(&[(S, 3), (P, 2)]);
         let epochs: Vec<Epoch> = EpochCursor::new(s).collect();
         assert_eq!(epochs.len(), 3);
-        assert!(
-            epochs
-                .iter()
-                .all(|e| e.first && e.last && e.serial.is_some())
-        );
+        assert!(epochs.iter().all(|e| e.first && e.last && e.serial.is_some()));
         assert_eq!(epochs[2].walks, 4..6);
     }
 

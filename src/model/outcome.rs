@@ -112,12 +112,7 @@ impl<S> Report<S> {
     pub fn is_consistent(&self) -> bool {
         self.passed + self.failed + self.cancelled + self.pruned + self.aborted == self.walks
             && self.failed_walks.len() as u64 == self.failed
-            && self
-                .aborted_walks
-                .iter()
-                .map(AbortedWalks::count)
-                .sum::<u64>()
-                == self.aborted
+            && self.aborted_walks.iter().map(AbortedWalks::count).sum::<u64>() == self.aborted
     }
 
     /// Whether no walk failed or was aborted.

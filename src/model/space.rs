@@ -115,10 +115,7 @@ impl Space {
         for (position, entry) in entries.iter().enumerate() {
             let count = entry.options.len();
             if count == 0 {
-                return Err(OrderError::NoOptions {
-                    position,
-                    name: entry.name,
-                });
+                return Err(OrderError::NoOptions { position, name: entry.name });
             }
             let count = u32::try_from(count).map_err(|_| OrderError::TooManyOptions {
                 position,
@@ -127,9 +124,8 @@ impl Space {
             })?;
             radix.push(count);
         }
-        let serials: Vec<usize> = (0..entries.len())
-            .filter(|&p| entries[p].kind == EntryKind::Serial)
-            .collect();
+        let serials: Vec<usize> =
+            (0..entries.len()).filter(|&p| entries[p].kind == EntryKind::Serial).collect();
         let plains = (0..entries.len()).filter(|&p| entries[p].kind == EntryKind::Plain);
         let most_to_least: Vec<usize> = serials.iter().copied().chain(plains).collect();
         let step_order: Vec<usize> = most_to_least.iter().rev().copied().collect();
@@ -137,18 +133,9 @@ impl Space {
         let mut acc: u64 = 1;
         for &p in &step_order {
             weight[p] = acc;
-            acc = acc
-                .checked_mul(u64::from(radix[p]))
-                .ok_or(OrderError::Overflow)?;
+            acc = acc.checked_mul(u64::from(radix[p])).ok_or(OrderError::Overflow)?;
         }
-        Ok(Space {
-            entries,
-            radix,
-            weight,
-            step_order,
-            serials,
-            size: acc,
-        })
+        Ok(Space { entries, radix, weight, step_order, serials, size: acc })
     }
 
     /// Number of walks in the space.
@@ -203,10 +190,7 @@ impl Space {
     /// Decodes walk `id` into `digits` (one per entry).
     pub fn decode_into(&self, id: u64, digits: &mut [u32]) -> Result<(), IdOutOfRange> {
         if id >= self.size {
-            return Err(IdOutOfRange {
-                id,
-                size: self.size,
-            });
+            return Err(IdOutOfRange { id, size: self.size });
         }
         for (p, d) in digits.iter_mut().enumerate() {
             // The quotient modulo a u32 radix always fits in u32.
@@ -313,10 +297,7 @@ impl Blocks {
     /// Blocks of at most `block_len` walks within branches of `branch_len`.
     pub fn new(branch_len: u64, block_len: u64) -> Self {
         let block_len = block_len.clamp(1, branch_len.max(1));
-        Blocks {
-            branch_len: branch_len.max(1),
-            block_len,
-        }
+        Blocks { branch_len: branch_len.max(1), block_len }
     }
 
     /// Chooses the block length for a space run by `runners` runners: small
@@ -337,11 +318,7 @@ impl Blocks {
 
     /// Rounds `end` up to the end of the block holding `end - 1`.
     pub fn round_up(&self, end: u64) -> u64 {
-        if end == 0 {
-            0
-        } else {
-            self.block_of(end - 1).end
-        }
+        if end == 0 { 0 } else { self.block_of(end - 1).end }
     }
 
     /// The blocks making up `range`, which must start on a block boundary.
@@ -401,20 +378,9 @@ mod tests {
     #[test]
     fn errors_are_reported() {
         assert_eq!(Space::new(vec![]), Err(OrderError::Empty));
-        let empty = EntryInfo {
-            name: "X",
-            kind: P,
-            options: vec![],
-        };
-        assert!(matches!(
-            Space::new(vec![empty]),
-            Err(OrderError::NoOptions { position: 0, .. })
-        ));
-        let big = EntryInfo {
-            name: "B",
-            kind: P,
-            options: vec![String::new(); 1 << 16],
-        };
+        let empty = EntryInfo { name: "X", kind: P, options: vec![] };
+        assert!(matches!(Space::new(vec![empty]), Err(OrderError::NoOptions { position: 0, .. })));
+        let big = EntryInfo { name: "B", kind: P, options: vec![String::new(); 1 << 16] };
         assert_eq!(Space::new(vec![big; 4]), Err(OrderError::Overflow));
         let s = space_of(&[(P, 2)]);
         assert_eq!(s.digits(2), Err(IdOutOfRange { id: 2, size: 2 }));

@@ -64,10 +64,7 @@ impl<'a> WalkView<'a> {
 
 impl fmt::Debug for WalkView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WalkView")
-            .field("id", &self.id)
-            .field("digits", &self.digits)
-            .finish()
+        f.debug_struct("WalkView").field("id", &self.id).field("digits", &self.digits).finish()
     }
 }
 
@@ -110,10 +107,7 @@ impl Walk {
                 label: entry.options[option as usize].clone(),
             })
             .collect();
-        Walk {
-            id: WalkId(id),
-            steps,
-        }
+        Walk { id: WalkId(id), steps }
     }
 
     /// The chosen option indices, one per entry.
@@ -129,11 +123,7 @@ impl fmt::Display for Walk {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            let mark = if step.kind == EntryKind::Serial {
-                "*"
-            } else {
-                ""
-            };
+            let mark = if step.kind == EntryKind::Serial { "*" } else { "" };
             write!(f, "{mark}{}={}", step.name, step.label)?;
         }
         f.write_str("]")

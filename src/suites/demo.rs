@@ -151,11 +151,7 @@ impl Action<Session> for Checkout {
 
 /// The demo walk order: `Login, AddItems, *Pricing, Checkout`.
 pub fn order() -> WalkOrder<Session, impl Chain<Session>> {
-    WalkOrder::new()
-        .then::<Login>()
-        .then::<AddItems>()
-        .serial::<Pricing>()
-        .then::<Checkout>()
+    WalkOrder::new().then::<Login>().then::<AddItems>().serial::<Pricing>().then::<Checkout>()
 }
 
 /// The `demo` suite.

@@ -42,9 +42,7 @@ pub struct FsState {
 
 impl FsState {
     fn path(&self) -> Result<&PathBuf, Halt> {
-        self.path
-            .as_ref()
-            .ok_or_else(|| Halt::fail("no file: Open did not run"))
+        self.path.as_ref().ok_or_else(|| Halt::fail("no file: Open did not run"))
     }
 
     /// Reads the file back and compares it with the model.
@@ -72,11 +70,7 @@ impl FsState {
     fn write(&mut self, offset: usize, len: usize, seed: u8) -> ActionResult {
         let data: Vec<u8> = (0..len).map(|i| pattern(offset + i, seed)).collect();
         let file = OpenOptions::new().write(true).open(self.path()?)?;
-        let chunk = if self.chunk == 0 {
-            len.max(1)
-        } else {
-            self.chunk
-        };
+        let chunk = if self.chunk == 0 { len.max(1) } else { self.chunk };
         for (i, piece) in data.chunks(chunk).enumerate() {
             file.write_all_at(piece, (offset + i * chunk) as u64)?;
         }
@@ -110,10 +104,7 @@ impl Action<FsState> for Open {
     fn run(&self, state: &mut FsState) -> ActionResult {
         let n = NEXT_FILE.fetch_add(1, Ordering::Relaxed);
         let path = state.dir.join(format!("walk-{n}"));
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        OpenOptions::new().write(true).create_new(true).open(&path)?;
         state.path = Some(path);
         state.model.clear();
         if *self == Open::Prefilled {
@@ -213,10 +204,7 @@ impl Action<FsState> for Truncate {
         vec![Truncate(0), Truncate(100), Truncate(12_000)]
     }
     fn run(&self, state: &mut FsState) -> ActionResult {
-        OpenOptions::new()
-            .write(true)
-            .open(state.path()?)?
-            .set_len(self.0 as u64)?;
+        OpenOptions::new().write(true).open(state.path()?)?.set_len(self.0 as u64)?;
         state.model.resize(self.0, 0);
         state.verify("Truncate")
     }
@@ -241,10 +229,7 @@ impl Action<FsState> for Rename {
             let new = old.with_extension("moved");
             std::fs::rename(&old, &new)?;
             if old.exists() {
-                return Err(Halt::fail(format!(
-                    "{} still exists after rename",
-                    old.display()
-                )));
+                return Err(Halt::fail(format!("{} still exists after rename", old.display())));
             }
             state.path = Some(new);
         }
@@ -291,10 +276,7 @@ impl Action<FsState> for Close {
         let path = state.path()?.clone();
         std::fs::remove_file(&path)?;
         if path.exists() {
-            return Err(Halt::fail(format!(
-                "{} still exists after remove",
-                path.display()
-            )));
+            return Err(Halt::fail(format!("{} still exists after remove", path.display())));
         }
         Ok(())
     }
@@ -321,14 +303,8 @@ pub fn setup() -> Result<Fixture<FsState>, String> {
         .tempdir()
         .map_err(|e| format!("cannot create a temp dir: {e}"))?;
     *RUN_DIR.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.path().to_path_buf());
-    let initial = FsState {
-        dir: dir.path().to_path_buf(),
-        ..FsState::default()
-    };
-    Ok(Fixture {
-        initial,
-        guard: Box::new(dir),
-    })
+    let initial = FsState { dir: dir.path().to_path_buf(), ..FsState::default() };
+    Ok(Fixture { initial, guard: Box::new(dir) })
 }
 
 /// The `fs` suite.

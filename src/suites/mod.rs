@@ -22,10 +22,7 @@ pub struct Fixture<S> {
 impl<S> Fixture<S> {
     /// A fixture with nothing to keep alive.
     pub fn new(initial: S) -> Self {
-        Fixture {
-            initial,
-            guard: Box::new(()),
-        }
+        Fixture { initial, guard: Box::new(()) }
     }
 }
 
@@ -90,10 +87,8 @@ where
         self.order.space()
     }
     fn run(&self, options: &SuiteOptions) -> Result<Report, SuiteError> {
-        let fixture = (self.setup)().map_err(|reason| SuiteError::Setup {
-            suite: self.name.clone(),
-            reason,
-        })?;
+        let fixture = (self.setup)()
+            .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?;
         let mut run_options = RunOptions::new(fixture.initial);
         if let Some(threads) = options.threads {
             run_options = run_options.threads(threads);
@@ -117,12 +112,7 @@ where
     C: Chain<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync + 'static,
 {
-    Box::new(OrderSuite {
-        name: name.into(),
-        description: description.into(),
-        order,
-        setup,
-    })
+    Box::new(OrderSuite { name: name.into(), description: description.into(), order, setup })
 }
 
 /// The built-in suites: `demo` and `fs`.

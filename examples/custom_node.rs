@@ -1,0 +1,52 @@
+//! A user's own `combtest-node`: the same command line (`list`, `run`),
+//! over the user's suites. The whole `main` is one line.
+//!
+//! Run: `cargo run --example custom_node -- run --suite counter`
+
+use combtest::suites::{Fixture, suite};
+use combtest::{Action, ActionResult, Halt, SerialAction, WalkOrder};
+
+/// The system under test: a counter with a configurable step.
+#[derive(Debug, Clone, Default)]
+struct Counter {
+    value: u32,
+    step: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Bump(u32);
+
+impl Action<Counter> for Bump {
+    fn options() -> Vec<Self> {
+        (1..=3).map(Bump).collect()
+    }
+    fn run(&self, counter: &mut Counter) -> ActionResult {
+        counter.value += self.0 * counter.step.max(1);
+        Ok(())
+    }
+}
+
+/// A global configuration change, run once per branch.
+#[derive(Debug, Clone)]
+struct SetStep(u32);
+
+impl SerialAction<Counter> for SetStep {
+    type Value = u32;
+    fn options() -> Vec<Self> {
+        vec![SetStep(1), SetStep(10)]
+    }
+    fn run(&self) -> Result<u32, Halt> {
+        Ok(self.0)
+    }
+    fn apply(&self, step: &u32, counter: &mut Counter) -> ActionResult {
+        counter.step = *step;
+        Ok(())
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let order = WalkOrder::new().then::<Bump>().serial::<SetStep>().then::<Bump>();
+    combtest::cli::main(vec![suite("counter", "a counter with a step", order, || {
+        Ok(Fixture::new(Counter::default()))
+    })])
+}

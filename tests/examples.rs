@@ -1,0 +1,53 @@
+//! Every example runs and does what its header says. `cargo test` already
+//! builds the examples; the `cargo build --example` here makes sure of it
+//! when this file runs alone, and costs a fingerprint check otherwise.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "example {name} does not build");
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    deps.parent().unwrap().join("examples").join(name)
+}
+
+fn run(name: &str, args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(example(name)).args(args).output().unwrap();
+    (output.status.code(), String::from_utf8(output.stdout).unwrap())
+}
+
+#[test]
+fn quickstart() {
+    let (code, out) = run("quickstart", &[]);
+    assert_eq!(code, Some(0));
+    // 3 deposits x 2 x 2 withdrawals: a deposit of 0 covers nothing, 10
+    // covers only 5 then 5, 100 covers everything.
+    assert_eq!(out.trim(), "12 walks: 5 passed, 7 cancelled, 0 failed");
+}
+
+#[test]
+fn custom_node_runs_its_own_suite() {
+    let (code, out) = run("custom_node", &["run", "--suite", "counter", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let value: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((value["walks"].as_u64(), value["passed"].as_u64()), (Some(18), Some(18)));
+    assert_eq!(value["serial_actions"], 2);
+    let (code, out) = run("custom_node", &["list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("counter: a counter with a step"), "{out}");
+}
+
+#[test]
+fn scale_keeps_every_walk() {
+    let (code, out) = run("scale", &["4"]);
+    assert_eq!(code, Some(0));
+    let value: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((value["walks"].as_u64(), value["passed"].as_u64()), (Some(10_000), Some(10_000)));
+    let (code, _) = run("scale", &["5"]);
+    assert_eq!(code, Some(2));
+}
