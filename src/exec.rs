@@ -192,7 +192,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     /// Runs walks from `progress`'s cursor to the end of the batch. Returns
     /// normally unless an action panics.
     #[allow(clippy::too_many_arguments)]
-    fn run_units(
+    fn run_units<const WHOLE: bool>(
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
@@ -232,7 +232,11 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     let result = match instruction {
                         Instruction::Run(value) => {
                             progress.out.counts.segments += 1;
-                            run_segment(chain, epoch, value.as_ref(), digits, &mut state)
+                            if WHOLE {
+                                chain.run_whole(digits, &mut state)
+                            } else {
+                                run_segment(chain, epoch, value.as_ref(), digits, &mut state)
+                            }
                         }
                         Instruction::FailBranch(error) => {
                             let position = epoch.serial.map_or(0, |s| s.position);
@@ -314,17 +318,33 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         };
         let mut progress = Progress { out: BatchOutput::new(), unit: 0, offset: 0 };
         let mut digits = vec![0u32; self.space.len()];
+        // Without serial actions a walk is one segment of every entry: that
+        // loop skips the per-entry "is it in this segment" test.
+        let whole = epoch.serial.is_none() && epoch.plain == (0..self.space.len());
         loop {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
-                self.run_units(
-                    epoch,
-                    instruction,
-                    &mut units,
-                    initial,
-                    gather,
-                    &mut progress,
-                    &mut digits,
-                )
+                let (units, progress, digits) = (&mut units, &mut progress, &mut digits);
+                if whole {
+                    self.run_units::<true>(
+                        epoch,
+                        instruction,
+                        units,
+                        initial,
+                        gather,
+                        progress,
+                        digits,
+                    )
+                } else {
+                    self.run_units::<false>(
+                        epoch,
+                        instruction,
+                        units,
+                        initial,
+                        gather,
+                        progress,
+                        digits,
+                    )
+                }
             }));
             match attempt {
                 Ok(()) => break,

@@ -57,6 +57,9 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
         positions: &Range<usize>,
         state: &mut S,
     ) -> Result<(), (usize, Halt)>;
+    /// Runs every entry, in order; only for walk orders without serial
+    /// entries.
+    fn run_whole(&self, digits: &[u32], state: &mut S) -> Result<(), (usize, Halt)>;
     /// Runs the serial entry of `step` once.
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt>;
     /// Applies a serial value to one walk state.
@@ -188,6 +191,10 @@ impl<S: 'static> Chain<S> for Nil {
     fn run_plain(&self, _: &[u32], _: &Range<usize>, _: &mut S) -> Result<(), (usize, Halt)> {
         Ok(())
     }
+    #[inline(always)]
+    fn run_whole(&self, _: &[u32], _: &mut S) -> Result<(), (usize, Halt)> {
+        Ok(())
+    }
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
         panic!("no serial entry at position {}", step.position)
     }
@@ -233,6 +240,15 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
             result.map_err(|halt| (position, halt))?;
         }
         Ok(())
+    }
+    #[inline(always)]
+    fn run_whole(&self, digits: &[u32], state: &mut S) -> Result<(), (usize, Halt)> {
+        self.tail.run_whole(digits, state)?;
+        let position = T::LEN;
+        let mark = PanicMark(position);
+        let result = self.head.run(digits[position], state);
+        std::mem::forget(mark);
+        result.map_err(|halt| (position, halt))
     }
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
         if step.position == T::LEN {
