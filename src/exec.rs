@@ -178,10 +178,23 @@ struct Unit<S> {
     slots: Vec<Option<S>>,
 }
 
+/// Counts kept in locals (registers) while a unit runs, added to the batch's
+/// counts when dropped: at the end of the unit, or while a panic unwinds.
+struct Tally<'a> {
+    local: Counts,
+    sink: &'a mut Counts,
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        self.sink.merge(&self.local);
+    }
+}
+
 impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
-    fn fail(&self, progress: &mut Progress<S>, id: u64, position: usize, error: String) {
-        progress.out.counts.failed += 1;
-        progress.out.failed.push(FailedWalk {
+    fn fail(&self, out: &mut BatchOutput<S>, id: u64, position: usize, error: String) {
+        out.counts.failed += 1;
+        out.failed.push(FailedWalk {
             walk_id: WalkId(id),
             action_index: position,
             action: self.space.entries()[position].name,
@@ -190,8 +203,14 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     }
 
     /// Runs walks from `progress`'s cursor to the end of the batch. Returns
-    /// normally unless an action panics.
+    /// normally unless an action panics; then `digits` still hold the options
+    /// of the walk that panicked.
+    ///
+    /// This is the per-walk hot loop: no id decoding (an odometer steps the
+    /// digits), no shared memory, counts in registers, and with `WHOLE` (no
+    /// serial actions) no per-entry segment test.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn run_units<const WHOLE: bool>(
         &self,
         epoch: &Epoch,
@@ -205,33 +224,38 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         let chain = self.order.chain();
         let lookup = Pinned::new(chain);
         let keep = !epoch.last;
+        // A slice of the chain's constant length: the entries index it at
+        // constant positions, so their bounds checks fold away.
+        let digits = &mut digits[..C::LEN];
+        let fast = self.space.least_significant();
+        let fast_radix = self.space.option_counts()[fast];
         while progress.unit < units.len() {
             let unit = &mut units[progress.unit];
             let len = unit.range.end - unit.range.start;
-            if progress.offset < len {
+            let first = progress.offset;
+            if first < len {
                 self.space
-                    .decode_into(unit.range.start + progress.offset, digits)
+                    .decode_into(unit.range.start + first, digits)
                     .expect("batches lie inside the space");
             }
-            while progress.offset < len {
-                let offset = progress.offset;
+            let out = &mut progress.out;
+            let mut tally = Tally { local: Counts::default(), sink: &mut out.counts };
+            for offset in first..len {
                 let id = unit.range.start + offset;
-                // Advance first: if this walk panics, the loop resumes after it.
-                progress.offset += 1;
                 let state = if unit.fresh {
                     if chain.prune(&WalkView::new(id, digits, &lookup)) {
-                        progress.out.counts.pruned += 1;
-                        self.space.step(digits);
-                        continue;
+                        tally.local.pruned += 1;
+                        None
+                    } else {
+                        Some(initial.clone())
                     }
-                    Some(initial.clone())
                 } else {
                     unit.slots[offset as usize].take()
                 };
                 if let Some(mut state) = state {
                     let result = match instruction {
                         Instruction::Run(value) => {
-                            progress.out.counts.segments += 1;
+                            tally.local.segments += 1;
                             if WHOLE {
                                 chain.run_whole(digits, &mut state)
                             } else {
@@ -243,31 +267,42 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             Err((position, Halt::Fail(error.clone())))
                         }
                     };
-                    let ended = match result {
-                        Ok(()) if keep => {
-                            unit.slots[offset as usize] = Some(state);
-                            self.space.step(digits);
-                            continue;
-                        }
+                    match result {
+                        Ok(()) if keep => unit.slots[offset as usize] = Some(state),
                         Ok(()) => {
-                            progress.out.counts.passed += 1;
-                            state
+                            tally.local.passed += 1;
+                            if gather {
+                                out.finals.push((WalkId(id), state));
+                            }
                         }
-                        Err((_, Halt::Cancel)) => {
-                            progress.out.counts.cancelled += 1;
-                            state
+                        Err((position, halt)) => {
+                            match halt {
+                                Halt::Cancel => tally.local.cancelled += 1,
+                                Halt::Fail(error) => {
+                                    tally.local.failed += 1;
+                                    out.failed.push(FailedWalk {
+                                        walk_id: WalkId(id),
+                                        action_index: position,
+                                        action: self.space.entries()[position].name,
+                                        error,
+                                    });
+                                }
+                            }
+                            if gather {
+                                out.finals.push((WalkId(id), state));
+                            }
                         }
-                        Err((position, Halt::Fail(error))) => {
-                            self.fail(progress, id, position, error);
-                            state
-                        }
-                    };
-                    if gather {
-                        progress.out.finals.push((WalkId(id), ended));
                     }
                 }
-                self.space.step(digits);
+                // Odometer: the least significant digit almost always just
+                // increments.
+                if digits[fast] + 1 < fast_radix {
+                    digits[fast] += 1;
+                } else {
+                    self.space.step(digits);
+                }
             }
+            drop(tally);
             progress.unit += 1;
             progress.offset = 0;
         }
@@ -349,13 +384,14 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
             match attempt {
                 Ok(()) => break,
                 Err(payload) => {
-                    // The walk at offset - 1 of the current unit panicked.
+                    // `digits` hold the walk that panicked; resume after it.
+                    let id = self.space.id_of(&digits).expect("digits stay in the space");
                     let unit = &units[progress.unit];
-                    let id = unit.range.start + progress.offset - 1;
+                    progress.offset = id - unit.range.start + 1;
                     let text = panic_text(payload.as_ref());
                     let position = take_panic_position()
                         .unwrap_or_else(|| epoch.serial.map_or(epoch.plain.start, |s| s.position));
-                    self.fail(&mut progress, id, position, format!("panicked: {text}"));
+                    self.fail(&mut progress.out, id, position, format!("panicked: {text}"));
                     progress.out.panic.get_or_insert(text);
                 }
             }

@@ -235,6 +235,12 @@ impl Space {
         false
     }
 
+    /// The position of the least significant digit (the last plain entry, or
+    /// the last serial entry if there is no plain one).
+    pub fn least_significant(&self) -> usize {
+        self.step_order[0]
+    }
+
     /// The branch of a walk at level `level`: its first `level` serial options.
     pub fn branch_of(&self, digits: &[u32], level: usize) -> Vec<u32> {
         self.serials[..level].iter().map(|&p| digits[p]).collect()
