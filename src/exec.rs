@@ -35,6 +35,8 @@ pub(crate) enum Instruction {
 pub(crate) struct Block<S> {
     pub(crate) start: u64,
     pub(crate) slots: Vec<Option<S>>,
+    /// Time each walk has run so far, when tracing (else empty).
+    pub(crate) nanos: Vec<u64>,
 }
 
 impl<S> Block<S> {
@@ -63,15 +65,38 @@ pub(crate) struct BatchOutput<S> {
     pub(crate) held: Vec<Block<S>>,
     /// The message of the first panic, if an action panicked.
     pub(crate) panic: Option<String>,
+    /// One record per walk that ended here, when tracing.
+    pub(crate) records: Vec<WalkRecord>,
     /// Walks the batch covered (ended or not).
     pub(crate) walks: u64,
     /// Time spent running the batch.
     pub(crate) nanos: u64,
 }
 
-/// The outcome of one replayed walk.
+/// How a batch runs, fixed for the run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchSettings {
+    /// How held states are grouped.
+    pub(crate) blocks: Blocks,
+    /// Keep the final state of every walk.
+    pub(crate) gather: bool,
+    /// Record each walk's outcome and duration. Off, it costs nothing per
+    /// walk but a predictable branch.
+    pub(crate) trace: bool,
+}
+
+/// The end of one walk, for the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplayOutcome {
+pub(crate) struct WalkRecord {
+    pub(crate) id: WalkId,
+    pub(crate) outcome: WalkOutcome,
+    /// Time its segments took, summed.
+    pub(crate) nanos: u64,
+}
+
+/// How one walk ended: in a run's trace, or in a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkOutcome {
     /// Every segment ran.
     Passed,
     /// An action cancelled the walk.
@@ -96,7 +121,7 @@ pub enum ReplayOutcome {
 #[derive(Debug, Clone)]
 pub struct Replay<S> {
     /// How the walk ended.
-    pub outcome: ReplayOutcome,
+    pub outcome: WalkOutcome,
     /// Its final state (the initial state for a pruned walk).
     pub state: S,
 }
@@ -111,8 +136,7 @@ pub(crate) trait ErasedOrder<S>: Send + Sync {
         instruction: &Instruction,
         input: BatchInput<S>,
         initial: &S,
-        blocks: Blocks,
-        gather: bool,
+        settings: BatchSettings,
     ) -> BatchOutput<S>;
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, String>;
 }
@@ -167,6 +191,8 @@ struct Progress<S> {
     /// Index (into the batch's units) and offset of the walk to run next.
     unit: usize,
     offset: u64,
+    /// When the walk in progress started, when tracing.
+    walk_started: Option<Instant>,
 }
 
 /// A run of consecutive walk ids and their held states. For a fresh unit the
@@ -176,6 +202,8 @@ struct Unit<S> {
     range: Range<u64>,
     fresh: bool,
     slots: Vec<Option<S>>,
+    /// Time each walk has run so far, when tracing and walks go on.
+    nanos: Vec<u64>,
 }
 
 /// Counts kept in locals (registers) while a unit runs, added to the batch's
@@ -211,16 +239,18 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     /// serial actions) no per-entry segment test.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn run_units<const WHOLE: bool>(
+    fn run_units<const WHOLE: bool, const TRACE: bool>(
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
         units: &mut [Unit<S>],
         initial: &S,
-        gather: bool,
+        settings: BatchSettings,
         progress: &mut Progress<S>,
         digits: &mut [u32],
     ) {
+        let gather = settings.gather;
+        let trace = TRACE;
         let chain = self.order.chain();
         let lookup = Pinned::new(chain);
         let keep = !epoch.last;
@@ -239,12 +269,20 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     .expect("batches lie inside the space");
             }
             let out = &mut progress.out;
+            let walk_started = &mut progress.walk_started;
             let mut tally = Tally { local: Counts::default(), sink: &mut out.counts };
             for offset in first..len {
                 let id = unit.range.start + offset;
                 let state = if unit.fresh {
                     if chain.prune(&WalkView::new(id, digits, &lookup)) {
                         tally.local.pruned += 1;
+                        if trace {
+                            out.records.push(WalkRecord {
+                                id: WalkId(id),
+                                outcome: WalkOutcome::Pruned,
+                                nanos: 0,
+                            });
+                        }
                         None
                     } else {
                         Some(initial.clone())
@@ -253,6 +291,9 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     unit.slots[offset as usize].take()
                 };
                 if let Some(mut state) = state {
+                    if trace {
+                        *walk_started = Some(Instant::now());
+                    }
                     let result = match instruction {
                         Instruction::Run(value) => {
                             tally.local.segments += 1;
@@ -267,31 +308,60 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             Err((position, Halt::Fail(error.clone())))
                         }
                     };
-                    match result {
-                        Ok(()) if keep => unit.slots[offset as usize] = Some(state),
+                    let nanos = if trace {
+                        let spent = walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                        unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
+                    } else {
+                        0
+                    };
+                    let outcome = match result {
+                        Ok(()) if keep => {
+                            unit.slots[offset as usize] = Some(state);
+                            if trace {
+                                unit.nanos[offset as usize] = nanos;
+                            }
+                            None
+                        }
                         Ok(()) => {
                             tally.local.passed += 1;
                             if gather {
                                 out.finals.push((WalkId(id), state));
                             }
+                            trace.then_some(WalkOutcome::Passed)
                         }
                         Err((position, halt)) => {
-                            match halt {
-                                Halt::Cancel => tally.local.cancelled += 1,
+                            let outcome = match halt {
+                                Halt::Cancel => {
+                                    tally.local.cancelled += 1;
+                                    trace.then_some(WalkOutcome::Cancelled {
+                                        action_index: position,
+                                    })
+                                }
                                 Halt::Fail(error) => {
                                     tally.local.failed += 1;
+                                    let action = self.space.entries()[position].name;
+                                    let outcome = trace.then(|| WalkOutcome::Failed {
+                                        action_index: position,
+                                        action,
+                                        error: error.clone(),
+                                    });
                                     out.failed.push(FailedWalk {
                                         walk_id: WalkId(id),
                                         action_index: position,
-                                        action: self.space.entries()[position].name,
+                                        action,
                                         error,
                                     });
+                                    outcome
                                 }
-                            }
+                            };
                             if gather {
                                 out.finals.push((WalkId(id), state));
                             }
+                            outcome
                         }
+                    };
+                    if let Some(outcome) = outcome {
+                        out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
                     }
                 }
                 // Odometer: the least significant digit almost always just
@@ -317,6 +387,7 @@ impl<S> BatchOutput<S> {
             finals: Vec::new(),
             held: Vec::new(),
             panic: None,
+            records: Vec::new(),
             walks: 0,
             nanos: 0,
         }
@@ -334,24 +405,36 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         instruction: &Instruction,
         input: BatchInput<S>,
         initial: &S,
-        blocks: Blocks,
-        gather: bool,
+        settings: BatchSettings,
     ) -> BatchOutput<S> {
         let started = Instant::now();
         let mut units: Vec<Unit<S>> = match input {
             BatchInput::Fresh(range) => {
+                let len = (range.end - range.start) as usize;
                 let mut slots = Vec::new();
+                let mut nanos = Vec::new();
                 if !epoch.last {
-                    slots.resize_with((range.end - range.start) as usize, || None);
+                    slots.resize_with(len, || None);
+                    if settings.trace {
+                        nanos = vec![0; len];
+                    }
                 }
-                vec![Unit { range, fresh: true, slots }]
+                vec![Unit { range, fresh: true, slots, nanos }]
             }
             BatchInput::Held(held) => held
                 .into_iter()
-                .map(|b| Unit { range: b.range(), fresh: false, slots: b.slots })
+                .map(|b| {
+                    let range = b.range();
+                    let mut nanos = b.nanos;
+                    if settings.trace && nanos.len() != b.slots.len() {
+                        nanos = vec![0; b.slots.len()];
+                    }
+                    Unit { range, fresh: false, slots: b.slots, nanos }
+                })
                 .collect(),
         };
-        let mut progress = Progress { out: BatchOutput::new(), unit: 0, offset: 0 };
+        let mut progress =
+            Progress { out: BatchOutput::new(), unit: 0, offset: 0, walk_started: None };
         let mut digits = vec![0u32; self.space.len()];
         // Without serial actions a walk is one segment of every entry: that
         // loop skips the per-entry "is it in this segment" test.
@@ -359,26 +442,45 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         loop {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
                 let (units, progress, digits) = (&mut units, &mut progress, &mut digits);
-                if whole {
-                    self.run_units::<true>(
+                // Four monomorphized loops, so neither the segment test nor
+                // tracing costs anything where it is off.
+                match (whole, settings.trace) {
+                    (true, false) => self.run_units::<true, false>(
                         epoch,
                         instruction,
                         units,
                         initial,
-                        gather,
+                        settings,
                         progress,
                         digits,
-                    )
-                } else {
-                    self.run_units::<false>(
+                    ),
+                    (true, true) => self.run_units::<true, true>(
                         epoch,
                         instruction,
                         units,
                         initial,
-                        gather,
+                        settings,
                         progress,
                         digits,
-                    )
+                    ),
+                    (false, false) => self.run_units::<false, false>(
+                        epoch,
+                        instruction,
+                        units,
+                        initial,
+                        settings,
+                        progress,
+                        digits,
+                    ),
+                    (false, true) => self.run_units::<false, true>(
+                        epoch,
+                        instruction,
+                        units,
+                        initial,
+                        settings,
+                        progress,
+                        digits,
+                    ),
                 }
             }));
             match attempt {
@@ -391,7 +493,26 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
                     let text = panic_text(payload.as_ref());
                     let position = take_panic_position()
                         .unwrap_or_else(|| epoch.serial.map_or(epoch.plain.start, |s| s.position));
-                    self.fail(&mut progress.out, id, position, format!("panicked: {text}"));
+                    let error = format!("panicked: {text}");
+                    if settings.trace {
+                        let prior = units[progress.unit]
+                            .nanos
+                            .get((id - unit.range.start) as usize)
+                            .copied()
+                            .unwrap_or(0);
+                        let spent = progress.walk_started.map_or(0, |t| t.elapsed().as_nanos());
+                        let action = self.space.entries()[position].name;
+                        progress.out.records.push(WalkRecord {
+                            id: WalkId(id),
+                            outcome: WalkOutcome::Failed {
+                                action_index: position,
+                                action,
+                                error: error.clone(),
+                            },
+                            nanos: prior + spent as u64,
+                        });
+                    }
+                    self.fail(&mut progress.out, id, position, error);
                     progress.out.panic.get_or_insert(text);
                 }
             }
@@ -403,10 +524,14 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
             // several blocks.
             for unit in units {
                 let mut slots = unit.slots.into_iter();
-                for part in blocks.split(unit.range) {
+                let mut nanos = unit.nanos.into_iter();
+                for part in settings.blocks.split(unit.range) {
                     let n = (part.end - part.start) as usize;
-                    out.held
-                        .push(Block { start: part.start, slots: slots.by_ref().take(n).collect() });
+                    out.held.push(Block {
+                        start: part.start,
+                        slots: slots.by_ref().take(n).collect(),
+                        nanos: nanos.by_ref().take(n).collect(),
+                    });
                 }
             }
         }
@@ -442,7 +567,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
         let chain = self.chain();
         let mut state = initial;
         if chain.prune(&WalkView::new(id, &digits, &Pinned::new(chain))) {
-            return Ok(Replay { outcome: ReplayOutcome::Pruned, state });
+            return Ok(Replay { outcome: WalkOutcome::Pruned, state });
         }
         let name = |position: usize| space.entries()[position].name;
         for position in 0..space.len() {
@@ -464,11 +589,11 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
             };
             let outcome = match result {
                 Ok(Ok(())) => continue,
-                Ok(Err(Halt::Cancel)) => ReplayOutcome::Cancelled { action_index: position },
+                Ok(Err(Halt::Cancel)) => WalkOutcome::Cancelled { action_index: position },
                 Ok(Err(Halt::Fail(error))) => {
-                    ReplayOutcome::Failed { action_index: position, action: name(position), error }
+                    WalkOutcome::Failed { action_index: position, action: name(position), error }
                 }
-                Err(payload) => ReplayOutcome::Failed {
+                Err(payload) => WalkOutcome::Failed {
                     action_index: position,
                     action: name(position),
                     error: format!("panicked: {}", panic_text(payload.as_ref())),
@@ -476,11 +601,120 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
             };
             return Ok(Replay { outcome, state });
         }
-        Ok(Replay { outcome: ReplayOutcome::Passed, state })
+        Ok(Replay { outcome: WalkOutcome::Passed, state })
     }
 
     /// Replays walk `id` alone; see [`replay_with`](Self::replay_with).
     pub fn replay(&self, id: u64, initial: S) -> Result<Replay<S>, crate::order::WalkError> {
         self.replay_with(id, initial, |_| {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::action::{Action, ActionResult, SerialAction};
+    use crate::model::epoch::EpochCursor;
+
+    #[derive(Debug, Clone)]
+    struct Step(u32);
+    impl Action<Vec<u32>> for Step {
+        fn options() -> Vec<Self> {
+            vec![Step(0), Step(1)]
+        }
+        fn run(&self, trail: &mut Vec<u32>) -> ActionResult {
+            trail.push(self.0);
+            Ok(())
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Last(u32);
+    impl Action<Vec<u32>> for Last {
+        fn options() -> Vec<Self> {
+            vec![Last(0), Last(1), Last(2)]
+        }
+        fn run(&self, trail: &mut Vec<u32>) -> ActionResult {
+            match self.0 {
+                1 => Err(Halt::Cancel),
+                2 => Err(Halt::fail("two")),
+                _ => {
+                    trail.push(self.0);
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Flip(u32);
+    impl SerialAction<Vec<u32>> for Flip {
+        type Value = u32;
+        fn options() -> Vec<Self> {
+            vec![Flip(7), Flip(8)]
+        }
+        fn run(&self) -> Result<u32, Halt> {
+            Ok(self.0)
+        }
+        fn apply(&self, value: &u32, trail: &mut Vec<u32>) -> ActionResult {
+            trail.push(*value);
+            Ok(())
+        }
+    }
+
+    /// Runs every epoch of `[Step, *Flip, Last]` by hand, one batch each,
+    /// carrying held blocks between epochs as the store would.
+    fn run_all(trace: bool) -> Vec<BatchOutput<Vec<u32>>> {
+        let order = WalkOrder::new().then::<Step>().serial::<Flip>().then::<Last>();
+        let runnable = Runnable::new(order).unwrap();
+        let settings =
+            BatchSettings { blocks: Blocks::for_space(runnable.space(), 1), gather: true, trace };
+        let mut held: Vec<Block<Vec<u32>>> = Vec::new();
+        let mut outputs = Vec::new();
+        for epoch in EpochCursor::new(runnable.space().clone()) {
+            let instruction =
+                Instruction::Run(epoch.serial.map(|step| runnable.run_serial(step).unwrap()));
+            let input = if epoch.first {
+                BatchInput::Fresh(epoch.walks.clone())
+            } else {
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    held.into_iter().partition(|b| epoch.walks.contains(&b.start));
+                held = rest;
+                BatchInput::Held(mine)
+            };
+            let mut out = runnable.execute(&epoch, &instruction, input, &Vec::new(), settings);
+            held.append(&mut out.held);
+            outputs.push(out);
+        }
+        outputs
+    }
+
+    #[test]
+    fn traced_batches_record_every_walk_once() {
+        let outputs = run_all(true);
+        let mut records: Vec<WalkRecord> =
+            outputs.iter().flat_map(|o| o.records.iter().cloned()).collect();
+        records.sort_by_key(|r| r.id);
+        // 12 walks: Last decides; the first segment ends no walk.
+        assert_eq!(records.len(), 12);
+        assert!(outputs[0].records.is_empty());
+        for record in &records {
+            let expected = match record.id.0 % 3 {
+                0 => WalkOutcome::Passed,
+                1 => WalkOutcome::Cancelled { action_index: 2 },
+                _ => WalkOutcome::Failed { action_index: 2, action: "Last", error: "two".into() },
+            };
+            assert_eq!(record.outcome, expected, "walk {}", record.id);
+        }
+        let finals: Vec<(WalkId, Vec<u32>)> = outputs.into_iter().flat_map(|o| o.finals).collect();
+        assert!(finals.contains(&(WalkId(6), vec![0, 8, 0])));
+    }
+
+    #[test]
+    fn untraced_batches_record_nothing() {
+        let outputs = run_all(false);
+        assert!(outputs.iter().all(|o| o.records.is_empty()));
+        let passed: u64 = outputs.iter().map(|o| o.counts.passed).sum();
+        assert_eq!(passed, 4);
     }
 }

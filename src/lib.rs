@@ -26,7 +26,7 @@ mod runtime;
 mod store;
 pub mod suites;
 
-pub use exec::{Replay, ReplayOutcome};
+pub use exec::{Replay, WalkOutcome};
 pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
 pub use model::outcome::{AbortedWalks, FailedWalk, Report};
 pub use model::space::{OrderError, WalkId};

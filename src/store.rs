@@ -14,10 +14,14 @@ use std::sync::Mutex;
 use crate::exec::Block;
 use crate::model::space::Blocks;
 
+/// A held block: its walk states and, when tracing, the time each walk has
+/// run so far.
+type Held<S> = (Vec<Option<S>>, Vec<u64>);
+
 /// Held walk states, keyed by the first walk id of their block.
 #[derive(Debug)]
 pub(crate) struct StateStore<S> {
-    blocks: Mutex<HashMap<u64, Vec<Option<S>>>>,
+    blocks: Mutex<HashMap<u64, Held<S>>>,
 }
 
 impl<S> StateStore<S> {
@@ -25,7 +29,7 @@ impl<S> StateStore<S> {
         StateStore { blocks: Mutex::new(HashMap::new()) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<Option<S>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Held<S>>> {
         // A poisoned lock only means a holder panicked between two map
         // operations, which cannot leave the map half-updated.
         self.blocks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -39,21 +43,21 @@ impl<S> StateStore<S> {
         let mut out = Vec::new();
         for part in blocks.split(range) {
             match map.remove(&part.start) {
-                Some(mut slots)
+                Some((mut slots, nanos))
                     if slots.is_empty() || slots.len() as u64 == part.end - part.start =>
                 {
                     if slots.is_empty() {
                         slots.resize_with((part.end - part.start) as usize, || None);
                     }
-                    out.push(Block { start: part.start, slots })
+                    out.push(Block { start: part.start, slots, nanos })
                 }
                 wrong => {
-                    if let Some(slots) = wrong {
-                        map.insert(part.start, slots);
+                    if let Some(held) = wrong {
+                        map.insert(part.start, held);
                     }
                     // Put back what was taken: the caller reports the loss.
                     for block in out {
-                        map.insert(block.start, block.slots);
+                        map.insert(block.start, (block.slots, block.nanos));
                     }
                     return Err(part.start);
                 }
@@ -70,15 +74,16 @@ impl<S> StateStore<S> {
         for mut block in held {
             if block.slots.iter().all(Option::is_none) {
                 block.slots = Vec::new();
+                block.nanos = Vec::new();
             }
-            map.insert(block.start, block.slots);
+            map.insert(block.start, (block.slots, block.nanos));
         }
     }
 
     /// Number of held walk states.
     #[cfg(test)]
     pub(crate) fn live(&self) -> usize {
-        self.lock().values().flatten().filter(|s| s.is_some()).count()
+        self.lock().values().flat_map(|(slots, _)| slots).filter(|s| s.is_some()).count()
     }
 }
 
@@ -91,8 +96,8 @@ mod tests {
         let store = StateStore::new();
         let blocks = Blocks::new(4, 2);
         store.put(vec![
-            Block { start: 0, slots: vec![Some(1), None] },
-            Block { start: 2, slots: vec![None, None] },
+            Block { start: 0, slots: vec![Some(1), None], nanos: vec![] },
+            Block { start: 2, slots: vec![None, None], nanos: vec![] },
         ]);
         assert_eq!(store.live(), 1);
         // Block 2..4 holds no live walk: it is a tombstone and comes back

@@ -4,8 +4,8 @@
 mod common;
 
 use combtest::{
-    Action, ActionResult, Halt, ReplayOutcome, RunOptions, SerialAction, WalkOrder, WalkView,
-    cancel, fail, run,
+    Action, ActionResult, Halt, RunOptions, SerialAction, WalkOrder, WalkOutcome, WalkView, cancel,
+    fail, run,
 };
 use common::{Append, SerialAppend, Trail, expected_trail};
 
@@ -45,7 +45,7 @@ fn pruned_walks_never_run() {
         // A pruned walk has no state: it never ran, not even its first segment.
         assert_eq!(report.states.contains_key(&combtest::WalkId(id)), !pruned, "walk {id}");
         if pruned {
-            assert_eq!(order.replay(id, Vec::new()).unwrap().outcome, ReplayOutcome::Pruned);
+            assert_eq!(order.replay(id, Vec::new()).unwrap().outcome, WalkOutcome::Pruned);
         }
     }
     // Pruned walks run no segment: 22 walks x 2 segments.
@@ -153,7 +153,7 @@ fn a_failing_serial_action_fails_only_its_branch() {
     let replay = order.replay(24, Vec::new()).unwrap();
     assert_eq!(
         replay.outcome,
-        ReplayOutcome::Failed {
+        WalkOutcome::Failed {
             action_index: 1,
             action: "FlakyConfig",
             error: "config 1 cannot be applied".into()
@@ -176,10 +176,10 @@ fn replay_runs_the_same_actions_as_the_run() {
         }
         let failed = report.failed_walks.iter().find(|f| f.walk_id.0 == id);
         match (&replay.outcome, failed) {
-            (ReplayOutcome::Failed { error, action_index, .. }, Some(f)) => {
+            (WalkOutcome::Failed { error, action_index, .. }, Some(f)) => {
                 assert_eq!((error, *action_index), (&f.error, f.action_index));
             }
-            (ReplayOutcome::Failed { .. }, None) => panic!("walk {id} failed only in replay"),
+            (WalkOutcome::Failed { .. }, None) => panic!("walk {id} failed only in replay"),
             (_, Some(_)) => panic!("walk {id} failed only in the run"),
             _ => {}
         }
@@ -195,7 +195,7 @@ fn replay_steps_through_every_action_in_order() {
     let mut seen = Vec::new();
     let replay = order.replay_with(5, Vec::new(), |position| seen.push(position)).unwrap();
     assert_eq!(seen, vec![0, 1, 2]);
-    assert_eq!(replay.outcome, ReplayOutcome::Passed);
+    assert_eq!(replay.outcome, WalkOutcome::Passed);
     assert_eq!(replay.state, expected_trail(&[1, 2, 3], &order.walk(5).unwrap().option_indices()));
 }
 

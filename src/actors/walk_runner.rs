@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::{BatchJob, SchedulerMsg};
-use crate::exec::{BatchInput, ErasedOrder};
+use crate::exec::{BatchInput, BatchSettings, ErasedOrder};
 use crate::model::space::Blocks;
 use crate::store::StateStore;
 
@@ -105,11 +105,11 @@ async fn run_batch<S: Clone + Send + 'static>(
     };
     let order = Arc::clone(&args.order);
     let initial = state.initial.take().expect("the initial state is back after every batch");
-    let (blocks, gather) = (args.blocks, args.gather);
+    let settings = BatchSettings { blocks: args.blocks, gather: args.gather, trace: false };
     let epoch = Arc::clone(&job.epoch);
     let instruction = Arc::clone(&job.instruction);
     let (initial, out) = tokio::task::spawn_blocking(move || {
-        let out = order.execute(&epoch, &instruction, input, &initial, blocks, gather);
+        let out = order.execute(&epoch, &instruction, input, &initial, settings);
         (initial, out)
     })
     .await?;
