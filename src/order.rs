@@ -22,7 +22,32 @@ use crate::model::walk::{OptionLookup, Walk, WalkView};
 /// downcasts it.
 #[derive(Clone)]
 #[doc(hidden)]
-pub struct SerialValue(Arc<dyn Any + Send + Sync>);
+pub struct SerialValue {
+    value: Arc<dyn Any + Send + Sync>,
+    /// The value's type, read once at creation: checking it per walk is a
+    /// compare with a constant, where `downcast_ref` makes a virtual call.
+    type_id: TypeId,
+}
+
+impl SerialValue {
+    fn new<T: Any + Send + Sync>(value: T) -> Self {
+        SerialValue { value: Arc::new(value), type_id: TypeId::of::<T>() }
+    }
+
+    /// The value, if it is a `T`.
+    #[inline(always)]
+    fn get<T: Any>(&self) -> Option<&T> {
+        if self.type_id == TypeId::of::<T>() {
+            let ptr = Arc::as_ptr(&self.value) as *const T;
+            // SAFETY: `type_id` is the TypeId of the value behind the Arc
+            // (set in `new`, never changed), so it is a `T`; the reference
+            // lives as long as `self`, which keeps the Arc alive.
+            Some(unsafe { &*ptr })
+        } else {
+            None
+        }
+    }
+}
 
 impl std::fmt::Debug for SerialValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,7 +149,9 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     }
     #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
-        self.options[option as usize].prune(walk)
+        // `get`, not indexing: with no bounds-check panic left, an action
+        // that does not prune makes this whole call fold to `false`.
+        self.options.get(option as usize).is_some_and(|o| o.prune(walk))
     }
     #[inline(always)]
     fn run(&self, option: u32, state: &mut S) -> ActionResult {
@@ -152,19 +179,21 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     }
     #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
-        self.options[option as usize].prune(walk)
+        // `get`, not indexing: with no bounds-check panic left, an action
+        // that does not prune makes this whole call fold to `false`.
+        self.options.get(option as usize).is_some_and(|o| o.prune(walk))
     }
     fn run(&self, _: u32, _: &mut S) -> ActionResult {
         Ok(())
     }
     fn run_serial(&self, option: u32) -> Result<SerialValue, Halt> {
         let value = self.options[option as usize].run()?;
-        Ok(SerialValue(Arc::new(value)))
+        Ok(SerialValue::new(value))
     }
+    #[inline(always)]
     fn apply_serial(&self, option: u32, value: &SerialValue, state: &mut S) -> ActionResult {
         let value = value
-            .0
-            .downcast_ref::<X::Value>()
+            .get::<X::Value>()
             .expect("a serial value is applied by the entry that produced it");
         self.options[option as usize].apply(value, state)
     }
@@ -222,7 +251,7 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     }
     #[inline(always)]
     fn prune(&self, walk: &WalkView<'_>) -> bool {
-        self.tail.prune(walk) || self.head.prune(walk.option_index(T::LEN), walk)
+        self.tail.prune(walk) || self.head.prune(walk.option_at(T::LEN), walk)
     }
     #[inline(always)]
     fn run_plain(
@@ -234,7 +263,7 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         self.tail.run_plain(digits, positions, state)?;
         let position = T::LEN;
         if H::KIND == EntryKind::Plain && positions.contains(&position) {
-            let mark = PanicMark(position);
+            let mark = EntryMark::<S, T>::new();
             let result = self.head.run(digits[position], state);
             std::mem::forget(mark);
             result.map_err(|halt| (position, halt))?;
@@ -245,7 +274,7 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     fn run_whole(&self, digits: &[u32], state: &mut S) -> Result<(), (usize, Halt)> {
         self.tail.run_whole(digits, state)?;
         let position = T::LEN;
-        let mark = PanicMark(position);
+        let mark = EntryMark::<S, T>::new();
         let result = self.head.run(digits[position], state);
         std::mem::forget(mark);
         result.map_err(|halt| (position, halt))
@@ -257,6 +286,7 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
             self.tail.run_serial(step)
         }
     }
+    #[inline(always)]
     fn apply_serial(&self, step: SerialStep, value: &SerialValue, state: &mut S) -> ActionResult {
         if step.position == T::LEN {
             self.head.apply_serial(step.option, value, state)
@@ -278,6 +308,23 @@ pub(crate) struct PanicMark(pub(crate) usize);
 impl Drop for PanicMark {
     fn drop(&mut self) {
         PANIC_POSITION.with(|p| p.set(Some(self.0)));
+    }
+}
+
+/// [`PanicMark`] for the entry after chain `T`, at position `T::LEN`: a
+/// zero-sized type, so marking costs not even a store on the normal path.
+struct EntryMark<S: 'static, T: Chain<S>>(PhantomData<fn() -> (S, T)>);
+
+impl<S: 'static, T: Chain<S>> EntryMark<S, T> {
+    #[inline(always)]
+    fn new() -> Self {
+        EntryMark(PhantomData)
+    }
+}
+
+impl<S: 'static, T: Chain<S>> Drop for EntryMark<S, T> {
+    fn drop(&mut self) {
+        PANIC_POSITION.with(|p| p.set(Some(T::LEN)));
     }
 }
 

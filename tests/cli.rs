@@ -93,7 +93,7 @@ fn bad_input_exits_2_with_a_one_line_message() {
     assert_eq!(output.status.code(), Some(2));
     let text = stderr(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(text.contains("unknown suite 'nope' (available: demo, fs)"), "{text}");
+    assert!(text.contains("unknown suite 'nope' (available: demo, fs, smoke)"), "{text}");
 
     let output = node(&["run", "--suite", "demo", "--threads", "0"]);
     assert_eq!(output.status.code(), Some(2));

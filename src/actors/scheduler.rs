@@ -35,8 +35,10 @@ use crate::model::space::Blocks;
 pub(crate) const TARGET_BATCH: Duration = Duration::from_millis(4);
 /// Batches in flight per runner: one running, one waiting in its mailbox.
 pub(crate) const CREDITS_PER_RUNNER: usize = 2;
-/// Size of the first batches, before anything is measured.
-const FIRST_BATCH: u64 = 16;
+/// Size of the first batches, before anything is measured: one walk, so
+/// slow walks (I/O) spread over every runner from the start; fast walks
+/// reach full-size batches after a round trip or two.
+const FIRST_BATCH: u64 = 1;
 /// Upper bound on a batch, whatever the measurement says.
 const MAX_BATCH: u64 = 1 << 20;
 
@@ -79,8 +81,29 @@ pub(crate) struct SchedulerState {
     outstanding: HashMap<BatchId, (usize, BatchJob)>,
     current: Option<EpochCursor>,
     next_batch: u64,
-    /// Measured cost of one walk, nanoseconds (exponential moving average).
-    nanos_per_walk: Option<f64>,
+    /// Measured cost per walk.
+    cost: WalkCost,
+}
+
+/// The measured cost of a walk: nanoseconds over walks of recent batches,
+/// both halved at every batch. A batch weighs by its walks, so a one-walk
+/// probe (mostly fixed overhead) is outweighed at once by the first real
+/// batch, and a change of cost between epochs shows within a few batches.
+#[derive(Debug, Clone, Copy, Default)]
+struct WalkCost {
+    nanos: f64,
+    walks: f64,
+}
+
+impl WalkCost {
+    fn add(&mut self, nanos: u64, walks: u64) {
+        self.nanos = self.nanos / 2.0 + nanos as f64;
+        self.walks = self.walks / 2.0 + walks as f64;
+    }
+
+    fn nanos_per_walk(&self) -> Option<f64> {
+        (self.walks > 0.0).then(|| self.nanos / self.walks)
+    }
 }
 
 /// The undispatched rest of the current epoch.
@@ -107,7 +130,7 @@ impl Actor for Scheduler {
             outstanding: HashMap::new(),
             current: None,
             next_batch: 0,
-            nanos_per_walk: None,
+            cost: WalkCost::default(),
         })
     }
 
@@ -131,7 +154,10 @@ impl Actor for Scheduler {
 }
 
 /// Batch size given the measured cost per walk, the number of runners and
-/// the walks left in the epoch.
+/// the walks left in the epoch: about `TARGET_BATCH` of work, less near the
+/// end of the epoch so the tail spreads over every runner, but not below a
+/// 32nd of the target, about 125 µs (smaller batches would cost more in
+/// round trips than they save in balance).
 fn batch_len(nanos_per_walk: Option<f64>, runners: usize, remaining: u64) -> u64 {
     let by_time = match nanos_per_walk {
         Some(ns) if ns > 0.0 => (TARGET_BATCH.as_nanos() as f64 / ns) as u64,
@@ -139,7 +165,7 @@ fn batch_len(nanos_per_walk: Option<f64>, runners: usize, remaining: u64) -> u64
         None => FIRST_BATCH,
     };
     let tail = remaining.div_ceil(2 * runners as u64);
-    by_time.min(tail).clamp(1, MAX_BATCH)
+    by_time.min(tail.max(by_time / 32)).clamp(1, MAX_BATCH)
 }
 
 impl SchedulerState {
@@ -168,9 +194,7 @@ impl SchedulerState {
         }
         self.credits[runner] += 1;
         if walks > 0 {
-            let sample = nanos as f64 / walks as f64;
-            self.nanos_per_walk =
-                Some(self.nanos_per_walk.map_or(sample, |avg| 0.7 * avg + 0.3 * sample));
+            self.cost.add(nanos, walks);
         }
         self.dispatch()
     }
@@ -216,7 +240,8 @@ impl SchedulerState {
                 if cursor.next >= end {
                     break;
                 }
-                let len = batch_len(self.nanos_per_walk, self.runners.len(), end - cursor.next);
+                let len =
+                    batch_len(self.cost.nanos_per_walk(), self.runners.len(), end - cursor.next);
                 let mut stop = (cursor.next + len).min(end);
                 if !(cursor.epoch.first && cursor.epoch.last) {
                     // Held states are stored and moved block by block.
@@ -263,7 +288,19 @@ mod tests {
         // 1 ms per walk: four walks make 4 ms; 10 ms per walk: one.
         assert_eq!(batch_len(Some(1e6), 64, 100_000), 4);
         assert_eq!(batch_len(Some(1e7), 64, 100_000), 1);
-        // The tail of an epoch is spread over every runner.
-        assert_eq!(batch_len(Some(2.0), 2, 100), 25);
+        // The tail of an epoch is spread over every runner, down to a 32nd
+        // of the target.
+        assert_eq!(batch_len(Some(2.0), 2, 1_000_000), 250_000);
+        assert_eq!(batch_len(Some(2.0), 2, 1_000), 62_500);
+        assert_eq!(batch_len(Some(1e6), 4, 16), 2);
+    }
+
+    #[test]
+    fn a_big_batch_outweighs_a_probe() {
+        let mut cost = WalkCost::default();
+        cost.add(50_000, 1); // A one-walk probe: mostly fixed overhead.
+        cost.add(10_000_000, 1_000_000);
+        let ns = cost.nanos_per_walk().unwrap();
+        assert!((10.0..10.2).contains(&ns), "{ns}");
     }
 }

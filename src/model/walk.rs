@@ -47,6 +47,13 @@ impl<'a> WalkView<'a> {
         self.digits[position]
     }
 
+    /// The option index at `position`, or `u32::MAX` (no option) past the
+    /// end; never panics, so unused lookups fold away in the hot loop.
+    #[inline(always)]
+    pub(crate) fn option_at(&self, position: usize) -> u32 {
+        self.digits.get(position).copied().unwrap_or(u32::MAX)
+    }
+
     /// The option chosen for the first entry of type `T`, if the walk order
     /// has one.
     pub fn get<T: 'static>(&self) -> Option<&'a T> {

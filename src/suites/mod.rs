@@ -9,6 +9,7 @@ use crate::runtime::{RunError, RunOptions, run};
 
 pub mod demo;
 pub mod fs;
+pub mod smoke;
 
 /// What a suite's setup hands to a run: the initial walk state, and whatever
 /// must stay alive until the run ends (a temp dir, a server handle).
@@ -115,7 +116,7 @@ where
     Box::new(OrderSuite { name: name.into(), description: description.into(), order, setup })
 }
 
-/// The built-in suites: `demo` and `fs`.
+/// The built-in suites: `demo`, `fs` and `smoke`.
 pub fn builtin() -> Vec<Box<dyn Suite>> {
-    vec![demo::suite(), fs::suite()]
+    vec![demo::suite(), fs::suite(), smoke::suite()]
 }

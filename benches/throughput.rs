@@ -1,0 +1,581 @@
+//! Throughput, parallelism, memory and startup of combtest, each workload
+//! beside a bare hand-written loop measured in the same process run.
+//!
+//! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
+//! (workloads: W1 W1b W2 W3 W4 W5 W6; default all, 3 runs each).
+//!
+//! Prints one JSON line per workload on stdout (the median run, with the
+//! min and max walk rates) and a table on stderr. Every run of a workload is
+//! a fresh child process (this binary, `--child WORKLOAD`), so peak RSS is
+//! the workload's own. See BENCHMARKS.md for results and how to read them.
+
+use std::collections::BTreeSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use combtest::{
+    Action, ActionResult, Chain, Halt, Report, RunOptions, SerialAction, WalkOrder, fail, run,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------- workloads
+
+/// W1, W4, W5: the walk state is one integer.
+#[derive(Debug, Clone, Default)]
+struct K {
+    k: u64,
+}
+
+/// "Add" action: `k += option`. `T` makes each position its own type.
+///
+/// `k` passes through `black_box`: without it the compiler hoists the first
+/// adds out of the bare loop's inner loops (a walk's prefix is the same for
+/// 10 to 10^5 walks) and the bare loop measures the optimizer, not a walk.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Add<const T: u8, const N: u64>(u64);
+
+impl<const T: u8, const N: u64> Action<K> for Add<T, N> {
+    fn options() -> Vec<Self> {
+        (0..N).map(Self).collect()
+    }
+    #[inline]
+    fn run(&self, s: &mut K) -> ActionResult {
+        s.k = std::hint::black_box(s.k) + self.0;
+        Ok(())
+    }
+}
+
+/// W4's second action: fails when the first option was 3 and its own is 7
+/// (exactly 1% of walks).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct AddOrFail(u64);
+
+impl Action<K> for AddOrFail {
+    fn options() -> Vec<Self> {
+        (0..10).map(Self).collect()
+    }
+    #[inline]
+    fn run(&self, s: &mut K) -> ActionResult {
+        // After the first action, k is the first action's option.
+        if s.k == 3 && self.0 == 7 {
+            return fail("3 then 7");
+        }
+        s.k = std::hint::black_box(s.k) + self.0;
+        Ok(())
+    }
+}
+
+/// W2's serial action: hands its option to every walk of its branch.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Mode(u64);
+
+impl SerialAction<K> for Mode {
+    type Value = u64;
+    fn options() -> Vec<Self> {
+        vec![Mode(0), Mode(1)]
+    }
+    fn run(&self) -> Result<u64, Halt> {
+        Ok(self.0)
+    }
+    #[inline]
+    fn apply(&self, value: &u64, s: &mut K) -> ActionResult {
+        s.k = std::hint::black_box(s.k) + value;
+        Ok(())
+    }
+}
+
+/// W1b: the state carries a 256-byte buffer that every action hashes.
+#[derive(Debug, Clone)]
+struct Buf {
+    k: u64,
+    buf: [u8; 256],
+}
+
+impl Default for Buf {
+    fn default() -> Self {
+        Buf { k: 0, buf: std::array::from_fn(|i| i as u8) }
+    }
+}
+
+/// Hashes the walk's 256-byte buffer three times (about 200 ns of CPU) and
+/// folds the option in.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct HashBuf<const T: u8>(u64);
+
+impl<const T: u8> Action<Buf> for HashBuf<T> {
+    fn options() -> Vec<Self> {
+        (0..10).map(Self).collect()
+    }
+    #[inline]
+    fn run(&self, s: &mut Buf) -> ActionResult {
+        s.k = hash_buf(s) ^ self.0;
+        Ok(())
+    }
+}
+
+fn hash_buf(s: &Buf) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    s.k.hash(&mut hasher);
+    for _ in 0..3 {
+        s.buf.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Time spent inside W3's actions, summed over every runner.
+static BUSY_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// W3: waits 1 ms, as an action blocked on I/O would.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Wait<const T: u8>(u64);
+
+impl<const T: u8> Action<K> for Wait<T> {
+    fn options() -> Vec<Self> {
+        (0..8).map(Self).collect()
+    }
+    fn run(&self, s: &mut K) -> ActionResult {
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(1));
+        s.k += self.0;
+        BUSY_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------ bare loops
+
+/// W0 for W1 and W4: what a user writes by hand. Nested loops over the
+/// options of each action type, a clone of the initial state per walk, each
+/// chosen option's `run`, stopping the walk at its first error.
+fn bare_adds(with_failures: bool) -> (u64, u64) {
+    let initial = K::default();
+    let a1: Vec<Add<1, 10>> = Add::options();
+    let a2: Vec<Add<2, 10>> = Add::options();
+    let f2: Vec<AddOrFail> = AddOrFail::options();
+    let a3: Vec<Add<3, 10>> = Add::options();
+    let a4: Vec<Add<4, 10>> = Add::options();
+    let a5: Vec<Add<5, 10>> = Add::options();
+    let a6: Vec<Add<6, 10>> = Add::options();
+    let (mut passed, mut failed) = (0, 0);
+    for o1 in &a1 {
+        for (o2, f2) in a2.iter().zip(&f2) {
+            for o3 in &a3 {
+                for o4 in &a4 {
+                    for o5 in &a5 {
+                        for o6 in &a6 {
+                            let mut s = initial.clone();
+                            let mut walk = || -> ActionResult {
+                                o1.run(&mut s)?;
+                                if with_failures {
+                                    f2.run(&mut s)?
+                                } else {
+                                    o2.run(&mut s)?
+                                }
+                                o3.run(&mut s)?;
+                                o4.run(&mut s)?;
+                                o5.run(&mut s)?;
+                                o6.run(&mut s)
+                            };
+                            match walk() {
+                                Ok(()) => passed += 1,
+                                Err(_) => failed += 1,
+                            }
+                            std::hint::black_box(&s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (passed, failed)
+}
+
+/// W0 for W1b.
+fn bare_hash() -> u64 {
+    let initial = Buf::default();
+    let (h1, h2, h3): (Vec<HashBuf<1>>, Vec<HashBuf<2>>, Vec<HashBuf<3>>) =
+        (HashBuf::options(), HashBuf::options(), HashBuf::options());
+    let (h4, h5, h6): (Vec<HashBuf<4>>, Vec<HashBuf<5>>, Vec<HashBuf<6>>) =
+        (HashBuf::options(), HashBuf::options(), HashBuf::options());
+    let mut n = 0;
+    for o1 in &h1 {
+        for o2 in &h2 {
+            for o3 in &h3 {
+                for o4 in &h4 {
+                    for o5 in &h5 {
+                        for o6 in &h6 {
+                            let mut s = initial.clone();
+                            let mut walk = || -> ActionResult {
+                                o1.run(&mut s)?;
+                                o2.run(&mut s)?;
+                                o3.run(&mut s)?;
+                                o4.run(&mut s)?;
+                                o5.run(&mut s)?;
+                                o6.run(&mut s)
+                            };
+                            walk().expect("hashing never fails");
+                            std::hint::black_box(&s);
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
+/// W0 for W2: the serial action runs once per branch, its value applied to
+/// every walk of the branch.
+fn bare_serial() -> u64 {
+    let initial = K::default();
+    let a1: Vec<Add<1, 10>> = Add::options();
+    let a2: Vec<Add<2, 10>> = Add::options();
+    let a3: Vec<Add<3, 10>> = Add::options();
+    let a4: Vec<Add<4, 5>> = Add::options();
+    let a5: Vec<Add<5, 100>> = Add::options();
+    let mut n = 0;
+    for mode in Mode::options() {
+        let value = mode.run().expect("mode never fails");
+        for o1 in &a1 {
+            for o2 in &a2 {
+                for o3 in &a3 {
+                    for o4 in &a4 {
+                        for o5 in &a5 {
+                            let mut s = initial.clone();
+                            let mut walk = || -> ActionResult {
+                                o1.run(&mut s)?;
+                                o2.run(&mut s)?;
+                                mode.apply(&value, &mut s)?;
+                                o3.run(&mut s)?;
+                                o4.run(&mut s)?;
+                                o5.run(&mut s)
+                            };
+                            walk().expect("adding never fails");
+                            std::hint::black_box(&s);
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
+/// W0 for W3.
+fn bare_wait() -> u64 {
+    let initial = K::default();
+    let (w1, w2, w3): (Vec<Wait<1>>, Vec<Wait<2>>, Vec<Wait<3>>) =
+        (Wait::options(), Wait::options(), Wait::options());
+    let mut n = 0;
+    for o1 in &w1 {
+        for o2 in &w2 {
+            for o3 in &w3 {
+                let mut s = initial.clone();
+                o1.run(&mut s).and_then(|()| o2.run(&mut s)).and_then(|()| o3.run(&mut s)).unwrap();
+                std::hint::black_box(&s);
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+// -------------------------------------------------------------- measuring
+
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let started = Instant::now();
+    let out = f();
+    (out, started.elapsed().as_secs_f64())
+}
+
+/// Peak resident set size of this process, in MiB (Linux).
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn run_order<S: Clone + Send + 'static, C: Chain<S>>(
+    order: &WalkOrder<S, C>,
+    options: RunOptions<S>,
+) -> (Report<S>, usize) {
+    let threads = options.effective_threads();
+    let report = run(order, options).expect("benchmark walk orders are valid");
+    assert!(report.is_consistent(), "accounting broken: {:?}", report.without_states());
+    (report, threads)
+}
+
+/// The common fields of a workload's result.
+fn result(
+    workload: &str,
+    walks: u64,
+    threads: usize,
+    elapsed: f64,
+    bare_elapsed: Option<f64>,
+) -> serde_json::Map<String, Value> {
+    let walks_per_s = walks as f64 / elapsed;
+    let mut out = serde_json::Map::new();
+    out.insert("workload".into(), json!(workload));
+    out.insert("walks".into(), json!(walks));
+    out.insert("threads".into(), json!(threads));
+    out.insert("elapsed_s".into(), json!(elapsed));
+    out.insert("walks_per_s".into(), json!(walks_per_s));
+    out.insert(
+        "ratio_vs_bare".into(),
+        bare_elapsed.map_or(Value::Null, |bare| json!(bare / elapsed)),
+    );
+    if let Some(bare) = bare_elapsed {
+        out.insert("bare_walks_per_s".into(), json!(walks as f64 / bare));
+    }
+    out
+}
+
+fn w1_order() -> WalkOrder<K, impl Chain<K>> {
+    WalkOrder::new()
+        .then::<Add<1, 10>>()
+        .then::<Add<2, 10>>()
+        .then::<Add<3, 10>>()
+        .then::<Add<4, 10>>()
+        .then::<Add<5, 10>>()
+        .then::<Add<6, 10>>()
+}
+
+fn child(workload: &str) -> serde_json::Map<String, Value> {
+    match workload {
+        "W1" => {
+            let order = w1_order();
+            let ((_, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
+            let ((passed, _), bare) = timed(|| bare_adds(false));
+            assert_eq!(passed, 1_000_000);
+            let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
+            // CPU the framework adds per walk, beyond the actions themselves.
+            let framework_ns = (elapsed * threads as f64 - bare) / 1e6 * 1e9;
+            out.insert("framework_ns_per_walk".into(), json!(framework_ns));
+            out
+        }
+        "W1b" => {
+            let order = WalkOrder::<Buf>::new()
+                .then::<HashBuf<1>>()
+                .then::<HashBuf<2>>()
+                .then::<HashBuf<3>>()
+                .then::<HashBuf<4>>()
+                .then::<HashBuf<5>>()
+                .then::<HashBuf<6>>();
+            let ((_, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
+            let (n, bare) = timed(bare_hash);
+            assert_eq!(n, 1_000_000);
+            let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
+            out.insert("action_ns".into(), json!(bare / 6e6 * 1e9));
+            out
+        }
+        "W2" => {
+            let order = WalkOrder::<K>::new()
+                .then::<Add<1, 10>>()
+                .then::<Add<2, 10>>()
+                .serial::<Mode>()
+                .then::<Add<3, 10>>()
+                .then::<Add<4, 5>>()
+                .then::<Add<5, 100>>();
+            let ((report, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
+            assert_eq!((report.passed, report.serial_actions), (1_000_000, 2));
+            let (n, bare) = timed(bare_serial);
+            assert_eq!(n, 1_000_000);
+            // W1 in the same process, for the W2/W1 ratio the target names.
+            let w1 = w1_order();
+            let (_, w1_elapsed) = timed(|| run_order(&w1, RunOptions::default()));
+            let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
+            out.insert("ratio_vs_w1".into(), json!(w1_elapsed / elapsed));
+            out
+        }
+        "W3" => {
+            let order = WalkOrder::<K>::new().then::<Wait<1>>().then::<Wait<2>>().then::<Wait<3>>();
+            BUSY_NANOS.store(0, Ordering::Relaxed);
+            let ((_, threads), elapsed) =
+                timed(|| run_order(&order, RunOptions::default().threads(64)));
+            let busy = BUSY_NANOS.load(Ordering::Relaxed) as f64 / 1e9;
+            let (n, bare) = timed(bare_wait);
+            assert_eq!(n, 512);
+            let mut out = result(workload, 512, threads, elapsed, Some(bare));
+            out.insert("parallelism".into(), json!(busy / elapsed));
+            out
+        }
+        "W4" => {
+            let order = WalkOrder::<K>::new()
+                .then::<Add<1, 10>>()
+                .then::<AddOrFail>()
+                .then::<Add<3, 10>>()
+                .then::<Add<4, 10>>()
+                .then::<Add<5, 10>>()
+                .then::<Add<6, 10>>();
+            let ((report, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
+            let ((passed, failed), bare) = timed(|| bare_adds(true));
+            let expected: BTreeSet<u64> = (0..10_000).map(|x| 370_000 + x).collect();
+            let got: BTreeSet<u64> = report.failed_walks.iter().map(|f| f.walk_id.0).collect();
+            let exact = report.failed == 10_000 && got == expected && failed == 10_000;
+            assert!(exact, "W4: {} failures, bare {failed}", report.failed);
+            assert_eq!(report.passed, passed);
+            let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
+            out.insert("failures".into(), json!(report.failed));
+            out.insert("failures_exact".into(), json!(exact));
+            out
+        }
+        "W5big" | "W5small" => {
+            let big = workload == "W5big";
+            let order = WalkOrder::<K>::new()
+                .then::<Add<1, 10>>()
+                .then::<Add<2, 10>>()
+                .then::<Add<3, 10>>()
+                .then::<Add<4, 10>>();
+            let (walks, threads, elapsed) = if big {
+                let order = order.then::<Add<5, 10>>().then::<Add<6, 10>>().then::<Add<7, 10>>();
+                let ((report, threads), elapsed) =
+                    timed(|| run_order(&order, RunOptions::default()));
+                (report.walks, threads, elapsed)
+            } else {
+                let ((report, threads), elapsed) =
+                    timed(|| run_order(&order, RunOptions::default()));
+                (report.walks, threads, elapsed)
+            };
+            result(workload, walks, threads, elapsed, None)
+        }
+        "W6" => {
+            let node = env!("CARGO_BIN_EXE_combtest-node");
+            let (status, elapsed) =
+                timed(|| Command::new(node).args(["run", "--suite", "smoke"]).output());
+            let status = status.expect("combtest-node starts").status;
+            assert!(status.success(), "combtest-node run --suite smoke: {status}");
+            let mut out = result(workload, 9, combtest::default_threads(), elapsed, None);
+            out.insert("startup_ms".into(), json!(elapsed * 1e3));
+            out
+        }
+        other => {
+            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6");
+            std::process::exit(2);
+        }
+    }
+}
+
+// --------------------------------------------------------------- reporting
+
+/// Runs one child process for `workload` and returns its JSON result.
+fn run_child(workload: &str) -> serde_json::Map<String, Value> {
+    let exe = std::env::current_exe().expect("the bench knows its own path");
+    let output = Command::new(exe).args(["--child", workload]).output().expect("child starts");
+    if !output.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        panic!("workload {workload} failed: {}", output.status);
+    }
+    let line = String::from_utf8(output.stdout).expect("utf-8");
+    match serde_json::from_str(line.trim()) {
+        Ok(Value::Object(map)) => map,
+        _ => panic!("workload {workload} printed {line:?}"),
+    }
+}
+
+fn number(map: &serde_json::Map<String, Value>, key: &str) -> f64 {
+    map.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+/// The median run by walk rate, with the min and max rates added.
+fn median(mut runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, Value> {
+    runs.sort_by(|a, b| number(a, "walks_per_s").total_cmp(&number(b, "walks_per_s")));
+    let min = number(&runs[0], "walks_per_s");
+    let max = number(&runs[runs.len() - 1], "walks_per_s");
+    let count = runs.len();
+    let mut mid = runs.swap_remove(count / 2);
+    mid.insert("runs".into(), json!(count));
+    mid.insert("min_walks_per_s".into(), json!(min));
+    mid.insert("max_walks_per_s".into(), json!(max));
+    mid
+}
+
+fn measure(workload: &str, runs: usize) -> serde_json::Map<String, Value> {
+    if workload == "W5" {
+        let big = median((0..runs).map(|_| run_child("W5big")).collect());
+        let small = median((0..runs).map(|_| run_child("W5small")).collect());
+        let mut out = big.clone();
+        out.insert("workload".into(), json!("W5"));
+        out.insert("peak_rss_mb".into(), big["peak_rss_mb"].clone());
+        out.insert("small_walks".into(), small["walks"].clone());
+        out.insert("small_peak_rss_mb".into(), small["peak_rss_mb"].clone());
+        out.insert(
+            "rss_ratio_big_vs_small".into(),
+            json!(number(&big, "peak_rss_mb") / number(&small, "peak_rss_mb")),
+        );
+        return out;
+    }
+    median((0..runs).map(|_| run_child(workload)).collect())
+}
+
+fn table_row(r: &serde_json::Map<String, Value>) -> String {
+    let notes: Vec<String> = [
+        "framework_ns_per_walk",
+        "action_ns",
+        "ratio_vs_w1",
+        "parallelism",
+        "failures",
+        "small_peak_rss_mb",
+        "startup_ms",
+    ]
+    .iter()
+    .filter_map(|k| r.get(*k).and_then(Value::as_f64).map(|v| format!("{k}={v:.2}")))
+    .collect();
+    format!(
+        "{:<4} {:>9} {:>4} {:>13.0} ({:.0}-{:.0}) {:>6.2} {:>8.1}  {}",
+        r["workload"].as_str().unwrap_or("?"),
+        number(r, "walks"),
+        number(r, "threads"),
+        number(r, "walks_per_s"),
+        number(r, "min_walks_per_s"),
+        number(r, "max_walks_per_s"),
+        number(r, "ratio_vs_bare"),
+        number(r, "peak_rss_mb"),
+        notes.join(" ")
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        let workload = args.get(1).expect("--child WORKLOAD");
+        let mut out = child(workload);
+        out.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
+        println!("{}", Value::Object(out));
+        return;
+    }
+    let mut runs = 3;
+    let mut workloads = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--runs" => {
+                runs =
+                    it.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or_else(|| {
+                        eprintln!("--runs takes a positive number");
+                        std::process::exit(2)
+                    })
+            }
+            name => workloads.push(name.to_string()),
+        }
+    }
+    if workloads.is_empty() {
+        workloads = ["W1", "W1b", "W2", "W3", "W4", "W5", "W6"].map(String::from).to_vec();
+    }
+    eprintln!(
+        "{:<4} {:>9} {:>4} {:>13} {:>13} {:>6} {:>8}  notes",
+        "", "walks", "thr", "walks/s", "(min-max)", "×bare", "RSS MiB"
+    );
+    for workload in &workloads {
+        let result = measure(workload, runs);
+        eprintln!("{}", table_row(&result));
+        println!("{}", Value::Object(result));
+    }
+}
