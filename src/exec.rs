@@ -175,13 +175,28 @@ fn run_segment<S: 'static, C: Chain<S>>(
     digits: &[u32],
     state: &mut S,
 ) -> Result<(), (usize, Halt)> {
+    apply_then(chain, epoch, value, state, |s| chain.run_plain(digits, &epoch.plain, s))
+}
+
+/// The `LEVEL` of `run_units` that tests segment membership at run time.
+const ANY_LEVEL: usize = usize::MAX;
+
+/// Applies the epoch's serial value (if any), then runs `plain`.
+#[inline(always)]
+fn apply_then<S: 'static, C: Chain<S>>(
+    chain: &C,
+    epoch: &Epoch,
+    value: Option<&SerialValue>,
+    state: &mut S,
+    plain: impl FnOnce(&mut S) -> Result<(), (usize, Halt)>,
+) -> Result<(), (usize, Halt)> {
     if let (Some(step), Some(value)) = (epoch.serial, value) {
         let mark = PanicMark(step.position);
         let applied = chain.apply_serial(step, value, state);
         std::mem::forget(mark);
         applied.map_err(|halt| (step.position, halt))?;
     }
-    chain.run_plain(digits, &epoch.plain, state)
+    plain(state)
 }
 
 /// Mutable progress of a batch, kept outside the `catch_unwind` closure so a
@@ -230,16 +245,72 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         });
     }
 
+    /// Runs every walk of `units`, resuming after any walk that panics
+    /// (recorded as failed).
+    #[inline(never)]
+    fn drive<const LEVEL: usize, const TRACE: bool>(
+        &self,
+        epoch: &Epoch,
+        instruction: &Instruction,
+        units: &mut [Unit<S>],
+        initial: &S,
+        settings: BatchSettings,
+    ) -> Progress<S> {
+        let mut progress =
+            Progress { out: BatchOutput::new(), unit: 0, offset: 0, walk_started: None };
+        let mut digits = vec![0u32; self.space.len()];
+        loop {
+            let attempt = catch_unwind(AssertUnwindSafe(|| {
+                self.run_units::<LEVEL, TRACE>(
+                    epoch,
+                    instruction,
+                    units,
+                    initial,
+                    settings,
+                    &mut progress,
+                    &mut digits,
+                )
+            }));
+            let Err(payload) = attempt else { return progress };
+            // `digits` hold the walk that panicked; resume after it.
+            let id = self.space.id_of(&digits).expect("digits stay in the space");
+            let unit = &units[progress.unit];
+            let offset = id - unit.range.start;
+            progress.offset = offset + 1;
+            let text = panic_text(payload.as_ref());
+            let position = take_panic_position()
+                .unwrap_or_else(|| epoch.serial.map_or(epoch.plain.start, |s| s.position));
+            let error = format!("panicked: {text}");
+            if TRACE {
+                let prior = unit.nanos.get(offset as usize).copied().unwrap_or(0);
+                let spent = progress.walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                let action = self.space.entries()[position].name;
+                progress.out.records.push(WalkRecord {
+                    id: WalkId(id),
+                    outcome: WalkOutcome::Failed {
+                        action_index: position,
+                        action,
+                        error: error.clone(),
+                    },
+                    nanos: prior + spent,
+                });
+            }
+            self.fail(&mut progress.out, id, position, error);
+            progress.out.panic.get_or_insert(text);
+        }
+    }
+
     /// Runs walks from `progress`'s cursor to the end of the batch. Returns
     /// normally unless an action panics; then `digits` still hold the options
     /// of the walk that panicked.
     ///
     /// This is the per-walk hot loop: no id decoding (an odometer steps the
-    /// digits), no shared memory, counts in registers, and with `WHOLE` (no
+    /// digits), no shared memory, counts in registers, and with `LEVEL` (the
+    /// epoch's level as a constant, [`ANY_LEVEL`] for deep levels) no
     /// serial actions) no per-entry segment test.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn run_units<const WHOLE: bool, const TRACE: bool>(
+    fn run_units<const LEVEL: usize, const TRACE: bool>(
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
@@ -251,6 +322,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     ) {
         let gather = settings.gather;
         let trace = TRACE;
+        let no_serial = epoch.serial.is_none();
         let chain = self.order.chain();
         let lookup = Pinned::new(chain);
         let keep = !epoch.last;
@@ -297,10 +369,14 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     let result = match instruction {
                         Instruction::Run(value) => {
                             tally.local.segments += 1;
-                            if WHOLE {
-                                chain.run_whole(digits, &mut state)
-                            } else {
+                            if LEVEL == ANY_LEVEL {
                                 run_segment(chain, epoch, value.as_ref(), digits, &mut state)
+                            } else if no_serial {
+                                chain.run_level::<LEVEL>(digits, &mut state)
+                            } else {
+                                apply_then(chain, epoch, value.as_ref(), &mut state, |s| {
+                                    chain.run_level::<LEVEL>(digits, s)
+                                })
                             }
                         }
                         Instruction::FailBranch(error) => {
@@ -433,90 +509,24 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
                 })
                 .collect(),
         };
-        let mut progress =
-            Progress { out: BatchOutput::new(), unit: 0, offset: 0, walk_started: None };
-        let mut digits = vec![0u32; self.space.len()];
-        // Without serial actions a walk is one segment of every entry: that
-        // loop skips the per-entry "is it in this segment" test.
-        let whole = epoch.serial.is_none() && epoch.plain == (0..self.space.len());
-        loop {
-            let attempt = catch_unwind(AssertUnwindSafe(|| {
-                let (units, progress, digits) = (&mut units, &mut progress, &mut digits);
-                // Four monomorphized loops, so neither the segment test nor
-                // tracing costs anything where it is off.
-                match (whole, settings.trace) {
-                    (true, false) => self.run_units::<true, false>(
-                        epoch,
-                        instruction,
-                        units,
-                        initial,
-                        settings,
-                        progress,
-                        digits,
-                    ),
-                    (true, true) => self.run_units::<true, true>(
-                        epoch,
-                        instruction,
-                        units,
-                        initial,
-                        settings,
-                        progress,
-                        digits,
-                    ),
-                    (false, false) => self.run_units::<false, false>(
-                        epoch,
-                        instruction,
-                        units,
-                        initial,
-                        settings,
-                        progress,
-                        digits,
-                    ),
-                    (false, true) => self.run_units::<false, true>(
-                        epoch,
-                        instruction,
-                        units,
-                        initial,
-                        settings,
-                        progress,
-                        digits,
-                    ),
-                }
-            }));
-            match attempt {
-                Ok(()) => break,
-                Err(payload) => {
-                    // `digits` hold the walk that panicked; resume after it.
-                    let id = self.space.id_of(&digits).expect("digits stay in the space");
-                    let unit = &units[progress.unit];
-                    progress.offset = id - unit.range.start + 1;
-                    let text = panic_text(payload.as_ref());
-                    let position = take_panic_position()
-                        .unwrap_or_else(|| epoch.serial.map_or(epoch.plain.start, |s| s.position));
-                    let error = format!("panicked: {text}");
-                    if settings.trace {
-                        let prior = units[progress.unit]
-                            .nanos
-                            .get((id - unit.range.start) as usize)
-                            .copied()
-                            .unwrap_or(0);
-                        let spent = progress.walk_started.map_or(0, |t| t.elapsed().as_nanos());
-                        let action = self.space.entries()[position].name;
-                        progress.out.records.push(WalkRecord {
-                            id: WalkId(id),
-                            outcome: WalkOutcome::Failed {
-                                action_index: position,
-                                action,
-                                error: error.clone(),
-                            },
-                            nanos: prior + spent as u64,
-                        });
-                    }
-                    self.fail(&mut progress.out, id, position, error);
-                    progress.out.panic.get_or_insert(text);
-                }
+        // One loop per segment level (so only that segment's entries are
+        // compiled into it) and per tracing (so tracing off costs nothing).
+        // Each is its own function: one loop per `catch_unwind` closure
+        // keeps the closure small enough to inline and keep in registers.
+        let progress = match (epoch.level, settings.trace) {
+            (0, false) => self.drive::<0, false>(epoch, instruction, &mut units, initial, settings),
+            (0, true) => self.drive::<0, true>(epoch, instruction, &mut units, initial, settings),
+            (1, false) => self.drive::<1, false>(epoch, instruction, &mut units, initial, settings),
+            (1, true) => self.drive::<1, true>(epoch, instruction, &mut units, initial, settings),
+            (2, false) => self.drive::<2, false>(epoch, instruction, &mut units, initial, settings),
+            (2, true) => self.drive::<2, true>(epoch, instruction, &mut units, initial, settings),
+            (_, false) => {
+                self.drive::<ANY_LEVEL, false>(epoch, instruction, &mut units, initial, settings)
             }
-        }
+            (_, true) => {
+                self.drive::<ANY_LEVEL, true>(epoch, instruction, &mut units, initial, settings)
+            }
+        };
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
         if !epoch.last {

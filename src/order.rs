@@ -66,6 +66,8 @@ mod sealed {
 pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     /// Number of entries.
     const LEN: usize;
+    /// Number of serial entries.
+    const SERIALS: usize;
     /// Appends the description of every entry, in walk order.
     fn describe(&self, out: &mut Vec<EntryInfo>);
     /// The option at (`position`, `option`) as `Any`.
@@ -82,9 +84,14 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
         positions: &Range<usize>,
         state: &mut S,
     ) -> Result<(), (usize, Halt)>;
-    /// Runs every entry, in order; only for walk orders without serial
-    /// entries.
-    fn run_whole(&self, digits: &[u32], state: &mut S) -> Result<(), (usize, Halt)>;
+    /// Runs the plain entries of segment level `LEVEL` (those with `LEVEL`
+    /// serial entries before them), in order. The level is a constant, so
+    /// the entries of other segments compile to nothing.
+    fn run_level<const LEVEL: usize>(
+        &self,
+        digits: &[u32],
+        state: &mut S,
+    ) -> Result<(), (usize, Halt)>;
     /// Runs the serial entry of `step` once.
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt>;
     /// Applies a serial value to one walk state.
@@ -204,6 +211,7 @@ impl<H, T> sealed::Sealed for Cons<H, T> {}
 
 impl<S: 'static> Chain<S> for Nil {
     const LEN: usize = 0;
+    const SERIALS: usize = 0;
 
     fn describe(&self, _: &mut Vec<EntryInfo>) {}
     fn option_any(&self, position: usize, _: u32) -> &dyn Any {
@@ -221,7 +229,7 @@ impl<S: 'static> Chain<S> for Nil {
         Ok(())
     }
     #[inline(always)]
-    fn run_whole(&self, _: &[u32], _: &mut S) -> Result<(), (usize, Halt)> {
+    fn run_level<const LEVEL: usize>(&self, _: &[u32], _: &mut S) -> Result<(), (usize, Halt)> {
         Ok(())
     }
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
@@ -234,6 +242,7 @@ impl<S: 'static> Chain<S> for Nil {
 
 impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     const LEN: usize = T::LEN + 1;
+    const SERIALS: usize = T::SERIALS + (H::KIND as usize);
 
     fn describe(&self, out: &mut Vec<EntryInfo>) {
         self.tail.describe(out);
@@ -271,13 +280,20 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         Ok(())
     }
     #[inline(always)]
-    fn run_whole(&self, digits: &[u32], state: &mut S) -> Result<(), (usize, Halt)> {
-        self.tail.run_whole(digits, state)?;
-        let position = T::LEN;
-        let mark = EntryMark::<S, T>::new();
-        let result = self.head.run(digits[position], state);
-        std::mem::forget(mark);
-        result.map_err(|halt| (position, halt))
+    fn run_level<const LEVEL: usize>(
+        &self,
+        digits: &[u32],
+        state: &mut S,
+    ) -> Result<(), (usize, Halt)> {
+        self.tail.run_level::<LEVEL>(digits, state)?;
+        if H::KIND == EntryKind::Plain && T::SERIALS == LEVEL {
+            let position = T::LEN;
+            let mark = EntryMark::<S, T>::new();
+            let result = self.head.run(digits[position], state);
+            std::mem::forget(mark);
+            result.map_err(|halt| (position, halt))?;
+        }
+        Ok(())
     }
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
         if step.position == T::LEN {

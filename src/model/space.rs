@@ -28,9 +28,9 @@ impl fmt::Display for WalkId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     /// Runs inside each walk, in parallel with other walks.
-    Plain,
+    Plain = 0,
     /// Runs once per branch at a global barrier.
-    Serial,
+    Serial = 1,
 }
 
 /// One entry of a walk order, as the model sees it.
