@@ -485,18 +485,23 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
     ) -> BatchOutput<S> {
         let started = Instant::now();
         let mut units: Vec<Unit<S>> = match input {
-            BatchInput::Fresh(range) => {
-                let len = (range.end - range.start) as usize;
-                let mut slots = Vec::new();
-                let mut nanos = Vec::new();
-                if !epoch.last {
-                    slots.resize_with(len, || None);
-                    if settings.trace {
-                        nanos = vec![0; len];
-                    }
-                }
-                vec![Unit { range, fresh: true, slots, nanos }]
+            // Nothing goes on: one unit, no slots.
+            BatchInput::Fresh(range) if epoch.last => {
+                vec![Unit { range, fresh: true, slots: Vec::new(), nanos: Vec::new() }]
             }
+            // Walks go on: one unit per block, so the held states are
+            // allocated at their final size and stored without a copy.
+            BatchInput::Fresh(range) => settings
+                .blocks
+                .split(range)
+                .map(|part| {
+                    let len = (part.end - part.start) as usize;
+                    let mut slots = Vec::with_capacity(len);
+                    slots.resize_with(len, || None);
+                    let nanos = if settings.trace { vec![0; len] } else { Vec::new() };
+                    Unit { range: part, fresh: true, slots, nanos }
+                })
+                .collect(),
             BatchInput::Held(held) => held
                 .into_iter()
                 .map(|b| {
@@ -530,20 +535,11 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
         if !epoch.last {
-            // Held states are stored block by block; a fresh unit may span
-            // several blocks.
-            for unit in units {
-                let mut slots = unit.slots.into_iter();
-                let mut nanos = unit.nanos.into_iter();
-                for part in settings.blocks.split(unit.range) {
-                    let n = (part.end - part.start) as usize;
-                    out.held.push(Block {
-                        start: part.start,
-                        slots: slots.by_ref().take(n).collect(),
-                        nanos: nanos.by_ref().take(n).collect(),
-                    });
-                }
-            }
+            // Every unit is one block.
+            out.held = units
+                .into_iter()
+                .map(|u| Block { start: u.range.start, slots: u.slots, nanos: u.nanos })
+                .collect();
         }
         out.nanos = started.elapsed().as_nanos() as u64;
         out
