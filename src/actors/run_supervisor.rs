@@ -134,9 +134,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             scheduler: scheduler.clone(),
             restarts: 0,
         };
-        for index in 0..ctx.runners {
-            state.spawn_runner(&myself, index).await?;
-        }
+        state.spawn_runners(&myself, 0..ctx.runners).await?;
         barrier.cast(SerialBarrierMsg::Start(scheduler))?;
         Ok(state)
     }
@@ -220,12 +218,43 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
 }
 
 impl<S: Clone + Send + 'static> SupervisorState<S> {
+    /// Spawns runners `indices` concurrently (a spawn waits for the runner's
+    /// start, tens of microseconds; 64 in a row would delay the run by
+    /// milliseconds), links them, and announces each to the Scheduler.
+    async fn spawn_runners(
+        &mut self,
+        myself: &ActorRef<RunSupervisorMsg>,
+        indices: std::ops::Range<usize>,
+    ) -> Result<(), ActorProcessingErr> {
+        let spawns = indices.map(|index| {
+            let args = self.runner_args(myself, index);
+            let supervisor: ActorCell = myself.get_cell();
+            async move {
+                Actor::spawn_linked(None, WalkRunner::new(), args, supervisor)
+                    .await
+                    .map(|(runner, _)| (index, runner))
+            }
+        });
+        let spawned: Vec<Result<(usize, ActorRef<WalkRunnerMsg>), _>> =
+            futures::future::join_all(spawns).await;
+        for result in spawned {
+            let (index, runner) = result?;
+            self.roles.insert(runner.get_id(), Role::Runner(index));
+            self.scheduler.cast(SchedulerMsg::RunnerUp { index, runner })?;
+        }
+        Ok(())
+    }
+
     async fn spawn_runner(
         &mut self,
         myself: &ActorRef<RunSupervisorMsg>,
         index: usize,
     ) -> Result<(), ActorProcessingErr> {
-        let args = RunnerArgs {
+        self.spawn_runners(myself, index..index + 1).await
+    }
+
+    fn runner_args(&self, myself: &ActorRef<RunSupervisorMsg>, index: usize) -> RunnerArgs<S> {
+        RunnerArgs {
             index,
             order: Arc::clone(&self.order),
             initial: self.initial.clone(),
@@ -235,13 +264,7 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
             scheduler: self.scheduler.clone(),
             collector: self.collector.clone(),
             supervisor: myself.clone(),
-        };
-        let supervisor: ActorCell = myself.get_cell();
-        let (runner, _): (ActorRef<WalkRunnerMsg>, _) =
-            Actor::spawn_linked(None, WalkRunner::new(), args, supervisor).await?;
-        self.roles.insert(runner.get_id(), Role::Runner(index));
-        self.scheduler.cast(SchedulerMsg::RunnerUp { index, runner })?;
-        Ok(())
+        }
     }
 
     /// Hands the result to the caller and stops the run.
