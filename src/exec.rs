@@ -615,8 +615,9 @@ mod tests {
     use super::*;
     use crate::model::action::{Action, ActionResult, SerialAction};
     use crate::model::epoch::EpochCursor;
+    use serde::{Deserialize, Serialize};
 
-    #[derive(Debug, Clone)]
+    #[derive(Debug, Clone, Serialize, Deserialize)]
     struct Step(u32);
     impl Action<Vec<u32>> for Step {
         fn options() -> Vec<Self> {
@@ -628,7 +629,7 @@ mod tests {
         }
     }
 
-    #[derive(Debug, Clone)]
+    #[derive(Debug, Clone, Serialize, Deserialize)]
     struct Last(u32);
     impl Action<Vec<u32>> for Last {
         fn options() -> Vec<Self> {
@@ -646,7 +647,7 @@ mod tests {
         }
     }
 
-    #[derive(Debug, Clone)]
+    #[derive(Debug, Clone, Serialize, Deserialize)]
     struct Flip(u32);
     impl SerialAction<Vec<u32>> for Flip {
         type Value = u32;

@@ -335,8 +335,9 @@ pub enum WalkError {
 ///
 /// ```
 /// use combtest::{Action, ActionResult, WalkOrder};
+/// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug, Clone)]
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
 /// struct Add(u32);
 /// impl Action<u32> for Add {
 ///     fn options() -> Vec<Self> { (1..=3).map(Add).collect() }
