@@ -13,6 +13,8 @@
 //! - `exec`: synchronous execution of batches, serial steps and replays.
 //! - `actors/`: the ractor actors of a run, one per file.
 //! - `runtime`: [`run`] and [`run_async`], which spawn and supervise them.
+//! - `trace`: run directories: writing traces and reports, reading them
+//!   back for replay.
 //! - `suites/`: built-in suites for `combtest-node`.
 //! - `cli`: the `combtest-node` command line, callable from a user's `main`.
 
@@ -25,11 +27,13 @@ mod order;
 mod runtime;
 mod store;
 pub mod suites;
+pub mod trace;
 
-pub use exec::{Replay, WalkOutcome};
+pub use exec::{ModelCheck, Replay, ReplayError, RunReplay, WalkOutcome};
 pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
 pub use model::outcome::{AbortedWalks, FailedWalk, Report};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
 pub use order::{Chain, WalkError, WalkOrder, epoch_tree};
 pub use runtime::{MAX_THREADS, RunError, RunOptions, default_threads, run, run_async};
+pub use trace::{RunDir, RunId, TraceError};

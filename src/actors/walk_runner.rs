@@ -4,8 +4,11 @@
 //!   them at a time).
 //! - Runs the batch on a blocking thread (`spawn_blocking`), never on the
 //!   async executor: user actions may block on I/O.
-//! - Sends `BatchOutcome` to the Collector, then `BatchDone` to the Scheduler
-//!   (in that order, so the report never misses an acknowledged batch).
+//! - With a log dir, encodes the batch's trace lines on the same blocking
+//!   thread and sends them to the TraceWriter, one message per batch.
+//! - Sends `BatchOutcome` to the Collector (and the trace lines to the
+//!   TraceWriter), then `BatchDone` to the Scheduler (in that order, so
+//!   neither the report nor the trace misses an acknowledged batch).
 //! - Supervised by the RunSupervisor. If an action panicked in the batch, the
 //!   walk that panicked is already reported failed and the rest of the batch
 //!   ran; the runner then fails on purpose, and the supervisor replaces it
@@ -20,9 +23,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::{BatchJob, SchedulerMsg};
-use crate::exec::{BatchInput, BatchSettings, ErasedOrder};
+use crate::actors::trace_writer::TraceWriterMsg;
+use crate::exec::{BatchInput, BatchSettings, ErasedOrder, WalkOutcome};
 use crate::model::space::Blocks;
+use crate::model::trace::TraceEncoder;
 use crate::store::StateStore;
+use crate::trace::encode_batch;
 
 /// Requests to a WalkRunner.
 pub(crate) enum WalkRunnerMsg {
@@ -39,9 +45,17 @@ pub(crate) struct RunnerArgs<S> {
     pub(crate) store: Arc<StateStore<S>>,
     pub(crate) blocks: Blocks,
     pub(crate) gather: bool,
+    /// Where trace lines go, when the run has a log dir.
+    pub(crate) trace: Option<RunnerTrace>,
     pub(crate) scheduler: ActorRef<SchedulerMsg>,
     pub(crate) collector: ActorRef<CollectorMsg<S>>,
     pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
+}
+
+/// A runner's part of the trace.
+pub(crate) struct RunnerTrace {
+    pub(crate) encoder: Arc<TraceEncoder>,
+    pub(crate) writer: ActorRef<TraceWriterMsg>,
 }
 
 pub(crate) struct WalkRunner<S>(std::marker::PhantomData<fn() -> S>);
@@ -105,12 +119,19 @@ async fn run_batch<S: Clone + Send + 'static>(
     };
     let order = Arc::clone(&args.order);
     let initial = state.initial.take().expect("the initial state is back after every batch");
-    let settings = BatchSettings { blocks: args.blocks, gather: args.gather, trace: false };
+    let encoder = args.trace.as_ref().map(|t| Arc::clone(&t.encoder));
+    let settings =
+        BatchSettings { blocks: args.blocks, gather: args.gather, trace: encoder.is_some() };
     let epoch = Arc::clone(&job.epoch);
     let instruction = Arc::clone(&job.instruction);
-    let (initial, out) = tokio::task::spawn_blocking(move || {
+    let runner = format!("local/{}", args.index);
+    let (initial, mut out, lines) = tokio::task::spawn_blocking(move || {
         let out = order.execute(&epoch, &instruction, input, &initial, settings);
-        (initial, out)
+        let mut lines = Vec::new();
+        if let Some(encoder) = encoder {
+            encode_batch(&encoder, &out.records, &runner, &mut lines);
+        }
+        (initial, out, lines)
     })
     .await?;
     state.initial = Some(initial);
@@ -123,6 +144,16 @@ async fn run_batch<S: Clone + Send + 'static>(
         failed: out.failed,
         finals: out.finals,
     })?;
+    if let Some(trace) = &args.trace {
+        let failed_nanos = out
+            .records
+            .iter()
+            .filter(|r| matches!(r.outcome, WalkOutcome::Failed { .. }))
+            .map(|r| (r.id.0, r.nanos))
+            .collect();
+        let records = std::mem::take(&mut out.records).len() as u64;
+        trace.writer.cast(TraceWriterMsg::Batch { lines, records, failed_nanos })?;
+    }
     args.scheduler.cast(SchedulerMsg::BatchDone {
         runner: args.index,
         batch: job.id,
