@@ -4,11 +4,13 @@
 //! [`Action`]s (each with a finite list of options) and global steps as
 //! [`SerialAction`]s, order them in a [`WalkOrder`], and [`run`] every
 //! combination — every *walk* — in parallel, with a [`Report`] that accounts
-//! for every walk id. Replay any walk alone with [`WalkOrder::replay`].
+//! for every walk id. Give the run a log dir ([`RunOptions::log_dir`]) to
+//! trace every walk; replay any walk alone with [`WalkOrder::replay`], or as
+//! a run recorded it with [`WalkOrder::replay_from_run`].
 //!
 //! # Layout
 //! - `model/`: pure data and decisions (walk space and ids, epochs,
-//!   outcomes). Never imports the actor runtime.
+//!   outcomes, trace and JUnit formats). Never imports the actor runtime.
 //! - `order`: the typed [`WalkOrder`] builder and its chain of entries.
 //! - `exec`: synchronous execution of batches, serial steps and replays.
 //! - `actors/`: the ractor actors of a run, one per file.

@@ -250,6 +250,19 @@ fn bad_run_directories_give_one_line_and_exit_2() {
     expect_bad_input(&["replay", "--run", s(&empty), "--walk", "0"], &["walks.jsonl is empty"]);
     expect_bad_input(&["show", "--run", s(&empty), "--failed"], &["walks.jsonl is empty"]);
 
+    // A run of a suite this binary does not have.
+    let stranger = copy_run(&dir, "stranger");
+    let meta = std::fs::read_to_string(stranger.join("run.json")).unwrap();
+    std::fs::write(
+        stranger.join("run.json"),
+        meta.replace("\"suite\": \"demo\"", "\"suite\": \"gone\""),
+    )
+    .unwrap();
+    expect_bad_input(
+        &["replay", "--run", s(&stranger), "--walk", "0"],
+        &["run.json was a run of suite 'gone'", "available: demo, fs"],
+    );
+
     // No run.json: not a run directory.
     let bare = copy_run(&dir, "bare");
     std::fs::remove_file(bare.join("run.json")).unwrap();
