@@ -399,6 +399,9 @@ fn replay(
             "warning: the walk order changed since the run ({how}); the recorded option values were replayed"
         );
     }
+    if replayed.outcome == WalkOutcome::Pruned {
+        let _ = writeln!(out, "  (an action prunes this walk: nothing runs)");
+    }
     let _ = writeln!(out, "outcome: {}", describe(&replayed.outcome));
     if let Some(record) = &replayed.record {
         let _ = writeln!(out, "recorded: {}", describe_record(record));

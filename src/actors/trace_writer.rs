@@ -100,6 +100,7 @@ impl TraceWriterState {
             return Err(error.clone());
         }
         self.file.finish().map_err(|e| e.to_string())?;
+        tracing::debug!(records = self.totals.records, "walks.jsonl written");
         Ok(std::mem::take(&mut self.totals))
     }
 }

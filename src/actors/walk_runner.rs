@@ -154,6 +154,13 @@ async fn run_batch<S: Clone + Send + 'static>(
         let records = std::mem::take(&mut out.records).len() as u64;
         trace.writer.cast(TraceWriterMsg::Batch { lines, records, failed_nanos })?;
     }
+    tracing::trace!(
+        runner = args.index,
+        batch = ?job.id,
+        walks = out.walks,
+        micros = out.nanos / 1000,
+        "batch done"
+    );
     args.scheduler.cast(SchedulerMsg::BatchDone {
         runner: args.index,
         batch: job.id,

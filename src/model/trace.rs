@@ -418,11 +418,15 @@ mod tests {
         );
     }
 
+    const PINNED: &str = "9f3e9bcb2228385b2438d6bf4db89d1f02eaa5dad9ecf1fa8a132df698a42da2";
+
     #[test]
     fn fingerprints_are_stable_and_see_every_change() {
         let space = space();
         let base = fingerprint(&space, &values(&space));
         assert_eq!(base, fingerprint(&space, &values(&space)));
+        // Stored on disk and compared across builds: it must never drift.
+        assert_eq!(base, PINNED);
         assert_eq!(base.len(), 64);
         let mut changed = values(&space);
         changed[0][1] = serde_json::value::to_raw_value("one").unwrap();
