@@ -2,10 +2,11 @@
 //!
 //! - Exists only when the run has a log dir; otherwise no runner encodes
 //!   anything and this actor is never spawned.
-//! - Receives `Batch` from WalkRunners: one message per batch (never per
-//!   walk), holding the batch's lines already encoded on the runner's
-//!   blocking thread. It appends them through a `BufWriter` and flushes after
-//!   each message, so a crash loses at most the batches in flight.
+//! - Receives `Batch` (call) from WalkRunners: one message per batch (never
+//!   per walk), holding the batch's lines already encoded on the runner's
+//!   blocking thread. It appends them through a `BufWriter`, flushes after
+//!   each message (so a crash loses at most the batches in flight), then
+//!   replies: the runner waits for that reply before acknowledging the batch.
 //! - Receives `Finish` (call) from the RunSupervisor after the last epoch:
 //!   flushes, syncs, and replies with what it wrote (or the first write
 //!   error). Runners send `Batch` before `BatchDone`, so every batch is in
@@ -14,10 +15,10 @@
 //!   be missing). A write error does not fail the actor: it is kept, later
 //!   batches are dropped, and `Finish` reports it.
 //!
-//! Its mailbox is unbounded: safe because each runner sends one message per
-//! batch it was granted, and the Scheduler grants a bounded number of
-//! batches per runner. Writes are appends of a few kilobytes to the page
-//! cache, done on the actor's task.
+//! Its mailbox is unbounded: safe because each runner waits for the reply
+//! to its `Batch` before going on, so at most one batch of lines per runner
+//! is queued. Writes are appends of one batch's lines to the page cache,
+//! done on the actor's task.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -33,6 +34,8 @@ pub(crate) enum TraceWriterMsg {
         records: u64,
         /// (walk id, duration in ns) of the walks that failed in the batch.
         failed_nanos: Vec<(u64, u64)>,
+        /// Answered once the lines are written (or dropped after an error).
+        written: RpcReplyPort<()>,
     },
     /// Every batch is in: flush and say what was written.
     Finish(RpcReplyPort<Result<TraceTotals, String>>),
@@ -67,8 +70,9 @@ impl Actor for TraceWriter {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            TraceWriterMsg::Batch { lines, records, failed_nanos } => {
-                state.append(&lines, records, failed_nanos)
+            TraceWriterMsg::Batch { lines, records, failed_nanos, written } => {
+                state.append(&lines, records, failed_nanos);
+                let _ = written.send(());
             }
             TraceWriterMsg::Finish(reply) => {
                 let _ = reply.send(state.finish());

@@ -5,7 +5,9 @@
 //! - Runs the batch on a blocking thread (`spawn_blocking`), never on the
 //!   async executor: user actions may block on I/O.
 //! - With a log dir, encodes the batch's trace lines on the same blocking
-//!   thread and sends them to the TraceWriter, one message per batch.
+//!   thread and sends them to the TraceWriter, one message per batch, and
+//!   waits until they are written (backpressure: at most one batch of lines
+//!   per runner waits in the writer's mailbox).
 //! - Sends `BatchOutcome` to the Collector (and the trace lines to the
 //!   TraceWriter), then `BatchDone` to the Scheduler (in that order, so
 //!   neither the report nor the trace misses an acknowledged batch).
@@ -20,6 +22,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::actors::LOCAL_REPLY_TIMEOUT;
 use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::{BatchJob, SchedulerMsg};
@@ -127,9 +130,13 @@ async fn run_batch<S: Clone + Send + 'static>(
     let runner = format!("local/{}", args.index);
     let (initial, mut out, lines) = tokio::task::spawn_blocking(move || {
         let out = order.execute(&epoch, &instruction, input, &initial, settings);
+        let mut out = out;
         let mut lines = Vec::new();
         if let Some(encoder) = encoder {
+            let started = std::time::Instant::now();
             encode_batch(&encoder, &out.records, &runner, &mut lines);
+            // Batch sizing sees the whole per-walk cost, encoding included.
+            out.nanos += started.elapsed().as_nanos() as u64;
         }
         (initial, out, lines)
     })
@@ -144,7 +151,8 @@ async fn run_batch<S: Clone + Send + 'static>(
         failed: out.failed,
         finals: out.finals,
     })?;
-    if let Some(trace) = &args.trace {
+    if let Some(writer) = args.trace.as_ref().map(|t| t.writer.clone()) {
+        let supervisor = args.supervisor.clone();
         let failed_nanos = out
             .records
             .iter()
@@ -152,8 +160,22 @@ async fn run_batch<S: Clone + Send + 'static>(
             .map(|r| (r.id.0, r.nanos))
             .collect();
         let records = std::mem::take(&mut out.records).len() as u64;
-        trace.writer.cast(TraceWriterMsg::Batch { lines, records, failed_nanos })?;
+        // Wait until the lines are written: each runner has at most one
+        // batch of lines in the writer's mailbox, and a writer slower than
+        // the runners slows them down instead of piling lines up in memory.
+        let written = writer
+            .call(
+                |written| TraceWriterMsg::Batch { lines, records, failed_nanos, written },
+                Some(LOCAL_REPLY_TIMEOUT),
+            )
+            .await?;
+        if !matches!(written, ractor::rpc::CallResult::Success(())) {
+            let reason = "the trace writer did not take a batch in time".to_string();
+            supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
+            return Ok(());
+        }
     }
+    let args = &state.args;
     tracing::trace!(
         runner = args.index,
         batch = ?job.id,
