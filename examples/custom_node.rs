@@ -5,6 +5,7 @@
 
 use combtest::suites::{Fixture, suite};
 use combtest::{Action, ActionResult, Halt, SerialAction, WalkOrder};
+use serde::{Deserialize, Serialize};
 
 /// The system under test: a counter with a configurable step.
 #[derive(Debug, Clone, Default)]
@@ -13,7 +14,7 @@ struct Counter {
     step: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Bump(u32);
 
 impl Action<Counter> for Bump {
@@ -27,7 +28,7 @@ impl Action<Counter> for Bump {
 }
 
 /// A global configuration change, run once per branch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SetStep(u32);
 
 impl SerialAction<Counter> for SetStep {

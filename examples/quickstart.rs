@@ -4,13 +4,14 @@
 //! Run: `cargo run --example quickstart`
 
 use combtest::{Action, ActionResult, RunOptions, WalkOrder, cancel, fail, run};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default)]
 struct Account {
     balance: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Deposit(i64);
 
 impl Action<Account> for Deposit {
@@ -23,7 +24,7 @@ impl Action<Account> for Deposit {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Withdraw(i64);
 
 impl Action<Account> for Withdraw {

@@ -9,13 +9,14 @@
 use std::time::Instant;
 
 use combtest::{Action, ActionResult, Chain, RunOptions, WalkOrder, run};
+use serde::{Deserialize, Serialize};
 
 /// The walk state: one integer.
 #[derive(Debug, Clone, Default)]
 struct Sum(u64);
 
 /// Adds its option to the sum; `T` makes each position its own type.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Add<const T: u8>(u64);
 
 impl<const T: u8> Action<Sum> for Add<T> {

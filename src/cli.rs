@@ -11,15 +11,20 @@
 //! failed or were aborted, 2 usage or configuration error, 3 the run could
 //! not complete (internal error).
 
-use std::io::Write as _;
+use std::ffi::OsString;
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
-use serde::Serialize;
 
+use crate::exec::{ModelCheck, WalkOutcome};
 use crate::model::outcome::Report;
+use crate::model::space::EntryKind;
+use crate::model::trace::{Summary, TraceOutcome, TraceRecord};
 use crate::order::epoch_tree;
-use crate::suites::{Suite, SuiteError, SuiteOptions};
+use crate::suites::{ReplayStep, ReplayTarget, Suite, SuiteError, SuiteOptions};
+use crate::trace::{LOG_FILE, RunDir, RunId, replay_command};
 
 /// Exit code: every walk passed, was cancelled or was pruned.
 pub const EXIT_OK: u8 = 0;
@@ -71,6 +76,38 @@ enum Command {
         /// Print one JSON object on stdout instead of the human summary.
         #[arg(long)]
         json: bool,
+        /// Trace the run into DIR/<run-id>/: walks.jsonl (one line per walk),
+        /// run.json, junit.xml and the log (combtest.log).
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+    },
+    /// Replay one walk alone, printing each action, the outcome and the final
+    /// state. Exit code 0 if it passed (or was cancelled or pruned), 1 if it
+    /// failed, 2 on bad input.
+    Replay {
+        /// A run directory (DIR/<run-id> of `run --log-dir DIR`): replay the
+        /// walk as recorded there, checked against the current suite.
+        #[arg(long, value_name = "RUN_DIR", required_unless_present = "suite")]
+        run: Option<PathBuf>,
+        /// Or a suite: replay walk id N of its current walk order.
+        #[arg(long, conflicts_with = "run")]
+        suite: Option<String>,
+        /// The walk id.
+        #[arg(long)]
+        walk: u64,
+        /// Wait for Enter before each action.
+        #[arg(long)]
+        step: bool,
+    },
+    /// List the walks of a run directory: failed ones first, with their
+    /// errors, then the others.
+    Show {
+        /// The run directory (DIR/<run-id> of `run --log-dir DIR`).
+        #[arg(long, value_name = "RUN_DIR")]
+        run: PathBuf,
+        /// Only the failed walks.
+        #[arg(long)]
+        failed: bool,
     },
 }
 
@@ -85,6 +122,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let program = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map_or_else(|| "combtest-node".to_string(), |n| n.to_string_lossy().into_owned());
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
@@ -92,23 +134,52 @@ where
             return if error.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
-    init_logging(cli.verbose);
+    // A traced run picks its id now, to open its log in the run directory.
+    let mut run_id = None;
+    let mut log_file = None;
+    if let Command::Run { log_dir: Some(dir), .. } = &cli.command {
+        let id = RunId::new();
+        let run_dir = dir.join(id.to_string());
+        let opened = std::fs::create_dir_all(&run_dir)
+            .and_then(|()| std::fs::File::create(run_dir.join(LOG_FILE)));
+        match opened {
+            Ok(file) => log_file = Some(file),
+            Err(error) => {
+                eprintln!("error: cannot create run directory {}: {error}", run_dir.display());
+                return EXIT_USAGE;
+            }
+        }
+        run_id = Some(id);
+    }
+    init_logging(cli.verbose, log_file);
     if let Some(name) = duplicate_name(&suites) {
         eprintln!("error: two suites are named '{name}': suite names must be unique");
         return EXIT_USAGE;
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run { suite, threads, json } => {
-            let Some(suite) = suites.iter().find(|s| s.name() == suite) else {
-                let names: Vec<&str> = suites.iter().map(|s| s.name()).collect();
-                eprintln!("error: unknown suite '{suite}' (available: {})", names.join(", "));
+        Command::Run { suite, threads, json, log_dir } => {
+            let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
-            let options = SuiteOptions { threads: threads.map(|t| t as usize) };
-            run_suite(suite.as_ref(), &options, json)
+            let options = SuiteOptions { threads: threads.map(|t| t as usize), log_dir, run_id };
+            run_suite(suite, &options, json, &program)
         }
+        Command::Replay { run, suite, walk, step } => {
+            replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
+        }
+        Command::Show { run, failed } => show(&run, failed, &program),
     }
+}
+
+/// The suite named `name`, or `None` after printing the names there are.
+fn find_suite<'a>(suites: &'a [Box<dyn Suite>], name: &str) -> Option<&'a dyn Suite> {
+    let found = suites.iter().find(|s| s.name() == name).map(|s| s.as_ref());
+    if found.is_none() {
+        let names: Vec<&str> = suites.iter().map(|s| s.name()).collect();
+        eprintln!("error: unknown suite '{name}' (available: {})", names.join(", "));
+    }
+    found
 }
 
 fn duplicate_name(suites: &[Box<dyn Suite>]) -> Option<&str> {
@@ -116,18 +187,30 @@ fn duplicate_name(suites: &[Box<dyn Suite>]) -> Option<&str> {
     suites.iter().map(|s| s.name()).find(|name| !seen.insert(*name))
 }
 
-fn init_logging(verbose: u8) {
-    let level = match verbose {
+/// Logs to stderr at the level `-v` asks for and, for a traced run, to the
+/// run directory's log file at `info` or more.
+fn init_logging(verbose: u8, file: Option<std::fs::File>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, fmt};
+    let level = |verbose: u8| match verbose {
         0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COMBTEST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = |verbose: u8| {
+        EnvFilter::try_from_env("COMBTEST_LOG").unwrap_or_else(|_| EnvFilter::new(level(verbose)))
+    };
+    let stderr = fmt::layer().with_writer(std::io::stderr).with_filter(filter(verbose));
+    let file = file.map(|file| {
+        fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .with_filter(filter(verbose.max(1)))
+    });
     // A user's binary may have installed its own subscriber: keep it.
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
 }
 
 fn list(suites: &[Box<dyn Suite>], max_epochs: usize) -> u8 {
@@ -149,78 +232,39 @@ fn list(suites: &[Box<dyn Suite>], max_epochs: usize) -> u8 {
     EXIT_OK
 }
 
-/// The `--json` output: exactly these keys.
-#[derive(Debug, Serialize)]
-struct JsonReport<'a> {
-    walks: u64,
-    passed: u64,
-    failed: u64,
-    cancelled: u64,
-    pruned: u64,
-    aborted: u64,
-    segments: u64,
-    serial_actions: u64,
-    runner_restarts: u64,
-    elapsed_s: f64,
-    failed_walks: Vec<JsonFailure<'a>>,
-}
-
-#[derive(Debug, Serialize)]
-struct JsonFailure<'a> {
-    walk_id: u64,
-    action: &'a str,
-    error: &'a str,
-}
-
-impl<'a> JsonReport<'a> {
-    fn new(report: &'a Report) -> Self {
-        JsonReport {
-            walks: report.walks,
-            passed: report.passed,
-            failed: report.failed,
-            cancelled: report.cancelled,
-            pruned: report.pruned,
-            aborted: report.aborted,
-            segments: report.segments,
-            serial_actions: report.serial_actions,
-            runner_restarts: report.runner_restarts,
-            elapsed_s: report.elapsed.as_secs_f64(),
-            failed_walks: report
-                .failed_walks
-                .iter()
-                .map(|f| JsonFailure { walk_id: f.walk_id.0, action: f.action, error: &f.error })
-                .collect(),
-        }
-    }
-}
-
 /// Failed walks shown in the human summary before abbreviating.
 const SHOWN_FAILURES: usize = 20;
 
-fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool) -> u8 {
+fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &str) -> u8 {
     let threads = options.threads.unwrap_or_else(crate::default_threads);
     let report = match suite.run(options) {
         Ok(report) => report,
-        Err(SuiteError::Setup { suite, reason }) => {
-            eprintln!("error: setup of suite {suite} failed: {reason}");
-            return EXIT_USAGE;
-        }
         Err(error) => {
             eprintln!("error: {error}");
-            return EXIT_INTERNAL;
+            return exit_code(&error);
         }
     };
     let mut out = std::io::stdout().lock();
     if json {
-        let text = serde_json::to_string(&JsonReport::new(&report)).expect("plain data serializes");
+        let text = serde_json::to_string(&Summary::of(&report)).expect("plain data serializes");
         let _ = writeln!(out, "{text}");
     } else {
-        let _ = write!(out, "{}", human_summary(suite, &report, threads));
+        let _ = write!(out, "{}", human_summary(suite, &report, threads, program));
     }
     if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
 }
 
-fn human_summary(suite: &dyn Suite, report: &Report, threads: usize) -> String {
+/// The exit code for a suite that could not run or replay.
+fn exit_code(error: &SuiteError) -> u8 {
+    match error {
+        SuiteError::Run(crate::RunError::Internal(_) | crate::RunError::Runtime(_)) => {
+            EXIT_INTERNAL
+        }
+        _ => EXIT_USAGE,
+    }
+}
+
+fn human_summary(suite: &dyn Suite, report: &Report, threads: usize, program: &str) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let secs = report.elapsed.as_secs_f64();
@@ -256,6 +300,12 @@ fn human_summary(suite: &dyn Suite, report: &Report, threads: usize) -> String {
             {
                 let _ = writeln!(s, "    {walk}");
             }
+            let id = failure.walk_id.0;
+            let command = match &report.run_dir {
+                Some(dir) => replay_command(program, dir, id),
+                None => format!("{program} replay --suite {} --walk {id}", suite.name()),
+            };
+            let _ = writeln!(s, "    replay: {command}");
         }
         if report.failed_walks.len() > SHOWN_FAILURES {
             let more = report.failed_walks.len() - SHOWN_FAILURES;
@@ -265,7 +315,191 @@ fn human_summary(suite: &dyn Suite, report: &Report, threads: usize) -> String {
     for aborted in &report.aborted_walks {
         let _ = writeln!(s, "aborted {} walks: {}", aborted.count(), aborted.reason);
     }
+    if let Some(dir) = &report.run_dir {
+        let _ = writeln!(s, "run directory: {}", dir.display());
+        let _ = writeln!(s, "  list its walks: {program} show --run {} --failed", dir.display());
+    }
     let verdict = if report.success() { "PASS" } else { "FAIL" };
     let _ = writeln!(s, "{verdict}");
     s
+}
+
+/// `replay`: one walk, alone, printing each action as it runs.
+fn replay(
+    suites: &[Box<dyn Suite>],
+    run: Option<&Path>,
+    suite: Option<&str>,
+    walk: u64,
+    step: bool,
+    program: &str,
+) -> u8 {
+    let run_dir = match run.map(RunDir::open).transpose() {
+        Ok(run_dir) => run_dir,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let name = match (&run_dir, suite) {
+        (Some(run_dir), _) => run_dir.meta().suite.as_str(),
+        (None, Some(name)) => name,
+        (None, None) => unreachable!("clap requires --run or --suite"),
+    };
+    let Some(suite) = suites.iter().find(|s| s.name() == name) else {
+        let names: Vec<&str> = suites.iter().map(|s| s.name()).collect();
+        let whose = match &run_dir {
+            Some(dir) => {
+                format!("{} was a run of suite '{name}'", dir.path().join("run.json").display())
+            }
+            None => format!("unknown suite '{name}'"),
+        };
+        eprintln!(
+            "error: {whose}, which {program} does not have (available: {})",
+            names.join(", ")
+        );
+        return EXIT_USAGE;
+    };
+    let target = match &run_dir {
+        Some(run) => ReplayTarget::Recorded { run, walk },
+        None => ReplayTarget::Id(walk),
+    };
+    let mut out = std::io::stdout();
+    let _ = match &run_dir {
+        Some(dir) => {
+            writeln!(out, "replaying walk {walk} of suite {name}, run {}", dir.meta().run_id)
+        }
+        None => writeln!(out, "replaying walk {walk} of suite {name} (current walk order)"),
+    };
+    let mut stdin = std::io::stdin().lock();
+    let mut on_step = |s: &ReplayStep| {
+        let mark = if s.kind == EntryKind::Serial { "*" } else { "" };
+        let _ = writeln!(
+            out,
+            "  [{}] {mark}{} = {} (option {})",
+            s.position, s.name, s.value, s.option
+        );
+        if step {
+            let _ = write!(out, "      press Enter to run it ");
+            let _ = out.flush();
+            let mut line = String::new();
+            let _ = stdin.read_line(&mut line);
+        }
+    };
+    let replayed = match suite.replay(target, &mut on_step) {
+        Ok(replayed) => replayed,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_code(&error);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Some(ModelCheck::Changed(how)) = &replayed.model {
+        let _ = writeln!(
+            out,
+            "warning: the walk order changed since the run ({how}); the recorded option values were replayed"
+        );
+    }
+    if replayed.outcome == WalkOutcome::Pruned {
+        let _ = writeln!(out, "  (an action prunes this walk: nothing runs)");
+    }
+    let _ = writeln!(out, "outcome: {}", describe(&replayed.outcome));
+    if let Some(record) = &replayed.record {
+        let _ = writeln!(out, "recorded: {}", describe_record(record));
+    }
+    let _ = writeln!(out, "final state:\n{}", replayed.state);
+    match replayed.outcome {
+        WalkOutcome::Failed { .. } => EXIT_WALKS_FAILED,
+        _ => EXIT_OK,
+    }
+}
+
+fn describe(outcome: &WalkOutcome) -> String {
+    match outcome {
+        WalkOutcome::Passed => "passed".to_string(),
+        WalkOutcome::Cancelled { action_index } => format!("cancelled at entry {action_index}"),
+        WalkOutcome::Failed { action_index, action, error } => {
+            format!("failed at entry {action_index} ({action}): {error}")
+        }
+        WalkOutcome::Pruned => "pruned".to_string(),
+    }
+}
+
+fn describe_record(record: &TraceRecord) -> String {
+    let outcome = match record.outcome {
+        TraceOutcome::Passed => "passed",
+        TraceOutcome::Failed => "failed",
+        TraceOutcome::Cancelled => "cancelled",
+        TraceOutcome::Pruned => "pruned",
+        TraceOutcome::Aborted => "aborted",
+    };
+    let mut text = outcome.to_string();
+    if let Some(index) = record.action_index {
+        let name = record.actions.get(index).map_or("?", |a| a.type_name.as_str());
+        text += &format!(" at entry {index} ({name})");
+    }
+    if let Some(error) = &record.error {
+        text += &format!(": {error}");
+    }
+    text
+}
+
+/// `show`: the walks of a run directory, failed ones first.
+fn show(dir: &Path, failed_only: bool, program: &str) -> u8 {
+    let run = match RunDir::open(dir) {
+        Ok(run) => run,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let records = run.records().and_then(|records| {
+        records.map(|r| r.map(|(_, record)| record)).collect::<Result<Vec<_>, _>>()
+    });
+    let mut records = match records {
+        Ok(records) => records,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    records.sort_by_key(|r| r.walk_id);
+    let meta = run.meta();
+    let serial: Vec<bool> = meta.walk_order.iter().map(|e| e.kind == EntryKind::Serial).collect();
+    let mut out = std::io::stdout().lock();
+    let ended = meta.ended_at.as_deref().unwrap_or("(did not finish)");
+    let _ = writeln!(
+        out,
+        "run {} of suite {}: {} walks, started {}, ended {ended}",
+        meta.run_id, meta.suite, meta.walks, meta.started_at
+    );
+    let (failed, others): (Vec<&TraceRecord>, Vec<&TraceRecord>) =
+        records.iter().partition(|r| r.outcome == TraceOutcome::Failed);
+    let actions = |record: &TraceRecord| -> String {
+        let list: Vec<String> = record
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(p, a)| {
+                let mark = if serial.get(p) == Some(&true) { "*" } else { "" };
+                format!("{mark}{}={}", a.type_name, a.value)
+            })
+            .collect();
+        list.join(", ")
+    };
+    let _ = writeln!(out, "failed walks ({}):", failed.len());
+    for record in &failed {
+        let _ = writeln!(out, "  walk {}: {}", record.walk_id, describe_record(record));
+        let _ = writeln!(out, "    [{}]", actions(record));
+    }
+    if !failed_only {
+        let _ = writeln!(out, "other walks ({}):", others.len());
+        for record in &others {
+            let _ = writeln!(out, "  walk {}: {}", record.walk_id, describe_record(record));
+            let _ = writeln!(out, "    [{}]", actions(record));
+        }
+    }
+    if let Some(first) = failed.first() {
+        let _ = writeln!(out, "replay one: {}", replay_command(program, run.path(), first.walk_id));
+    }
+    EXIT_OK
 }

@@ -4,15 +4,19 @@
 //! [`Action`]s (each with a finite list of options) and global steps as
 //! [`SerialAction`]s, order them in a [`WalkOrder`], and [`run`] every
 //! combination — every *walk* — in parallel, with a [`Report`] that accounts
-//! for every walk id. Replay any walk alone with [`WalkOrder::replay`].
+//! for every walk id. Give the run a log dir ([`RunOptions::log_dir`]) to
+//! trace every walk; replay any walk alone with [`WalkOrder::replay`], or as
+//! a run recorded it with [`WalkOrder::replay_from_run`].
 //!
 //! # Layout
 //! - `model/`: pure data and decisions (walk space and ids, epochs,
-//!   outcomes). Never imports the actor runtime.
+//!   outcomes, trace and JUnit formats). Never imports the actor runtime.
 //! - `order`: the typed [`WalkOrder`] builder and its chain of entries.
 //! - `exec`: synchronous execution of batches, serial steps and replays.
 //! - `actors/`: the ractor actors of a run, one per file.
 //! - `runtime`: [`run`] and [`run_async`], which spawn and supervise them.
+//! - `trace`: run directories: writing traces and reports, reading them
+//!   back for replay.
 //! - `suites/`: built-in suites for `combtest-node`.
 //! - `cli`: the `combtest-node` command line, callable from a user's `main`.
 
@@ -25,11 +29,13 @@ mod order;
 mod runtime;
 mod store;
 pub mod suites;
+pub mod trace;
 
-pub use exec::{Replay, WalkOutcome};
+pub use exec::{ModelCheck, Replay, ReplayError, RunReplay, WalkOutcome};
 pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
 pub use model::outcome::{AbortedWalks, FailedWalk, Report};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
 pub use order::{Chain, WalkError, WalkOrder, epoch_tree};
 pub use runtime::{MAX_THREADS, RunError, RunOptions, default_threads, run, run_async};
+pub use trace::{RunDir, RunId, TraceError};

@@ -12,6 +12,8 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
+
 use crate::model::action::{Action, ActionResult, Halt, SerialAction, short_type_name};
 use crate::model::epoch::{EpochCursor, SerialStep};
 use crate::model::space::{EntryInfo, EntryKind, IdOutOfRange, OrderError, Space, WalkId};
@@ -96,7 +98,22 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt>;
     /// Applies a serial value to one walk state.
     fn apply_serial(&self, step: SerialStep, value: &SerialValue, state: &mut S) -> ActionResult;
+    /// The serde JSON of the option at (`position`, `option`). For traces:
+    /// called once per option per run, never per walk.
+    fn option_json(&self, position: usize, option: u32) -> serde_json::Result<Box<RawValue>>;
+    /// Deserializes a recorded option of the entry at `position`.
+    fn decode(&self, position: usize, value: &serde_json::Value) -> serde_json::Result<Decoded>;
+    /// Whether any entry prunes a walk of decoded options (one per entry).
+    fn prune_decoded(&self, options: &[Decoded], walk: &WalkView<'_>) -> bool;
+    /// Runs a decoded option of the entry at `position`; a serial option
+    /// runs and applies its value to `state`.
+    fn run_decoded(&self, position: usize, option: &Decoded, state: &mut S) -> ActionResult;
 }
+
+/// A recorded option, deserialized into its entry's type (for replaying a
+/// trace after the walk order changed).
+#[doc(hidden)]
+pub type Decoded = Box<dyn Any + Send + Sync>;
 
 /// The empty chain.
 #[doc(hidden)]
@@ -136,6 +153,10 @@ pub trait Link<S>: Clone + Send + Sync + 'static {
     fn run(&self, option: u32, state: &mut S) -> ActionResult;
     fn run_serial(&self, option: u32) -> Result<SerialValue, Halt>;
     fn apply_serial(&self, option: u32, value: &SerialValue, state: &mut S) -> ActionResult;
+    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>>;
+    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded>;
+    fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool;
+    fn run_decoded(&self, option: &Decoded, state: &mut S) -> ActionResult;
 }
 
 fn labels<T: std::fmt::Debug>(options: &[T]) -> Vec<String> {
@@ -169,6 +190,18 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     }
     fn apply_serial(&self, _: u32, _: &SerialValue, _: &mut S) -> ActionResult {
         unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
+        serde_json::value::to_raw_value(&self.options[option as usize])
+    }
+    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded> {
+        Ok(Box::new(A::deserialize(value)?))
+    }
+    fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool {
+        decoded::<A>(option).prune(walk)
+    }
+    fn run_decoded(&self, option: &Decoded, state: &mut S) -> ActionResult {
+        decoded::<A>(option).run(state)
     }
 }
 
@@ -204,6 +237,25 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
             .expect("a serial value is applied by the entry that produced it");
         self.options[option as usize].apply(value, state)
     }
+    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
+        serde_json::value::to_raw_value(&self.options[option as usize])
+    }
+    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded> {
+        Ok(Box::new(X::deserialize(value)?))
+    }
+    fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool {
+        decoded::<X>(option).prune(walk)
+    }
+    fn run_decoded(&self, option: &Decoded, state: &mut S) -> ActionResult {
+        let option = decoded::<X>(option);
+        let value = option.run()?;
+        option.apply(&value, state)
+    }
+}
+
+/// A decoded option as its entry's type: `Chain::decode` made it.
+fn decoded<T: 'static>(option: &Decoded) -> &T {
+    option.downcast_ref().expect("a decoded option is used by the entry that decoded it")
 }
 
 impl sealed::Sealed for Nil {}
@@ -237,6 +289,18 @@ impl<S: 'static> Chain<S> for Nil {
     }
     fn apply_serial(&self, step: SerialStep, _: &SerialValue, _: &mut S) -> ActionResult {
         panic!("no serial entry at position {}", step.position)
+    }
+    fn option_json(&self, position: usize, _: u32) -> serde_json::Result<Box<RawValue>> {
+        panic!("no entry at position {position}")
+    }
+    fn decode(&self, position: usize, _: &serde_json::Value) -> serde_json::Result<Decoded> {
+        panic!("no entry at position {position}")
+    }
+    fn prune_decoded(&self, _: &[Decoded], _: &WalkView<'_>) -> bool {
+        false
+    }
+    fn run_decoded(&self, position: usize, _: &Decoded, _: &mut S) -> ActionResult {
+        panic!("no entry at position {position}")
     }
 }
 
@@ -308,6 +372,26 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
             self.head.apply_serial(step.option, value, state)
         } else {
             self.tail.apply_serial(step, value, state)
+        }
+    }
+    fn option_json(&self, position: usize, option: u32) -> serde_json::Result<Box<RawValue>> {
+        if position == T::LEN {
+            self.head.option_json(option)
+        } else {
+            self.tail.option_json(position, option)
+        }
+    }
+    fn decode(&self, position: usize, value: &serde_json::Value) -> serde_json::Result<Decoded> {
+        if position == T::LEN { self.head.decode(value) } else { self.tail.decode(position, value) }
+    }
+    fn prune_decoded(&self, options: &[Decoded], walk: &WalkView<'_>) -> bool {
+        self.tail.prune_decoded(options, walk) || self.head.prune_decoded(&options[T::LEN], walk)
+    }
+    fn run_decoded(&self, position: usize, option: &Decoded, state: &mut S) -> ActionResult {
+        if position == T::LEN {
+            self.head.run_decoded(option, state)
+        } else {
+            self.tail.run_decoded(position, option, state)
         }
     }
 }
@@ -398,8 +482,9 @@ pub enum WalkError {
 ///
 /// ```
 /// use combtest::{Action, ActionResult, WalkOrder};
+/// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug, Clone)]
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
 /// struct Add(u32);
 /// impl Action<u32> for Add {
 ///     fn options() -> Vec<Self> { (1..=3).map(Add).collect() }

@@ -1,5 +1,6 @@
 //! Running a walk order: [`run`] (blocking) and [`run_async`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use crate::exec::{ErasedOrder, Runnable};
 use crate::model::outcome::Report;
 use crate::model::space::OrderError;
 use crate::order::{Chain, WalkOrder};
+use crate::trace::{RunId, TraceError, TraceTarget, option_json};
 
 /// How to run a walk order.
 #[derive(Debug, Clone)]
@@ -19,6 +21,9 @@ pub struct RunOptions<S> {
     initial: S,
     threads: Option<usize>,
     gather_states: bool,
+    log_dir: Option<PathBuf>,
+    run_id: Option<RunId>,
+    name: Option<String>,
 }
 
 impl<S: Default> Default for RunOptions<S> {
@@ -30,7 +35,14 @@ impl<S: Default> Default for RunOptions<S> {
 impl<S> RunOptions<S> {
     /// Every walk starts from a clone of `initial`.
     pub fn new(initial: S) -> Self {
-        RunOptions { initial, threads: None, gather_states: false }
+        RunOptions {
+            initial,
+            threads: None,
+            gather_states: false,
+            log_dir: None,
+            run_id: None,
+            name: None,
+        }
     }
 
     /// Number of runner threads: walks running at once. Defaults to the
@@ -44,6 +56,29 @@ impl<S> RunOptions<S> {
     /// the number of walks).
     pub fn gather_states(mut self, gather: bool) -> Self {
         self.gather_states = gather;
+        self
+    }
+
+    /// Trace the run into `DIR/<run-id>/`: `walks.jsonl` (one line per walk,
+    /// written as outcomes arrive), `run.json` and `junit.xml`. The report's
+    /// `run_dir` names the directory. Without a log dir, tracing costs
+    /// nothing per walk.
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.log_dir = Some(dir.into());
+        self
+    }
+
+    /// The run's id (default: a fresh one), e.g. to open a log file in the
+    /// run directory before the run starts.
+    pub fn run_id(mut self, id: RunId) -> Self {
+        self.run_id = Some(id);
+        self
+    }
+
+    /// The name the trace records for this walk order (a suite's name;
+    /// default `default`). Replaying from a run directory checks it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -79,6 +114,12 @@ pub enum RunError {
     /// The runtime could not be built.
     #[error("could not start the async runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// The run directory could not be created or written.
+    #[error("cannot write the trace: {0}")]
+    Trace(#[from] TraceError),
+    /// `walks.jsonl` could not be written while the run went on.
+    #[error("cannot write the trace: {0}")]
+    TraceWrite(String),
     /// The actors of the run broke an invariant: a bug in combtest.
     #[error("internal error (a bug in combtest, please report it): {0}")]
     Internal(String),
@@ -130,12 +171,29 @@ where
         return Err(RunError::InvalidThreads(threads));
     }
     let runnable: Arc<dyn ErasedOrder<S>> = Arc::new(Runnable::new(order.clone())?);
+    let space = runnable.space().clone();
+    let mut session = None;
+    let mut trace = None;
+    if let Some(log_dir) = options.log_dir {
+        let target = TraceTarget {
+            log_dir,
+            run_id: options.run_id.unwrap_or_else(RunId::new),
+            suite: options.name.unwrap_or_else(|| "default".to_string()),
+        };
+        let values = option_json(order, &space)?;
+        let (started, encoder, file) = crate::trace::start(&target, &space, values, threads)?;
+        tracing::info!(dir = %started.dir.display(), "tracing the run");
+        session = Some(started);
+        trace = Some((Arc::new(encoder), crate::trace::WalksFile::new(file)));
+    }
+    tracing::info!(walks = space.size(), threads, "run starts");
     let (reply, report) = oneshot::channel();
     let context = RunContext {
         order: runnable,
         initial: options.initial,
         runners: threads,
         gather: options.gather_states,
+        trace,
         reply,
     };
     let (supervisor, handle) = Actor::spawn(None, RunSupervisor::new(), context)
@@ -148,10 +206,27 @@ where
     });
     drop(guard);
     let _ = handle.await;
-    result.map(|mut report| {
-        report.elapsed = started.elapsed();
-        report
-    })
+    let (mut report, totals) = result?;
+    report.elapsed = started.elapsed();
+    tracing::info!(
+        walks = report.walks,
+        passed = report.passed,
+        failed = report.failed,
+        elapsed_s = report.elapsed.as_secs_f64(),
+        "run ends"
+    );
+    if let Some(session) = session {
+        let totals = totals.unwrap_or_default();
+        if totals.records != report.walks - report.aborted {
+            return Err(RunError::Internal(format!(
+                "the trace holds {} records for {} walks that ended",
+                totals.records,
+                report.walks - report.aborted
+            )));
+        }
+        report.run_dir = Some(session.finish(&report, &space, &totals)?);
+    }
+    Ok(report)
 }
 
 struct StopOnDrop(Option<ractor::ActorCell>);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use combtest::{Action, ActionResult, Halt, RunOptions, SerialAction, WalkOrder, WalkView, run};
 use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
 
 const OK: u8 = 0;
 const CANCEL: u8 = 1;
@@ -20,7 +21,7 @@ struct Scripted {
     behaviour: Arc<Vec<Vec<u8>>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Act<const POS: usize, const N: u32>(u32);
 
 impl<const POS: usize, const N: u32> Action<Scripted> for Act<POS, N> {
@@ -42,7 +43,7 @@ impl<const POS: usize, const N: u32> Action<Scripted> for Act<POS, N> {
 }
 
 /// Serial action whose option 2 fails.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Gate(u32);
 
 impl SerialAction<Scripted> for Gate {

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use combtest::{Action, ActionResult, Halt, RunOptions, SerialAction, WalkOrder, run};
+use serde::{Deserialize, Serialize};
 
 /// The serial options the world currently has, one per level.
 static WORLD: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -34,7 +35,7 @@ struct Walker {
 }
 
 /// A plain action of segment `LEVEL` (`TAG` keeps positions distinct).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Work<const LEVEL: usize, const TAG: u8, const N: u32>(u32);
 
 impl<const LEVEL: usize, const TAG: u8, const N: u32> Action<Walker> for Work<LEVEL, TAG, N> {
@@ -65,7 +66,7 @@ impl<const LEVEL: usize, const TAG: u8, const N: u32> Action<Walker> for Work<LE
 }
 
 /// The serial action at `LEVEL` (1-based): sets the world's option there.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SetWorld<const LEVEL: usize, const N: u32>(u32);
 
 impl<const LEVEL: usize, const N: u32> SerialAction<Walker> for SetWorld<LEVEL, N> {

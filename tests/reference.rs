@@ -5,6 +5,7 @@ mod common;
 
 use combtest::{Action, ActionResult, RunOptions, WalkOrder, fail, run};
 use common::{Append, SerialAppend, Trail, expected_trail};
+use serde::{Deserialize, Serialize};
 
 fn gathered() -> RunOptions<Trail> {
     RunOptions::default().gather_states(true).threads(3)
@@ -90,7 +91,7 @@ fn append_suite_1500_walks_4500_segments() {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct AlwaysFails;
 
 impl Action<Trail> for AlwaysFails {

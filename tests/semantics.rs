@@ -8,10 +8,11 @@ use combtest::{
     fail, run,
 };
 use common::{Append, SerialAppend, Trail, expected_trail};
+use serde::{Deserialize, Serialize};
 
 /// Prunes every walk whose first entry chose option 0 and whose own option
 /// is 1.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Picky(u32);
 
 impl Action<Trail> for Picky {
@@ -53,7 +54,7 @@ fn pruned_walks_never_run() {
 }
 
 /// Cancels on option 0, fails on option 1, panics on option 2, passes on 3.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Moody(u32);
 
 impl Action<Trail> for Moody {
@@ -108,7 +109,7 @@ fn cancel_fail_and_panic_end_only_their_walk() {
 }
 
 /// A serial action whose option 1 fails.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct FlakyConfig(u32);
 
 impl SerialAction<Trail> for FlakyConfig {
@@ -215,7 +216,7 @@ fn bad_input_is_an_error_not_a_panic() {
     ));
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct NoOptions;
 
 impl Action<Trail> for NoOptions {

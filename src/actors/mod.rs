@@ -3,12 +3,14 @@
 //!
 //! ```text
 //!                    RunSupervisor (root; restarts WalkRunners)
-//!        ┌─────────────┬──────────┼────────────┬──────────────┐
-//!     Planner    SerialBarrier  Scheduler   WalkRunner × N   Collector
+//!        ┌─────────────┬──────────┼────────────┬──────────────┬──────────────┐
+//!     Planner    SerialBarrier  Scheduler   WalkRunner × N   Collector   TraceWriter
+//!                                                                    (only with a log dir)
 //! ```
 //!
 //! Requests go down (`NextEpoch`, `RunEpoch`, `RunBatch`); events go up
-//! (`BatchDone`, `EpochDone`, `BatchOutcome`, `EpochsDone`). See
+//! (`BatchDone`, `EpochDone`, `BatchOutcome`, `Batch` of trace lines,
+//! `EpochsDone`). See
 //! ARCHITECTURE.md for the protocol.
 
 pub(crate) mod collector;
@@ -16,6 +18,7 @@ pub(crate) mod planner;
 pub(crate) mod run_supervisor;
 pub(crate) mod scheduler;
 pub(crate) mod serial_barrier;
+pub(crate) mod trace_writer;
 pub(crate) mod walk_runner;
 
 use std::time::Duration;

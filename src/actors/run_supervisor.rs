@@ -1,9 +1,11 @@
 //! RunSupervisor: the supervision root of one run.
 //!
 //! - Spawned by `run_async`; spawns and links the Collector, Planner,
-//!   SerialBarrier, Scheduler and the WalkRunners, then starts the barrier.
+//!   SerialBarrier, Scheduler, the WalkRunners and, when the run has a log
+//!   dir, the TraceWriter; then starts the barrier.
 //! - Receives `EpochsDone` from the SerialBarrier: asks the Collector for the
-//!   report, hands it to the caller, stops its children and itself.
+//!   report and the TraceWriter (if any) to flush, hands both to the caller,
+//!   stops its children and itself.
 //!   Receives `Fatal` from any child that detects a broken invariant: the run
 //!   ends with an internal error.
 //!
@@ -33,12 +35,18 @@ use crate::actors::collector::{Collector, CollectorMsg};
 use crate::actors::planner::Planner;
 use crate::actors::scheduler::{Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::actors::serial_barrier::{SerialBarrier, SerialBarrierArgs, SerialBarrierMsg};
-use crate::actors::walk_runner::{RunnerArgs, WalkRunner, WalkRunnerMsg};
+use crate::actors::trace_writer::{TraceWriter, TraceWriterMsg};
+use crate::actors::walk_runner::{RunnerArgs, RunnerTrace, WalkRunner, WalkRunnerMsg};
 use crate::exec::ErasedOrder;
 use crate::model::outcome::Report;
 use crate::model::space::Blocks;
+use crate::model::trace::TraceEncoder;
 use crate::runtime::RunError;
 use crate::store::StateStore;
+use crate::trace::{TraceTotals, WalksFile};
+
+/// What the caller gets: the report, and what the TraceWriter wrote.
+pub(crate) type RunResult<S> = Result<(Report<S>, Option<TraceTotals>), RunError>;
 
 /// Events to the RunSupervisor.
 pub(crate) enum RunSupervisorMsg {
@@ -54,7 +62,9 @@ pub(crate) struct RunContext<S> {
     pub(crate) initial: S,
     pub(crate) runners: usize,
     pub(crate) gather: bool,
-    pub(crate) reply: oneshot::Sender<Result<Report<S>, RunError>>,
+    /// The trace encoder and `walks.jsonl`, when the run has a log dir.
+    pub(crate) trace: Option<(Arc<TraceEncoder>, WalksFile)>,
+    pub(crate) reply: oneshot::Sender<RunResult<S>>,
 }
 
 pub(crate) struct RunSupervisor<S>(std::marker::PhantomData<fn() -> S>);
@@ -72,6 +82,7 @@ enum Role {
     Barrier,
     Scheduler,
     Collector,
+    TraceWriter,
 }
 
 pub(crate) struct SupervisorState<S> {
@@ -80,9 +91,11 @@ pub(crate) struct SupervisorState<S> {
     gather: bool,
     blocks: Blocks,
     store: Arc<StateStore<S>>,
-    reply: Option<oneshot::Sender<Result<Report<S>, RunError>>>,
+    reply: Option<oneshot::Sender<RunResult<S>>>,
     roles: HashMap<ActorId, Role>,
     collector: ActorRef<CollectorMsg<S>>,
+    /// The trace encoder (shared with runners) and writer, with a log dir.
+    trace: Option<(Arc<TraceEncoder>, ActorRef<TraceWriterMsg>)>,
     scheduler: ActorRef<SchedulerMsg>,
     restarts: u64,
 }
@@ -105,6 +118,14 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         let (collector, _) =
             Actor::spawn_linked(None, Collector::new(), space.size(), me.clone()).await?;
         roles.insert(collector.get_id(), Role::Collector);
+        let trace = match ctx.trace {
+            Some((encoder, file)) => {
+                let (writer, _) = Actor::spawn_linked(None, TraceWriter, file, me.clone()).await?;
+                roles.insert(writer.get_id(), Role::TraceWriter);
+                Some((encoder, writer))
+            }
+            None => None,
+        };
         let (planner, _) = Actor::spawn_linked(None, Planner, space, me.clone()).await?;
         roles.insert(planner.get_id(), Role::Planner);
         let barrier_args = SerialBarrierArgs {
@@ -131,6 +152,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             reply: Some(ctx.reply),
             roles,
             collector,
+            trace,
             scheduler: scheduler.clone(),
             restarts: 0,
         };
@@ -152,7 +174,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 let result = match report {
                     ractor::rpc::CallResult::Success(mut report) => {
                         report.runner_restarts = state.restarts;
-                        Ok(report)
+                        let writer = state.trace.as_ref().map(|(_, writer)| writer.clone());
+                        finish_trace(writer).await.map(|totals| (report, totals))
                     }
                     ractor::rpc::CallResult::Timeout => Err(RunError::Internal(
                         "the collector did not hand over the report in time".to_string(),
@@ -261,6 +284,10 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
             store: Arc::clone(&self.store),
             blocks: self.blocks,
             gather: self.gather,
+            trace: self.trace.as_ref().map(|(encoder, writer)| RunnerTrace {
+                encoder: Arc::clone(encoder),
+                writer: writer.clone(),
+            }),
             scheduler: self.scheduler.clone(),
             collector: self.collector.clone(),
             supervisor: myself.clone(),
@@ -268,10 +295,31 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
     }
 
     /// Hands the result to the caller and stops the run.
-    fn finish(&mut self, myself: &ActorRef<RunSupervisorMsg>, result: Result<Report<S>, RunError>) {
+    fn finish(&mut self, myself: &ActorRef<RunSupervisorMsg>, result: RunResult<S>) {
         if let Some(reply) = self.reply.take() {
             let _ = reply.send(result);
         }
         myself.stop(None);
+    }
+}
+
+/// Asks the TraceWriter, if any, to flush what it has: every batch's
+/// lines are in its mailbox by now.
+async fn finish_trace(
+    writer: Option<ActorRef<TraceWriterMsg>>,
+) -> Result<Option<TraceTotals>, RunError> {
+    let Some(writer) = writer else {
+        return Ok(None);
+    };
+    let reply = writer
+        .call(TraceWriterMsg::Finish, Some(LOCAL_REPLY_TIMEOUT))
+        .await
+        .map_err(|e| RunError::Internal(format!("cannot reach the trace writer: {e}")))?;
+    match reply {
+        ractor::rpc::CallResult::Success(Ok(totals)) => Ok(Some(totals)),
+        ractor::rpc::CallResult::Success(Err(error)) => {
+            Err(RunError::TraceWrite(format!("walks.jsonl: {error}")))
+        }
+        _ => Err(RunError::Internal("the trace writer did not finish in time".to_string())),
     }
 }

@@ -4,8 +4,13 @@
 //!   them at a time).
 //! - Runs the batch on a blocking thread (`spawn_blocking`), never on the
 //!   async executor: user actions may block on I/O.
-//! - Sends `BatchOutcome` to the Collector, then `BatchDone` to the Scheduler
-//!   (in that order, so the report never misses an acknowledged batch).
+//! - With a log dir, encodes the batch's trace lines on the same blocking
+//!   thread and sends them to the TraceWriter, one message per batch, and
+//!   waits until they are written (backpressure: at most one batch of lines
+//!   per runner waits in the writer's mailbox).
+//! - Sends `BatchOutcome` to the Collector (and the trace lines to the
+//!   TraceWriter), then `BatchDone` to the Scheduler (in that order, so
+//!   neither the report nor the trace misses an acknowledged batch).
 //! - Supervised by the RunSupervisor. If an action panicked in the batch, the
 //!   walk that panicked is already reported failed and the rest of the batch
 //!   ran; the runner then fails on purpose, and the supervisor replaces it
@@ -17,12 +22,16 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::actors::LOCAL_REPLY_TIMEOUT;
 use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::{BatchJob, SchedulerMsg};
-use crate::exec::{BatchInput, BatchSettings, ErasedOrder};
+use crate::actors::trace_writer::TraceWriterMsg;
+use crate::exec::{BatchInput, BatchSettings, ErasedOrder, WalkOutcome};
 use crate::model::space::Blocks;
+use crate::model::trace::TraceEncoder;
 use crate::store::StateStore;
+use crate::trace::encode_batch;
 
 /// Requests to a WalkRunner.
 pub(crate) enum WalkRunnerMsg {
@@ -39,9 +48,17 @@ pub(crate) struct RunnerArgs<S> {
     pub(crate) store: Arc<StateStore<S>>,
     pub(crate) blocks: Blocks,
     pub(crate) gather: bool,
+    /// Where trace lines go, when the run has a log dir.
+    pub(crate) trace: Option<RunnerTrace>,
     pub(crate) scheduler: ActorRef<SchedulerMsg>,
     pub(crate) collector: ActorRef<CollectorMsg<S>>,
     pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
+}
+
+/// A runner's part of the trace.
+pub(crate) struct RunnerTrace {
+    pub(crate) encoder: Arc<TraceEncoder>,
+    pub(crate) writer: ActorRef<TraceWriterMsg>,
 }
 
 pub(crate) struct WalkRunner<S>(std::marker::PhantomData<fn() -> S>);
@@ -105,12 +122,23 @@ async fn run_batch<S: Clone + Send + 'static>(
     };
     let order = Arc::clone(&args.order);
     let initial = state.initial.take().expect("the initial state is back after every batch");
-    let settings = BatchSettings { blocks: args.blocks, gather: args.gather, trace: false };
+    let encoder = args.trace.as_ref().map(|t| Arc::clone(&t.encoder));
+    let settings =
+        BatchSettings { blocks: args.blocks, gather: args.gather, trace: encoder.is_some() };
     let epoch = Arc::clone(&job.epoch);
     let instruction = Arc::clone(&job.instruction);
-    let (initial, out) = tokio::task::spawn_blocking(move || {
+    let runner = format!("local/{}", args.index);
+    let (initial, mut out, lines) = tokio::task::spawn_blocking(move || {
         let out = order.execute(&epoch, &instruction, input, &initial, settings);
-        (initial, out)
+        let mut out = out;
+        let mut lines = Vec::new();
+        if let Some(encoder) = encoder {
+            let started = std::time::Instant::now();
+            encode_batch(&encoder, &out.records, &runner, &mut lines);
+            // Batch sizing sees the whole per-walk cost, encoding included.
+            out.nanos += started.elapsed().as_nanos() as u64;
+        }
+        (initial, out, lines)
     })
     .await?;
     state.initial = Some(initial);
@@ -123,6 +151,38 @@ async fn run_batch<S: Clone + Send + 'static>(
         failed: out.failed,
         finals: out.finals,
     })?;
+    if let Some(writer) = args.trace.as_ref().map(|t| t.writer.clone()) {
+        let supervisor = args.supervisor.clone();
+        let failed_nanos = out
+            .records
+            .iter()
+            .filter(|r| matches!(r.outcome, WalkOutcome::Failed { .. }))
+            .map(|r| (r.id.0, r.nanos))
+            .collect();
+        let records = std::mem::take(&mut out.records).len() as u64;
+        // Wait until the lines are written: each runner has at most one
+        // batch of lines in the writer's mailbox, and a writer slower than
+        // the runners slows them down instead of piling lines up in memory.
+        let written = writer
+            .call(
+                |written| TraceWriterMsg::Batch { lines, records, failed_nanos, written },
+                Some(LOCAL_REPLY_TIMEOUT),
+            )
+            .await?;
+        if !matches!(written, ractor::rpc::CallResult::Success(())) {
+            let reason = "the trace writer did not take a batch in time".to_string();
+            supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
+            return Ok(());
+        }
+    }
+    let args = &state.args;
+    tracing::trace!(
+        runner = args.index,
+        batch = ?job.id,
+        walks = out.walks,
+        micros = out.nanos / 1000,
+        "batch done"
+    );
     args.scheduler.cast(SchedulerMsg::BatchDone {
         runner: args.index,
         batch: job.id,

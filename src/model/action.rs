@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use super::walk::WalkView;
 
 /// Why an action stopped its walk.
@@ -57,8 +60,9 @@ pub fn fail(message: impl fmt::Display) -> ActionResult {
 ///
 /// ```
 /// use combtest::{Action, ActionResult};
+/// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug, Clone)]
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
 /// enum SetCheckbox { On, Off }
 ///
 /// impl Action<bool> for SetCheckbox {
@@ -69,7 +73,9 @@ pub fn fail(message: impl fmt::Display) -> ActionResult {
 ///     }
 /// }
 /// ```
-pub trait Action<S>: fmt::Debug + Clone + Send + Sync + 'static {
+pub trait Action<S>:
+    fmt::Debug + Clone + Send + Sync + Serialize + DeserializeOwned + 'static
+{
     /// Every option of this action, in a fixed order.
     fn options() -> Vec<Self>;
 
@@ -92,7 +98,9 @@ pub trait Action<S>: fmt::Debug + Clone + Send + Sync + 'static {
 /// [`SerialAction::run`] is called once per epoch; the value it returns is
 /// handed to every live walk of its branch through [`SerialAction::apply`],
 /// before that walk's next plain action.
-pub trait SerialAction<S>: fmt::Debug + Clone + Send + Sync + 'static {
+pub trait SerialAction<S>:
+    fmt::Debug + Clone + Send + Sync + Serialize + DeserializeOwned + 'static
+{
     /// What one run hands to the walks of its branch; `()` when nothing.
     type Value: Send + Sync + 'static;
 

@@ -1,8 +1,11 @@
-//! Pure data and decisions: walk space, walk ids, epochs, outcomes. Nothing
-//! here imports the actor runtime, so all of it is tested without one.
+//! Pure data and decisions: walk space, walk ids, epochs, outcomes, the
+//! trace and report formats. Nothing here imports the actor runtime, so all
+//! of it is tested without one.
 
 pub mod action;
 pub mod epoch;
+pub mod junit;
 pub mod outcome;
 pub mod space;
+pub mod trace;
 pub mod walk;

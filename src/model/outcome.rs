@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -105,6 +106,9 @@ pub struct Report<S = ()> {
     /// Final state of every walk that ran, by id, when gathering was asked
     /// for (pruned walks have none).
     pub states: BTreeMap<WalkId, S>,
+    /// The run directory (`walks.jsonl`, `run.json`, `junit.xml`), when the
+    /// run was given a log dir.
+    pub run_dir: Option<PathBuf>,
 }
 
 impl<S> Report<S> {
@@ -136,6 +140,7 @@ impl<S> Report<S> {
             failed_walks: self.failed_walks,
             aborted_walks: self.aborted_walks,
             states: BTreeMap::new(),
+            run_dir: self.run_dir,
         }
     }
 
@@ -162,6 +167,7 @@ impl<S> Report<S> {
             failed_walks,
             aborted_walks,
             states,
+            run_dir: None,
         }
     }
 }

@@ -25,7 +25,8 @@ impl fmt::Display for WalkId {
 }
 
 /// Whether an entry of the walk order is a plain action or a serial action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     /// Runs inside each walk, in parallel with other walks.
     Plain = 0,

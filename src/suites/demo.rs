@@ -9,6 +9,7 @@ use crate::model::action::{Action, ActionResult, Halt, SerialAction, cancel};
 use crate::model::walk::WalkView;
 use crate::order::{Chain, WalkOrder};
 use crate::suites::{Fixture, Suite};
+use serde::{Deserialize, Serialize};
 
 /// One shopper's session.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct Session {
 }
 
 /// Who logs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Login {
     /// A regular account.
     Alice,
@@ -45,7 +46,7 @@ impl Action<Session> for Login {
 }
 
 /// Put items in the cart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddItems(pub u32);
 
 impl Action<Session> for AddItems {
@@ -63,7 +64,7 @@ impl Action<Session> for AddItems {
 }
 
 /// Switch the whole shop's pricing: a global change, once per branch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Pricing {
     /// List prices.
     Standard,
@@ -89,7 +90,7 @@ impl SerialAction<Session> for Pricing {
 }
 
 /// Pay for the cart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Checkout {
     /// Pay by card.
     Card,

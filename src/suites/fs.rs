@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::model::action::{Action, ActionResult, Halt, SerialAction};
 use crate::order::{Chain, WalkOrder};
 use crate::suites::{Fixture, Suite};
+use serde::{Deserialize, Serialize};
 
 /// The directory of the run in progress, for the serial checkpoint (serial
 /// actions see no walk state).
@@ -89,7 +90,7 @@ fn pattern(at: usize, seed: u8) -> u8 {
 }
 
 /// Create the walk's file, empty or with 100 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Open {
     /// An empty new file.
     Empty,
@@ -116,7 +117,7 @@ impl Action<FsState> for Open {
 
 /// Write `len` bytes at `offset` (extending the file with zeros if the
 /// offset is past its end).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Write {
     /// Where to write.
     pub offset: usize,
@@ -142,7 +143,7 @@ impl Action<FsState> for Write {
 
 /// Checkpoint the directory (fsync) and switch the write chunk size, for
 /// every walk of the branch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Checkpoint {
     /// Writes go out in 512-byte calls.
     SmallWrites,
@@ -171,7 +172,7 @@ impl SerialAction<FsState> for Checkpoint {
 }
 
 /// Overwrite a range after the checkpoint, in the branch's chunk size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Overwrite {
     /// Where to write.
     pub offset: usize,
@@ -196,7 +197,7 @@ impl Action<FsState> for Overwrite {
 }
 
 /// Set the file's length (shrinking it, or growing it with zeros).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Truncate(pub usize);
 
 impl Action<FsState> for Truncate {
@@ -211,7 +212,7 @@ impl Action<FsState> for Truncate {
 }
 
 /// Keep the file's name or rename it within the directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rename {
     /// Leave it.
     Keep,
@@ -238,7 +239,7 @@ impl Action<FsState> for Rename {
 }
 
 /// Make the file durable, or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sync {
     /// No sync.
     Skip,
@@ -264,7 +265,7 @@ impl Action<FsState> for Sync {
 }
 
 /// Verify through a fresh handle and remove the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Close;
 
 impl Action<FsState> for Close {

@@ -2,10 +2,15 @@
 //! `combtest-node` command line. The built-in ones live here; a user's binary
 //! hands its own to [`crate::cli::main`].
 
+use std::path::PathBuf;
+
+use crate::exec::{ModelCheck, ReplayError, WalkOutcome};
 use crate::model::outcome::Report;
-use crate::model::space::{OrderError, Space};
+use crate::model::space::{EntryKind, OrderError, Space};
+use crate::model::trace::TraceRecord;
 use crate::order::{Chain, WalkOrder};
 use crate::runtime::{RunError, RunOptions, run};
+use crate::trace::{RunDir, RunId, option_json};
 
 pub mod demo;
 pub mod fs;
@@ -33,6 +38,10 @@ impl<S> Fixture<S> {
 pub struct SuiteOptions {
     /// Runner threads; `None` for the default.
     pub threads: Option<usize>,
+    /// Trace the run into `DIR/<run-id>/` (see [`RunOptions::log_dir`]).
+    pub log_dir: Option<PathBuf>,
+    /// The run's id, when the caller picked it.
+    pub run_id: Option<RunId>,
 }
 
 /// Why a suite could not run.
@@ -50,6 +59,53 @@ pub enum SuiteError {
     /// The run failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The walk cannot be replayed.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+}
+
+/// Which walk to replay.
+#[derive(Debug, Clone, Copy)]
+pub enum ReplayTarget<'a> {
+    /// Walk `id` of the suite's current walk order.
+    Id(u64),
+    /// Walk `walk` as recorded in a run directory, checked against the
+    /// current walk order.
+    Recorded {
+        /// The run directory.
+        run: &'a RunDir,
+        /// The walk.
+        walk: u64,
+    },
+}
+
+/// One action of a replay, announced before it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayStep {
+    /// Position in the walk order.
+    pub position: usize,
+    /// The action's type name.
+    pub name: String,
+    /// Plain or serial.
+    pub kind: EntryKind,
+    /// The option's index.
+    pub option: u32,
+    /// The option, as JSON.
+    pub value: String,
+}
+
+/// The result of a suite's replay.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SuiteReplay {
+    /// How the walk ended.
+    pub outcome: WalkOutcome,
+    /// Its final state, pretty-printed with `Debug`.
+    pub state: String,
+    /// For a recorded walk: whether the walk order changed since the run.
+    pub model: Option<ModelCheck>,
+    /// For a recorded walk: the record.
+    pub record: Option<TraceRecord>,
 }
 
 /// A walk order with a name, a description and a setup: what `combtest-node`
@@ -63,6 +119,13 @@ pub trait Suite: Send + Sync {
     fn space(&self) -> Result<&Space, OrderError>;
     /// Sets up and runs every walk.
     fn run(&self, options: &SuiteOptions) -> Result<Report, SuiteError>;
+    /// Sets up and replays one walk in this thread, calling `on_step`
+    /// before each action.
+    fn replay(
+        &self,
+        target: ReplayTarget<'_>,
+        on_step: &mut dyn FnMut(&ReplayStep),
+    ) -> Result<SuiteReplay, SuiteError>;
 }
 
 struct OrderSuite<S, C, F> {
@@ -74,7 +137,7 @@ struct OrderSuite<S, C, F> {
 
 impl<S, C, F> Suite for OrderSuite<S, C, F>
 where
-    S: Clone + Send + 'static,
+    S: Clone + Send + std::fmt::Debug + 'static,
     C: Chain<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync,
 {
@@ -94,9 +157,76 @@ where
         if let Some(threads) = options.threads {
             run_options = run_options.threads(threads);
         }
+        if let Some(dir) = &options.log_dir {
+            run_options = run_options.log_dir(dir).name(&self.name);
+        }
+        if let Some(id) = options.run_id {
+            run_options = run_options.run_id(id);
+        }
         let report = run(&self.order, run_options)?;
         drop(fixture.guard);
         Ok(report.without_states())
+    }
+
+    fn replay(
+        &self,
+        target: ReplayTarget<'_>,
+        on_step: &mut dyn FnMut(&ReplayStep),
+    ) -> Result<SuiteReplay, SuiteError> {
+        let space = self.order.space().map_err(RunError::from)?;
+        let fixture = (self.setup)()
+            .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?;
+        let result = match target {
+            ReplayTarget::Id(id) => {
+                let walk = self.order.walk(id).map_err(ReplayError::from)?;
+                let values = option_json(&self.order, space).map_err(ReplayError::from)?;
+                let steps: Vec<ReplayStep> = walk
+                    .steps
+                    .iter()
+                    .map(|s| ReplayStep {
+                        position: s.position,
+                        name: s.name.to_string(),
+                        kind: s.kind,
+                        option: s.option,
+                        value: values[s.position][s.option as usize].get().to_string(),
+                    })
+                    .collect();
+                let replay = self
+                    .order
+                    .replay_with(id, fixture.initial, |p| on_step(&steps[p]))
+                    .map_err(ReplayError::from)?;
+                let state = format!("{:#?}", replay.state);
+                SuiteReplay { outcome: replay.outcome, state, model: None, record: None }
+            }
+            ReplayTarget::Recorded { run, walk } => {
+                let record = run.find(walk).map_err(ReplayError::from)?;
+                let kinds = &run.meta().walk_order;
+                let steps: Vec<ReplayStep> = record
+                    .actions
+                    .iter()
+                    .enumerate()
+                    .map(|(position, a)| ReplayStep {
+                        position,
+                        name: a.type_name.clone(),
+                        kind: kinds.get(position).map_or(EntryKind::Plain, |e| e.kind),
+                        option: a.option,
+                        value: a.value.to_string(),
+                    })
+                    .collect();
+                let replayed = self
+                    .order
+                    .replay_record(run, record, fixture.initial, |p| on_step(&steps[p]))?;
+                let state = format!("{:#?}", replayed.replay.state);
+                SuiteReplay {
+                    outcome: replayed.replay.outcome,
+                    state,
+                    model: Some(replayed.model),
+                    record: Some(replayed.record),
+                }
+            }
+        };
+        drop(fixture.guard);
+        Ok(result)
     }
 }
 
@@ -109,7 +239,7 @@ pub fn suite<S, C, F>(
     setup: F,
 ) -> Box<dyn Suite>
 where
-    S: Clone + Send + 'static,
+    S: Clone + Send + std::fmt::Debug + 'static,
     C: Chain<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync + 'static,
 {

@@ -2,13 +2,14 @@
 #![allow(dead_code)]
 
 use combtest::{Action, ActionResult, Halt, SerialAction};
+use serde::{Deserialize, Serialize};
 
 /// Every walk's state: the (tag, option) of each entry it ran, in order.
 pub type Trail = Vec<(u8, u32)>;
 
 /// A plain action with `N` options (0..N) that appends itself to the trail.
 /// `TAG` makes each position its own type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Append<const TAG: u8, const N: u32>(pub u32);
 
 impl<const TAG: u8, const N: u32> Action<Trail> for Append<TAG, N> {
@@ -23,7 +24,7 @@ impl<const TAG: u8, const N: u32> Action<Trail> for Append<TAG, N> {
 
 /// A serial action with `N` options whose value (its option) is appended to
 /// the trail of every walk of its branch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SerialAppend<const TAG: u8, const N: u32>(pub u32);
 
 impl<const TAG: u8, const N: u32> SerialAction<Trail> for SerialAppend<TAG, N> {

@@ -1,0 +1,170 @@
+//! `junit.xml`: a run as JUnit XML for CI systems. One test case per failed
+//! walk, plus one summary case that fails only if walks were aborted.
+//!
+//! The shape is the common denominator that Jenkins, GitLab and GitHub
+//! reporters accept: `<testsuites>` holding one `<testsuite>` with
+//! `tests`/`failures`/`errors`/`skipped`/`time` attributes, and
+//! `<testcase name classname time>` elements with a `<failure message type>`
+//! child.
+
+use std::fmt::Write as _;
+
+/// A failed walk, as one test case.
+#[derive(Debug, Clone)]
+pub struct JunitFailure {
+    /// The walk's id.
+    pub walk_id: u64,
+    /// The failing action's type name.
+    pub action: String,
+    /// Its position in the walk order.
+    pub action_index: usize,
+    /// The error text.
+    pub error: String,
+    /// The walk's actions, one line.
+    pub walk: String,
+    /// How to replay it.
+    pub replay: String,
+    /// Its duration, in seconds (0 if unknown).
+    pub seconds: f64,
+}
+
+/// What the JUnit file reports.
+#[derive(Debug, Clone)]
+pub struct JunitRun {
+    /// The suite's name.
+    pub suite: String,
+    /// The run's id.
+    pub run_id: String,
+    /// When it started (RFC 3339).
+    pub timestamp: String,
+    /// Wall time, in seconds.
+    pub seconds: f64,
+    /// One line with every count.
+    pub counts: String,
+    /// Walks aborted (the summary case fails if any).
+    pub aborted: u64,
+    /// Every failed walk.
+    pub failures: Vec<JunitFailure>,
+}
+
+/// Renders `run` as a JUnit XML document.
+pub fn render(run: &JunitRun) -> String {
+    let class = format!("combtest.{}", run.suite);
+    let tests = run.failures.len() + 1;
+    let failures = run.failures.len() + usize::from(run.aborted > 0);
+    let mut x = String::new();
+    let _ = writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = writeln!(
+        x,
+        r#"<testsuites name="combtest" tests="{tests}" failures="{failures}" errors="0" time="{:.6}">"#,
+        run.seconds
+    );
+    let _ = writeln!(
+        x,
+        r#"  <testsuite name="{}" tests="{tests}" failures="{failures}" errors="0" skipped="0" time="{:.6}" timestamp="{}">"#,
+        escape(&run.suite),
+        run.seconds,
+        escape(&run.timestamp)
+    );
+    let _ = writeln!(
+        x,
+        r#"    <properties><property name="run_id" value="{}"/></properties>"#,
+        escape(&run.run_id)
+    );
+    for f in &run.failures {
+        let _ = writeln!(
+            x,
+            r#"    <testcase name="walk {}" classname="{}" time="{:.6}">"#,
+            f.walk_id,
+            escape(&class),
+            f.seconds
+        );
+        let message = format!("{} (entry {}) failed: {}", f.action, f.action_index, f.error);
+        let _ = writeln!(
+            x,
+            r#"      <failure message="{}" type="{}">{}&#10;{}</failure>"#,
+            escape(&message),
+            escape(&f.action),
+            escape(&f.walk),
+            escape(&f.replay)
+        );
+        let _ = writeln!(x, "    </testcase>");
+    }
+    let _ = writeln!(
+        x,
+        r#"    <testcase name="summary" classname="{}" time="{:.6}">"#,
+        escape(&class),
+        run.seconds
+    );
+    if run.aborted > 0 {
+        let _ = writeln!(
+            x,
+            r#"      <failure message="{} walks aborted" type="aborted">{}</failure>"#,
+            run.aborted,
+            escape(&run.counts)
+        );
+    }
+    let _ = writeln!(x, "      <system-out>{}</system-out>", escape(&run.counts));
+    let _ = writeln!(x, "    </testcase>");
+    let _ = writeln!(x, "  </testsuite>");
+    let _ = writeln!(x, "</testsuites>");
+    x
+}
+
+/// Escapes text for an XML attribute or element. Characters XML 1.0 cannot
+/// hold at all (most control characters) become U+FFFD.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\n' => out.push_str("&#10;"),
+            '\t' | '\r' => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_control_characters() {
+        assert_eq!(escape("a<b & \"c\"\n\u{1}"), "a&lt;b &amp; &quot;c&quot;&#10;\u{FFFD}");
+    }
+
+    #[test]
+    fn counts_one_case_per_failure_plus_the_summary() {
+        let failure = JunitFailure {
+            walk_id: 7,
+            action: "Write".into(),
+            action_index: 2,
+            error: "byte 3 differs <oops>".into(),
+            walk: "walk 7: [..]".into(),
+            replay: "combtest-node replay --suite fs --walk 7".into(),
+            seconds: 0.001,
+        };
+        let run = JunitRun {
+            suite: "fs".into(),
+            run_id: "r".into(),
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            seconds: 1.5,
+            counts: "passed 1".into(),
+            aborted: 0,
+            failures: vec![failure],
+        };
+        let xml = render(&run);
+        assert!(xml.contains(r#"tests="2" failures="1""#), "{xml}");
+        assert!(xml.contains("byte 3 differs &lt;oops&gt;"), "{xml}");
+        assert_eq!(xml.matches("<testcase ").count(), 2);
+    }
+}
