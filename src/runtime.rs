@@ -139,24 +139,24 @@ where
     if threads == 0 || threads > MAX_THREADS {
         return Err(RunError::InvalidThreads(threads));
     }
-    // The actors need little: two workers. Walks run on blocking threads,
-    // one per runner, plus one for serial actions.
+    // The actors need little: two workers. Walks run on the runners' own
+    // threads; serial actions on the blocking pool, one at a time.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(threads + 2)
+        .max_blocking_threads(4)
         .thread_name("combtest")
         .enable_all()
         .build()?;
     let result = runtime.block_on(run_async(order, options));
-    // Every task is done; the idle blocking threads (one per runner) exit on
-    // their own. Joining them one by one would add milliseconds to the run.
+    // Every task is done; idle threads exit on their own. Waiting for each
+    // would only add to the run's wall time.
     runtime.shutdown_background();
     result
 }
 
-/// Runs every walk of `order` on the current tokio runtime (multi-threaded;
-/// walks run on its blocking pool, so its `max_blocking_threads` must allow
-/// the requested threads).
+/// Runs every walk of `order` from the current tokio runtime (multi-threaded).
+/// Walks run on threads of their own, one per runner, never on the runtime's
+/// workers; serial actions use its blocking pool, one at a time.
 pub async fn run_async<S, C>(
     order: &WalkOrder<S, C>,
     options: RunOptions<S>,

@@ -156,8 +156,10 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             scheduler: scheduler.clone(),
             restarts: 0,
         };
-        state.spawn_runners(&myself, 0..ctx.runners).await?;
+        // The first epoch may start before the runners: the Scheduler hands
+        // out batches as each runner announces itself.
         barrier.cast(SerialBarrierMsg::Start(scheduler))?;
+        state.spawn_runners(&myself, 0..ctx.runners).await?;
         Ok(state)
     }
 
@@ -252,18 +254,22 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         let spawns = indices.map(|index| {
             let args = self.runner_args(myself, index);
             let supervisor: ActorCell = myself.get_cell();
+            let scheduler = self.scheduler.clone();
             async move {
-                Actor::spawn_linked(None, WalkRunner::new(), args, supervisor)
-                    .await
-                    .map(|(runner, _)| (index, runner))
+                let (runner, _) =
+                    Actor::spawn_linked(None, WalkRunner::new(), args, supervisor).await?;
+                // Announced at once: it takes work while others still start.
+                scheduler.cast(SchedulerMsg::RunnerUp { index, runner: runner.clone() })?;
+                Ok::<_, ActorProcessingErr>((index, runner))
             }
         });
         let spawned: Vec<Result<(usize, ActorRef<WalkRunnerMsg>), _>> =
             futures::future::join_all(spawns).await;
         for result in spawned {
             let (index, runner) = result?;
+            // Supervision events are handled only after this returns, so the
+            // role is known before any of them.
             self.roles.insert(runner.get_id(), Role::Runner(index));
-            self.scheduler.cast(SchedulerMsg::RunnerUp { index, runner })?;
         }
         Ok(())
     }

@@ -2,9 +2,13 @@
 //!
 //! - Receives `RunBatch` from the Scheduler (at most the runner's credit of
 //!   them at a time).
-//! - Runs the batch on a blocking thread (`spawn_blocking`), never on the
-//!   async executor: user actions may block on I/O.
-//! - With a log dir, encodes the batch's trace lines on the same blocking
+//! - Runs the batch on its own OS thread (started with the runner, ended
+//!   with it), never on the async executor: user actions may block on I/O.
+//!   A thread of its own, rather than tokio's blocking pool, means every
+//!   runner's thread exists before the first batch (64 runners start their
+//!   first walks together, not one thread creation after another), and a
+//!   caller's runtime needs no blocking-pool sizing.
+//! - With a log dir, encodes the batch's trace lines on the same runner
 //!   thread and sends them to the TraceWriter, one message per batch, and
 //!   waits until they are written (backpressure: at most one batch of lines
 //!   per runner waits in the writer's mailbox).
@@ -71,8 +75,48 @@ impl<S> WalkRunner<S> {
 
 pub(crate) struct RunnerState<S> {
     args: RunnerArgs<S>,
-    /// The initial state, moved into the blocking thread while a batch runs.
+    /// The initial state, moved into the runner thread while a batch runs.
     initial: Option<S>,
+    thread: RunnerThread,
+}
+
+/// A job for the runner thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The runner's own OS thread. It runs one job at a time and exits when the
+/// runner (holding the sender) is dropped. Its channel is unbounded: safe,
+/// because the runner sends a job only while it awaits the previous one.
+#[derive(Clone)]
+struct RunnerThread {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl RunnerThread {
+    fn start(name: String) -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new().name(name).spawn(move || {
+            for job in queue {
+                job();
+            }
+        })?;
+        Ok(RunnerThread { jobs })
+    }
+
+    /// Runs `work` on the thread and waits for its result. If the thread is
+    /// gone (`work` panicked outside the executor's own panic handling), the
+    /// runner fails and its supervisor replaces it.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ActorProcessingErr> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = reply.send(work());
+            }))
+            .map_err(|_| "the runner thread has exited")?;
+        Ok(result.await.map_err(|_| "the runner thread died running a batch")?)
+    }
 }
 
 impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
@@ -86,7 +130,8 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
         args: RunnerArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let initial = Some(args.initial.clone());
-        Ok(RunnerState { args, initial })
+        let thread = RunnerThread::start(format!("combtest-runner-{}", args.index))?;
+        Ok(RunnerState { args, initial, thread })
     }
 
     async fn handle(
@@ -128,19 +173,21 @@ async fn run_batch<S: Clone + Send + 'static>(
     let epoch = Arc::clone(&job.epoch);
     let instruction = Arc::clone(&job.instruction);
     let runner = format!("local/{}", args.index);
-    let (initial, mut out, lines) = tokio::task::spawn_blocking(move || {
-        let out = order.execute(&epoch, &instruction, input, &initial, settings);
-        let mut out = out;
-        let mut lines = Vec::new();
-        if let Some(encoder) = encoder {
-            let started = std::time::Instant::now();
-            encode_batch(&encoder, &out.records, &runner, &mut lines);
-            // Batch sizing sees the whole per-walk cost, encoding included.
-            out.nanos += started.elapsed().as_nanos() as u64;
-        }
-        (initial, out, lines)
-    })
-    .await?;
+    let thread = state.thread.clone();
+    let (initial, mut out, lines) = thread
+        .run(move || {
+            let out = order.execute(&epoch, &instruction, input, &initial, settings);
+            let mut out = out;
+            let mut lines = Vec::new();
+            if let Some(encoder) = encoder {
+                let started = std::time::Instant::now();
+                encode_batch(&encoder, &out.records, &runner, &mut lines);
+                // Batch sizing sees the whole per-walk cost, encoding included.
+                out.nanos += started.elapsed().as_nanos() as u64;
+            }
+            (initial, out, lines)
+        })
+        .await?;
     state.initial = Some(initial);
     let args = &state.args;
     if !out.held.is_empty() {
