@@ -183,7 +183,15 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     }
     #[inline(always)]
     fn run(&self, option: u32, state: &mut S) -> ActionResult {
-        self.options[option as usize].run(state)
+        debug_assert!((option as usize) < self.options.len(), "option index out of range");
+        // SAFETY: option indices reach a chain only from its walk order's
+        // own `Space` (a decoded walk id or the odometer), whose count for
+        // this entry is `options.len()` (the space is built from
+        // `describe`). No code outside this crate can reach a chain: its
+        // cells have private fields and `WalkOrder` does not expose them.
+        // Skipping the check matters in the per-walk loop: it is a compare,
+        // a branch and, under register pressure, a reload per action.
+        unsafe { self.options.get_unchecked(option as usize) }.run(state)
     }
     fn run_serial(&self, _: u32) -> Result<SerialValue, Halt> {
         unreachable!("the planner only schedules serial entries as serial steps")
