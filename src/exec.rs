@@ -310,9 +310,9 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     /// of the walk that panicked.
     ///
     /// This is the per-walk hot loop: no id decoding (an odometer steps the
-    /// digits), no shared memory, counts in registers, and with `LEVEL` (the
-    /// epoch's level as a constant, [`ANY_LEVEL`] for deep levels) no
-    /// serial actions) no per-entry segment test.
+    /// digits), no shared memory, counts in registers, and, with `LEVEL` the
+    /// epoch's level as a constant ([`ANY_LEVEL`] for deep levels), no
+    /// per-entry segment test.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn run_units<const LEVEL: usize, const TRACE: bool>(
