@@ -152,7 +152,7 @@ impl<S> Report<S> {
         aborted_walks: Vec<AbortedWalks>,
         states: BTreeMap<WalkId, S>,
     ) -> Self {
-        failed_walks.sort_by_key(|f| f.walk_id);
+        failed_walks.sort_unstable_by_key(|f| f.walk_id); // Ids are unique.
         Report {
             walks,
             passed: counts.passed,
