@@ -159,6 +159,51 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     }
 }
 
+thread_local! {
+    /// Whether a panic on this thread is a walk's outcome (reported in the
+    /// run's report and trace), not a crash to print.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps panics of user actions off stderr while it lives on a thread.
+///
+/// A panicking action is an outcome of its walk: its message is in the
+/// report and the trace, so printing "thread panicked at ..." for each of
+/// thousands of walks would only bury the summary. The hook that skips them
+/// is installed once per process, chained to the hook that was there
+/// before: panics anywhere else print as usual, and with `-vv` (debug logs)
+/// the skipped ones are logged.
+pub(crate) struct QuietPanics {
+    before: bool,
+}
+
+impl QuietPanics {
+    pub(crate) fn on_this_thread() -> Self {
+        install_quiet_panic_hook();
+        QuietPanics { before: QUIET_PANICS.with(|q| q.replace(true)) }
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        QUIET_PANICS.with(|q| q.set(self.before));
+    }
+}
+
+fn install_quiet_panic_hook() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET_PANICS.with(|q| q.get()) {
+                tracing::debug!(target: "combtest::panic", "an action panicked: {info}");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// The text of a panic payload.
 pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -551,6 +596,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
     }
 
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, String> {
+        let _quiet = QuietPanics::on_this_thread();
         match catch_unwind(AssertUnwindSafe(|| self.order.chain().run_serial(step))) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(Halt::Fail(error))) => Err(error),

@@ -31,7 +31,7 @@ use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::{BatchJob, SchedulerMsg};
 use crate::actors::trace_writer::TraceWriterMsg;
-use crate::exec::{BatchInput, BatchSettings, ErasedOrder, WalkOutcome};
+use crate::exec::{BatchInput, BatchSettings, ErasedOrder, QuietPanics, WalkOutcome};
 use crate::model::space::Blocks;
 use crate::model::trace::TraceEncoder;
 use crate::store::StateStore;
@@ -95,6 +95,8 @@ impl RunnerThread {
     fn start(name: String) -> std::io::Result<Self> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new().name(name).spawn(move || {
+            // Every panic here is a walk's outcome, already in the report.
+            let _quiet = QuietPanics::on_this_thread();
             for job in queue {
                 job();
             }
