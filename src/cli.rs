@@ -18,11 +18,12 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::exec::{ModelCheck, WalkOutcome};
+use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
 use crate::model::space::EntryKind;
 use crate::model::trace::{Summary, TraceOutcome, TraceRecord};
 use crate::order::epoch_tree;
+use crate::replay::ModelCheck;
 use crate::suites::{ReplayStep, ReplayTarget, Suite, SuiteError, SuiteOptions};
 use crate::trace::{LOG_FILE, RunDir, RunId, replay_command};
 

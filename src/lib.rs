@@ -12,7 +12,8 @@
 //! - `model/`: pure data and decisions (walk space and ids, epochs,
 //!   outcomes, trace and JUnit formats). Never imports the actor runtime.
 //! - `order`: the typed [`WalkOrder`] builder and its chain of entries.
-//! - `exec`: synchronous execution of batches, serial steps and replays.
+//! - `exec`: synchronous execution of batches and serial steps.
+//! - `replay`: one walk alone, by id or as a run directory recorded it.
 //! - `actors/`: the ractor actors of a run, one per file.
 //! - `runtime`: [`run`] and [`run_async`], which spawn and supervise them.
 //! - `trace`: run directories: writing traces and reports, reading them
@@ -26,16 +27,18 @@ mod actors;
 pub mod cli;
 mod exec;
 mod order;
+mod replay;
 mod runtime;
 mod store;
 pub mod suites;
 pub mod trace;
 
-pub use exec::{ModelCheck, Replay, ReplayError, RunReplay, WalkOutcome};
+pub use exec::WalkOutcome;
 pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
 pub use model::outcome::{AbortedWalks, FailedWalk, Report};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
 pub use order::{Chain, WalkError, WalkOrder, epoch_tree};
+pub use replay::{ModelCheck, Replay, ReplayError, RunReplay};
 pub use runtime::{MAX_THREADS, RunError, RunOptions, default_threads, run, run_async};
 pub use trace::{RunDir, RunId, TraceError};

@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 
-use crate::exec::{ModelCheck, ReplayError, WalkOutcome};
+use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
 use crate::model::space::{EntryKind, OrderError, Space};
 use crate::model::trace::TraceRecord;
 use crate::order::{Chain, WalkOrder};
+use crate::replay::{ModelCheck, ReplayError};
 use crate::runtime::{RunError, RunOptions, run};
 use crate::trace::{RunDir, RunId, option_json};
 
