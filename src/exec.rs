@@ -271,16 +271,6 @@ impl Drop for Tally<'_> {
 }
 
 impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
-    fn fail(&self, out: &mut BatchOutput<S>, id: u64, position: usize, error: String) {
-        out.counts.failed += 1;
-        out.failed.push(FailedWalk {
-            walk_id: WalkId(id),
-            action_index: position,
-            action: self.space.entries()[position].name,
-            error,
-        });
-    }
-
     /// Runs every walk of `units`, resuming after any walk that panics
     /// (recorded as failed).
     #[inline(never)]
@@ -314,13 +304,23 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
             let offset = id - unit.range.start;
             progress.offset = offset + 1;
             let text = panic_text(payload.as_ref());
-            let position = take_panic_position()
-                .unwrap_or_else(|| epoch.serial.map_or(epoch.plain.start, |s| s.position));
-            let error = format!("panicked: {text}");
+            let (position, action, error) = match take_panic_position() {
+                Some(position) => {
+                    (position, self.space.entries()[position].name, format!("panicked: {text}"))
+                }
+                // No action was running: the walk state's `clone` or `drop`
+                // panicked.
+                None => (
+                    epoch.serial.map_or(epoch.plain.start, |s| s.position),
+                    "(walk state)",
+                    format!(
+                        "panicked outside any action (cloning or dropping the walk state): {text}"
+                    ),
+                ),
+            };
             if TRACE {
                 let prior = unit.nanos.get(offset as usize).copied().unwrap_or(0);
                 let spent = progress.walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
-                let action = self.space.entries()[position].name;
                 progress.out.records.push(WalkRecord {
                     id: WalkId(id),
                     outcome: WalkOutcome::Failed {
@@ -331,7 +331,13 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     nanos: prior + spent,
                 });
             }
-            self.fail(&mut progress.out, id, position, error);
+            progress.out.counts.failed += 1;
+            progress.out.failed.push(FailedWalk {
+                walk_id: WalkId(id),
+                action_index: position,
+                action,
+                error,
+            });
             progress.out.panic.get_or_insert(text);
         }
     }
@@ -426,19 +432,23 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     } else {
                         0
                     };
-                    let outcome = match result {
-                        Ok(()) if keep => {
-                            unit.slots[offset as usize] = Some(state);
-                            if trace {
-                                unit.nanos[offset as usize] = nanos;
-                            }
-                            None
+                    // The state leaves first (kept, gathered or dropped),
+                    // then the outcome is counted: a panic while dropping it
+                    // must find the walk not yet counted.
+                    if keep && result.is_ok() {
+                        unit.slots[offset as usize] = Some(state);
+                        if trace {
+                            unit.nanos[offset as usize] = nanos;
                         }
+                    } else if gather {
+                        out.finals.push((WalkId(id), state));
+                    } else {
+                        drop(state);
+                    }
+                    let outcome = match result {
+                        Ok(()) if keep => None,
                         Ok(()) => {
                             tally.local.passed += 1;
-                            if gather {
-                                out.finals.push((WalkId(id), state));
-                            }
                             trace.then_some(WalkOutcome::Passed)
                         }
                         Err((position, halt)) => {
@@ -466,9 +476,6 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                                     outcome
                                 }
                             };
-                            if gather {
-                                out.finals.push((WalkId(id), state));
-                            }
                             outcome
                         }
                     };
@@ -586,7 +593,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         match catch_unwind(AssertUnwindSafe(|| self.order.chain().run_serial(step))) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(Halt::Fail(error))) => Err(error),
-            Ok(Err(Halt::Cancel)) => Err("serial action cancelled its branch".to_string()),
+            Ok(Err(Halt::Cancel)) => Err(crate::order::SERIAL_CANCELLED.to_string()),
             Err(payload) => Err(format!("panicked: {}", panic_text(payload.as_ref()))),
         }
     }

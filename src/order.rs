@@ -57,6 +57,19 @@ impl std::fmt::Debug for SerialValue {
     }
 }
 
+/// The error of a serial action whose `run` cancelled: a serial action
+/// passes or fails its branch, so a cancel fails it, in runs and replays
+/// alike.
+pub(crate) const SERIAL_CANCELLED: &str = "serial action cancelled its branch";
+
+/// How a serial action's `run` halting ends its branch: always as a failure.
+fn serial_run_halt(halt: Halt) -> Halt {
+    match halt {
+        Halt::Cancel => Halt::Fail(SERIAL_CANCELLED.to_string()),
+        fail => fail,
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
 }
@@ -235,7 +248,7 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
         Ok(())
     }
     fn run_serial(&self, option: u32) -> Result<SerialValue, Halt> {
-        let value = self.options[option as usize].run()?;
+        let value = self.options[option as usize].run().map_err(serial_run_halt)?;
         Ok(SerialValue::new(value))
     }
     #[inline(always)]
@@ -256,7 +269,7 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     }
     fn run_decoded(&self, option: &Decoded, state: &mut S) -> ActionResult {
         let option = decoded::<X>(option);
-        let value = option.run()?;
+        let value = option.run().map_err(serial_run_halt)?;
         option.apply(&value, state)
     }
 }
@@ -332,7 +345,13 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     }
     #[inline(always)]
     fn prune(&self, walk: &WalkView<'_>) -> bool {
-        self.tail.prune(walk) || self.head.prune(walk.option_at(T::LEN), walk)
+        if self.tail.prune(walk) {
+            return true;
+        }
+        let mark = EntryMark::<S, T>::new();
+        let pruned = self.head.prune(walk.option_at(T::LEN), walk);
+        std::mem::forget(mark);
+        pruned
     }
     #[inline(always)]
     fn run_plain(

@@ -39,8 +39,10 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
         let space = self.space()?;
         let digits = space.digits(id)?;
         let chain = self.chain();
-        if chain.prune(&WalkView::new(id, &digits, &Pinned::new(chain))) {
-            return Ok(Replay { outcome: WalkOutcome::Pruned, state: initial });
+        match pruned(space, || chain.prune(&WalkView::new(id, &digits, &Pinned::new(chain)))) {
+            Ok(false) => {}
+            Ok(true) => return Ok(Replay { outcome: WalkOutcome::Pruned, state: initial }),
+            Err(outcome) => return Ok(Replay { outcome, state: initial }),
         }
         Ok(replay_steps(space, initial, &mut on_step, |position, state| {
             match space.entries()[position].kind {
@@ -168,13 +170,30 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
             chain,
             _state: std::marker::PhantomData::<fn() -> S>,
         };
-        if chain.prune_decoded(&decoded, &WalkView::new(walk, &digits, &lookup)) {
-            return Ok(Replay { outcome: WalkOutcome::Pruned, state: initial });
+        match pruned(space, || {
+            chain.prune_decoded(&decoded, &WalkView::new(walk, &digits, &lookup))
+        }) {
+            Ok(false) => {}
+            Ok(true) => return Ok(Replay { outcome: WalkOutcome::Pruned, state: initial }),
+            Err(outcome) => return Ok(Replay { outcome, state: initial }),
         }
         Ok(replay_steps(space, initial, &mut on_step, |position, state| {
             chain.run_decoded(position, &decoded[position], state)
         }))
     }
+}
+
+/// Whether the walk is pruned, or, if a `prune` panicked, the failure the
+/// run records for it (the pruning entry, "panicked: ...").
+fn pruned(space: &Space, prune: impl FnOnce() -> bool) -> Result<bool, WalkOutcome> {
+    catch_unwind(AssertUnwindSafe(prune)).map_err(|payload| {
+        let position = take_panic_position().unwrap_or(0);
+        WalkOutcome::Failed {
+            action_index: position,
+            action: space.entries()[position].name,
+            error: format!("panicked: {}", panic_text(payload.as_ref())),
+        }
+    })
 }
 
 /// Runs a walk's entries one by one, catching panics: the replay loop.

@@ -207,6 +207,20 @@ where
     drop(guard);
     let _ = handle.await;
     let (mut report, totals) = result?;
+    if !report.is_consistent() {
+        // Never hand over a report that loses or double-counts a walk.
+        return Err(RunError::Internal(format!(
+            "the report does not account for every walk exactly once: {} walks, {} passed, \
+             {} failed ({} listed), {} cancelled, {} pruned, {} aborted",
+            report.walks,
+            report.passed,
+            report.failed,
+            report.failed_walks.len(),
+            report.cancelled,
+            report.pruned,
+            report.aborted
+        )));
+    }
     report.elapsed = started.elapsed();
     tracing::info!(
         walks = report.walks,
