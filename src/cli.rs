@@ -25,7 +25,7 @@ use crate::model::trace::{Summary, TraceOutcome, TraceRecord};
 use crate::order::epoch_tree;
 use crate::replay::ModelCheck;
 use crate::suites::{ReplayStep, ReplayTarget, Suite, SuiteError, SuiteOptions};
-use crate::trace::{LOG_FILE, RunDir, RunId, replay_command};
+use crate::trace::{LOG_FILE, RunDir, RunId, TraceError, replay_command};
 
 /// Exit code: every walk passed, was cancelled or was pruned.
 pub const EXIT_OK: u8 = 0;
@@ -445,6 +445,26 @@ fn describe_record(record: &TraceRecord) -> String {
 }
 
 /// `show`: the walks of a run directory, failed ones first.
+/// The records sorted by walk id, refusing a walk outside the run's space or
+/// recorded twice (the same checks `replay` makes on the walk it finds).
+fn checked_records(
+    run: &RunDir,
+    mut records: Vec<(u64, TraceRecord)>,
+) -> Result<Vec<TraceRecord>, TraceError> {
+    let walks = run.meta().walks;
+    let walks_file = run.path().join("walks.jsonl");
+    if let Some((_, record)) = records.iter().find(|(_, r)| r.walk_id >= walks) {
+        let (dir, walk) = (run.path().to_path_buf(), record.walk_id);
+        return Err(TraceError::NotInSpace { dir, walk, walks });
+    }
+    records.sort_by_key(|(line, record)| (record.walk_id, *line));
+    if let Some(pair) = records.windows(2).find(|p| p[0].1.walk_id == p[1].1.walk_id) {
+        let (walk, first, second) = (pair[0].1.walk_id, pair[0].0, pair[1].0);
+        return Err(TraceError::Duplicate { path: walks_file, walk, first, second });
+    }
+    Ok(records.into_iter().map(|(_, record)| record).collect())
+}
+
 fn show(dir: &Path, failed_only: bool, program: &str) -> u8 {
     let run = match RunDir::open(dir) {
         Ok(run) => run,
@@ -453,17 +473,14 @@ fn show(dir: &Path, failed_only: bool, program: &str) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let records = run.records().and_then(|records| {
-        records.map(|r| r.map(|(_, record)| record)).collect::<Result<Vec<_>, _>>()
-    });
-    let mut records = match records {
+    let records = run.records().and_then(|records| records.collect::<Result<Vec<_>, _>>());
+    let records = match records.and_then(|records| checked_records(&run, records)) {
         Ok(records) => records,
         Err(error) => {
             eprintln!("error: {error}");
             return EXIT_USAGE;
         }
     };
-    records.sort_by_key(|r| r.walk_id);
     let meta = run.meta();
     let serial: Vec<bool> = meta.walk_order.iter().map(|e| e.kind == EntryKind::Serial).collect();
     let mut out = std::io::stdout().lock();

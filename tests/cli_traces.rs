@@ -263,6 +263,21 @@ fn bad_run_directories_give_one_line_and_exit_2() {
         &["run.json was a run of suite 'gone'", "available: demo, fs"],
     );
 
+    // A walk recorded twice, and a record of a walk outside the space: both
+    // commands refuse them.
+    let twice = copy_run(&dir, "twice");
+    edit_walks(&twice, |lines| {
+        let copy = lines[3].clone();
+        lines.push(copy);
+    });
+    expect_bad_input(&["show", "--run", s(&twice)], &["has two records of walk", "lines 4 and 37"]);
+    let outside = copy_run(&dir, "outside");
+    edit_walks(&outside, |lines| {
+        let walk = walk_of(&lines[6]);
+        lines[6] = lines[6].replace(&format!("\"walk_id\":{walk},"), "\"walk_id\":5000,");
+    });
+    expect_bad_input(&["show", "--run", s(&outside)], &["walk 5000 is not in the space", "0..36"]);
+
     // No run.json: not a run directory.
     let bare = copy_run(&dir, "bare");
     std::fs::remove_file(bare.join("run.json")).unwrap();
