@@ -258,9 +258,14 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &st
 /// The exit code for a suite that could not run or replay.
 fn exit_code(error: &SuiteError) -> u8 {
     match error {
-        SuiteError::Run(crate::RunError::Internal(_) | crate::RunError::Runtime(_)) => {
-            EXIT_INTERNAL
-        }
+        // The run started and could not complete: a bug, the runtime, or
+        // the trace failing mid-run (a full disk). A log dir that cannot be
+        // created at the start is a configuration error (`Trace`).
+        SuiteError::Run(
+            crate::RunError::Internal(_)
+            | crate::RunError::Runtime(_)
+            | crate::RunError::TraceWrite(_),
+        ) => EXIT_INTERNAL,
         _ => EXIT_USAGE,
     }
 }

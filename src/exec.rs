@@ -451,33 +451,28 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             tally.local.passed += 1;
                             trace.then_some(WalkOutcome::Passed)
                         }
-                        Err((position, halt)) => {
-                            let outcome = match halt {
-                                Halt::Cancel => {
-                                    tally.local.cancelled += 1;
-                                    trace.then_some(WalkOutcome::Cancelled {
-                                        action_index: position,
-                                    })
-                                }
-                                Halt::Fail(error) => {
-                                    tally.local.failed += 1;
-                                    let action = self.space.entries()[position].name;
-                                    let outcome = trace.then(|| WalkOutcome::Failed {
-                                        action_index: position,
-                                        action,
-                                        error: error.clone(),
-                                    });
-                                    out.failed.push(FailedWalk {
-                                        walk_id: WalkId(id),
-                                        action_index: position,
-                                        action,
-                                        error,
-                                    });
-                                    outcome
-                                }
-                            };
-                            outcome
-                        }
+                        Err((position, halt)) => match halt {
+                            Halt::Cancel => {
+                                tally.local.cancelled += 1;
+                                trace.then_some(WalkOutcome::Cancelled { action_index: position })
+                            }
+                            Halt::Fail(error) => {
+                                tally.local.failed += 1;
+                                let action = self.space.entries()[position].name;
+                                let outcome = trace.then(|| WalkOutcome::Failed {
+                                    action_index: position,
+                                    action,
+                                    error: error.clone(),
+                                });
+                                out.failed.push(FailedWalk {
+                                    walk_id: WalkId(id),
+                                    action_index: position,
+                                    action,
+                                    error,
+                                });
+                                outcome
+                            }
+                        },
                     };
                     if let Some(outcome) = outcome {
                         out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });

@@ -639,8 +639,8 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
         if list.is_empty() { "(no actions)".to_string() } else { list.join(", ") }
     };
     let mut shown = 0;
-    let mut cursor = EpochCursor::new(space.clone());
-    for epoch in cursor.by_ref() {
+    let cursor = EpochCursor::new(space.clone());
+    for epoch in cursor {
         if shown == max_epochs {
             shown += 1;
             break;
@@ -664,7 +664,7 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
         );
     }
     if shown > max_epochs {
-        let rest = cursor.count() + 1;
+        let rest = space.epoch_count() - max_epochs as u128;
         let _ = writeln!(out, "  ... and {rest} more epochs");
     }
     out

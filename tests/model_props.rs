@@ -101,6 +101,7 @@ proptest! {
             expected_epochs += branches;
         }
         prop_assert_eq!(epochs, expected_epochs);
+        prop_assert_eq!(u128::from(epochs), space.epoch_count());
         prop_assert_eq!(serial_epochs, expected_epochs - u64::from(space.has_leading_segment()));
     }
 }

@@ -280,6 +280,19 @@ impl Space {
         }
     }
 
+    /// Number of epochs: the leading segment's, plus one per branch at each
+    /// serial level. Computed, not enumerated (it can exceed any walk count
+    /// the run could finish).
+    pub fn epoch_count(&self) -> u128 {
+        let mut branches: u128 = 1;
+        let mut epochs = u128::from(self.has_leading_segment());
+        for &p in &self.serials {
+            branches = branches.saturating_mul(u128::from(self.radix[p]));
+            epochs = epochs.saturating_add(branches);
+        }
+        epochs
+    }
+
     /// The first level a walk has a segment at.
     pub fn first_level(&self) -> usize {
         usize::from(!self.has_leading_segment())
