@@ -108,7 +108,9 @@ pub trait SerialAction<S>:
     fn options() -> Vec<Self>;
 
     /// Performs the global step, once. An error (or a panic) fails every live
-    /// walk of the branch and skips the branch's later epochs.
+    /// walk of the branch and skips the branch's later epochs. A serial
+    /// action passes or fails: `Err(Halt::Cancel)` fails the branch too, with
+    /// the error "serial action cancelled its branch".
     fn run(&self) -> Result<Self::Value, Halt>;
 
     /// Applies the value of this epoch's run to one walk's state. The default

@@ -43,6 +43,10 @@ impl<'a> WalkView<'a> {
     }
 
     /// The option index chosen at `position`.
+    ///
+    /// # Panics
+    /// If `position` is not below [`len`](Self::len); inside `prune` that
+    /// panic fails the walk, at the pruning entry.
     pub fn option_index(&self, position: usize) -> u32 {
         self.digits[position]
     }
