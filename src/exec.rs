@@ -414,11 +414,9 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             if LEVEL == ANY_LEVEL {
                                 run_segment(chain, epoch, value.as_ref(), digits, &mut state)
                             } else if no_serial {
-                                chain.run_level::<LEVEL>(digits, &mut state)
+                                chain.run_level::<LEVEL>(digits, None, &mut state)
                             } else {
-                                apply_then(chain, epoch, value.as_ref(), &mut state, |s| {
-                                    chain.run_level::<LEVEL>(digits, s)
-                                })
+                                chain.run_level::<LEVEL>(digits, value.as_ref(), &mut state)
                             }
                         }
                         Instruction::FailBranch(error) => {

@@ -99,12 +99,15 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
         positions: &Range<usize>,
         state: &mut S,
     ) -> Result<(), (usize, Halt)>;
-    /// Runs the plain entries of segment level `LEVEL` (those with `LEVEL`
-    /// serial entries before them), in order. The level is a constant, so
-    /// the entries of other segments compile to nothing.
+    /// Runs segment level `LEVEL`: applies `value` through the serial entry
+    /// that opens it (if any), then runs the plain entries with `LEVEL`
+    /// serial entries before them, in order. The level is a constant, so the
+    /// entries of other segments compile to nothing and the serial entry is
+    /// found at compile time.
     fn run_level<const LEVEL: usize>(
         &self,
         digits: &[u32],
+        value: Option<&SerialValue>,
         state: &mut S,
     ) -> Result<(), (usize, Halt)>;
     /// Runs the serial entry of `step` once.
@@ -302,7 +305,12 @@ impl<S: 'static> Chain<S> for Nil {
         Ok(())
     }
     #[inline(always)]
-    fn run_level<const LEVEL: usize>(&self, _: &[u32], _: &mut S) -> Result<(), (usize, Halt)> {
+    fn run_level<const LEVEL: usize>(
+        &self,
+        _: &[u32],
+        _: Option<&SerialValue>,
+        _: &mut S,
+    ) -> Result<(), (usize, Halt)> {
         Ok(())
     }
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
@@ -345,13 +353,12 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     }
     #[inline(always)]
     fn prune(&self, walk: &WalkView<'_>) -> bool {
-        if self.tail.prune(walk) {
-            return true;
+        self.tail.prune(walk) || {
+            let mark = EntryMark::<S, T>::new();
+            let pruned = self.head.prune(walk.option_at(T::LEN), walk);
+            std::mem::forget(mark);
+            pruned
         }
-        let mark = EntryMark::<S, T>::new();
-        let pruned = self.head.prune(walk.option_at(T::LEN), walk);
-        std::mem::forget(mark);
-        pruned
     }
     #[inline(always)]
     fn run_plain(
@@ -374,9 +381,20 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     fn run_level<const LEVEL: usize>(
         &self,
         digits: &[u32],
+        value: Option<&SerialValue>,
         state: &mut S,
     ) -> Result<(), (usize, Halt)> {
-        self.tail.run_level::<LEVEL>(digits, state)?;
+        self.tail.run_level::<LEVEL>(digits, value, state)?;
+        if H::KIND == EntryKind::Serial
+            && T::SERIALS + 1 == LEVEL
+            && let Some(value) = value
+        {
+            let position = T::LEN;
+            let mark = EntryMark::<S, T>::new();
+            let result = self.head.apply_serial(digits[position], value, state);
+            std::mem::forget(mark);
+            result.map_err(|halt| (position, halt))?;
+        }
         if H::KIND == EntryKind::Plain && T::SERIALS == LEVEL {
             let position = T::LEN;
             let mark = EntryMark::<S, T>::new();
