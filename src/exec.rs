@@ -433,44 +433,54 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     // The state leaves first (kept, gathered or dropped),
                     // then the outcome is counted: a panic while dropping it
                     // must find the walk not yet counted.
-                    if keep && result.is_ok() {
-                        unit.slots[offset as usize] = Some(state);
-                        if trace {
-                            unit.nanos[offset as usize] = nanos;
-                        }
-                    } else if gather {
-                        out.finals.push((WalkId(id), state));
-                    } else {
-                        drop(state);
-                    }
                     let outcome = match result {
-                        Ok(()) if keep => None,
+                        Ok(()) if keep => {
+                            unit.slots[offset as usize] = Some(state);
+                            if trace {
+                                unit.nanos[offset as usize] = nanos;
+                            }
+                            None
+                        }
                         Ok(()) => {
+                            if gather {
+                                out.finals.push((WalkId(id), state));
+                            } else {
+                                drop(state);
+                            }
                             tally.local.passed += 1;
                             trace.then_some(WalkOutcome::Passed)
                         }
-                        Err((position, halt)) => match halt {
-                            Halt::Cancel => {
-                                tally.local.cancelled += 1;
-                                trace.then_some(WalkOutcome::Cancelled { action_index: position })
+                        Err((position, halt)) => {
+                            if gather {
+                                out.finals.push((WalkId(id), state));
+                            } else {
+                                drop(state);
                             }
-                            Halt::Fail(error) => {
-                                tally.local.failed += 1;
-                                let action = self.space.entries()[position].name;
-                                let outcome = trace.then(|| WalkOutcome::Failed {
-                                    action_index: position,
-                                    action,
-                                    error: error.clone(),
-                                });
-                                out.failed.push(FailedWalk {
-                                    walk_id: WalkId(id),
-                                    action_index: position,
-                                    action,
-                                    error,
-                                });
-                                outcome
+                            match halt {
+                                Halt::Cancel => {
+                                    tally.local.cancelled += 1;
+                                    trace.then_some(WalkOutcome::Cancelled {
+                                        action_index: position,
+                                    })
+                                }
+                                Halt::Fail(error) => {
+                                    tally.local.failed += 1;
+                                    let action = self.space.entries()[position].name;
+                                    let outcome = trace.then(|| WalkOutcome::Failed {
+                                        action_index: position,
+                                        action,
+                                        error: error.clone(),
+                                    });
+                                    out.failed.push(FailedWalk {
+                                        walk_id: WalkId(id),
+                                        action_index: position,
+                                        action,
+                                        error,
+                                    });
+                                    outcome
+                                }
                             }
-                        },
+                        }
                     };
                     if let Some(outcome) = outcome {
                         out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
