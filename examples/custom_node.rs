@@ -1,10 +1,12 @@
-//! A user's own `combtest-node`: the same command line (`list`, `run`),
-//! over the user's suites. The whole `main` is one line.
+//! A user's own `combtest-node`: the same command line (`list`, `run`,
+//! `replay`, `show`), over the user's suites: `main` hands them to
+//! `combtest::cli::main`.
 //!
 //! Run: `cargo run --example custom_node -- run --suite counter`
+//! (or `--suite bumpy`, where 3 walks fail).
 
 use combtest::suites::{Fixture, suite};
-use combtest::{Action, ActionResult, Halt, SerialAction, WalkOrder};
+use combtest::{Action, ActionResult, Halt, SerialAction, WalkOrder, fail};
 use serde::{Deserialize, Serialize};
 
 /// The system under test: a counter with a configurable step.
@@ -45,9 +47,28 @@ impl SerialAction<Counter> for SetStep {
     }
 }
 
+/// Checks the counter against a limit the system under test promises.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AtMost(u32);
+
+impl Action<Counter> for AtMost {
+    fn options() -> Vec<Self> {
+        vec![AtMost(25)]
+    }
+    fn run(&self, counter: &mut Counter) -> ActionResult {
+        if counter.value > self.0 {
+            return fail(format!("counter reached {}, over {}", counter.value, self.0));
+        }
+        Ok(())
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let order = WalkOrder::new().then::<Bump>().serial::<SetStep>().then::<Bump>();
-    combtest::cli::main(vec![suite("counter", "a counter with a step", order, || {
-        Ok(Fixture::new(Counter::default()))
-    })])
+    let bumpy = order.clone().then::<AtMost>();
+    let fresh = || Ok(Fixture::new(Counter::default()));
+    combtest::cli::main(vec![
+        suite("counter", "a counter with a step", order, fresh),
+        suite("bumpy", "the counter against a limit: 3 walks overshoot it", bumpy, fresh),
+    ])
 }

@@ -274,7 +274,7 @@ impl TraceSession {
                 action_index: f.action_index,
                 error: f.error.clone(),
                 walk: space.walk(f.walk_id.0).map(|w| w.to_string()).unwrap_or_default(),
-                replay: replay_command("combtest-node", &self.dir, f.walk_id.0),
+                replay: replay_command(&program_name(), &self.dir, f.walk_id.0),
                 seconds: nanos.get(&f.walk_id.0).map_or(0.0, |&n| n as f64 / 1e9),
             })
             .collect();
@@ -299,6 +299,16 @@ impl TraceSession {
         std::fs::write(&path, junit::render(&run)).map_err(|e| TraceError::io(&path, e))?;
         Ok(self.dir)
     }
+}
+
+/// The name this process was started as (a user's own node binary is not
+/// `combtest-node`), for the replay commands the trace records.
+pub(crate) fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map_or_else(|| "combtest-node".to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 /// The command that replays walk `walk` of the run in `dir`.

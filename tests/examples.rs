@@ -40,6 +40,21 @@ fn custom_node_runs_its_own_suite() {
     let (code, out) = run("custom_node", &["list"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("counter: a counter with a step"), "{out}");
+
+    // Its traces name it, not combtest-node, in their replay commands.
+    let logs = tempfile::tempdir().unwrap();
+    let logs_arg = logs.path().to_str().unwrap();
+    let (code, _) = run("custom_node", &["run", "--suite", "counter", "--log-dir", logs_arg]);
+    assert_eq!(code, Some(0));
+    let (code, out) = run("custom_node", &["run", "--suite", "bumpy", "--log-dir", logs_arg]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("replay: custom_node replay --run"), "{out}");
+    let junit: Vec<String> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path().join("junit.xml")).ok())
+        .collect();
+    assert!(junit.iter().any(|x| x.contains("custom_node replay --run")), "{junit:?}");
+    assert!(junit.iter().all(|x| !x.contains("combtest-node")));
 }
 
 #[test]
