@@ -190,15 +190,22 @@ fn install_quiet_panic_hook() {
     });
 }
 
-/// The text of a panic payload.
-pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+/// The text of a caught panic. Consumes the payload: a payload is user
+/// data, and one whose `drop` panics would otherwise unwind out of the
+/// handler and take the runner thread down with its batch; such a payload
+/// is leaked instead.
+pub(crate) fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "non-string panic payload".to_string()
+    };
+    if let Err(second) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(second);
     }
+    text
 }
 
 /// Runs one segment of one walk: the serial value (if any), then the plain
@@ -303,7 +310,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
             let unit = &units[progress.unit];
             let offset = id - unit.range.start;
             progress.offset = offset + 1;
-            let text = panic_text(payload.as_ref());
+            let text = panic_message(payload);
             let (position, action, error) = match take_panic_position() {
                 Some(position) => {
                     (position, self.space.entries()[position].name, format!("panicked: {text}"))
@@ -597,7 +604,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(Halt::Fail(error))) => Err(error),
             Ok(Err(Halt::Cancel)) => Err(crate::order::SERIAL_CANCELLED.to_string()),
-            Err(payload) => Err(format!("panicked: {}", panic_text(payload.as_ref()))),
+            Err(payload) => Err(format!("panicked: {}", panic_message(payload))),
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::exec::{WalkOutcome, panic_text};
+use crate::exec::{WalkOutcome, panic_message};
 use crate::model::action::{ActionResult, Halt};
 use crate::model::epoch::SerialStep;
 use crate::model::space::{EntryKind, Space};
@@ -191,7 +191,7 @@ fn pruned(space: &Space, prune: impl FnOnce() -> bool) -> Result<bool, WalkOutco
         WalkOutcome::Failed {
             action_index: position,
             action: space.entries()[position].name,
-            error: format!("panicked: {}", panic_text(payload.as_ref())),
+            error: format!("panicked: {}", panic_message(payload)),
         }
     })
 }
@@ -218,7 +218,7 @@ fn replay_steps<S>(
                 WalkOutcome::Failed {
                     action_index: position,
                     action: name(position),
-                    error: format!("panicked: {}", panic_text(payload.as_ref())),
+                    error: format!("panicked: {}", panic_message(payload)),
                 }
             }
         };

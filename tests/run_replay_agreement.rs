@@ -172,3 +172,41 @@ fn a_state_that_panics_on_drop_is_counted_once() {
         assert!(failure.error.contains("blew up"), "{}", failure.error);
     }
 }
+
+/// A panic payload whose own `drop` panics.
+struct NastyPayload;
+
+impl Drop for NastyPayload {
+    fn drop(&mut self) {
+        panic!("the panic payload panicked while dropped");
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PanicsNastily(u32);
+
+impl Action<Trail> for PanicsNastily {
+    fn options() -> Vec<Self> {
+        vec![PanicsNastily(0), PanicsNastily(1)]
+    }
+    fn run(&self, _: &mut Trail) -> ActionResult {
+        if self.0 == 1 {
+            std::panic::panic_any(NastyPayload);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panic_payload_that_panics_when_dropped_fails_only_its_walk() {
+    let order = WalkOrder::<Trail>::new().then::<Append<1, 3>>().then::<PanicsNastily>();
+    let report = run(&order, RunOptions::default().threads(2)).unwrap();
+    assert!(report.is_consistent());
+    assert_eq!((report.passed, report.failed), (3, 3));
+    for failure in &report.failed_walks {
+        assert_eq!((failure.action_index, failure.action), (1, "PanicsNastily"));
+        assert_eq!(failure.error, "panicked: non-string panic payload");
+    }
+    let replay = order.replay(1, Trail::default()).unwrap();
+    assert!(matches!(replay.outcome, WalkOutcome::Failed { action_index: 1, .. }));
+}
