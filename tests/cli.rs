@@ -1,22 +1,9 @@
 //! The `combtest-node` binary as a user runs it: output, JSON keys, exit
 //! codes.
 
-use std::process::{Command, Output};
+mod common;
 
-fn node(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_combtest-node"))
-        .args(args)
-        .output()
-        .expect("combtest-node starts")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
+use common::{node, stderr, stdout};
 
 #[test]
 fn list_shows_every_builtin_suite_with_counts_and_trees() {

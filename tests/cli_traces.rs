@@ -6,20 +6,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn node(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_combtest-node"))
-        .args(args)
-        .output()
-        .expect("combtest-node starts")
-}
+mod common;
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
+use common::{node, stderr, stdout};
 
 /// Runs the demo suite into a fresh log dir; returns the log dir (keep it
 /// alive), the run directory and the run's output.

@@ -10,29 +10,10 @@ mod common;
 use combtest::model::trace::TraceOutcome;
 use combtest::{
     Action, ActionResult, Chain, Halt, RunDir, RunOptions, SerialAction, WalkOrder, WalkOutcome,
-    WalkView, cancel, fail, run,
+    WalkView, run,
 };
-use common::{Append, SerialAppend, Trail};
+use common::{Append, Moody, SerialAppend, Trail};
 use serde::{Deserialize, Serialize};
-
-/// Cancels on option 0, fails on 1, panics on 2, passes on 3.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Moody(u32);
-
-impl Action<Trail> for Moody {
-    fn options() -> Vec<Self> {
-        (0..4).map(Moody).collect()
-    }
-    fn run(&self, trail: &mut Trail) -> ActionResult {
-        trail.push((8, self.0));
-        match self.0 {
-            0 => cancel(),
-            1 => fail("moody refuses"),
-            2 => panic!("moody panics"),
-            _ => Ok(()),
-        }
-    }
-}
 
 /// A serial action whose option 1 cancels.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -4,10 +4,9 @@
 mod common;
 
 use combtest::{
-    Action, ActionResult, Halt, RunOptions, SerialAction, WalkOrder, WalkOutcome, WalkView, cancel,
-    fail, run,
+    Action, ActionResult, Halt, RunOptions, SerialAction, WalkOrder, WalkOutcome, WalkView, run,
 };
-use common::{Append, SerialAppend, Trail, expected_trail};
+use common::{Append, Moody, SerialAppend, Trail, expected_trail};
 use serde::{Deserialize, Serialize};
 
 /// Prunes every walk whose first entry chose option 0 and whose own option
@@ -51,25 +50,6 @@ fn pruned_walks_never_run() {
     }
     // Pruned walks run no segment: 22 walks x 2 segments.
     assert_eq!(report.segments, 44);
-}
-
-/// Cancels on option 0, fails on option 1, panics on option 2, passes on 3.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Moody(u32);
-
-impl Action<Trail> for Moody {
-    fn options() -> Vec<Self> {
-        (0..4).map(Moody).collect()
-    }
-    fn run(&self, trail: &mut Trail) -> ActionResult {
-        trail.push((8, self.0));
-        match self.0 {
-            0 => cancel(),
-            1 => fail("moody refuses"),
-            2 => panic!("moody panics"),
-            _ => Ok(()),
-        }
-    }
 }
 
 #[test]

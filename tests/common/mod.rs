@@ -1,7 +1,9 @@
 //! Actions shared by the integration tests.
 #![allow(dead_code)]
 
-use combtest::{Action, ActionResult, Halt, SerialAction};
+use std::process::{Command, Output};
+
+use combtest::{Action, ActionResult, Halt, SerialAction, cancel, fail};
 use serde::{Deserialize, Serialize};
 
 /// Every walk's state: the (tag, option) of each entry it ran, in order.
@@ -44,4 +46,41 @@ impl<const TAG: u8, const N: u32> SerialAction<Trail> for SerialAppend<TAG, N> {
 /// The trail a walk must end with: its chosen options, tagged by position.
 pub fn expected_trail(tags: &[u8], options: &[u32]) -> Trail {
     tags.iter().copied().zip(options.iter().copied()).collect()
+}
+
+/// Cancels on option 0, fails on option 1, panics on option 2, passes on 3.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Moody(pub u32);
+
+impl Action<Trail> for Moody {
+    fn options() -> Vec<Self> {
+        (0..4).map(Moody).collect()
+    }
+    fn run(&self, trail: &mut Trail) -> ActionResult {
+        trail.push((8, self.0));
+        match self.0 {
+            0 => cancel(),
+            1 => fail("moody refuses"),
+            2 => panic!("moody panics"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs the `combtest-node` binary built for these tests.
+pub fn node(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_combtest-node"))
+        .args(args)
+        .output()
+        .expect("combtest-node starts")
+}
+
+/// A process's standard output, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// A process's standard error, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
 }
