@@ -286,7 +286,7 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         RunnerArgs {
             index,
             order: Arc::clone(&self.order),
-            initial: self.initial.clone(),
+            initial: Some(self.initial.clone()),
             store: Arc::clone(&self.store),
             blocks: self.blocks,
             gather: self.gather,

@@ -47,8 +47,9 @@ pub(crate) enum WalkRunnerMsg {
 pub(crate) struct RunnerArgs<S> {
     pub(crate) index: usize,
     pub(crate) order: Arc<dyn ErasedOrder<S>>,
-    /// This runner's own copy of the initial state (`S` need not be `Sync`).
-    pub(crate) initial: S,
+    /// This runner's own copy of the initial state (`S` need not be `Sync`);
+    /// moved into the runner's state at start.
+    pub(crate) initial: Option<S>,
     pub(crate) store: Arc<StateStore<S>>,
     pub(crate) blocks: Blocks,
     pub(crate) gather: bool,
@@ -129,9 +130,9 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
-        args: RunnerArgs<S>,
+        mut args: RunnerArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let initial = Some(args.initial.clone());
+        let initial = args.initial.take();
         let thread = RunnerThread::start(format!("combtest-runner-{}", args.index))?;
         Ok(RunnerState { args, initial, thread })
     }
