@@ -105,3 +105,81 @@ proptest! {
         prop_assert_eq!(serial_epochs, expected_epochs - u64::from(space.has_leading_segment()));
     }
 }
+
+/// An operation on the holdings of a 64-walk space.
+#[derive(Debug, Clone)]
+enum HoldingOp {
+    Record { start: u64, len: u64, home: usize, live: Vec<bool> },
+    Release { start: u64, len: u64 },
+    Lose { home: usize },
+}
+
+fn holding_ops() -> impl Strategy<Value = Vec<HoldingOp>> {
+    let op = prop_oneof![
+        3 => (0u64..64, 1u64..20, 0usize..3, prop::collection::vec(any::<bool>(), 20)).prop_map(
+            |(start, len, home, live)| {
+                let len = len.min(64 - start);
+                HoldingOp::Record { start, len, home, live: live[..len as usize].to_vec() }
+            }
+        ),
+        1 => (0u64..64, 1u64..20).prop_map(|(start, len)| HoldingOp::Release { start, len: len.min(64 - start) }),
+        1 => (0usize..3).prop_map(|home| HoldingOp::Lose { home }),
+    ];
+    prop::collection::vec(op, 1..30)
+}
+
+proptest! {
+    /// `Holdings` agrees with a per-walk model: every walk is held at one
+    /// home or not at all, live or not; `pieces` routes exactly the held
+    /// walks that have live ones around them, and `lose` returns exactly
+    /// the live walks of the lost home.
+    #[test]
+    fn holdings_match_a_per_walk_model(ops in holding_ops()) {
+        use combtest::model::holdings::{Holdings, LiveSet};
+        let mut holdings = Holdings::new();
+        let mut model: Vec<Option<(usize, bool)>> = vec![None; 64];
+        for op in ops {
+            match op {
+                HoldingOp::Record { start, len, home, live } => {
+                    holdings.record(start..start + len, home, LiveSet::from_bits(live.clone()));
+                    for (i, l) in live.into_iter().enumerate() {
+                        model[start as usize + i] = Some((home, l));
+                    }
+                }
+                HoldingOp::Release { start, len } => {
+                    holdings.release(start..start + len);
+                    for slot in &mut model[start as usize..(start + len) as usize] {
+                        *slot = None;
+                    }
+                }
+                HoldingOp::Lose { home } => {
+                    let lost: Vec<u64> = holdings.lose(home).into_iter().flatten().collect();
+                    let expected: Vec<u64> = (0..64u64)
+                        .filter(|&i| model[i as usize] == Some((home, true)))
+                        .collect();
+                    prop_assert_eq!(lost, expected);
+                    for slot in &mut model {
+                        if slot.is_some_and(|(h, _)| h == home) {
+                            *slot = None;
+                        }
+                    }
+                }
+            }
+            prop_assert_eq!(
+                holdings.live(),
+                model.iter().filter(|s| s.is_some_and(|(_, l)| l)).count() as u64
+            );
+            // Every live walk is routed to its home; nothing unheld is.
+            let pieces = holdings.pieces(0..64);
+            for id in 0..64u64 {
+                let routed: Vec<usize> =
+                    pieces.iter().filter(|(r, _)| r.contains(&id)).map(|(_, h)| *h).collect();
+                match model[id as usize] {
+                    Some((home, true)) => prop_assert_eq!(routed, vec![home]),
+                    None => prop_assert!(routed.is_empty()),
+                    Some((home, false)) => prop_assert!(routed.is_empty() || routed == vec![home]),
+                }
+            }
+        }
+    }
+}

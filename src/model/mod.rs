@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod epoch;
+pub mod holdings;
 pub mod junit;
 pub mod outcome;
 pub mod space;
