@@ -10,7 +10,7 @@ use combtest::{Action, ActionResult, Halt, SerialAction, WalkOrder, fail};
 use serde::{Deserialize, Serialize};
 
 /// The system under test: a counter with a configurable step.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Counter {
     value: u32,
     step: u32,

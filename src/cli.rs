@@ -81,6 +81,28 @@ enum Command {
         /// run.json, junit.xml and the log (combtest.log).
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Serve as a cluster node: run batches of this binary's suites for
+    /// coordinators (`run --nodes`). Prints one line when it listens:
+    /// "combtest-node serving on ADDRESS as NAME (protocol N)".
+    Serve {
+        /// Address to listen on; port 0 picks a free port. Listening off
+        /// loopback requires a cookie.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7878")]
+        listen: String,
+        /// Shared secret coordinators must present [env: COMBTEST_COOKIE].
+        #[arg(long)]
+        cookie: Option<String>,
+        /// This node's name in coordinators' reports and logs
+        /// [default: its address].
+        #[arg(long)]
+        name: Option<String>,
+        /// Runner threads per run, unless the coordinator's `--threads` says
+        /// otherwise [default: available parallelism].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
+        threads: Option<u32>,
     },
     /// Replay one walk alone, printing each action, the outcome and the final
     /// state. Exit code 0 if it passed (or was cancelled or pruned), 1 if it
@@ -110,6 +132,52 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
+}
+
+/// Where `run` sends its walks.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Run on these `combtest-node serve` nodes (comma-separated HOST:PORT)
+    /// instead of in this process. `--threads` is then per node.
+    #[arg(
+        long,
+        value_name = "HOST:PORT,...",
+        value_delimiter = ',',
+        conflicts_with = "local_nodes"
+    )]
+    nodes: Vec<String>,
+    /// Start N nodes of this binary on 127.0.0.1 for the run, and stop them
+    /// after it: process isolation for systems that may crash the process.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    local_nodes: Option<u32>,
+    /// Shared secret of the nodes [env: COMBTEST_COOKIE]; needed for nodes
+    /// off loopback.
+    #[arg(long)]
+    cookie: Option<String>,
+    /// A node that does not answer a heartbeat for this long is lost: its
+    /// unstarted walks run elsewhere, walks whose state it held are
+    /// reported aborted.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: std::time::Duration,
+    /// Cap on walks per batch [default: adaptive, about 4 ms of work each].
+    #[arg(long, value_name = "WALKS", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: Option<u64>,
+}
+
+impl ClusterArgs {
+    fn options(&self) -> Option<crate::cluster::ClusterOptions> {
+        let cookie = self.cookie.clone().or_else(|| std::env::var("COMBTEST_COOKIE").ok());
+        let mut options = match (&self.nodes[..], self.local_nodes) {
+            ([], None) => return None,
+            (_, Some(count)) => crate::cluster::ClusterOptions::local(count as usize),
+            (nodes, None) => crate::cluster::ClusterOptions::nodes(nodes.iter().cloned()),
+        };
+        options = options.heartbeat_timeout(self.heartbeat_timeout);
+        if let Some(cookie) = cookie {
+            options = options.cookie(cookie);
+        }
+        Some(options)
+    }
 }
 
 /// Runs the command line over `suites` and returns the process exit code.
@@ -152,19 +220,40 @@ where
         }
         run_id = Some(id);
     }
-    init_logging(cli.verbose, log_file);
+    init_logging(cli.verbose, log_file, matches!(cli.command, Command::Serve { .. }));
     if let Some(name) = duplicate_name(&suites) {
         eprintln!("error: two suites are named '{name}': suite names must be unique");
         return EXIT_USAGE;
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run { suite, threads, json, log_dir } => {
+        Command::Run { suite, threads, json, log_dir, cluster } => {
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
-            let options = SuiteOptions { threads: threads.map(|t| t as usize), log_dir, run_id };
+            let options = SuiteOptions {
+                threads: threads.map(|t| t as usize),
+                log_dir,
+                run_id,
+                cluster: cluster.options(),
+                max_batch: cluster.batch_size,
+                gather_states: false,
+            };
             run_suite(suite, &options, json, &program)
+        }
+        Command::Serve { listen, cookie, name, threads } => {
+            let cookie = cookie.or_else(|| std::env::var("COMBTEST_COOKIE").ok());
+            let mut options = crate::cluster::ServeOptions::new(listen);
+            options.cookie = cookie;
+            options.name = name;
+            options.threads = threads.map(|t| t as usize);
+            match crate::cluster::serve(suites, options) {
+                Ok(()) => EXIT_OK,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    EXIT_USAGE
+                }
+            }
         }
         Command::Replay { run, suite, walk, step } => {
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
@@ -190,13 +279,15 @@ fn duplicate_name(suites: &[Box<dyn Suite>]) -> Option<&str> {
 
 /// Logs to stderr at the level `-v` asks for and, for a traced run, to the
 /// run directory's log file at `info` or more.
-fn init_logging(verbose: u8, file: Option<std::fs::File>) {
+fn init_logging(verbose: u8, file: Option<std::fs::File>, forward: bool) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _, fmt};
+    // ractor_cluster warns of every closed session, which ends every
+    // cluster run; combtest logs what matters about sessions itself.
     let level = |verbose: u8| match verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,ractor_cluster=error",
+        1 => "info,ractor_cluster=error",
         2 => "debug",
         _ => "trace",
     };
@@ -210,8 +301,11 @@ fn init_logging(verbose: u8, file: Option<std::fs::File>) {
             .with_writer(std::sync::Mutex::new(file))
             .with_filter(filter(verbose.max(1)))
     });
+    // A node keeps its log lines for its coordinators, at the level each
+    // run asks for.
+    let forward = forward.then_some(crate::cluster::logs::ForwardLayer);
     // A user's binary may have installed its own subscriber: keep it.
-    let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
+    let _ = tracing_subscriber::registry().with(stderr).with(file).with(forward).try_init();
 }
 
 fn list(suites: &[Box<dyn Suite>], max_epochs: usize) -> u8 {
@@ -238,10 +332,22 @@ const SHOWN_FAILURES: usize = 20;
 
 fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &str) -> u8 {
     let threads = options.threads.unwrap_or_else(crate::default_threads);
+    let place = match &options.cluster {
+        None => format!("{threads} runner threads"),
+        Some(cluster) => {
+            let nodes = cluster.nodes.len() + cluster.local_nodes;
+            format!("{nodes} node{}", if nodes == 1 { "" } else { "s" })
+        }
+    };
     let report = match suite.run(options) {
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: {error}");
+            if let SuiteError::Run(crate::RunError::AllNodesLost { report: Some(report), .. }) =
+                &error
+            {
+                eprint!("partial report:\n{}", human_summary(suite, report, &place, program));
+            }
             return exit_code(&error);
         }
     };
@@ -250,7 +356,7 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &st
         let text = serde_json::to_string(&Summary::of(&report)).expect("plain data serializes");
         let _ = writeln!(out, "{text}");
     } else {
-        let _ = write!(out, "{}", human_summary(suite, &report, threads, program));
+        let _ = write!(out, "{}", human_summary(suite, &report, &place, program));
     }
     if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
 }
@@ -264,20 +370,21 @@ fn exit_code(error: &SuiteError) -> u8 {
         SuiteError::Run(
             crate::RunError::Internal(_)
             | crate::RunError::Runtime(_)
-            | crate::RunError::TraceWrite(_),
+            | crate::RunError::TraceWrite(_)
+            | crate::RunError::AllNodesLost { .. },
         ) => EXIT_INTERNAL,
         _ => EXIT_USAGE,
     }
 }
 
-fn human_summary(suite: &dyn Suite, report: &Report, threads: usize, program: &str) -> String {
+fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let secs = report.elapsed.as_secs_f64();
     let rate = if secs > 0.0 { report.walks as f64 / secs } else { 0.0 };
     let _ = writeln!(
         s,
-        "suite {}: {} walks in {secs:.3} s ({rate:.0} walks/s) on {threads} runner threads",
+        "suite {}: {} walks in {secs:.3} s ({rate:.0} walks/s) on {place}",
         suite.name(),
         report.walks
     );
@@ -320,6 +427,21 @@ fn human_summary(suite: &dyn Suite, report: &Report, threads: usize, program: &s
     }
     for aborted in &report.aborted_walks {
         let _ = writeln!(s, "aborted {} walks: {}", aborted.count(), aborted.reason);
+        let shown: Vec<String> = aborted
+            .walks
+            .iter()
+            .take(8)
+            .map(|r| match r.end - r.start {
+                1 => r.start.to_string(),
+                _ => format!("{}-{}", r.start, r.end - 1),
+            })
+            .collect();
+        let more = if aborted.walks.len() > 8 { " ..." } else { "" };
+        let _ = writeln!(s, "  walks {}{more}", shown.join(", "));
+        if let Some(first) = aborted.walks.first() {
+            let id = first.start;
+            let _ = writeln!(s, "  replay: {program} replay --suite {} --walk {id}", suite.name());
+        }
     }
     if let Some(dir) = &report.run_dir {
         let _ = writeln!(s, "run directory: {}", dir.display());

@@ -117,6 +117,10 @@ pub enum WalkOutcome {
     Pruned,
 }
 
+/// The action name of a failure outside any action: the walk state's
+/// `clone` or `drop` panicked.
+pub(crate) const WALK_STATE_ACTION: &str = "(walk state)";
+
 /// A walk order with its state type fixed and its chain type erased: the
 /// boundary where dynamic dispatch happens, once per batch.
 pub(crate) trait ErasedOrder<S>: Send + Sync {
@@ -130,6 +134,11 @@ pub(crate) trait ErasedOrder<S>: Send + Sync {
         settings: BatchSettings,
     ) -> BatchOutput<S>;
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, String>;
+    /// The serial value of `step`'s entry as bytes, for the nodes of a
+    /// cluster run.
+    fn encode_value(&self, step: SerialStep, value: &SerialValue) -> Result<Vec<u8>, String>;
+    /// A serial value of `step`'s entry from bytes, on a node.
+    fn decode_value(&self, step: SerialStep, bytes: &[u8]) -> Result<SerialValue, String>;
 }
 
 /// A validated walk order, ready to run.
@@ -319,7 +328,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                 // panicked.
                 None => (
                     epoch.serial.map_or(epoch.plain.start, |s| s.position),
-                    "(walk state)",
+                    WALK_STATE_ACTION,
                     format!(
                         "panicked outside any action (cloning or dropping the walk state): {text}"
                     ),
@@ -605,6 +614,26 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
             Ok(Err(Halt::Fail(error))) => Err(error),
             Ok(Err(Halt::Cancel)) => Err(crate::order::SERIAL_CANCELLED.to_string()),
             Err(payload) => Err(format!("panicked: {}", panic_message(payload))),
+        }
+    }
+
+    fn encode_value(&self, step: SerialStep, value: &SerialValue) -> Result<Vec<u8>, String> {
+        let name = self.space.entries().get(step.position).map_or("?", |e| e.name);
+        self.order
+            .chain()
+            .encode_value(step.position, value)
+            .map_err(|e| format!("cannot encode the value of serial action {name}: {e}"))
+    }
+
+    fn decode_value(&self, step: SerialStep, bytes: &[u8]) -> Result<SerialValue, String> {
+        let entry = self.space.entries().get(step.position);
+        match entry {
+            Some(e) if e.kind == crate::model::space::EntryKind::Serial => {
+                self.order.chain().decode_value(step.position, bytes).map_err(|err| {
+                    format!("cannot decode the value of serial action {}: {err}", e.name)
+                })
+            }
+            _ => Err(format!("no serial action at position {}", step.position)),
         }
     }
 }

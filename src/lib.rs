@@ -25,6 +25,7 @@ pub mod model;
 
 mod actors;
 pub mod cli;
+pub mod cluster;
 mod exec;
 mod order;
 mod replay;

@@ -114,6 +114,11 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt>;
     /// Applies a serial value to one walk state.
     fn apply_serial(&self, step: SerialStep, value: &SerialValue, state: &mut S) -> ActionResult;
+    /// Encodes the value of the serial entry at `position` (postcard), to
+    /// send it to the nodes of a cluster run.
+    fn encode_value(&self, position: usize, value: &SerialValue) -> postcard::Result<Vec<u8>>;
+    /// Decodes a value of the serial entry at `position`, on a node.
+    fn decode_value(&self, position: usize, bytes: &[u8]) -> postcard::Result<SerialValue>;
     /// The serde JSON of the option at (`position`, `option`). For traces:
     /// called once per option per run, never per walk.
     fn option_json(&self, position: usize, option: u32) -> serde_json::Result<Box<RawValue>>;
@@ -169,6 +174,8 @@ pub trait Link<S>: Clone + Send + Sync + 'static {
     fn run(&self, option: u32, state: &mut S) -> ActionResult;
     fn run_serial(&self, option: u32) -> Result<SerialValue, Halt>;
     fn apply_serial(&self, option: u32, value: &SerialValue, state: &mut S) -> ActionResult;
+    fn encode_value(&self, value: &SerialValue) -> postcard::Result<Vec<u8>>;
+    fn decode_value(&self, bytes: &[u8]) -> postcard::Result<SerialValue>;
     fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>>;
     fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded>;
     fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool;
@@ -215,6 +222,12 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     fn apply_serial(&self, _: u32, _: &SerialValue, _: &mut S) -> ActionResult {
         unreachable!("the planner only schedules serial entries as serial steps")
     }
+    fn encode_value(&self, _: &SerialValue) -> postcard::Result<Vec<u8>> {
+        Err(postcard::Error::SerializeBufferFull) // Unreachable: not a serial entry.
+    }
+    fn decode_value(&self, _: &[u8]) -> postcard::Result<SerialValue> {
+        Err(postcard::Error::DeserializeBadEncoding) // A node was sent a bad position.
+    }
     fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
         serde_json::value::to_raw_value(&self.options[option as usize])
     }
@@ -260,6 +273,15 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
             .get::<X::Value>()
             .expect("a serial value is applied by the entry that produced it");
         self.options[option as usize].apply(value, state)
+    }
+    fn encode_value(&self, value: &SerialValue) -> postcard::Result<Vec<u8>> {
+        let value = value
+            .get::<X::Value>()
+            .expect("a serial value is encoded by the entry that produced it");
+        postcard::to_stdvec(value)
+    }
+    fn decode_value(&self, bytes: &[u8]) -> postcard::Result<SerialValue> {
+        Ok(SerialValue::new(postcard::from_bytes::<X::Value>(bytes)?))
     }
     fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
         serde_json::value::to_raw_value(&self.options[option as usize])
@@ -318,6 +340,12 @@ impl<S: 'static> Chain<S> for Nil {
     }
     fn apply_serial(&self, step: SerialStep, _: &SerialValue, _: &mut S) -> ActionResult {
         panic!("no serial entry at position {}", step.position)
+    }
+    fn encode_value(&self, _: usize, _: &SerialValue) -> postcard::Result<Vec<u8>> {
+        Err(postcard::Error::SerializeBufferFull) // Unreachable: positions come from the space.
+    }
+    fn decode_value(&self, _: usize, _: &[u8]) -> postcard::Result<SerialValue> {
+        Err(postcard::Error::DeserializeBadEncoding) // A node was sent a bad position.
     }
     fn option_json(&self, position: usize, _: u32) -> serde_json::Result<Box<RawValue>> {
         panic!("no entry at position {position}")
@@ -417,6 +445,20 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
             self.head.apply_serial(step.option, value, state)
         } else {
             self.tail.apply_serial(step, value, state)
+        }
+    }
+    fn encode_value(&self, position: usize, value: &SerialValue) -> postcard::Result<Vec<u8>> {
+        if position == T::LEN {
+            self.head.encode_value(value)
+        } else {
+            self.tail.encode_value(position, value)
+        }
+    }
+    fn decode_value(&self, position: usize, bytes: &[u8]) -> postcard::Result<SerialValue> {
+        if position == T::LEN {
+            self.head.decode_value(bytes)
+        } else {
+            self.tail.decode_value(position, bytes)
         }
     }
     fn option_json(&self, position: usize, option: u32) -> serde_json::Result<Box<RawValue>> {

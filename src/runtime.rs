@@ -2,15 +2,23 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ractor::Actor;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use crate::actors::run_supervisor::{RunContext, RunSupervisor};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::actors::node_link::{Trouble, call};
+use crate::actors::run_supervisor::{NodeWorkers, RunContext, RunSupervisor, Workers};
+use crate::cluster::connect::{Connection, HANDSHAKE_TIMEOUT};
+use crate::cluster::wire::{self, Hello, PROTOCOL_VERSION, Reply, Request};
+use crate::cluster::{ClusterError, ClusterOptions, LocalNodes, RemoteNode};
 use crate::exec::{ErasedOrder, Runnable};
 use crate::model::outcome::Report;
+use crate::model::space::Blocks;
 use crate::model::space::OrderError;
 use crate::order::{Chain, WalkOrder};
 use crate::trace::{RunId, TraceError, TraceTarget, option_json};
@@ -24,6 +32,7 @@ pub struct RunOptions<S> {
     log_dir: Option<PathBuf>,
     run_id: Option<RunId>,
     name: Option<String>,
+    max_batch: Option<u64>,
 }
 
 impl<S: Default> Default for RunOptions<S> {
@@ -42,6 +51,7 @@ impl<S> RunOptions<S> {
             log_dir: None,
             run_id: None,
             name: None,
+            max_batch: None,
         }
     }
 
@@ -83,6 +93,14 @@ impl<S> RunOptions<S> {
     }
 
     /// The runner threads this run will use.
+    /// Caps batches at `walks` walks (default: sized adaptively to about
+    /// 4 ms of work each). Smaller batches balance slow, uneven walks
+    /// better; larger ones cost fewer round trips.
+    pub fn max_batch(mut self, walks: u64) -> Self {
+        self.max_batch = Some(walks.max(1));
+        self
+    }
+
     pub fn effective_threads(&self) -> usize {
         self.threads.unwrap_or_else(default_threads)
     }
@@ -123,6 +141,19 @@ pub enum RunError {
     /// The actors of the run broke an invariant: a bug in combtest.
     #[error("internal error (a bug in combtest, please report it): {0}")]
     Internal(String),
+    /// A cluster run could not start: a node is unreachable, has another
+    /// cookie, or refused the run.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Every node of a cluster run was lost; `report` has what was
+    /// accounted for until then (it does not cover every walk).
+    #[error("{reason}; the run is incomplete")]
+    AllNodesLost {
+        /// Which node went last, and why.
+        reason: String,
+        /// The walks accounted for before that.
+        report: Option<Box<Report>>,
+    },
 }
 
 /// Runs every walk of `order`, blocking until the report is ready. Creates
@@ -139,14 +170,7 @@ where
     if threads == 0 || threads > MAX_THREADS {
         return Err(RunError::InvalidThreads(threads));
     }
-    // The actors need little: two workers. Walks run on the runners' own
-    // threads; serial actions on the blocking pool, one at a time.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(4)
-        .thread_name("combtest")
-        .enable_all()
-        .build()?;
+    let runtime = actor_runtime()?;
     let result = runtime.block_on(run_async(order, options));
     // Every task is done; idle threads exit on their own. Waiting for each
     // would only add to the run's wall time.
@@ -172,15 +196,33 @@ where
     }
     let runnable: Arc<dyn ErasedOrder<S>> = Arc::new(Runnable::new(order.clone())?);
     let space = runnable.space().clone();
+    let values = match options.log_dir {
+        Some(_) => Some(option_json(order, &space)?),
+        None => None,
+    };
+    let blocks = Blocks::for_space(&space, threads);
+    run_erased(runnable, values, options, Workers::Threads(threads), blocks, started).await
+}
+
+/// A run on any workers: the part shared by in-process and cluster runs.
+async fn run_erased<S: Clone + Send + 'static>(
+    runnable: Arc<dyn ErasedOrder<S>>,
+    values: Option<crate::model::trace::OptionJson>,
+    options: RunOptions<S>,
+    workers: Workers<S>,
+    blocks: Blocks,
+    started: Instant,
+) -> Result<Report<S>, RunError> {
+    let space = runnable.space().clone();
+    let threads = workers.runners();
     let mut session = None;
     let mut trace = None;
-    if let Some(log_dir) = options.log_dir {
+    if let (Some(log_dir), Some(values)) = (options.log_dir, values) {
         let target = TraceTarget {
             log_dir,
             run_id: options.run_id.unwrap_or_else(RunId::new),
             suite: options.name.unwrap_or_else(|| "default".to_string()),
         };
-        let values = option_json(order, &space)?;
         let (started, encoder, file) = crate::trace::start(&target, &space, values, threads)?;
         tracing::info!(dir = %started.dir.display(), "tracing the run");
         session = Some(started);
@@ -191,7 +233,9 @@ where
     let context = RunContext {
         order: runnable,
         initial: options.initial,
-        runners: threads,
+        workers,
+        blocks,
+        max_batch: options.max_batch,
         gather: options.gather_states,
         trace,
         reply,
@@ -226,6 +270,7 @@ where
         walks = report.walks,
         passed = report.passed,
         failed = report.failed,
+        aborted = report.aborted,
         elapsed_s = report.elapsed.as_secs_f64(),
         "run ends"
     );
@@ -241,6 +286,142 @@ where
         report.run_dir = Some(session.finish(&report, &space, &totals)?);
     }
     Ok(report)
+}
+
+/// Runs `order` on the nodes of `cluster`, each of which serves `suite`
+/// (the same build: the handshake compares walk-order fingerprints). Each
+/// node builds its own initial state with the suite's setup; `options`'
+/// initial state is not used. Blocking, like [`run`].
+pub(crate) fn run_cluster<S, C>(
+    order: &WalkOrder<S, C>,
+    options: RunOptions<S>,
+    cluster: &ClusterOptions,
+    suite: &str,
+) -> Result<Report<S>, RunError>
+where
+    S: Clone + Send + Serialize + DeserializeOwned + 'static,
+    C: Chain<S>,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(RunError::InsideRuntime);
+    }
+    let started = Instant::now();
+    let runnable: Arc<dyn ErasedOrder<S>> = Arc::new(Runnable::new(order.clone())?);
+    let space = runnable.space().clone();
+    let values = option_json(order, &space)?;
+    let fingerprint = crate::model::trace::fingerprint(&space, &values);
+    // Local nodes first: they are processes, started and awaited here.
+    let program = match &cluster.program {
+        Some(program) => program.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| ClusterError::Local(format!("cannot find this program: {e}")))?,
+    };
+    let mut addresses = cluster.nodes.clone();
+    let cookie = crate::cluster::effective_cookie(cluster.cookie.as_deref(), &addresses)?;
+    let local = match cluster.local_nodes {
+        0 => None,
+        count => Some(LocalNodes::spawn(count, program, &cookie, cluster.node_threads)?),
+    };
+    if let Some(local) = &local {
+        addresses.extend(local.addresses().iter().cloned());
+    }
+    if addresses.is_empty() {
+        return Err(ClusterError::Local("a cluster run needs at least one node".to_string()).into());
+    }
+    let runtime = actor_runtime()?;
+    let result = runtime.block_on(async {
+        let connection = Connection::open(&addresses, &cookie).await?;
+        let run_id = options.run_id.unwrap_or_else(RunId::new);
+        let options = options.run_id(run_id);
+        let run = run_id.as_u128();
+        let per_node = cluster.node_threads.unwrap_or_else(default_threads);
+        let blocks = Blocks::for_space(&space, per_node * connection.nodes.len());
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            suite: suite.to_string(),
+            fingerprint,
+            run,
+            runners: cluster.node_threads.map(|t| t as u32),
+            blocks,
+            gather: options.gather_states,
+            trace: options.log_dir.is_some(),
+            log_level: crate::cluster::logs::current_level(),
+            idle_limit_ms: (cluster.heartbeat_timeout * 3).as_millis() as u64,
+        };
+        let (nodes, refused) = handshake(&connection, &hello).await;
+        let result = match refused {
+            Some(error) => Err(error.into()),
+            None => {
+                let workers = Workers::Nodes(NodeWorkers {
+                    nodes: nodes.clone(),
+                    run,
+                    decode_state: decode_postcard::<S>,
+                    heartbeat_timeout: cluster.heartbeat_timeout,
+                });
+                let values = options.log_dir.is_some().then_some(values);
+                run_erased(runnable, values, options, workers, blocks, started).await
+            }
+        };
+        // Tell the nodes the run is over (they also drop it on their own
+        // once the coordinator goes silent).
+        let end = wire::encode(&Request::EndRun { run });
+        for (node, _) in &nodes {
+            let _ = call(&node.agent, end.clone(), Some(Duration::from_secs(5))).await;
+        }
+        connection.close().await;
+        result
+    });
+    runtime.shutdown_background();
+    drop(local);
+    result
+}
+
+/// The runtime for a run's actors. They need little: two workers. Walks
+/// run on the runners' own threads; serial actions on the blocking pool,
+/// one at a time.
+fn actor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .thread_name("combtest")
+        .enable_all()
+        .build()
+}
+
+/// Opens the run on every node: the nodes that took it, with their runner
+/// threads, and the first refusal, if any (the run must then not start;
+/// the nodes that took it are told to end it).
+async fn handshake(
+    connection: &Connection,
+    hello: &Hello,
+) -> (Vec<(RemoteNode, usize)>, Option<ClusterError>) {
+    let mut nodes = Vec::new();
+    for node in &connection.nodes {
+        let request = wire::encode(&Request::Hello(hello.clone()));
+        let refusal = match call(&node.agent, request, Some(HANDSHAKE_TIMEOUT)).await {
+            Ok(Reply::Welcome { node: name, runners }) => {
+                let mut node = node.clone();
+                node.name = name;
+                nodes.push((node, runners as usize));
+                continue;
+            }
+            Ok(Reply::Refused(reason)) => ClusterError::Refused { node: node.name.clone(), reason },
+            Ok(other) => ClusterError::Refused {
+                node: node.name.clone(),
+                reason: format!("unexpected answer to the handshake: {other:?}"),
+            },
+            Err(Trouble::Lost(reason) | Trouble::Broken(reason)) => {
+                ClusterError::Unreachable { address: node.name.clone(), reason }
+            }
+        };
+        return (nodes, Some(refusal));
+    }
+    (nodes, None)
+}
+
+/// Decodes a walk state sent by a node.
+fn decode_postcard<S: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<S> {
+    postcard::from_bytes(bytes)
 }
 
 struct StopOnDrop(Option<ractor::ActorCell>);

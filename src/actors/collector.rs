@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::model::outcome::{Counts, FailedWalk, Report};
+use crate::model::outcome::{AbortedWalks, Counts, FailedWalk, Report};
 use crate::model::space::WalkId;
 
 /// Events and requests to the Collector.
@@ -22,11 +22,17 @@ pub(crate) enum CollectorMsg<S> {
     /// A batch finished: its counts, failures and (when gathering) the final
     /// states of the walks that ended in it.
     BatchOutcome { counts: Counts, failed: Vec<FailedWalk>, finals: Vec<(WalkId, S)> },
+    /// Walks that cannot be finished (their node was lost with their
+    /// state), from the Scheduler.
+    Aborted(AbortedWalks),
     /// The SerialBarrier ran one serial action.
     SerialRan,
     /// Every epoch is done: hand over the report.
     Finish(RpcReplyPort<Report<S>>),
 }
+
+// Local only: never crosses a node.
+impl<S: Send + 'static> ractor::Message for CollectorMsg<S> {}
 
 pub(crate) struct Collector<S>(std::marker::PhantomData<fn() -> S>);
 
@@ -41,6 +47,7 @@ pub(crate) struct CollectorState<S> {
     counts: Counts,
     serial_actions: u64,
     failed: Vec<FailedWalk>,
+    aborted: Vec<AbortedWalks>,
     states: BTreeMap<WalkId, S>,
 }
 
@@ -60,6 +67,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
             counts: Counts::default(),
             serial_actions: 0,
             failed: Vec::new(),
+            aborted: Vec::new(),
             states: BTreeMap::new(),
         })
     }
@@ -76,6 +84,14 @@ impl<S: Send + 'static> Actor for Collector<S> {
                 state.failed.extend(failed);
                 state.states.extend(finals);
             }
+            CollectorMsg::Aborted(walks) => {
+                state.counts.aborted += walks.count();
+                // Grouped by reason.
+                match state.aborted.iter_mut().find(|a| a.reason == walks.reason) {
+                    Some(group) => group.walks.extend(walks.walks),
+                    None => state.aborted.push(walks),
+                }
+            }
             CollectorMsg::SerialRan => state.serial_actions += 1,
             CollectorMsg::Finish(reply) => {
                 let report = Report::from_parts(
@@ -83,7 +99,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
                     state.counts,
                     state.serial_actions,
                     std::mem::take(&mut state.failed),
-                    Vec::new(),
+                    std::mem::take(&mut state.aborted),
                     std::mem::take(&mut state.states),
                 );
                 let _ = reply.send(report);

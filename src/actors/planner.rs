@@ -19,6 +19,9 @@ pub(crate) enum PlannerMsg {
     NextEpoch { skip_subtree: bool, reply: RpcReplyPort<Option<Epoch>> },
 }
 
+// Local only: never crosses a node.
+impl ractor::Message for PlannerMsg {}
+
 pub(crate) struct Planner;
 
 impl Actor for Planner {

@@ -26,17 +26,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::actors::LOCAL_REPLY_TIMEOUT;
 use crate::actors::collector::{Collector, CollectorMsg};
+use crate::actors::node_link::{NodeLink, NodeLinkArgs};
 use crate::actors::planner::Planner;
-use crate::actors::scheduler::{Scheduler, SchedulerArgs, SchedulerMsg};
+use crate::actors::scheduler::{
+    CREDITS_PER_RUNNER, Endpoint, Scheduler, SchedulerArgs, SchedulerMsg, SlotSpec,
+};
 use crate::actors::serial_barrier::{SerialBarrier, SerialBarrierArgs, SerialBarrierMsg};
 use crate::actors::trace_writer::{TraceWriter, TraceWriterMsg};
 use crate::actors::walk_runner::{RunnerArgs, RunnerTrace, WalkRunner, WalkRunnerMsg};
+use crate::cluster::RemoteNode;
+use crate::cluster::wire::RunKey;
 use crate::exec::ErasedOrder;
 use crate::model::outcome::Report;
 use crate::model::space::Blocks;
@@ -54,13 +60,49 @@ pub(crate) enum RunSupervisorMsg {
     EpochsDone,
     /// A child found the run broken beyond repair.
     Fatal(String),
+    /// A node replaced a runner thread after an action panicked (NodeLink).
+    RunnerRestarted,
+    /// The Scheduler lost its last node: the run ends with what it has.
+    AllNodesLost(String),
+}
+
+// Local only: never crosses a node.
+impl ractor::Message for RunSupervisorMsg {}
+
+/// Where the walks of a run execute.
+pub(crate) enum Workers<S> {
+    /// WalkRunners in this process, one thread each.
+    Threads(usize),
+    /// Cluster nodes, one NodeLink each.
+    Nodes(NodeWorkers<S>),
+}
+
+/// The nodes of a cluster run, after the handshake.
+pub(crate) struct NodeWorkers<S> {
+    /// Each node and its runner threads.
+    pub(crate) nodes: Vec<(RemoteNode, usize)>,
+    pub(crate) run: RunKey,
+    pub(crate) decode_state: fn(&[u8]) -> postcard::Result<S>,
+    pub(crate) heartbeat_timeout: Duration,
+}
+
+impl<S> Workers<S> {
+    /// Runner threads in all.
+    pub(crate) fn runners(&self) -> usize {
+        match self {
+            Workers::Threads(threads) => *threads,
+            Workers::Nodes(nodes) => nodes.nodes.iter().map(|(_, r)| r).sum(),
+        }
+    }
 }
 
 /// Everything a run needs, fixed at its start.
 pub(crate) struct RunContext<S> {
     pub(crate) order: Arc<dyn ErasedOrder<S>>,
     pub(crate) initial: S,
-    pub(crate) runners: usize,
+    pub(crate) workers: Workers<S>,
+    pub(crate) blocks: Blocks,
+    pub(crate) max_batch: Option<u64>,
     pub(crate) gather: bool,
     /// The trace encoder and `walks.jsonl`, when the run has a log dir.
     pub(crate) trace: Option<(Arc<TraceEncoder>, WalksFile)>,
@@ -75,9 +117,17 @@ impl<S> RunSupervisor<S> {
     }
 }
 
+/// How a child ended.
+#[derive(Debug, Clone, Copy)]
+enum EventKind {
+    Failed,
+    Stopped,
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Role {
     Runner(usize),
+    Link(usize),
     Planner,
     Barrier,
     Scheduler,
@@ -111,7 +161,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         ctx: RunContext<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let space = ctx.order.space().clone();
-        let blocks = Blocks::for_space(&space, ctx.runners);
+        let blocks = ctx.blocks;
         let me = myself.get_cell();
         let mut roles = HashMap::new();
 
@@ -137,8 +187,27 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         let (barrier, _) =
             Actor::spawn_linked(None, SerialBarrier::new(), barrier_args, me.clone()).await?;
         roles.insert(barrier.get_id(), Role::Barrier);
-        let scheduler_args =
-            SchedulerArgs { runners: ctx.runners, blocks, barrier: barrier.clone() };
+        let slots = match &ctx.workers {
+            Workers::Threads(threads) => {
+                vec![SlotSpec { credits: CREDITS_PER_RUNNER, home: 0 }; *threads]
+            }
+            Workers::Nodes(nodes) => (0..nodes.nodes.len())
+                .map(|home| SlotSpec { credits: CREDITS_PER_RUNNER * nodes.nodes[home].1, home })
+                .collect(),
+        };
+        let abort_to = collector.clone();
+        let scheduler_args = SchedulerArgs {
+            slots,
+            runners: ctx.workers.runners(),
+            blocks,
+            max_batch: ctx.max_batch,
+            sticky: matches!(ctx.workers, Workers::Nodes(_)),
+            barrier: barrier.clone(),
+            abort: Box::new(move |walks| {
+                abort_to.cast(CollectorMsg::Aborted(walks)).map_err(|e| e.to_string())
+            }),
+            supervisor: myself.clone(),
+        };
         let (scheduler, _) =
             Actor::spawn_linked(None, Scheduler, scheduler_args, me.clone()).await?;
         roles.insert(scheduler.get_id(), Role::Scheduler);
@@ -159,7 +228,10 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         // The first epoch may start before the runners: the Scheduler hands
         // out batches as each runner announces itself.
         barrier.cast(SerialBarrierMsg::Start(scheduler))?;
-        state.spawn_runners(&myself, 0..ctx.runners).await?;
+        match ctx.workers {
+            Workers::Threads(threads) => state.spawn_runners(&myself, 0..threads).await?,
+            Workers::Nodes(nodes) => state.spawn_links(&myself, nodes).await?,
+        }
         Ok(state)
     }
 
@@ -191,6 +263,19 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             RunSupervisorMsg::Fatal(reason) => {
                 state.finish(&myself, Err(RunError::Internal(reason)));
             }
+            RunSupervisorMsg::RunnerRestarted => state.restarts += 1,
+            RunSupervisorMsg::AllNodesLost(reason) => {
+                let report =
+                    state.collector.call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT)).await?;
+                let report = match report {
+                    ractor::rpc::CallResult::Success(mut report) => {
+                        report.runner_restarts = state.restarts;
+                        Some(Box::new(report.without_states()))
+                    }
+                    _ => None,
+                };
+                state.finish(&myself, Err(RunError::AllNodesLost { reason, report }));
+            }
         }
         Ok(())
     }
@@ -201,10 +286,12 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match event {
-            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+        let (cell, why, event_kind) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                (cell, error.to_string(), EventKind::Failed)
+            }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".to_string()))
+                (cell, reason.unwrap_or_else(|| "stopped".to_string()), EventKind::Stopped)
             }
             _ => return Ok(()),
         };
@@ -218,6 +305,14 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 if let Err(error) = state.spawn_runner(&myself, index).await {
                     let reason = format!("could not replace walk runner {index}: {error}");
                     state.finish(&myself, Err(RunError::Internal(reason)));
+                }
+            }
+            Some(Role::Link(slot)) => {
+                // A link stops on its own when its node is lost (and has told
+                // the Scheduler); one that failed has not.
+                if matches!(event_kind, EventKind::Failed) {
+                    let node = format!("node link {slot}");
+                    state.scheduler.cast(SchedulerMsg::NodeLost { slot, node, reason: why })?;
                 }
             }
             Some(role) => {
@@ -259,7 +354,8 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
                 let (runner, _) =
                     Actor::spawn_linked(None, WalkRunner::new(), args, supervisor).await?;
                 // Announced at once: it takes work while others still start.
-                scheduler.cast(SchedulerMsg::RunnerUp { index, runner: runner.clone() })?;
+                let endpoint = Endpoint::Runner(runner.clone());
+                scheduler.cast(SchedulerMsg::EndpointUp { slot: index, endpoint })?;
                 Ok::<_, ActorProcessingErr>((index, runner))
             }
         });
@@ -280,6 +376,35 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         index: usize,
     ) -> Result<(), ActorProcessingErr> {
         self.spawn_runners(myself, index..index + 1).await
+    }
+
+    /// Spawns one NodeLink per node and announces each to the Scheduler.
+    async fn spawn_links(
+        &mut self,
+        myself: &ActorRef<RunSupervisorMsg>,
+        nodes: NodeWorkers<S>,
+    ) -> Result<(), ActorProcessingErr> {
+        let writer = self.trace.as_ref().map(|(_, writer)| writer.clone());
+        for (slot, (node, _)) in nodes.nodes.into_iter().enumerate() {
+            let args = NodeLinkArgs {
+                slot,
+                node,
+                run: nodes.run,
+                order: Arc::clone(&self.order),
+                decode_state: nodes.decode_state,
+                heartbeat_timeout: nodes.heartbeat_timeout,
+                scheduler: self.scheduler.clone(),
+                collector: self.collector.clone(),
+                writer: writer.clone(),
+                supervisor: myself.clone(),
+            };
+            let (link, _) =
+                Actor::spawn_linked(None, NodeLink::new(), args, myself.get_cell()).await?;
+            self.roles.insert(link.get_id(), Role::Link(slot));
+            self.scheduler
+                .cast(SchedulerMsg::EndpointUp { slot, endpoint: Endpoint::Node(link) })?;
+        }
+        Ok(())
     }
 
     fn runner_args(&self, myself: &ActorRef<RunSupervisorMsg>, index: usize) -> RunnerArgs<S> {

@@ -16,17 +16,21 @@
 //! every runner. Epochs after the first run on held states, so their batches
 //! are cut on block boundaries (see `Blocks`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::actors::node_link::NodeLinkMsg;
+use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::serial_barrier::SerialBarrierMsg;
 use crate::actors::walk_runner::WalkRunnerMsg;
 use crate::exec::Instruction;
 use crate::model::epoch::Epoch;
+use crate::model::holdings::{Holdings, LiveSet};
+use crate::model::outcome::AbortedWalks;
 use crate::model::space::Blocks;
 
 /// Wall time a batch should take on a runner: long enough that the per-batch
@@ -55,31 +59,87 @@ pub(crate) struct BatchJob {
     pub(crate) range: Range<u64>,
 }
 
+/// Where batches go: a local WalkRunner, or the NodeLink of a cluster node.
+#[derive(Clone)]
+pub(crate) enum Endpoint {
+    Runner(ActorRef<WalkRunnerMsg>),
+    Node(ActorRef<NodeLinkMsg>),
+}
+
+impl Endpoint {
+    /// Sends a batch; false if the endpoint is gone.
+    fn send(&self, job: BatchJob) -> bool {
+        match self {
+            Endpoint::Runner(runner) => runner.cast(WalkRunnerMsg::RunBatch(job)).is_ok(),
+            Endpoint::Node(link) => link.cast(NodeLinkMsg::RunBatch(job)).is_ok(),
+        }
+    }
+}
+
 /// Requests and events to the Scheduler.
 pub(crate) enum SchedulerMsg {
     /// Run this epoch's segment (or fail its branch) on every walk of it.
     RunEpoch { epoch: Arc<Epoch>, instruction: Arc<Instruction> },
-    /// A runner finished a batch (its outcome is already with the Collector).
-    BatchDone { runner: usize, batch: BatchId, walks: u64, nanos: u64 },
-    /// Runner `index` is (again) available at `runner`. Batches outstanding
-    /// on its previous incarnation are re-sent to it.
-    RunnerUp { index: usize, runner: ActorRef<WalkRunnerMsg> },
+    /// Slot `slot` finished a batch (its outcome is already with the
+    /// Collector). In cluster runs, `live` says which walks of the batch go
+    /// on to a later segment.
+    BatchDone { slot: usize, batch: BatchId, walks: u64, nanos: u64, live: Option<LiveSet> },
+    /// Slot `slot` is (again) available at `endpoint`. Batches outstanding on
+    /// its previous incarnation are re-sent to it.
+    EndpointUp { slot: usize, endpoint: Endpoint },
+    /// The node behind slot `slot` is lost: re-run what can be rebuilt
+    /// elsewhere, abort the walks whose state went with it.
+    NodeLost { slot: usize, node: String, reason: String },
+}
+
+// Local only: never crosses a node.
+impl ractor::Message for SchedulerMsg {}
+
+/// One place batches go, fixed at the start of the run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotSpec {
+    /// Batches in flight at once.
+    pub(crate) credits: usize,
+    /// Where the walk states it holds live: slots with the same home share
+    /// a state store (in-process: every runner; in a cluster: one node).
+    pub(crate) home: usize,
 }
 
 pub(crate) struct SchedulerArgs {
+    pub(crate) slots: Vec<SlotSpec>,
+    /// Runner threads over every slot (for batch sizing).
     pub(crate) runners: usize,
     pub(crate) blocks: Blocks,
+    /// Largest batch, in walks (the `batch_size` setting); `None`: adaptive.
+    pub(crate) max_batch: Option<u64>,
+    /// Route later segments to the home of their walks' states and track
+    /// which are live (cluster runs); in-process every runner shares one
+    /// store and nothing needs tracking.
+    pub(crate) sticky: bool,
     pub(crate) barrier: ActorRef<SerialBarrierMsg>,
+    /// Hands aborted walks to the Collector (whose message type carries the
+    /// walk state's type, which the Scheduler does not know).
+    pub(crate) abort: Box<dyn Fn(AbortedWalks) -> Result<(), String> + Send>,
+    pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
 }
 
 pub(crate) struct Scheduler;
 
+struct Slot {
+    endpoint: Option<Endpoint>,
+    credits: usize,
+    home: usize,
+    /// Its node is lost for good.
+    lost: bool,
+}
+
 pub(crate) struct SchedulerState {
     args: SchedulerArgs,
-    runners: Vec<Option<ActorRef<WalkRunnerMsg>>>,
-    credits: Vec<usize>,
+    slots: Vec<Slot>,
     outstanding: HashMap<BatchId, (usize, BatchJob)>,
-    current: Option<EpochCursor>,
+    current: Option<Work>,
+    /// Where held states live, in cluster runs.
+    holdings: Option<Holdings>,
     next_batch: u64,
     /// Measured cost per walk.
     cost: WalkCost,
@@ -106,11 +166,45 @@ impl WalkCost {
     }
 }
 
-/// The undispatched rest of the current epoch.
-struct EpochCursor {
+/// The undispatched rest of the current epoch: ranges any slot may run, and
+/// ranges only the slots of one home may run (their states live there).
+struct Work {
     epoch: Arc<Epoch>,
     instruction: Arc<Instruction>,
-    next: u64,
+    any: VecDeque<Range<u64>>,
+    homes: HashMap<usize, VecDeque<Range<u64>>>,
+    remaining: u64,
+}
+
+impl Work {
+    /// Takes the next range for a slot at `home`, at most `len` walks (more
+    /// only to reach a block boundary when `whole_blocks`).
+    fn take(
+        &mut self,
+        home: usize,
+        len: u64,
+        blocks: &Blocks,
+        whole_blocks: bool,
+    ) -> Option<Range<u64>> {
+        let queue = match self.homes.get_mut(&home) {
+            Some(queue) if !queue.is_empty() => queue,
+            _ => &mut self.any,
+        };
+        let range = queue.pop_front()?;
+        let mut stop = (range.start + len).min(range.end);
+        if whole_blocks {
+            stop = blocks.round_up(stop).min(range.end);
+        }
+        if stop < range.end {
+            queue.push_front(stop..range.end);
+        }
+        self.remaining -= stop - range.start;
+        Some(range.start..stop)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
 }
 
 impl Actor for Scheduler {
@@ -123,9 +217,19 @@ impl Actor for Scheduler {
         _: ActorRef<Self::Msg>,
         args: SchedulerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let slots = args
+            .slots
+            .iter()
+            .map(|spec| Slot {
+                endpoint: None,
+                credits: spec.credits,
+                home: spec.home,
+                lost: false,
+            })
+            .collect();
         Ok(SchedulerState {
-            runners: vec![None; args.runners],
-            credits: vec![CREDITS_PER_RUNNER; args.runners],
+            slots,
+            holdings: args.sticky.then(Holdings::new),
             args,
             outstanding: HashMap::new(),
             current: None,
@@ -144,10 +248,13 @@ impl Actor for Scheduler {
             SchedulerMsg::RunEpoch { epoch, instruction } => {
                 state.start_epoch(epoch, instruction)?
             }
-            SchedulerMsg::BatchDone { runner, batch, walks, nanos } => {
-                state.batch_done(runner, batch, walks, nanos)?
+            SchedulerMsg::BatchDone { slot, batch, walks, nanos, live } => {
+                state.batch_done(slot, batch, walks, nanos, live)?
             }
-            SchedulerMsg::RunnerUp { index, runner } => state.runner_up(index, runner)?,
+            SchedulerMsg::EndpointUp { slot, endpoint } => state.endpoint_up(slot, endpoint)?,
+            SchedulerMsg::NodeLost { slot, node, reason } => {
+                state.node_lost(slot, &node, &reason)?
+            }
         }
         Ok(())
     }
@@ -177,99 +284,184 @@ impl SchedulerState {
         if self.current.is_some() || !self.outstanding.is_empty() {
             return Err("a new epoch arrived before the previous one was done".into());
         }
-        let next = epoch.walks.start;
-        self.current = Some(EpochCursor { epoch, instruction, next });
+        let mut work = Work {
+            epoch: Arc::clone(&epoch),
+            instruction,
+            any: VecDeque::new(),
+            homes: HashMap::new(),
+            remaining: 0,
+        };
+        match &self.holdings {
+            // Later segments of a cluster run: each held piece at its home.
+            Some(holdings) if !epoch.first => {
+                for (range, home) in holdings.pieces(epoch.walks.clone()) {
+                    work.remaining += range.end - range.start;
+                    work.homes.entry(home).or_default().push_back(range);
+                }
+            }
+            _ => {
+                work.remaining = epoch.walks.end - epoch.walks.start;
+                work.any.push_back(epoch.walks.clone());
+            }
+        }
+        self.current = Some(work);
         self.dispatch()
     }
 
     fn batch_done(
         &mut self,
-        runner: usize,
+        slot: usize,
         batch: BatchId,
         walks: u64,
         nanos: u64,
+        live: Option<LiveSet>,
     ) -> Result<(), ActorProcessingErr> {
-        if self.outstanding.remove(&batch).is_none() {
-            return Err(format!("runner {runner} acknowledged unknown batch {batch:?}").into());
-        }
-        self.credits[runner] += 1;
+        let Some((_, job)) = self.outstanding.remove(&batch) else {
+            return Err(format!("slot {slot} acknowledged unknown batch {batch:?}").into());
+        };
+        self.slots[slot].credits += 1;
         if walks > 0 {
             self.cost.add(nanos, walks);
+        }
+        if let Some(holdings) = &mut self.holdings
+            && !job.epoch.last
+        {
+            let live = live.ok_or("a node acknowledged held walks without saying which live")?;
+            if live.len() != job.range.end - job.range.start {
+                return Err(format!(
+                    "slot {slot} reported {} walks for batch {batch:?}",
+                    live.len()
+                )
+                .into());
+            }
+            holdings.record(job.range, self.slots[slot].home, live);
         }
         self.dispatch()
     }
 
-    fn runner_up(
-        &mut self,
-        index: usize,
-        runner: ActorRef<WalkRunnerMsg>,
-    ) -> Result<(), ActorProcessingErr> {
+    fn endpoint_up(&mut self, slot: usize, endpoint: Endpoint) -> Result<(), ActorProcessingErr> {
         // Batches sent to the previous incarnation never started: its mailbox
         // died with it, and the store still holds their states.
         let resend: Vec<BatchJob> = self
             .outstanding
             .values()
-            .filter(|(r, _)| *r == index)
+            .filter(|(s, _)| *s == slot)
             .map(|(_, job)| job.clone())
             .collect();
         for job in resend {
-            if runner.cast(WalkRunnerMsg::RunBatch(job)).is_err() {
+            if !endpoint.send(job) {
                 // Died already; its replacement will get these again.
                 return Ok(());
             }
         }
-        self.runners[index] = Some(runner);
+        self.slots[slot].endpoint = Some(endpoint);
         self.dispatch()
     }
 
-    /// Hands batches of the current epoch to runners with credit; reports the
+    /// A node is gone with the states it held. First segments it was running
+    /// are re-run elsewhere (they start from the initial state and the serial
+    /// history they need is the current one); every live walk it held is
+    /// aborted, with the reason.
+    fn node_lost(
+        &mut self,
+        slot: usize,
+        node: &str,
+        reason: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let home = self.slots[slot].home;
+        for s in self.slots.iter_mut().filter(|s| s.home == home) {
+            s.endpoint = None;
+            s.lost = true;
+            s.credits = 0;
+        }
+        let lost: Vec<BatchId> = self
+            .outstanding
+            .iter()
+            .filter(|(_, (s, _))| self.slots[*s].home == home)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut rerun = 0;
+        for id in lost {
+            let (_, job) = self.outstanding.remove(&id).expect("listed above");
+            if job.epoch.first
+                && let Some(work) = &mut self.current
+            {
+                rerun += job.range.end - job.range.start;
+                work.remaining += job.range.end - job.range.start;
+                work.any.push_front(job.range);
+            }
+            // A later segment's walks are held at `home`: aborted below.
+        }
+        if let Some(work) = &mut self.current
+            && let Some(queue) = work.homes.remove(&home)
+        {
+            work.remaining -= queue.iter().map(|r| r.end - r.start).sum::<u64>();
+        }
+        let aborted = self.holdings.as_mut().map(|h| h.lose(home)).unwrap_or_default();
+        let count: u64 = aborted.iter().map(|r| r.end - r.start).sum();
+        tracing::warn!(node, reason, rerun, aborted = count, "node lost");
+        if !aborted.is_empty() {
+            let reason = format!("node {node} lost: {reason}");
+            (self.args.abort)(AbortedWalks { walks: aborted, reason })?;
+        }
+        if self.slots.iter().all(|s| s.lost) {
+            let reason = format!("every node was lost (the last: {node}: {reason})");
+            self.args.supervisor.cast(RunSupervisorMsg::AllNodesLost(reason))?;
+            return Ok(());
+        }
+        self.dispatch()
+    }
+
+    /// Hands batches of the current epoch to slots with credit; reports the
     /// epoch done when nothing is left to send or to wait for.
     fn dispatch(&mut self) -> Result<(), ActorProcessingErr> {
-        let Some(cursor) = &self.current else {
+        let Some(work) = &mut self.current else {
             return Ok(());
         };
-        let end = cursor.epoch.walks.end;
-        for index in 0..self.runners.len() {
-            let Some(runner) = self.runners[index].clone() else {
+        let whole_blocks = !(work.epoch.first && work.epoch.last);
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            let Some(endpoint) = slot.endpoint.clone() else {
                 continue;
             };
-            while self.credits[index] > 0 {
-                let Some(cursor) = &mut self.current else {
-                    break;
+            while slot.credits > 0 && !work.is_empty() {
+                let mut len =
+                    batch_len(self.cost.nanos_per_walk(), self.args.runners, work.remaining);
+                if let Some(max) = self.args.max_batch {
+                    len = len.min(max);
+                }
+                let Some(range) = work.take(slot.home, len, &self.args.blocks, whole_blocks) else {
+                    break; // Nothing left for this slot's home.
                 };
-                if cursor.next >= end {
-                    break;
-                }
-                let len =
-                    batch_len(self.cost.nanos_per_walk(), self.runners.len(), end - cursor.next);
-                let mut stop = (cursor.next + len).min(end);
-                if !(cursor.epoch.first && cursor.epoch.last) {
-                    // Held states are stored and moved block by block.
-                    stop = self.args.blocks.round_up(stop).min(end);
-                }
                 let job = BatchJob {
                     id: BatchId(self.next_batch),
-                    epoch: Arc::clone(&cursor.epoch),
-                    instruction: Arc::clone(&cursor.instruction),
-                    range: cursor.next..stop,
+                    epoch: Arc::clone(&work.epoch),
+                    instruction: Arc::clone(&work.instruction),
+                    range,
                 };
-                cursor.next = stop;
                 self.next_batch += 1;
-                self.credits[index] -= 1;
+                slot.credits -= 1;
                 self.outstanding.insert(job.id, (index, job.clone()));
-                if runner.cast(WalkRunnerMsg::RunBatch(job)).is_err() {
-                    // The runner is dying (it failed after a panic). Its
-                    // supervisor replaces it, and `RunnerUp` re-sends what is
-                    // outstanding on it, this batch included.
-                    self.runners[index] = None;
+                if !endpoint.send(job) {
+                    // The endpoint is dying (a runner fails after a panic; a
+                    // node link stops when its node is lost). `EndpointUp`
+                    // re-sends what is outstanding on a replaced runner;
+                    // `NodeLost` re-plans what was sent to a lost node.
+                    slot.endpoint = None;
                     break;
                 }
             }
         }
-        let finished = self.current.as_ref().is_some_and(|c| c.next >= end);
-        if finished && self.outstanding.is_empty() {
-            let cursor = self.current.take().expect("checked above");
-            self.args.barrier.cast(SerialBarrierMsg::EpochDone(cursor.epoch.id))?;
+        let done = work.is_empty() && self.outstanding.is_empty();
+        if done {
+            let work = self.current.take().expect("checked above");
+            if let Some(holdings) = &mut self.holdings
+                && (work.epoch.last || matches!(*work.instruction, Instruction::FailBranch(_)))
+            {
+                // Nothing of this branch runs again: forget its states.
+                holdings.release(work.epoch.walks.clone());
+            }
+            self.args.barrier.cast(SerialBarrierMsg::EpochDone(work.epoch.id))?;
         }
         Ok(())
     }

@@ -34,6 +34,9 @@ pub(crate) enum SerialBarrierMsg {
     EpochDone(EpochId),
 }
 
+// Local only: never crosses a node.
+impl ractor::Message for SerialBarrierMsg {}
+
 pub(crate) struct SerialBarrierArgs<S> {
     pub(crate) order: Arc<dyn ErasedOrder<S>>,
     pub(crate) planner: ActorRef<PlannerMsg>,

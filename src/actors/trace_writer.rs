@@ -41,6 +41,9 @@ pub(crate) enum TraceWriterMsg {
     Finish(RpcReplyPort<Result<TraceTotals, String>>),
 }
 
+// Local only: never crosses a node.
+impl ractor::Message for TraceWriterMsg {}
+
 pub(crate) struct TraceWriter;
 
 pub(crate) struct TraceWriterState {

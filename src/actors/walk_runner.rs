@@ -43,6 +43,9 @@ pub(crate) enum WalkRunnerMsg {
     RunBatch(BatchJob),
 }
 
+// Local only: never crosses a node.
+impl ractor::Message for WalkRunnerMsg {}
+
 /// What a runner needs, fixed for the run.
 pub(crate) struct RunnerArgs<S> {
     pub(crate) index: usize,
@@ -234,10 +237,11 @@ async fn run_batch<S: Clone + Send + 'static>(
         "batch done"
     );
     args.scheduler.cast(SchedulerMsg::BatchDone {
-        runner: args.index,
+        slot: args.index,
         batch: job.id,
         walks: out.walks,
         nanos: out.nanos,
+        live: None,
     })?;
     match out.panic {
         Some(message) => Err(format!("an action panicked ({message}); replacing runner").into()),

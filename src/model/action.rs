@@ -102,7 +102,9 @@ pub trait SerialAction<S>:
     fmt::Debug + Clone + Send + Sync + Serialize + DeserializeOwned + 'static
 {
     /// What one run hands to the walks of its branch; `()` when nothing.
-    type Value: Send + Sync + 'static;
+    /// In a cluster run it travels from the coordinator, where the serial
+    /// action runs, to every node holding walks of the branch, hence serde.
+    type Value: Send + Sync + Serialize + DeserializeOwned + 'static;
 
     /// Every option of this serial action, in a fixed order.
     fn options() -> Vec<Self>;

@@ -8,14 +8,16 @@
 
 use std::ops::Range;
 
+use serde::{Deserialize, Serialize};
+
 use super::space::Space;
 
 /// Sequence number of an epoch within a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct EpochId(pub u64);
 
 /// The serial action that opens an epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SerialStep {
     /// Position of the serial action in the walk order.
     pub position: usize,
@@ -24,7 +26,7 @@ pub struct SerialStep {
 }
 
 /// One epoch: what runs, and on which walks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Epoch {
     /// Sequence number within the run.
     pub id: EpochId,

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::space::WalkId;
 
@@ -41,7 +41,7 @@ impl AbortedWalks {
 
 /// Counts of outcomes, merged per batch (never per walk through shared
 /// memory).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Walks that ran every segment without failing or cancelling.
     pub passed: u64,
@@ -126,7 +126,21 @@ impl<S> Report<S> {
 
     /// The report without its gathered states.
     pub fn without_states(self) -> Report<()> {
-        Report {
+        self.map_states(|_, _| Ok::<_, std::convert::Infallible>(())).unwrap_or_else(|e| match e {})
+    }
+
+    /// The report with each gathered state converted by `convert`; the
+    /// first error ends the conversion.
+    pub fn map_states<T, E>(
+        self,
+        mut convert: impl FnMut(WalkId, S) -> Result<T, E>,
+    ) -> Result<Report<T>, E> {
+        let states = self
+            .states
+            .into_iter()
+            .map(|(id, state)| convert(id, state).map(|t| (id, t)))
+            .collect::<Result<BTreeMap<_, _>, E>>()?;
+        Ok(Report {
             walks: self.walks,
             passed: self.passed,
             failed: self.failed,
@@ -139,9 +153,9 @@ impl<S> Report<S> {
             elapsed: self.elapsed,
             failed_walks: self.failed_walks,
             aborted_walks: self.aborted_walks,
-            states: BTreeMap::new(),
+            states,
             run_dir: self.run_dir,
-        }
+        })
     }
 
     pub(crate) fn from_parts(

@@ -14,7 +14,9 @@ use std::ops::Range;
 use thiserror::Error;
 
 /// The stable id of a walk: its index in the walk space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct WalkId(pub u64);
 
@@ -307,7 +309,7 @@ impl Space {
 /// How walk states are grouped while held between epochs: each deepest branch
 /// is cut into blocks of at most `block_len` walks. Blocks never straddle a
 /// branch, so every epoch's range is a whole number of blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Blocks {
     branch_len: u64,
     block_len: u64,

@@ -12,7 +12,7 @@ use crate::suites::{Fixture, Suite};
 use serde::{Deserialize, Serialize};
 
 /// One shopper's session.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Who logged in.
     pub user: Option<Login>,

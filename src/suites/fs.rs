@@ -28,7 +28,7 @@ static RUN_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
 
 /// One walk's file and the bytes it must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsState {
     /// The run's temp dir.
     pub dir: PathBuf,

@@ -3,6 +3,17 @@
 //! hands its own to [`crate::cli::main`].
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cluster::ClusterOptions;
+use crate::cluster::node::{NodeRun, NodeRunSpec, TypedNodeRun};
+use crate::exec::{ErasedOrder as _, Runnable};
+use crate::model::trace::TraceEncoder;
+use crate::runtime::run_cluster;
+use crate::store::StateStore;
 
 use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
@@ -43,6 +54,12 @@ pub struct SuiteOptions {
     pub log_dir: Option<PathBuf>,
     /// The run's id, when the caller picked it.
     pub run_id: Option<RunId>,
+    /// Run on cluster nodes instead of in this process.
+    pub cluster: Option<ClusterOptions>,
+    /// Cap on walks per batch (see [`RunOptions::max_batch`]).
+    pub max_batch: Option<u64>,
+    /// Keep every walk's final state (`run_with_states`).
+    pub gather_states: bool,
 }
 
 /// Why a suite could not run.
@@ -119,7 +136,21 @@ pub trait Suite: Send + Sync {
     /// Its walk space.
     fn space(&self) -> Result<&Space, OrderError>;
     /// Sets up and runs every walk.
-    fn run(&self, options: &SuiteOptions) -> Result<Report, SuiteError>;
+    fn run(&self, options: &SuiteOptions) -> Result<Report, SuiteError> {
+        Ok(self.run_with_states(options)?.without_states())
+    }
+    /// Like [`Suite::run`]; with `gather_states`, the report also holds
+    /// every walk's final state, as JSON.
+    fn run_with_states(
+        &self,
+        options: &SuiteOptions,
+    ) -> Result<Report<serde_json::Value>, SuiteError>;
+    /// The walk order's fingerprint (what cluster nodes compare).
+    #[doc(hidden)]
+    fn fingerprint(&self) -> Result<String, String>;
+    /// Sets up a run of this suite on a cluster node.
+    #[doc(hidden)]
+    fn open_node_run(&self, spec: &NodeRunSpec) -> Result<Box<dyn NodeRun>, String>;
     /// Sets up and replays one walk in this thread, calling `on_step`
     /// before each action.
     fn replay(
@@ -138,7 +169,7 @@ struct OrderSuite<S, C, F> {
 
 impl<S, C, F> Suite for OrderSuite<S, C, F>
 where
-    S: Clone + Send + std::fmt::Debug + 'static,
+    S: Clone + Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
     C: Chain<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync,
 {
@@ -151,10 +182,15 @@ where
     fn space(&self) -> Result<&Space, OrderError> {
         self.order.space()
     }
-    fn run(&self, options: &SuiteOptions) -> Result<Report, SuiteError> {
+    fn run_with_states(
+        &self,
+        options: &SuiteOptions,
+    ) -> Result<Report<serde_json::Value>, SuiteError> {
+        // Also in a cluster run: the coordinator's serial actions may rely
+        // on what the setup prepares.
         let fixture = (self.setup)()
             .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?;
-        let mut run_options = RunOptions::new(fixture.initial);
+        let mut run_options = RunOptions::new(fixture.initial).gather_states(options.gather_states);
         if let Some(threads) = options.threads {
             run_options = run_options.threads(threads);
         }
@@ -164,9 +200,56 @@ where
         if let Some(id) = options.run_id {
             run_options = run_options.run_id(id);
         }
-        let report = run(&self.order, run_options)?;
+        if let Some(walks) = options.max_batch {
+            run_options = run_options.max_batch(walks);
+        }
+        let report = match &options.cluster {
+            None => run(&self.order, run_options)?,
+            Some(cluster) => {
+                let mut cluster = cluster.clone();
+                if cluster.node_threads.is_none() {
+                    cluster.node_threads = options.threads;
+                }
+                run_cluster(&self.order, run_options, &cluster, &self.name)?
+            }
+        };
         drop(fixture.guard);
-        Ok(report.without_states())
+        report.map_states(|id, state| {
+            serde_json::to_value(state).map_err(|e| {
+                SuiteError::Run(RunError::Internal(format!(
+                    "the final state of walk {} does not serialize to JSON: {e}",
+                    id.0
+                )))
+            })
+        })
+    }
+
+    fn fingerprint(&self) -> Result<String, String> {
+        crate::trace::order_fingerprint(&self.order).map_err(|e| e.to_string())
+    }
+
+    fn open_node_run(&self, spec: &NodeRunSpec) -> Result<Box<dyn NodeRun>, String> {
+        let fixture = (self.setup)()
+            .map_err(|reason| format!("setup of suite {} failed: {reason}", self.name))?;
+        let runnable = Runnable::new(self.order.clone()).map_err(|e| e.to_string())?;
+        let space = runnable.space().clone();
+        let encoder = match spec.trace {
+            true => {
+                let values = option_json(&self.order, &space).map_err(|e| e.to_string())?;
+                Some(TraceEncoder::new(spec.suite.clone(), space, values))
+            }
+            false => None,
+        };
+        Ok(Box::new(TypedNodeRun {
+            order: Arc::new(runnable),
+            initial: Mutex::new(fixture.initial),
+            store: StateStore::new(),
+            spec: spec.clone(),
+            encoder,
+            encode_state: encode_postcard::<S>,
+            instruction: Mutex::new(None),
+            _guard: Mutex::new(fixture.guard),
+        }))
     }
 
     fn replay(
@@ -233,6 +316,9 @@ where
 
 /// Makes a [`Suite`] from a walk order and a setup function that builds the
 /// initial state for each run.
+///
+/// The walk state is serde because a cluster run moves it: nodes send the
+/// final states back when they are gathered.
 pub fn suite<S, C, F>(
     name: impl Into<String>,
     description: impl Into<String>,
@@ -240,11 +326,16 @@ pub fn suite<S, C, F>(
     setup: F,
 ) -> Box<dyn Suite>
 where
-    S: Clone + Send + std::fmt::Debug + 'static,
+    S: Clone + Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
     C: Chain<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync + 'static,
 {
     Box::new(OrderSuite { name: name.into(), description: description.into(), order, setup })
+}
+
+/// Encodes a walk state for its trip back from a node.
+fn encode_postcard<S: Serialize>(state: &S) -> postcard::Result<Vec<u8>> {
+    postcard::to_stdvec(state)
 }
 
 /// The built-in suites: `demo`, `fs` and `smoke`.
