@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+use crate::config::{ConfigError, Overrides, Settings, Verbosity};
 use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
 use crate::model::space::EntryKind;
@@ -49,9 +50,15 @@ pub const EXIT_INTERNAL: u8 = 3;
         configuration error, 3 the run could not complete."
 )]
 struct Cli {
-    /// Log more on stderr: -v info, -vv debug, -vvv trace (default: warnings).
+    /// Log more on stderr: -v info, -vv debug, -vvv trace [default: the
+    /// `verbosity` setting, else warnings].
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
+
+    /// Settings file [default: combtest.toml in the working directory, if
+    /// there is one]. See `config --help` for the settings and precedence.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -70,15 +77,17 @@ enum Command {
         /// The suite to run (see `list`).
         #[arg(long)]
         suite: String,
-        /// Runner threads: walks running at once [default: available parallelism].
-        /// Use far more than the core count when actions wait on I/O.
+        /// Runner threads: walks running at once [default: the `threads`
+        /// setting, else available parallelism]. Use far more than the core
+        /// count when actions wait on I/O.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
         threads: Option<u32>,
         /// Print one JSON object on stdout instead of the human summary.
         #[arg(long)]
         json: bool,
         /// Trace the run into DIR/<run-id>/: walks.jsonl (one line per walk),
-        /// run.json, junit.xml and the log (combtest.log).
+        /// run.json, junit.xml and the log (combtest.log) [default: the
+        /// `log_dir` setting].
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
     },
@@ -110,6 +119,9 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// Print the effective settings and where each came from.
+    #[command(long_about = crate::config::HELP)]
+    Config,
 }
 
 /// Runs the command line over `suites` and returns the process exit code.
@@ -135,10 +147,17 @@ where
             return if error.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
+    let settings = match settings(&cli) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
     // A traced run picks its id now, to open its log in the run directory.
     let mut run_id = None;
     let mut log_file = None;
-    if let Command::Run { log_dir: Some(dir), .. } = &cli.command {
+    if let (Command::Run { .. }, Some(dir)) = (&cli.command, &settings.log_dir.value) {
         let id = RunId::new();
         let run_dir = dir.join(id.to_string());
         let opened = std::fs::create_dir_all(&run_dir)
@@ -152,25 +171,42 @@ where
         }
         run_id = Some(id);
     }
-    init_logging(cli.verbose, log_file);
+    init_logging(settings.verbosity.value, log_file);
     if let Some(name) = duplicate_name(&suites) {
         eprintln!("error: two suites are named '{name}': suite names must be unique");
         return EXIT_USAGE;
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run { suite, threads, json, log_dir } => {
+        Command::Run { suite, json, .. } => {
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
-            let options = SuiteOptions { threads: threads.map(|t| t as usize), log_dir, run_id };
+            let threads = settings.threads.value.map(|t| t as usize);
+            let options = SuiteOptions { threads, log_dir: settings.log_dir.value, run_id };
             run_suite(suite, &options, json, &program)
         }
         Command::Replay { run, suite, walk, step } => {
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
         }
         Command::Show { run, failed } => show(&run, failed, &program),
+        Command::Config => {
+            let _ = write!(std::io::stdout(), "{settings}");
+            EXIT_OK
+        }
     }
+}
+
+/// The settings, with the command line's values (`-v`, and `run`'s
+/// `--threads` and `--log-dir`) over the environment and the file.
+fn settings(cli: &Cli) -> Result<Settings, ConfigError> {
+    let mut overrides =
+        Overrides { verbosity: Verbosity::from_count(cli.verbose), ..Overrides::default() };
+    if let Command::Run { threads, log_dir, .. } = &cli.command {
+        overrides.threads = *threads;
+        overrides.log_dir = log_dir.clone();
+    }
+    Settings::load(cli.config.as_deref(), &overrides)
 }
 
 /// The suite named `name`, or `None` after printing the names there are.
@@ -188,27 +224,21 @@ fn duplicate_name(suites: &[Box<dyn Suite>]) -> Option<&str> {
     suites.iter().map(|s| s.name()).find(|name| !seen.insert(*name))
 }
 
-/// Logs to stderr at the level `-v` asks for and, for a traced run, to the
-/// run directory's log file at `info` or more.
-fn init_logging(verbose: u8, file: Option<std::fs::File>) {
+/// Logs to stderr at the `verbosity` setting's level and, for a traced run,
+/// to the run directory's log file at `info` or more.
+fn init_logging(verbosity: Verbosity, file: Option<std::fs::File>) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _, fmt};
-    let level = |verbose: u8| match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+    let filter = |level: Verbosity| {
+        EnvFilter::try_from_env("COMBTEST_LOG").unwrap_or_else(|_| EnvFilter::new(level.as_str()))
     };
-    let filter = |verbose: u8| {
-        EnvFilter::try_from_env("COMBTEST_LOG").unwrap_or_else(|_| EnvFilter::new(level(verbose)))
-    };
-    let stderr = fmt::layer().with_writer(std::io::stderr).with_filter(filter(verbose));
+    let stderr = fmt::layer().with_writer(std::io::stderr).with_filter(filter(verbosity));
     let file = file.map(|file| {
         fmt::layer()
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
-            .with_filter(filter(verbose.max(1)))
+            .with_filter(filter(verbosity.max(Verbosity::Info)))
     });
     // A user's binary may have installed its own subscriber: keep it.
     let _ = tracing_subscriber::registry().with(stderr).with(file).try_init();
