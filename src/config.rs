@@ -897,6 +897,14 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_sets_every_key() {
+        let readme = include_str!("../README.md");
+        let example = readme.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+        let settings = resolve(Some(&file(example)), no_env(), &Overrides::default()).unwrap();
+        assert!(settings.to_string().lines().all(|l| l.ends_with("(file dir/combtest.toml)")));
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_the_file_and_line() {
         let ConfigError::UnknownKey { key, path, line } =
             error(Some("threads = 2\nthread = 4"), &[])
