@@ -624,9 +624,9 @@ fn one_line(value: &Value) -> String {
     value.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The settings from `file` (its text, if there is one), the environment
-/// (`env` looks a variable up) and the command line, in reverse order of
-/// precedence, over the defaults. Does no I/O.
+/// The settings from the command line (`overrides`), over the environment
+/// (`env` looks a variable up), over `file` (its text, if there is one),
+/// over the defaults. Does no I/O.
 pub fn resolve(
     file: Option<&ConfigFile>,
     env: impl Fn(&str) -> Option<String>,
