@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
 
+use crate::config::{BatchSize, ConfigError, Cookie, HostPort, Overrides, Settings, Verbosity};
 use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
 use crate::model::space::EntryKind;
@@ -49,9 +50,15 @@ pub const EXIT_INTERNAL: u8 = 3;
         configuration error, 3 the run could not complete."
 )]
 struct Cli {
-    /// Log more on stderr: -v info, -vv debug, -vvv trace (default: warnings).
+    /// Log more on stderr: -v info, -vv debug, -vvv trace [default: the
+    /// `verbosity` setting, else warnings].
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
+
+    /// Settings file [default: combtest.toml in the working directory, if
+    /// there is one]. See `config --help` for the settings and precedence.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -70,15 +77,17 @@ enum Command {
         /// The suite to run (see `list`).
         #[arg(long)]
         suite: String,
-        /// Runner threads: walks running at once [default: available parallelism].
-        /// Use far more than the core count when actions wait on I/O.
+        /// Runner threads: walks running at once [default: the `threads`
+        /// setting, else available parallelism]. Use far more than the core
+        /// count when actions wait on I/O.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
         threads: Option<u32>,
         /// Print one JSON object on stdout instead of the human summary.
         #[arg(long)]
         json: bool,
         /// Trace the run into DIR/<run-id>/: walks.jsonl (one line per walk),
-        /// run.json, junit.xml and the log (combtest.log).
+        /// run.json, junit.xml and the log (combtest.log) [default: the
+        /// `log_dir` setting].
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
         #[command(flatten)]
@@ -89,12 +98,13 @@ enum Command {
     /// "combtest-node serving on ADDRESS as NAME (protocol N)".
     Serve {
         /// Address to listen on; port 0 picks a free port. Listening off
-        /// loopback requires a cookie.
-        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7878")]
-        listen: String,
-        /// Shared secret coordinators must present [env: COMBTEST_COOKIE].
+        /// loopback requires a cookie [setting: listen, default
+        /// 127.0.0.1:7878].
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<HostPort>,
+        /// Shared secret coordinators must present [setting: cookie].
         #[arg(long)]
-        cookie: Option<String>,
+        cookie: Option<Cookie>,
         /// This node's name in coordinators' reports and logs
         /// [default: its address].
         #[arg(long)]
@@ -132,52 +142,56 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// Print the effective settings and where each came from.
+    #[command(long_about = crate::config::HELP)]
+    Config,
 }
 
-/// Where `run` sends its walks.
+/// Where `run` sends its walks. Each flag overrides its setting (see
+/// `config --help`).
 #[derive(Debug, clap::Args)]
 struct ClusterArgs {
     /// Run on these `combtest-node serve` nodes (comma-separated HOST:PORT)
-    /// instead of in this process. `--threads` is then per node.
-    #[arg(
-        long,
-        value_name = "HOST:PORT,...",
-        value_delimiter = ',',
-        conflicts_with = "local_nodes"
-    )]
-    nodes: Vec<String>,
+    /// instead of in this process. `--threads` is then per node
+    /// [setting: nodes].
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',', num_args = 1.., conflicts_with = "local_nodes")]
+    nodes: Option<Vec<HostPort>>,
     /// Start N nodes of this binary on 127.0.0.1 for the run, and stop them
     /// after it: process isolation for systems that may crash the process.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     local_nodes: Option<u32>,
-    /// Shared secret of the nodes [env: COMBTEST_COOKIE]; needed for nodes
-    /// off loopback.
+    /// Shared secret of the nodes; needed for nodes off loopback
+    /// [setting: cookie].
     #[arg(long)]
-    cookie: Option<String>,
+    cookie: Option<Cookie>,
     /// A node that does not answer a heartbeat for this long is lost: its
     /// unstarted walks run elsewhere, walks whose state it held are
-    /// reported aborted.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    heartbeat_timeout: std::time::Duration,
-    /// Cap on walks per batch [default: adaptive, about 4 ms of work each].
-    #[arg(long, value_name = "WALKS", value_parser = clap::value_parser!(u64).range(1..))]
-    batch_size: Option<u64>,
+    /// reported aborted [setting: heartbeat_timeout, default 10s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Option<std::time::Duration>,
+    /// Cap on walks per batch, or `auto`: about 4 ms of work each
+    /// [setting: batch_size].
+    #[arg(long, value_name = "WALKS")]
+    batch_size: Option<BatchSize>,
 }
 
-impl ClusterArgs {
-    fn options(&self) -> Option<crate::cluster::ClusterOptions> {
-        let cookie = self.cookie.clone().or_else(|| std::env::var("COMBTEST_COOKIE").ok());
-        let mut options = match (&self.nodes[..], self.local_nodes) {
-            ([], None) => return None,
-            (_, Some(count)) => crate::cluster::ClusterOptions::local(count as usize),
-            (nodes, None) => crate::cluster::ClusterOptions::nodes(nodes.iter().cloned()),
-        };
-        options = options.heartbeat_timeout(self.heartbeat_timeout);
-        if let Some(cookie) = cookie {
-            options = options.cookie(cookie);
-        }
-        Some(options)
+/// The cluster a run goes to, if any: `--local-nodes`, or the `nodes`
+/// setting.
+fn cluster_options(
+    settings: &Settings,
+    local_nodes: Option<u32>,
+) -> Option<crate::cluster::ClusterOptions> {
+    use crate::cluster::ClusterOptions;
+    let mut options = match (local_nodes, &settings.nodes.value[..]) {
+        (Some(count), _) => ClusterOptions::local(count as usize),
+        (None, []) => return None,
+        (None, nodes) => ClusterOptions::nodes(nodes.iter().map(ToString::to_string)),
+    };
+    options = options.heartbeat_timeout(settings.heartbeat_timeout.value);
+    if let Some(cookie) = &settings.cookie.value {
+        options = options.cookie(cookie.expose());
     }
+    Some(options)
 }
 
 /// Runs the command line over `suites` and returns the process exit code.
@@ -203,10 +217,17 @@ where
             return if error.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
+    let settings = match settings(&cli) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
     // A traced run picks its id now, to open its log in the run directory.
     let mut run_id = None;
     let mut log_file = None;
-    if let Command::Run { log_dir: Some(dir), .. } = &cli.command {
+    if let (Command::Run { .. }, Some(dir)) = (&cli.command, &settings.log_dir.value) {
         let id = RunId::new();
         let run_dir = dir.join(id.to_string());
         let opened = std::fs::create_dir_all(&run_dir)
@@ -220,31 +241,34 @@ where
         }
         run_id = Some(id);
     }
-    init_logging(cli.verbose, log_file, matches!(cli.command, Command::Serve { .. }));
+    init_logging(settings.verbosity.value, log_file, matches!(cli.command, Command::Serve { .. }));
     if let Some(name) = duplicate_name(&suites) {
         eprintln!("error: two suites are named '{name}': suite names must be unique");
         return EXIT_USAGE;
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run { suite, threads, json, log_dir, cluster } => {
+        Command::Run { suite, json, cluster, .. } => {
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
+            let threads = settings.threads.value.map(|t| t as usize);
             let options = SuiteOptions {
-                threads: threads.map(|t| t as usize),
-                log_dir,
+                threads,
+                log_dir: settings.log_dir.value.clone(),
                 run_id,
-                cluster: cluster.options(),
-                max_batch: cluster.batch_size,
+                cluster: cluster_options(&settings, cluster.local_nodes),
+                max_batch: match settings.batch_size.value {
+                    BatchSize::Auto => None,
+                    BatchSize::Max(walks) => Some(walks.get()),
+                },
                 gather_states: false,
             };
             run_suite(suite, &options, json, &program)
         }
-        Command::Serve { listen, cookie, name, threads } => {
-            let cookie = cookie.or_else(|| std::env::var("COMBTEST_COOKIE").ok());
-            let mut options = crate::cluster::ServeOptions::new(listen);
-            options.cookie = cookie;
+        Command::Serve { name, threads, .. } => {
+            let mut options = crate::cluster::ServeOptions::new(settings.listen.value.to_string());
+            options.cookie = settings.cookie.value.as_ref().map(|c| c.expose().to_string());
             options.name = name;
             options.threads = threads.map(|t| t as usize);
             match crate::cluster::serve(suites, options) {
@@ -259,7 +283,34 @@ where
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
         }
         Command::Show { run, failed } => show(&run, failed, &program),
+        Command::Config => {
+            let _ = write!(std::io::stdout(), "{settings}");
+            EXIT_OK
+        }
     }
+}
+
+/// The settings, with the command line's values (`-v`, and `run`'s
+/// `--threads` and `--log-dir`) over the environment and the file.
+fn settings(cli: &Cli) -> Result<Settings, ConfigError> {
+    let mut overrides =
+        Overrides { verbosity: Verbosity::from_count(cli.verbose), ..Overrides::default() };
+    match &cli.command {
+        Command::Run { threads, log_dir, cluster, .. } => {
+            overrides.threads = *threads;
+            overrides.log_dir = log_dir.clone();
+            overrides.nodes = cluster.nodes.clone();
+            overrides.cookie = cluster.cookie.clone();
+            overrides.heartbeat_timeout = cluster.heartbeat_timeout;
+            overrides.batch_size = cluster.batch_size;
+        }
+        Command::Serve { listen, cookie, .. } => {
+            overrides.listen = listen.clone();
+            overrides.cookie = cookie.clone();
+        }
+        _ => {}
+    }
+    Settings::load(cli.config.as_deref(), &overrides)
 }
 
 /// The suite named `name`, or `None` after printing the names there are.
@@ -277,29 +328,26 @@ fn duplicate_name(suites: &[Box<dyn Suite>]) -> Option<&str> {
     suites.iter().map(|s| s.name()).find(|name| !seen.insert(*name))
 }
 
-/// Logs to stderr at the level `-v` asks for and, for a traced run, to the
-/// run directory's log file at `info` or more.
-fn init_logging(verbose: u8, file: Option<std::fs::File>, forward: bool) {
+/// Logs to stderr at the `verbosity` setting's level and, for a traced run,
+/// to the run directory's log file at `info` or more. A node (`forward`)
+/// also keeps its log lines for its coordinators.
+fn init_logging(verbosity: Verbosity, file: Option<std::fs::File>, forward: bool) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{EnvFilter, Layer as _, fmt};
-    // ractor_cluster warns of every closed session, which ends every
-    // cluster run; combtest logs what matters about sessions itself.
-    let level = |verbose: u8| match verbose {
-        0 => "warn,ractor_cluster=error",
-        1 => "info,ractor_cluster=error",
-        2 => "debug",
-        _ => "trace",
+    let filter = |level: Verbosity| {
+        // ractor_cluster warns of every closed session, which ends every
+        // cluster run; combtest logs what matters about sessions itself.
+        let quiet = if level < Verbosity::Debug { ",ractor_cluster=error" } else { "" };
+        EnvFilter::try_from_env("COMBTEST_LOG")
+            .unwrap_or_else(|_| EnvFilter::new(format!("{}{quiet}", level.as_str())))
     };
-    let filter = |verbose: u8| {
-        EnvFilter::try_from_env("COMBTEST_LOG").unwrap_or_else(|_| EnvFilter::new(level(verbose)))
-    };
-    let stderr = fmt::layer().with_writer(std::io::stderr).with_filter(filter(verbose));
+    let stderr = fmt::layer().with_writer(std::io::stderr).with_filter(filter(verbosity));
     let file = file.map(|file| {
         fmt::layer()
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
-            .with_filter(filter(verbose.max(1)))
+            .with_filter(filter(verbosity.max(Verbosity::Info)))
     });
     // A node keeps its log lines for its coordinators, at the level each
     // run asks for.

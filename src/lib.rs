@@ -20,12 +20,15 @@
 //!   back for replay.
 //! - `suites/`: built-in suites for `combtest-node`.
 //! - `cli`: the `combtest-node` command line, callable from a user's `main`.
+//! - `config`: its settings (file, environment, command line) and where
+//!   each came from.
 
 pub mod model;
 
 mod actors;
 pub mod cli;
 pub mod cluster;
+pub mod config;
 mod exec;
 mod order;
 mod replay;

@@ -84,3 +84,16 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
+
+/// Runs `combtest-node` in `dir` (where it looks for `combtest.toml`), with
+/// `vars` as its only `COMBTEST_*` environment variables.
+pub fn node_in(dir: &std::path::Path, vars: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_combtest-node"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COMBTEST_") {
+            command.env_remove(name);
+        }
+    }
+    command.current_dir(dir).envs(vars.iter().copied()).args(args);
+    command.output().expect("combtest-node starts")
+}
