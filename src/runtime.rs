@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::actors::node_link::{Trouble, call};
+use crate::actors::node_link::{Trouble, call, log_node_lines};
 use crate::actors::run_supervisor::{NodeWorkers, RunContext, RunSupervisor, Workers};
 use crate::cluster::connect::{Connection, HANDSHAKE_TIMEOUT};
 use crate::cluster::wire::{self, Hello, PROTOCOL_VERSION, Reply, Request};
@@ -362,11 +362,16 @@ where
                 run_erased(runnable, values, options, workers, blocks, started).await
             }
         };
-        // Tell the nodes the run is over (they also drop it on their own
-        // once the coordinator goes silent).
+        // Collect the nodes' last log lines, and tell them the run is over
+        // (they also drop it on their own once the coordinator goes silent).
+        let last = Some(Duration::from_secs(5));
+        let ping = wire::encode(&Request::Ping { run });
         let end = wire::encode(&Request::EndRun { run });
         for (node, _) in &nodes {
-            let _ = call(&node.agent, end.clone(), Some(Duration::from_secs(5))).await;
+            if let Ok(Reply::Pong { logs, dropped }) = call(&node.agent, ping.clone(), last).await {
+                log_node_lines(&node.name, logs, dropped);
+            }
+            let _ = call(&node.agent, end.clone(), last).await;
         }
         connection.close().await;
         result

@@ -28,6 +28,7 @@ fn json_output_has_exactly_the_documented_keys() {
         keys,
         [
             "aborted",
+            "aborted_walks",
             "cancelled",
             "elapsed_s",
             "failed",

@@ -2,19 +2,10 @@
 //! builds the examples; the `cargo build --example` here makes sure of it
 //! when this file runs alone, and costs a fingerprint check otherwise.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn example(name: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "example {name} does not build");
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
-    deps.parent().unwrap().join("examples").join(name)
-}
+mod common;
+use common::example;
 
 fn run(name: &str, args: &[&str]) -> (Option<i32>, String) {
     let output = Command::new(example(name)).args(args).output().unwrap();

@@ -167,7 +167,7 @@ impl<S: Send + 'static> Actor for NodeLink<S> {
             }
             NodeLinkMsg::Pong(lines, dropped) => {
                 state.ping_in_flight = false;
-                state.log(lines, dropped);
+                log_node_lines(&state.args.node.name, lines, dropped);
                 Ok(())
             }
         }
@@ -311,22 +311,6 @@ impl<S: Send + 'static> LinkState<S> {
         });
     }
 
-    fn log(&self, lines: Vec<(u8, String)>, dropped: u64) {
-        let node = &self.args.node.name;
-        for (level, line) in lines {
-            match level {
-                0 => tracing::error!(target: "combtest::node", "[{node}] {line}"),
-                1 => tracing::warn!(target: "combtest::node", "[{node}] {line}"),
-                2 => tracing::info!(target: "combtest::node", "[{node}] {line}"),
-                3 => tracing::debug!(target: "combtest::node", "[{node}] {line}"),
-                _ => tracing::trace!(target: "combtest::node", "[{node}] {line}"),
-            }
-        }
-        if dropped > 0 {
-            tracing::warn!(target: "combtest::node", "[{node}] {dropped} log lines dropped (the node logs faster than it is pinged)");
-        }
-    }
-
     fn lose(
         &mut self,
         myself: &ActorRef<NodeLinkMsg>,
@@ -342,6 +326,25 @@ impl<S: Send + 'static> LinkState<S> {
         }
         myself.stop(Some("node lost".to_string()));
         Ok(())
+    }
+}
+
+/// Logs a node's lines here, prefixed with its name, at their own levels.
+pub(crate) fn log_node_lines(node: &str, lines: Vec<(u8, String)>, dropped: u64) {
+    for (level, line) in lines {
+        match level {
+            0 => tracing::error!(target: "combtest::node", "[{node}] {line}"),
+            1 => tracing::warn!(target: "combtest::node", "[{node}] {line}"),
+            2 => tracing::info!(target: "combtest::node", "[{node}] {line}"),
+            3 => tracing::debug!(target: "combtest::node", "[{node}] {line}"),
+            _ => tracing::trace!(target: "combtest::node", "[{node}] {line}"),
+        }
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            target: "combtest::node",
+            "[{node}] {dropped} log lines dropped (the node logged faster than it was pinged)"
+        );
     }
 }
 

@@ -41,6 +41,9 @@ impl LocalNodes {
                 .arg("serve")
                 .args(["--listen", "127.0.0.1:0", "--name", &format!("local-{index}")])
                 .env("COMBTEST_COOKIE", cookie)
+                // Its log lines reach the coordinator through heartbeats;
+                // its own stderr (shared with the coordinator) keeps errors.
+                .env("COMBTEST_LOG", std::env::var("COMBTEST_LOG").unwrap_or("error".into()))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());

@@ -24,7 +24,7 @@ pub struct FailedWalk {
 }
 
 /// Walks that could not be finished, with the reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbortedWalks {
     /// The walks, as ranges of ids.
     pub walks: Vec<Range<u64>>,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::outcome::Report;
+use super::outcome::{AbortedWalks, Report};
 use super::space::{EntryKind, Space};
 
 /// Version of the trace format, stored in `run.json`.
@@ -248,6 +248,9 @@ pub struct Summary {
     pub elapsed_s: f64,
     /// Every failed walk.
     pub failed_walks: Vec<SummaryFailure>,
+    /// Every aborted walk (as id ranges), grouped by reason.
+    #[serde(default)]
+    pub aborted_walks: Vec<AbortedWalks>,
 }
 
 /// A failed walk in a [`Summary`].
@@ -284,6 +287,7 @@ impl Summary {
                     error: f.error.clone(),
                 })
                 .collect(),
+            aborted_walks: report.aborted_walks.clone(),
         }
     }
 }

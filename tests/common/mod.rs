@@ -97,3 +97,16 @@ pub fn node_in(dir: &std::path::Path, vars: &[(&str, &str)], args: &[&str]) -> O
     command.current_dir(dir).envs(vars.iter().copied()).args(args);
     command.output().expect("combtest-node starts")
 }
+
+/// Builds example `name` (if `cargo test` has not already) and returns its
+/// path.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "example {name} does not build");
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    deps.parent().unwrap().join("examples").join(name)
+}

@@ -1,0 +1,340 @@
+//! Cluster runs with real `serve` processes on 127.0.0.1 (ports picked by
+//! their OS): the same results as in-process, node loss by SIGKILL and
+//! SIGSTOP, and clear errors for a wrong cookie, a different suite build,
+//! an unknown suite and garbage on the node's port. Every process a test
+//! starts is killed when its guard drops; every wait is bounded.
+
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use combtest::cluster::ClusterOptions;
+use combtest::suites::{SuiteOptions, builtin};
+
+mod common;
+use common::example;
+
+/// Longest any one process of these tests may take.
+const BOUND: Duration = Duration::from_secs(120);
+
+const NODE: &str = env!("CARGO_BIN_EXE_combtest-node");
+
+/// A child process, killed (SIGCONT first, in case it is stopped) on drop.
+struct Proc {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        signal(&self.child, "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// The next line on its stdout, waiting at most `BOUND`.
+    fn line(&self) -> String {
+        self.stdout.recv_timeout(BOUND).expect("the process printed a line in time")
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let _ = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
+}
+
+/// Starts `program serve` on 127.0.0.1, port 0, and returns it with its
+/// address (from its ready line).
+fn serve(program: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
+    let mut command = Command::new(program);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
+        .args(extra)
+        .env_remove("COMBTEST_COOKIE")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("the node starts");
+    let proc = Proc { stdout: lines(child.stdout.take().unwrap()), child };
+    let ready = proc.line();
+    let address = ready
+        .strip_prefix("combtest-node serving on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("not a ready line: {ready}"))
+        .to_string();
+    assert!(address.starts_with("127.0.0.1:"), "{ready}");
+    (proc, address)
+}
+
+/// Lines of `reader`, read on a thread of their own.
+fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader).lines() {
+            if sender.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Runs a coordinator to the end (at most `BOUND`): exit code, stdout,
+/// stderr.
+fn coordinate(program: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let child = spawn_coordinator(program, args);
+    finish(child)
+}
+
+fn spawn_coordinator(program: &Path, args: &[&str]) -> Child {
+    Command::new(program)
+        .args(args)
+        .env_remove("COMBTEST_COOKIE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the coordinator starts")
+}
+
+fn finish(child: Child) -> (Option<i32>, String, String) {
+    let id = child.id();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let Ok(output) = receiver.recv_timeout(BOUND) else {
+        let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
+        panic!("the coordinator did not finish within {BOUND:?}");
+    };
+    let output = output.unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.code(), text(output.stdout), text(output.stderr))
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn two_local_nodes_give_the_in_process_results_and_states() {
+    // `demo` has a serial action whose value reaches every walk's state;
+    // `smoke` has none.
+    for name in ["demo", "smoke"] {
+        let suites = builtin();
+        let suite = suites.iter().find(|s| s.name() == name).unwrap();
+        let mut local = SuiteOptions::default();
+        local.gather_states = true;
+        let mut cluster = local.clone();
+        cluster.cluster = Some(ClusterOptions::local(2).program(NODE).node_threads(2));
+        // Small batches: walks spread over both nodes.
+        cluster.max_batch = Some(2);
+        let here = suite.run_with_states(&local).unwrap();
+        let there = suite.run_with_states(&cluster).unwrap();
+        assert!(there.is_consistent());
+        let counts = |r: &combtest::Report<serde_json::Value>| {
+            (r.walks, r.passed, r.failed, r.cancelled, r.pruned, r.aborted, r.segments)
+        };
+        assert_eq!(counts(&here), counts(&there), "{name}");
+        assert_eq!(here.serial_actions, there.serial_actions, "{name}");
+        assert_eq!(here.failed_walks, there.failed_walks, "{name}");
+        assert!(!here.states.is_empty());
+        assert_eq!(here.states, there.states, "{name}: final states differ");
+    }
+}
+
+#[test]
+fn a_traced_cluster_run_writes_one_record_per_walk() {
+    let logs = tempfile::tempdir().unwrap();
+    let dir = logs.path().to_str().unwrap();
+    let (code, out, err) = coordinate(
+        Path::new(NODE),
+        &["run", "--suite", "demo", "--local-nodes", "2", "--log-dir", dir, "--batch-size", "3"],
+    );
+    assert_eq!(code, Some(1), "{out}{err}"); // demo has 2 failing walks
+    assert!(out.contains("on 2 nodes"), "{out}");
+    let run = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let walks = std::fs::read_to_string(run.join("walks.jsonl")).unwrap();
+    let mut ids: Vec<u64> = walks.lines().map(|l| json(l)["walk_id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..36).collect::<Vec<_>>());
+    // Lines name the node that ran the walk.
+    assert!(walks.contains("local-0") || walks.contains("local-1"), "{walks}");
+    // The run directory reads back whole: `show` checks every record.
+    let shown = Command::new(NODE).args(["show", "--run", run.to_str().unwrap()]).output().unwrap();
+    assert_eq!(shown.status.code(), Some(0), "{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("walk 27"));
+}
+
+#[test]
+fn node_logs_reach_the_coordinator_prefixed_with_the_node() {
+    let program = example("cluster_node");
+    let (code, out, err) =
+        coordinate(&program, &["-v", "run", "--suite", "relay", "--local-nodes", "2"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(err.contains("[local-0]") && err.contains("[local-1]"), "{err}");
+    assert!(err.contains("run opened"), "{err}");
+}
+
+/// Kills (or stops) one of two nodes once it has run 20 hops, and checks
+/// the run still accounts for every walk: the lost node's held walks are
+/// aborted with its name, the rest pass, and the trace has a line for
+/// every walk that ended.
+fn lose_a_node(signal_name: &str) {
+    let program = example("cluster_node");
+    let (keep, a) = serve(&program, &[], &[]);
+    let (lost, b) = serve(&program, &[], &[]);
+    let logs = tempfile::tempdir().unwrap();
+    let nodes = format!("{a},{b}");
+    let coordinator = spawn_coordinator(
+        &program,
+        &[
+            "run",
+            "--suite",
+            "relay",
+            "--nodes",
+            &nodes,
+            "--heartbeat-timeout",
+            "1s",
+            "--json",
+            "--log-dir",
+            logs.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(lost.line(), "relay: busy");
+    signal(&lost.child, signal_name);
+    let (code, out, err) = finish(coordinator);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let report = json(&out);
+    let walks = report["walks"].as_u64().unwrap();
+    let aborted = report["aborted"].as_u64().unwrap();
+    assert_eq!(walks, 200);
+    assert!(aborted > 0, "{out}");
+    assert_eq!(report["passed"].as_u64().unwrap() + aborted, walks, "{out}");
+    assert!(err.contains("node lost"), "{err}");
+    let run = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let records = std::fs::read_to_string(run.join("walks.jsonl")).unwrap();
+    let mut ids: Vec<u64> = records.lines().map(|l| json(l)["walk_id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len() as u64, walks - aborted, "one line per walk that ended");
+    // The aborted walks are named, with the lost node; with the traced
+    // ones they make up the space, each walk once.
+    let groups = report["aborted_walks"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{out}");
+    let reason = groups[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with(&format!("node {b} lost")), "{reason}");
+    for range in groups[0]["walks"].as_array().unwrap() {
+        ids.extend(range["start"].as_u64().unwrap()..range["end"].as_u64().unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..walks).collect::<Vec<_>>());
+    // The surviving node ran the rest.
+    drop(keep);
+}
+
+#[test]
+fn a_killed_node_is_detected_and_its_walks_accounted() {
+    lose_a_node("KILL");
+}
+
+#[test]
+fn a_stopped_node_is_detected_by_the_heartbeat() {
+    lose_a_node("STOP");
+}
+
+#[test]
+fn losing_every_node_ends_the_run_with_the_partial_report() {
+    let program = example("cluster_node");
+    let (only, a) = serve(&program, &[], &[]);
+    let coordinator = spawn_coordinator(
+        &program,
+        &["run", "--suite", "relay", "--nodes", &a, "--heartbeat-timeout", "1s"],
+    );
+    assert_eq!(only.line(), "relay: busy");
+    signal(&only.child, "KILL");
+    let (code, out, err) = finish(coordinator);
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("every node was lost"), "{err}");
+    assert!(err.contains("partial report"), "{err}");
+}
+
+#[test]
+fn a_wrong_cookie_fails_clearly_on_both_sides() {
+    let (mut node, a) = serve(Path::new(NODE), &["--cookie", "right"], &[]);
+    let (code, out, err) = coordinate(
+        Path::new(NODE),
+        &["run", "--suite", "smoke", "--nodes", &a, "--cookie", "wrong"],
+    );
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("cookies differ"), "{err}");
+    // The node says so too, and keeps serving the right cookie.
+    let (code, out, err) = coordinate(
+        Path::new(NODE),
+        &["run", "--suite", "smoke", "--nodes", &a, "--cookie", "right"],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let _ = node.child.kill();
+    let mut node_err = String::new();
+    let _ = std::io::Read::read_to_string(&mut node.child.stderr.take().unwrap(), &mut node_err);
+    assert!(node_err.contains("closed before authenticating"), "{node_err}");
+}
+
+#[test]
+fn a_node_with_another_build_of_the_suite_refuses_the_run() {
+    let program = example("cluster_node");
+    let (_node, a) = serve(&program, &[], &[("CLUSTER_NODE_VARIANT", "1")]);
+    let (code, out, err) = coordinate(&program, &["run", "--suite", "relay", "--nodes", &a]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("refused the run") && err.contains("fingerprint"), "{err}");
+    // Both fingerprints are named.
+    let hex = err.split(|c: char| !c.is_ascii_hexdigit()).filter(|w| w.len() >= 16).count();
+    assert!(hex >= 2, "{err}");
+    assert!(out.is_empty(), "no walk ran: {out}");
+}
+
+#[test]
+fn a_node_without_the_suite_refuses_the_run() {
+    // combtest-node has the built-in suites, not `relay`.
+    let (_node, a) = serve(Path::new(NODE), &[], &[]);
+    let (code, out, err) =
+        coordinate(&example("cluster_node"), &["run", "--suite", "relay", "--nodes", &a]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("has no suite 'relay'"), "{err}");
+}
+
+#[test]
+fn garbage_on_the_port_does_not_stop_the_node() {
+    let (mut node, a) = serve(Path::new(NODE), &[], &[]);
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0xff; 64][..],
+        &[0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3][..],
+    ] {
+        let mut stream = std::net::TcpStream::connect(&a).unwrap();
+        let _ = stream.write_all(garbage);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        // Wait until the node closes the connection (or times out reading).
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut Vec::new());
+    }
+    assert!(node.child.try_wait().unwrap().is_none(), "the node is still running");
+    let (code, out, err) = coordinate(Path::new(NODE), &["run", "--suite", "smoke", "--nodes", &a]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("passed 9"), "{out}");
+}
+
+#[test]
+fn a_node_refuses_to_listen_off_loopback_without_a_cookie() {
+    // It refuses before binding anything.
+    let output = Command::new(NODE)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("COMBTEST_COOKIE")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8(output.stderr).unwrap();
+    assert!(err.contains("a cookie is required off loopback"), "{err}");
+}
