@@ -28,7 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::cluster::logs;
 use crate::cluster::node::{NodeRun, NodeRunSpec, RunnerPool};
 use crate::cluster::wire::{
-    self, AgentMsg, BatchRequest, CHUNK, Hello, PROTOCOL_VERSION, Reply, Request, RunKey,
+    self, AgentMsg, BatchRequest, Hello, PROTOCOL_VERSION, Reply, Request, RunKey,
 };
 use crate::suites::Suite;
 
@@ -40,6 +40,9 @@ pub(crate) struct AgentArgs {
     pub(crate) suites: Arc<Vec<Box<dyn Suite>>>,
     /// Runner threads per run, unless the coordinator asks otherwise.
     pub(crate) runners: usize,
+    /// Largest piece of a batch result per reply (`wire::CHUNK`; smaller
+    /// in tests).
+    pub(crate) chunk: usize,
 }
 
 pub(crate) struct AgentState {
@@ -110,9 +113,10 @@ impl AgentState {
                 };
                 entry.last_seen = Instant::now();
                 let mut pending = entry.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let size = self.args.chunk;
                 let chunk = pending.get(&batch).map(|bytes| {
                     let from = (offset as usize).min(bytes.len());
-                    let to = (from + CHUNK).min(bytes.len());
+                    let to = (from + size).min(bytes.len());
                     (bytes[from..to].to_vec(), to == bytes.len())
                 });
                 match chunk {
@@ -215,6 +219,7 @@ impl AgentState {
         let run = Arc::clone(&entry.run);
         let pending = Arc::clone(&entry.pending);
         let runner = self.args.name.clone();
+        let size = self.args.chunk;
         let job = Box::new(move || {
             let outcome = catch_unwind(AssertUnwindSafe(|| run.execute(&batch, &runner)));
             let (reply_with, replace) = match outcome {
@@ -222,10 +227,10 @@ impl AgentState {
                     let restarted = result.restarted;
                     let bytes = wire::encode(&result);
                     let total = bytes.len() as u64;
-                    let chunk = if bytes.len() <= CHUNK {
+                    let chunk = if bytes.len() <= size {
                         bytes
                     } else {
-                        let first = bytes[..CHUNK].to_vec();
+                        let first = bytes[..size].to_vec();
                         let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
                         pending.insert(batch.batch, bytes);
                         first
@@ -264,4 +269,137 @@ fn unknown_run(run: RunKey) -> Reply {
         "unknown run {} (never opened here, or dropped after its coordinator went silent)",
         uuid::Uuid::from_u128(run)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::node_link::{Trouble, call, fetch_batch};
+    use crate::cluster::wire::WireInstruction;
+    use crate::model::epoch::EpochCursor;
+    use crate::model::space::Blocks;
+
+    async fn agent(chunk: usize) -> ActorRef<AgentMsg> {
+        let args = AgentArgs {
+            name: "test-node".to_string(),
+            suites: Arc::new(crate::suites::builtin()),
+            runners: 2,
+            chunk,
+        };
+        Actor::spawn(None, NodeAgent, args).await.unwrap().0
+    }
+
+    fn hello(suite: &str, run: RunKey) -> Hello {
+        let suites = crate::suites::builtin();
+        let found = suites.iter().find(|s| s.name() == suite).unwrap();
+        let space = found.space().unwrap();
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            suite: suite.to_string(),
+            fingerprint: found.fingerprint().unwrap(),
+            run,
+            runners: Some(2),
+            blocks: Blocks::for_space(space, 2),
+            gather: true,
+            trace: true,
+            log_level: 1,
+            idle_limit_ms: 60_000,
+        }
+    }
+
+    async fn ask(agent: &ActorRef<AgentMsg>, request: &Request) -> Result<Reply, Trouble> {
+        call(agent, wire::encode(request), Some(std::time::Duration::from_secs(30))).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_result_comes_back_whole_in_small_chunks() {
+        let agent = agent(16).await;
+        let reply = ask(&agent, &Request::Hello(hello("smoke", 7))).await.unwrap();
+        assert!(matches!(reply, Reply::Welcome { runners: 2, .. }), "{reply:?}");
+        let space = crate::suites::smoke::suite().space().unwrap().clone();
+        let epoch = EpochCursor::new(space).next_epoch(false).unwrap();
+        let request = Request::RunBatch(BatchRequest {
+            run: 7,
+            batch: 0,
+            range: epoch.walks.clone(),
+            epoch,
+            instruction: WireInstruction::Run(None),
+        });
+        let result = fetch_batch(&agent, 7, 0, wire::encode(&request)).await.unwrap();
+        // Far more than one 16-byte chunk, fetched piece by piece.
+        assert!(wire::encode(&result).len() > 16 * 4);
+        assert_eq!((result.walks, result.counts.passed, result.records), (9, 9, 9));
+        let mut sums: Vec<(u64, u32)> = result
+            .finals
+            .iter()
+            .map(|(id, bytes)| (*id, postcard::from_bytes(bytes).unwrap()))
+            .collect();
+        sums.sort_unstable();
+        // smoke: (0 + add) * scale, add in 0..3 (most significant), scale in 1..4.
+        let expected: Vec<(u64, u32)> =
+            (0..9).map(|id| (id, (id / 3) as u32 * (id % 3 + 1) as u32)).collect();
+        assert_eq!(sums, expected);
+        assert_eq!(result.lines.iter().filter(|&&b| b == b'\n').count(), 9);
+        // The result was fetched whole: nothing is left pending.
+        let again = ask(&agent, &Request::Fetch { run: 7, batch: 0, offset: 0 }).await;
+        assert!(matches!(again, Err(Trouble::Broken(_))), "{again:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_requests_get_answers_not_panics() {
+        let agent = agent(wire::CHUNK).await;
+        let garbage = call(&agent, vec![0xff; 40], Some(std::time::Duration::from_secs(30))).await;
+        assert!(matches!(&garbage, Err(Trouble::Broken(e)) if e.contains("malformed request")));
+
+        let mut old = hello("smoke", 1);
+        old.protocol = PROTOCOL_VERSION + 1;
+        let Reply::Refused(reason) = ask(&agent, &Request::Hello(old)).await.unwrap() else {
+            panic!("a newer protocol is refused");
+        };
+        assert!(reason.contains(&format!("speaks {}", PROTOCOL_VERSION + 1)), "{reason}");
+        assert!(reason.contains(&format!("speaks {PROTOCOL_VERSION}")), "{reason}");
+
+        let mut other = hello("smoke", 1);
+        other.fingerprint = "0123abcd".to_string();
+        let Reply::Refused(reason) = ask(&agent, &Request::Hello(other)).await.unwrap() else {
+            panic!("another build of the suite is refused");
+        };
+        let ours = hello("smoke", 1).fingerprint;
+        assert!(reason.contains("0123abcd") && reason.contains(&ours), "{reason}");
+
+        let mut unknown = hello("smoke", 1);
+        unknown.suite = "nope".to_string();
+        let Reply::Refused(reason) = ask(&agent, &Request::Hello(unknown)).await.unwrap() else {
+            panic!("an unknown suite is refused");
+        };
+        assert!(reason.contains("no suite 'nope'") && reason.contains("smoke"), "{reason}");
+
+        // A batch of a run never opened, and one outside the space.
+        let space = crate::suites::smoke::suite().space().unwrap().clone();
+        let mut epoch = EpochCursor::new(space).next_epoch(false).unwrap();
+        let batch = |run, epoch: &crate::model::epoch::Epoch, range| {
+            Request::RunBatch(BatchRequest {
+                run,
+                batch: 1,
+                epoch: epoch.clone(),
+                instruction: WireInstruction::Run(None),
+                range,
+            })
+        };
+        let stray = ask(&agent, &batch(99, &epoch, 0..9)).await;
+        assert!(matches!(&stray, Err(Trouble::Broken(e)) if e.contains("unknown run")));
+        assert!(matches!(
+            ask(&agent, &Request::Hello(hello("smoke", 2))).await,
+            Ok(Reply::Welcome { .. })
+        ));
+        epoch.walks = 0..1000;
+        let outside = ask(&agent, &batch(2, &epoch, 0..1000)).await;
+        assert!(
+            matches!(&outside, Err(Trouble::Broken(e)) if e.contains("does not fit")),
+            "{outside:?}"
+        );
+        // The agent still serves.
+        let pong = ask(&agent, &Request::Ping { run: 2 }).await;
+        assert!(matches!(pong, Ok(Reply::Pong { .. })), "{pong:?}");
+    }
 }

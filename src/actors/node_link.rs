@@ -369,7 +369,7 @@ pub(crate) async fn call(
 }
 
 /// Runs a batch on the node and fetches its whole result.
-async fn fetch_batch(
+pub(crate) async fn fetch_batch(
     agent: &ActorRef<AgentMsg>,
     run: RunKey,
     batch: u64,

@@ -303,6 +303,7 @@ async fn serve_async(
         name: name.clone(),
         suites: Arc::new(suites),
         runners: options.threads.unwrap_or_else(crate::runtime::default_threads),
+        chunk: wire::CHUNK,
     };
     let (_agent, agent_handle) = Actor::spawn(None, NodeAgent, args)
         .await
