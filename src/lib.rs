@@ -18,6 +18,8 @@
 //! - `runtime`: [`run`] and [`run_async`], which spawn and supervise them.
 //! - `trace`: run directories: writing traces and reports, reading them
 //!   back for replay.
+//! - `cluster/`: cluster runs: `serve` (a node), `ClusterOptions` (a
+//!   coordinator's nodes), the wire protocol, local node processes.
 //! - `suites/`: built-in suites for `combtest-node`.
 //! - `cli`: the `combtest-node` command line, callable from a user's `main`.
 //! - `config`: its settings (file, environment, command line) and where

@@ -12,7 +12,7 @@
 //! # Supervision
 //! - A WalkRunner that fails (it does so on purpose after a batch in which an
 //!   action panicked) is replaced by a fresh runner with the same index, and
-//!   the Scheduler is told (`RunnerUp`) so it re-sends the batches that were
+//!   the Scheduler is told (`EndpointUp`) so it re-sends the batches that were
 //!   queued in the dead runner's mailbox. Each replacement is counted in the
 //!   report's `runner_restarts`.
 //! - Any other child failing or stopping early ends the run with an internal

@@ -1,14 +1,22 @@
-//! Scheduler: fans the walks of one epoch out to the WalkRunners in batches,
-//! with credit-based flow control, and reports when the epoch is done.
+//! Scheduler: fans the walks of one epoch out to the WalkRunners (or, in a
+//! cluster run, the NodeLinks) in batches, with credit-based flow control,
+//! and reports when the epoch is done.
 //!
 //! - Receives `RunEpoch` from the SerialBarrier (one epoch at a time: the
 //!   barrier sends the next only after `EpochDone`), `BatchDone` from
-//!   WalkRunners, `RunnerUp` from the RunSupervisor (a runner started or
-//!   was replaced).
-//! - Sends `RunBatch` to WalkRunners and `EpochDone` to the SerialBarrier
+//!   WalkRunners and NodeLinks, `EndpointUp` from the RunSupervisor (a
+//!   runner or link started, or a runner was replaced), `NodeLost` from a
+//!   NodeLink.
+//! - Sends `RunBatch` to its endpoints and `EpochDone` to the SerialBarrier
 //!   once every batch of the epoch is acknowledged and none is outstanding:
-//!   at that moment no segment runs anywhere.
+//!   at that moment no segment runs anywhere. After a node loss it sends the
+//!   aborted walks to the Collector, or `AllNodesLost` to the RunSupervisor.
 //! - Supervised by the RunSupervisor; its failure ends the run.
+//!
+//! Each endpoint is a *slot* with credits and a *home* (where the states it
+//! holds live). In a cluster run the Scheduler tracks, in `Holdings`, which
+//! node holds which walks, and sends later segments only there (sticky
+//! routing).
 //!
 //! Batches are id ranges, never single walks. Their size adapts so each
 //! takes about [`TARGET_BATCH`] on a runner (measured from acknowledged

@@ -3,8 +3,8 @@
 //! a server belong where the walks run), the walk states held between
 //! segments, and the runner threads.
 //!
-//! The NodeAgent actor owns one [`NodeRunHandle`] per run; batches execute
-//! on its [`RunnerPool`] threads, never on the async executor.
+//! The NodeAgent actor owns one run entry per run; batches execute on its
+//! `RunnerPool` threads, never on the async executor.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
