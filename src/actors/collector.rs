@@ -82,7 +82,13 @@ impl<S: Send + 'static> Actor for Collector<S> {
             CollectorMsg::BatchOutcome { counts, failed, finals } => {
                 state.counts.merge(&counts);
                 state.failed.extend(failed);
-                state.states.extend(finals);
+                for (id, walk_state) in finals {
+                    // Each walk ends once; a second final state is a bug
+                    // (py-combtest returned every state twice).
+                    if state.states.insert(id, walk_state).is_some() {
+                        return Err(format!("walk {} ended twice (two final states)", id.0).into());
+                    }
+                }
             }
             CollectorMsg::Aborted(walks) => {
                 state.counts.aborted += walks.count();
