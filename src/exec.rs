@@ -49,7 +49,7 @@ impl<S> Block<S> {
 #[derive(Debug)]
 pub(crate) enum BatchInput<S> {
     /// First segment: every walk starts from a clone of the initial state.
-    Fresh(Range<u64>),
+    Fresh(Vec<Range<u64>>),
     /// A later segment: the states held since the walks' previous segment.
     Held(Vec<Block<S>>),
 }
@@ -548,14 +548,15 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         let started = Instant::now();
         let mut units: Vec<Unit<S>> = match input {
             // Nothing goes on: one unit, no slots.
-            BatchInput::Fresh(range) if epoch.last => {
-                vec![Unit { range, fresh: true, slots: Vec::new(), nanos: Vec::new() }]
-            }
+            BatchInput::Fresh(ranges) if epoch.last => ranges
+                .into_iter()
+                .map(|range| Unit { range, fresh: true, slots: Vec::new(), nanos: Vec::new() })
+                .collect(),
             // Walks go on: one unit per block, so the held states are
             // allocated at their final size and stored without a copy.
-            BatchInput::Fresh(range) => settings
-                .blocks
-                .split(range)
+            BatchInput::Fresh(ranges) => ranges
+                .into_iter()
+                .flat_map(|range| settings.blocks.split(range))
                 .map(|part| {
                     let len = (part.end - part.start) as usize;
                     let mut slots = Vec::with_capacity(len);
@@ -704,7 +705,7 @@ mod tests {
             let instruction =
                 Instruction::Run(epoch.serial.map(|step| runnable.run_serial(step).unwrap()));
             let input = if epoch.first {
-                BatchInput::Fresh(epoch.walks.clone())
+                BatchInput::Fresh(vec![epoch.walks.clone()])
             } else {
                 let (mine, rest): (Vec<_>, Vec<_>) =
                     held.into_iter().partition(|b| epoch.walks.contains(&b.start));

@@ -56,10 +56,28 @@ impl<S> StateStore<S> {
                         map.insert(part.start, held);
                     }
                     // Put back what was taken: the caller reports the loss.
-                    for block in out {
-                        map.insert(block.start, (block.slots, block.nanos));
-                    }
+                    drop(map);
+                    self.put_back(out);
                     return Err(part.start);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`take`](Self::take) for several ranges: all of them, or none.
+    pub(crate) fn take_all(
+        &self,
+        ranges: &[Range<u64>],
+        blocks: Blocks,
+    ) -> Result<Vec<Block<S>>, u64> {
+        let mut out = Vec::new();
+        for range in ranges {
+            match self.take(range.clone(), blocks) {
+                Ok(mut taken) => out.append(&mut taken),
+                Err(start) => {
+                    self.put_back(out);
+                    return Err(start);
                 }
             }
         }
@@ -76,6 +94,14 @@ impl<S> StateStore<S> {
                 block.slots = Vec::new();
                 block.nanos = Vec::new();
             }
+            map.insert(block.start, (block.slots, block.nanos));
+        }
+    }
+
+    /// Returns taken blocks unchanged (tombstones stay tombstones).
+    fn put_back(&self, taken: Vec<Block<S>>) {
+        let mut map = self.lock();
+        for block in taken {
             map.insert(block.start, (block.slots, block.nanos));
         }
     }

@@ -321,7 +321,7 @@ mod tests {
         let request = Request::RunBatch(BatchRequest {
             run: 7,
             batch: 0,
-            range: epoch.walks.clone(),
+            ranges: vec![epoch.walks.clone()],
             epoch,
             instruction: WireInstruction::Run(None),
         });
@@ -383,7 +383,7 @@ mod tests {
                 batch: 1,
                 epoch: epoch.clone(),
                 instruction: WireInstruction::Run(None),
-                range,
+                ranges: vec![range],
             })
         };
         let stray = ask(&agent, &batch(99, &epoch, 0..9)).await;

@@ -210,7 +210,7 @@ impl<S: Send + 'static> LinkState<S> {
             batch: job.id.0,
             epoch: (*job.epoch).clone(),
             instruction: (*instruction).clone(),
-            range: job.range.clone(),
+            ranges: job.ranges.clone(),
         });
         let agent = self.args.node.agent.clone();
         let run = self.args.run;

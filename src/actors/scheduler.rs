@@ -58,13 +58,22 @@ const MAX_BATCH: u64 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct BatchId(pub(crate) u64);
 
-/// A batch: a range of walks of one epoch and what to do with them.
+/// A batch: walks of one epoch, as id ranges (usually one; several when the
+/// run covers a sample of the space, or held pieces meet), and what to do
+/// with them.
 #[derive(Debug, Clone)]
 pub(crate) struct BatchJob {
     pub(crate) id: BatchId,
     pub(crate) epoch: Arc<Epoch>,
     pub(crate) instruction: Arc<Instruction>,
-    pub(crate) range: Range<u64>,
+    pub(crate) ranges: Vec<Range<u64>>,
+}
+
+impl BatchJob {
+    /// Walks in the batch.
+    pub(crate) fn walks(&self) -> u64 {
+        self.ranges.iter().map(|r| r.end - r.start).sum()
+    }
 }
 
 /// Where batches go: a local WalkRunner, or the NodeLink of a cluster node.
@@ -185,29 +194,35 @@ struct Work {
 }
 
 impl Work {
-    /// Takes the next range for a slot at `home`, at most `len` walks (more
-    /// only to reach a block boundary when `whole_blocks`).
+    /// Takes the next ranges for a slot at `home`, about `len` walks (more
+    /// only to reach a block boundary when `whole_blocks`), from one queue.
     fn take(
         &mut self,
         home: usize,
         len: u64,
         blocks: &Blocks,
         whole_blocks: bool,
-    ) -> Option<Range<u64>> {
+    ) -> Vec<Range<u64>> {
         let queue = match self.homes.get_mut(&home) {
             Some(queue) if !queue.is_empty() => queue,
             _ => &mut self.any,
         };
-        let range = queue.pop_front()?;
-        let mut stop = (range.start + len).min(range.end);
-        if whole_blocks {
-            stop = blocks.round_up(stop).min(range.end);
+        let mut taken = Vec::new();
+        let mut walks = 0;
+        while walks < len {
+            let Some(range) = queue.pop_front() else { break };
+            let mut stop = (range.start + (len - walks)).min(range.end);
+            if whole_blocks {
+                stop = blocks.round_up(stop).min(range.end);
+            }
+            if stop < range.end {
+                queue.push_front(stop..range.end);
+            }
+            walks += stop - range.start;
+            taken.push(range.start..stop);
         }
-        if stop < range.end {
-            queue.push_front(stop..range.end);
-        }
-        self.remaining -= stop - range.start;
-        Some(range.start..stop)
+        self.remaining -= walks;
+        taken
     }
 
     fn is_empty(&self) -> bool {
@@ -335,14 +350,20 @@ impl SchedulerState {
             && !job.epoch.last
         {
             let live = live.ok_or("a node acknowledged held walks without saying which live")?;
-            if live.len() != job.range.end - job.range.start {
+            if live.len() != job.walks() {
                 return Err(format!(
                     "slot {slot} reported {} walks for batch {batch:?}",
                     live.len()
                 )
                 .into());
             }
-            holdings.record(job.range, self.slots[slot].home, live);
+            let home = self.slots[slot].home;
+            let mut offset = 0;
+            for range in job.ranges {
+                let len = range.end - range.start;
+                holdings.record(range, home, live.slice(offset..offset + len));
+                offset += len;
+            }
         }
         self.dispatch()
     }
@@ -394,9 +415,11 @@ impl SchedulerState {
             if job.epoch.first
                 && let Some(work) = &mut self.current
             {
-                rerun += job.range.end - job.range.start;
-                work.remaining += job.range.end - job.range.start;
-                work.any.push_front(job.range);
+                rerun += job.walks();
+                work.remaining += job.walks();
+                for range in job.ranges.into_iter().rev() {
+                    work.any.push_front(range);
+                }
             }
             // A later segment's walks are held at `home`: aborted below.
         }
@@ -438,14 +461,15 @@ impl SchedulerState {
                 if let Some(max) = self.args.max_batch {
                     len = len.min(max);
                 }
-                let Some(range) = work.take(slot.home, len, &self.args.blocks, whole_blocks) else {
+                let ranges = work.take(slot.home, len, &self.args.blocks, whole_blocks);
+                if ranges.is_empty() {
                     break; // Nothing left for this slot's home.
-                };
+                }
                 let job = BatchJob {
                     id: BatchId(self.next_batch),
                     epoch: Arc::clone(&work.epoch),
                     instruction: Arc::clone(&work.instruction),
-                    range,
+                    ranges,
                 };
                 self.next_batch += 1;
                 slot.credits -= 1;

@@ -160,9 +160,9 @@ async fn run_batch<S: Clone + Send + 'static>(
     // `Sync`.
     let args = &state.args;
     let input = if job.epoch.first {
-        BatchInput::Fresh(job.range.clone())
+        BatchInput::Fresh(job.ranges.clone())
     } else {
-        match args.store.take(job.range.clone(), args.blocks) {
+        match args.store.take_all(&job.ranges, args.blocks) {
             Ok(blocks) => BatchInput::Held(blocks),
             Err(start) => {
                 let reason = format!("walk states of block starting at walk {start} were lost");

@@ -57,9 +57,10 @@ impl<S: Clone + Send + 'static> TypedNodeRun<S> {
         let space = self.order.space();
         let epoch = &request.epoch;
         let fits = epoch.walks.end <= space.size()
-            && request.range.start >= epoch.walks.start
-            && request.range.end <= epoch.walks.end
-            && request.range.start < request.range.end
+            && !request.ranges.is_empty()
+            && request.ranges.iter().all(|r| {
+                r.start >= epoch.walks.start && r.end <= epoch.walks.end && r.start < r.end
+            })
             && epoch.plain.end <= space.len()
             && epoch.level <= space.serial_positions().len()
             && epoch.serial.is_none_or(|s| s.position < space.len());
@@ -98,11 +99,11 @@ impl<S: Clone + Send + 'static> NodeRun for TypedNodeRun<S> {
         self.check(request)?;
         let instruction = self.instruction(request)?;
         let epoch = &request.epoch;
-        let range = request.range.clone();
+        let ranges = &request.ranges;
         let input = if epoch.first {
-            BatchInput::Fresh(range.clone())
+            BatchInput::Fresh(ranges.clone())
         } else {
-            let blocks = self.store.take(range.clone(), self.spec.blocks).map_err(|start| {
+            let blocks = self.store.take_all(ranges, self.spec.blocks).map_err(|start| {
                 format!(
                     "the walk states of the block starting at walk {start} are not on this node"
                 )
@@ -121,16 +122,20 @@ impl<S: Clone + Send + 'static> NodeRun for TypedNodeRun<S> {
         let mut result =
             BatchResult { walks: out.walks, counts: out.counts, ..BatchResult::default() };
         if !epoch.last {
-            let mut live = vec![false; (range.end - range.start) as usize];
-            for block in &out.held {
-                for (i, slot) in block.slots.iter().enumerate() {
-                    let at = (block.start + i as u64).checked_sub(range.start);
-                    if let Some(flag) = at.and_then(|at| live.get_mut(at as usize)) {
-                        *flag = slot.is_some();
-                    }
-                }
+            // One bit per walk of the ranges, in order: the held blocks
+            // are the ranges' blocks, in order.
+            let live = LiveSet::from_bits(
+                out.held.iter().flat_map(|b| b.slots.iter().map(Option::is_some)),
+            );
+            let walks: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+            if live.len() != walks {
+                return Err(format!(
+                    "batch {}: {} held walks for {walks}",
+                    request.batch,
+                    live.len()
+                ));
             }
-            result.live = Some(LiveSet::from_bits(live));
+            result.live = Some(live);
         }
         if !out.held.is_empty() {
             self.store.put(out.held);

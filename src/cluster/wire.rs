@@ -80,7 +80,8 @@ pub struct BatchRequest {
     pub batch: u64,
     pub epoch: Epoch,
     pub instruction: WireInstruction,
-    pub range: Range<u64>,
+    /// The walks, as id ranges within the epoch's.
+    pub ranges: Vec<Range<u64>>,
 }
 
 /// What to do with the walks of an epoch.

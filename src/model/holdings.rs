@@ -64,7 +64,7 @@ impl LiveSet {
     }
 
     /// The bits of `offsets`.
-    fn slice(&self, offsets: Range<u64>) -> LiveSet {
+    pub fn slice(&self, offsets: Range<u64>) -> LiveSet {
         LiveSet::from_bits(offsets.map(|o| self.get(o)))
     }
 
