@@ -18,6 +18,7 @@ use crate::cluster::wire::{self, Hello, PROTOCOL_VERSION, Reply, Request};
 use crate::cluster::{ClusterError, ClusterOptions, LocalNodes, RemoteNode};
 use crate::exec::{ErasedOrder, Runnable};
 use crate::model::outcome::Report;
+use crate::model::sample::{SampleError, WalkSample};
 use crate::model::space::Blocks;
 use crate::model::space::OrderError;
 use crate::order::{Chain, WalkOrder};
@@ -33,6 +34,7 @@ pub struct RunOptions<S> {
     run_id: Option<RunId>,
     name: Option<String>,
     max_batch: Option<u64>,
+    sample: Option<WalkSample>,
 }
 
 impl<S: Default> Default for RunOptions<S> {
@@ -52,6 +54,7 @@ impl<S> RunOptions<S> {
             run_id: None,
             name: None,
             max_batch: None,
+            sample: None,
         }
     }
 
@@ -101,6 +104,14 @@ impl<S> RunOptions<S> {
         self
     }
 
+    /// Runs only the walks of `sample` (with every serial action they need,
+    /// at its barrier; epochs without a sampled walk are skipped). The
+    /// report covers the sample: `walks` is its size.
+    pub fn sample(mut self, sample: WalkSample) -> Self {
+        self.sample = Some(sample);
+        self
+    }
+
     pub fn effective_threads(&self) -> usize {
         self.threads.unwrap_or_else(default_threads)
     }
@@ -141,6 +152,9 @@ pub enum RunError {
     /// The actors of the run broke an invariant: a bug in combtest.
     #[error("internal error (a bug in combtest, please report it): {0}")]
     Internal(String),
+    /// The sample does not fit the walk order, or cannot be traced.
+    #[error("invalid sample: {0}")]
+    Sample(#[from] SampleError),
     /// A cluster run could not start: a node is unreachable, has another
     /// cookie, or refused the run.
     #[error(transparent)]
@@ -214,6 +228,16 @@ async fn run_erased<S: Clone + Send + 'static>(
     started: Instant,
 ) -> Result<Report<S>, RunError> {
     let space = runnable.space().clone();
+    if let Some(sample) = &options.sample {
+        let size = space.size();
+        if let Some(&id) = sample.ids().last().filter(|&&id| id >= size) {
+            return Err(SampleError::Outside { id, size }.into());
+        }
+        if options.log_dir.is_some() {
+            // A run directory's reader expects every walk of the space.
+            return Err(SampleError::NotTraceable.into());
+        }
+    }
     let threads = workers.runners();
     let mut session = None;
     let mut trace = None;
@@ -236,6 +260,7 @@ async fn run_erased<S: Clone + Send + 'static>(
         workers,
         blocks,
         max_batch: options.max_batch,
+        sample: options.sample,
         gather: options.gather_states,
         trace,
         reply,

@@ -1,11 +1,13 @@
 //! Accounting property: whatever the actions do (pass, cancel, fail, panic,
 //! prune) and however many runners there are, the report matches a plain
 //! sequential interpreter walk by walk, and passed + failed + cancelled +
-//! pruned + aborted equals the size of the space.
+//! pruned + aborted equals the size of the space (or of the sample, for a
+//! run over a sample of it).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use combtest::model::sample::WalkSample;
 use combtest::{Action, ActionResult, Halt, RunOptions, SerialAction, WalkOrder, WalkView, run};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -94,7 +96,11 @@ fn behaviour() -> impl Strategy<Value = Vec<Vec<u8>>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]
-    fn reports_match_a_sequential_interpreter(behaviour in behaviour(), threads in 1usize..7) {
+    fn reports_match_a_sequential_interpreter(
+        behaviour in behaviour(),
+        threads in 1usize..7,
+        sample in prop::option::of(prop::collection::btree_set(0u64..288, 1..40)),
+    ) {
         quiet_scripted_panics();
         let order = WalkOrder::<Scripted>::new()
             .then::<Act<0, 3>>()
@@ -103,10 +109,28 @@ proptest! {
             .then::<Act<3, 2>>()
             .then::<Act<4, 4>>();
         let initial = Scripted { behaviour: Arc::new(behaviour.clone()) };
-        let report = run(&order, RunOptions::new(initial).threads(threads)).unwrap();
+        let size = order.size().unwrap();
+        prop_assert_eq!(size, 288);
+        let mut options = RunOptions::new(initial).threads(threads);
+        let ids: Vec<u64> = match &sample {
+            // A sampled run accounts for its sample only, with the same
+            // outcome per walk as a full run.
+            Some(ids) => {
+                let sample = WalkSample::new(ids.iter().copied().collect(), size).unwrap();
+                options = options.sample(sample);
+                ids.iter().copied().collect()
+            }
+            None => (0..size).collect(),
+        };
+        let report = run(&order, options).unwrap();
+        prop_assert_eq!(report.walks, ids.len() as u64);
+        // Gate runs once per branch that has a walk in the run.
+        let branches: BTreeSet<u32> =
+            ids.iter().map(|&id| order.walk(id).unwrap().option_indices()[2]).collect();
+        prop_assert_eq!(report.serial_actions, branches.len() as u64);
         let mut expected = [0u64; 4];
         let mut expected_failed = BTreeSet::new();
-        for id in 0..order.size().unwrap() {
+        for id in ids {
             let digits = order.walk(id).unwrap().option_indices();
             let outcome = interpret(&digits, &behaviour);
             expected[outcome as usize] += 1;

@@ -9,6 +9,7 @@
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::model::epoch::{Epoch, EpochCursor};
+use crate::model::sample::WalkSample;
 use crate::model::space::Space;
 
 /// Requests to the Planner.
@@ -24,29 +25,42 @@ impl ractor::Message for PlannerMsg {}
 
 pub(crate) struct Planner;
 
+pub(crate) struct PlannerState {
+    cursor: EpochCursor,
+    /// In a sampled run, epochs with no sampled walk are skipped (and so is
+    /// their subtree: it holds no sampled walk either).
+    sample: Option<WalkSample>,
+}
+
 impl Actor for Planner {
     type Msg = PlannerMsg;
-    type State = EpochCursor;
-    type Arguments = Space;
+    type State = PlannerState;
+    type Arguments = (Space, Option<WalkSample>);
 
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
-        space: Space,
+        (space, sample): (Space, Option<WalkSample>),
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(EpochCursor::new(space))
+        Ok(PlannerState { cursor: EpochCursor::new(space), sample })
     }
 
     async fn handle(
         &self,
         _: ActorRef<Self::Msg>,
         message: Self::Msg,
-        cursor: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             PlannerMsg::NextEpoch { skip_subtree, reply } => {
+                let mut next = state.cursor.next_epoch(skip_subtree);
+                if let Some(sample) = &state.sample {
+                    while next.as_ref().is_some_and(|e| sample.count_in(&e.walks) == 0) {
+                        next = state.cursor.next_epoch(true);
+                    }
+                }
                 // The barrier may have given up waiting; nothing to do then.
-                let _ = reply.send(cursor.next_epoch(skip_subtree));
+                let _ = reply.send(next);
             }
         }
         Ok(())

@@ -45,6 +45,7 @@ use crate::cluster::RemoteNode;
 use crate::cluster::wire::RunKey;
 use crate::exec::ErasedOrder;
 use crate::model::outcome::Report;
+use crate::model::sample::WalkSample;
 use crate::model::space::Blocks;
 use crate::model::trace::TraceEncoder;
 use crate::runtime::RunError;
@@ -103,6 +104,8 @@ pub(crate) struct RunContext<S> {
     pub(crate) workers: Workers<S>,
     pub(crate) blocks: Blocks,
     pub(crate) max_batch: Option<u64>,
+    /// Run only these walks (a soak round's sample).
+    pub(crate) sample: Option<WalkSample>,
     pub(crate) gather: bool,
     /// The trace encoder and `walks.jsonl`, when the run has a log dir.
     pub(crate) trace: Option<(Arc<TraceEncoder>, WalksFile)>,
@@ -165,8 +168,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         let me = myself.get_cell();
         let mut roles = HashMap::new();
 
-        let (collector, _) =
-            Actor::spawn_linked(None, Collector::new(), space.size(), me.clone()).await?;
+        let walks = ctx.sample.as_ref().map_or(space.size(), WalkSample::len);
+        let (collector, _) = Actor::spawn_linked(None, Collector::new(), walks, me.clone()).await?;
         roles.insert(collector.get_id(), Role::Collector);
         let trace = match ctx.trace {
             Some((encoder, file)) => {
@@ -176,7 +179,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             }
             None => None,
         };
-        let (planner, _) = Actor::spawn_linked(None, Planner, space, me.clone()).await?;
+        let (planner, _) =
+            Actor::spawn_linked(None, Planner, (space, ctx.sample.clone()), me.clone()).await?;
         roles.insert(planner.get_id(), Role::Planner);
         let barrier_args = SerialBarrierArgs {
             order: Arc::clone(&ctx.order),
@@ -201,6 +205,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             runners: ctx.workers.runners(),
             blocks,
             max_batch: ctx.max_batch,
+            sample: ctx.sample.clone(),
             sticky: matches!(ctx.workers, Workers::Nodes(_)),
             barrier: barrier.clone(),
             abort: Box::new(move |walks| {

@@ -39,6 +39,7 @@ use crate::exec::Instruction;
 use crate::model::epoch::Epoch;
 use crate::model::holdings::{Holdings, LiveSet};
 use crate::model::outcome::AbortedWalks;
+use crate::model::sample::WalkSample;
 use crate::model::space::Blocks;
 
 /// Wall time a batch should take on a runner: long enough that the per-batch
@@ -129,6 +130,8 @@ pub(crate) struct SchedulerArgs {
     pub(crate) blocks: Blocks,
     /// Largest batch, in walks (the `batch_size` setting); `None`: adaptive.
     pub(crate) max_batch: Option<u64>,
+    /// Run only these walks.
+    pub(crate) sample: Option<WalkSample>,
     /// Route later segments to the home of their walks' states and track
     /// which are live (cluster runs); in-process every runner shares one
     /// store and nothing needs tracking.
@@ -322,10 +325,16 @@ impl SchedulerState {
                     work.homes.entry(home).or_default().push_back(range);
                 }
             }
-            _ => {
-                work.remaining = epoch.walks.end - epoch.walks.start;
-                work.any.push_back(epoch.walks.clone());
-            }
+            _ => match &self.args.sample {
+                Some(sample) => {
+                    work.remaining = sample.count_in(&epoch.walks);
+                    work.any.extend(sample.pieces(&epoch.walks, &self.args.blocks));
+                }
+                None => {
+                    work.remaining = epoch.walks.end - epoch.walks.start;
+                    work.any.push_back(epoch.walks.clone());
+                }
+            },
         }
         self.current = Some(work);
         self.dispatch()

@@ -7,6 +7,7 @@ pub mod epoch;
 pub mod holdings;
 pub mod junit;
 pub mod outcome;
+pub mod sample;
 pub mod space;
 pub mod trace;
 pub mod walk;
