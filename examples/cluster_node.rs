@@ -11,7 +11,8 @@
 //! `cargo run --example cluster_node -- run --suite relay --nodes 127.0.0.1:7878 --cookie s3cret`
 //!
 //! The cluster tests use it too: a node prints `relay: busy` on stdout once
-//! it has run 20 hops (the moment the tests kill it), and
+//! it has run 20 first hops, and `relay: late` after 10 hops after the mode
+//! switch (the moments the tests kill it), and
 //! `CLUSTER_NODE_VARIANT=1` gives `relay` one more option, as a node built
 //! from a different version of the suite would.
 
@@ -30,8 +31,18 @@ struct Relay {
     mode: u32,
 }
 
-/// Hops run by this process.
-static HOPS: AtomicU64 = AtomicU64::new(0);
+/// Hops run by this process: first hops (before the mode switch), second.
+static FIRST_HOPS: AtomicU64 = AtomicU64::new(0);
+static SECOND_HOPS: AtomicU64 = AtomicU64::new(0);
+
+/// Prints `line` on stdout when `counter` reaches `at`.
+fn mark(counter: &AtomicU64, at: u64, line: &str) {
+    if counter.fetch_add(1, Ordering::Relaxed) + 1 == at {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
 
 /// One call to the system: takes 2 ms.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,12 +56,11 @@ impl Action<Relay> for Hop {
     }
     fn run(&self, relay: &mut Relay) -> ActionResult {
         std::thread::sleep(Duration::from_millis(2));
-        relay.hops.push(self.0 + relay.mode);
-        if HOPS.fetch_add(1, Ordering::Relaxed) + 1 == 20 {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "relay: busy");
-            let _ = out.flush();
+        match relay.hops.len() {
+            0 => mark(&FIRST_HOPS, 20, "relay: busy"),
+            _ => mark(&SECOND_HOPS, 10, "relay: late"),
         }
+        relay.hops.push(self.0 + relay.mode);
         Ok(())
     }
 }

@@ -314,10 +314,11 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             }
             Some(Role::Link(slot)) => {
                 // A link stops on its own when its node is lost (and has told
-                // the Scheduler); one that failed has not.
+                // the Scheduler); one that fails is a bug, and its node may
+                // still be running walks: end the run.
                 if matches!(event_kind, EventKind::Failed) {
-                    let node = format!("node link {slot}");
-                    state.scheduler.cast(SchedulerMsg::NodeLost { slot, node, reason: why })?;
+                    let reason = format!("the link to node {slot} failed: {why}");
+                    state.finish(&myself, Err(RunError::Internal(reason)));
                 }
             }
             Some(role) => {

@@ -356,8 +356,14 @@ impl SchedulerState {
             self.cost.add(nanos, walks);
         }
         if let Some(holdings) = &mut self.holdings
-            && !job.epoch.last
+            && job.epoch.last
         {
+            // Those walks have ended and are counted: none is held any more,
+            // so a loss of the node now cannot abort them.
+            for range in job.ranges {
+                holdings.release(range);
+            }
+        } else if let Some(holdings) = &mut self.holdings {
             let live = live.ok_or("a node acknowledged held walks without saying which live")?;
             if live.len() != job.walks() {
                 return Err(format!(
@@ -396,10 +402,13 @@ impl SchedulerState {
         self.dispatch()
     }
 
-    /// A node is gone with the states it held. First segments it was running
-    /// are re-run elsewhere (they start from the initial state and the serial
-    /// history they need is the current one); every live walk it held is
-    /// aborted, with the reason.
+    /// A node is gone with the states it held. Walks of the current epoch
+    /// that is their first segment are re-run elsewhere, whether the node was
+    /// running them or had finished them: they start from the initial state,
+    /// and the serial history they need is the current one. Their outcomes
+    /// were not counted (outstanding batches), or they had not ended (held
+    /// walks are live). Every other live walk it held is aborted, with the
+    /// reason: a serial action has run since it started.
     fn node_lost(
         &mut self,
         slot: usize,
@@ -437,7 +446,18 @@ impl SchedulerState {
         {
             work.remaining -= queue.iter().map(|r| r.end - r.start).sum::<u64>();
         }
-        let aborted = self.holdings.as_mut().map(|h| h.lose(home)).unwrap_or_default();
+        let lost = self.holdings.as_mut().map(|h| h.lose(home)).unwrap_or_default();
+        let (rebuild, aborted) = match &self.current {
+            Some(work) if work.epoch.first => split_ranges(lost, &work.epoch.walks),
+            _ => (Vec::new(), lost),
+        };
+        if let Some(work) = &mut self.current {
+            for range in rebuild.into_iter().rev() {
+                rerun += range.end - range.start;
+                work.remaining += range.end - range.start;
+                work.any.push_front(range);
+            }
+        }
         let count: u64 = aborted.iter().map(|r| r.end - r.start).sum();
         tracing::warn!(node, reason, rerun, aborted = count, "node lost");
         if !aborted.is_empty() {
@@ -508,6 +528,30 @@ impl SchedulerState {
     }
 }
 
+/// Splits `ranges` into their parts inside `within` and the rest.
+fn split_ranges(
+    ranges: Vec<Range<u64>>,
+    within: &Range<u64>,
+) -> (Vec<Range<u64>>, Vec<Range<u64>>) {
+    let (mut inside, mut outside) = (Vec::new(), Vec::new());
+    for range in ranges {
+        let from = range.start.max(within.start);
+        let to = range.end.min(within.end);
+        if from < to {
+            inside.push(from..to);
+            if range.start < from {
+                outside.push(range.start..from);
+            }
+            if to < range.end {
+                outside.push(to..range.end);
+            }
+        } else {
+            outside.push(range);
+        }
+    }
+    (inside, outside)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,6 +570,13 @@ mod tests {
         assert_eq!(batch_len(Some(2.0), 2, 1_000_000), 250_000);
         assert_eq!(batch_len(Some(2.0), 2, 1_000), 62_500);
         assert_eq!(batch_len(Some(1e6), 4, 16), 2);
+    }
+
+    #[test]
+    fn lost_ranges_split_at_the_epoch() {
+        let (inside, outside) = split_ranges(vec![0..4, 6..12, 14..16, 20..22], &(8..15));
+        assert_eq!(inside, vec![8..12, 14..15]);
+        assert_eq!(outside, vec![0..4, 6..8, 15..16, 20..22]);
     }
 
     #[test]
