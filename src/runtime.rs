@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::actors::node_link::{Trouble, call, log_node_lines};
 use crate::actors::run_supervisor::{NodeWorkers, RunContext, RunSupervisor, Workers};
-use crate::cluster::connect::{Connection, HANDSHAKE_TIMEOUT};
+use crate::cluster::connect::Connection;
 use crate::cluster::wire::{self, Hello, PROTOCOL_VERSION, Reply, Request};
 use crate::cluster::{ClusterError, ClusterOptions, LocalNodes, RemoteNode};
 use crate::exec::{ErasedOrder, Runnable};
@@ -371,7 +371,9 @@ where
             gather: options.gather_states,
             trace: options.log_dir.is_some(),
             log_level: crate::cluster::logs::current_level(),
-            idle_limit_ms: (cluster.heartbeat_timeout * 3).as_millis() as u64,
+            lease_ms: cluster.heartbeat_timeout.as_millis() as u64,
+            // Until the links start pinging: every node opens the run first.
+            grace_ms: (OPEN_TIMEOUT * 2).as_millis() as u64,
         };
         let (nodes, refused) = handshake(&connection, &hello).await;
         let result = match refused {
@@ -418,17 +420,25 @@ fn actor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Opens the run on every node: the nodes that took it, with their runner
-/// threads, and the first refusal, if any (the run must then not start;
-/// the nodes that took it are told to end it).
+/// How long a node may take to open a run: the suite's setup runs then.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Opens the run on every node, all at once: the nodes that took it, with
+/// their runner threads, and the first refusal, if any (the run must then
+/// not start; the nodes that took it are told to end it).
 async fn handshake(
     connection: &Connection,
     hello: &Hello,
 ) -> (Vec<(RemoteNode, usize)>, Option<ClusterError>) {
+    let request = wire::encode(&Request::Hello(hello.clone()));
+    let answers = futures::future::join_all(
+        connection.nodes.iter().map(|node| call(&node.agent, request.clone(), Some(OPEN_TIMEOUT))),
+    )
+    .await;
     let mut nodes = Vec::new();
-    for node in &connection.nodes {
-        let request = wire::encode(&Request::Hello(hello.clone()));
-        let refusal = match call(&node.agent, request, Some(HANDSHAKE_TIMEOUT)).await {
+    let mut refusal = None;
+    for (node, answer) in connection.nodes.iter().zip(answers) {
+        let refused = match answer {
             Ok(Reply::Welcome { node: name, runners }) => {
                 let mut node = node.clone();
                 node.name = name;
@@ -440,13 +450,18 @@ async fn handshake(
                 node: node.name.clone(),
                 reason: format!("unexpected answer to the handshake: {other:?}"),
             },
-            Err(Trouble::Lost(reason) | Trouble::Broken(reason)) => {
+            // A node of another protocol version answers in a form this
+            // build cannot read: the decoding error names both versions.
+            Err(Trouble::Broken(reason)) => {
+                ClusterError::Refused { node: node.name.clone(), reason }
+            }
+            Err(Trouble::Lost(reason)) => {
                 ClusterError::Unreachable { address: node.name.clone(), reason }
             }
         };
-        return (nodes, Some(refusal));
+        refusal.get_or_insert(refused);
     }
-    (nodes, None)
+    (nodes, refusal)
 }
 
 /// Decodes a walk state sent by a node.

@@ -5,21 +5,31 @@
 //! - Receives `AgentMsg::Call` from coordinators (through ractor_cluster):
 //!   postcard `Request`s, each answered with exactly one `Reply` (a reply
 //!   port dropped unanswered would leave the coordinator's call waiting).
-//!   - `Hello`: checks the protocol version and the suite's fingerprint,
-//!     sets the run up (the suite's setup runs here) or refuses, naming
-//!     both sides' versions or fingerprints.
+//!   - `Hello`: checks the suite and its fingerprint at once, then runs the
+//!     suite's setup on a blocking thread (user code: it may be slow or
+//!     panic) and answers when it is done: the run is open, or refused with
+//!     the reason, naming both sides' fingerprints.
 //!   - `RunBatch`: queues the batch on the run's runner threads, which
 //!     answer when it is done; a result bigger than one chunk waits in the
 //!     run's `pending` map for `Fetch`es.
-//!   - `Ping`: answers with the log lines buffered since the last one.
+//!   - `Ping`: renews the run's lease and answers with the log lines
+//!     buffered since the last one.
 //!   - `EndRun`: drops the run (its states, threads and fixture).
-//! - Before each request it drops runs not pinged within their idle limit
-//!   (their coordinator is gone or cut them off).
+//! - `Sweep`, every second from itself: drops runs whose lease ran out.
+//! - **Lease.** A run lives while its coordinator pings it: the lease is the
+//!   heartbeat timeout (before the first ping, the longer grace the
+//!   coordinator gave in `Hello`). A coordinator declares the node lost no
+//!   sooner than a heartbeat timeout after its last answered ping, so by
+//!   then the lease has run out and the node runs none of the batches still
+//!   queued for that run: a stopped node that wakes up does not run walks
+//!   behind a serial action the coordinator has moved on to. (A batch
+//!   already running finishes; its result goes nowhere.)
 //! - Supervision: spawned by `serve`, which ends the process if it stops.
 //!   Runner threads that ran a panicking action are replaced by their pool.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +40,11 @@ use crate::cluster::node::{NodeRun, NodeRunSpec, RunnerPool};
 use crate::cluster::wire::{
     self, AgentMsg, BatchRequest, Hello, PROTOCOL_VERSION, Reply, Request, RunKey,
 };
+use crate::exec::panic_message;
 use crate::suites::Suite;
+
+/// How often the agent drops runs whose lease ran out.
+const SWEEP: Duration = Duration::from_secs(1);
 
 pub(crate) struct NodeAgent;
 
@@ -46,8 +60,10 @@ pub(crate) struct AgentArgs {
 }
 
 pub(crate) struct AgentState {
-    args: AgentArgs,
-    runs: HashMap<RunKey, RunEntry>,
+    args: Arc<AgentArgs>,
+    /// Shared with the tasks that open runs.
+    runs: Arc<Mutex<HashMap<RunKey, RunEntry>>>,
+    sweep: Option<ractor::concurrency::JoinHandle<()>>,
 }
 
 struct RunEntry {
@@ -55,8 +71,43 @@ struct RunEntry {
     pool: RunnerPool,
     /// Encoded results still being fetched, by batch.
     pending: Arc<Mutex<HashMap<u64, Vec<u8>>>>,
-    last_seen: Instant,
-    idle_limit: Duration,
+    lease: Arc<Lease>,
+}
+
+/// How long a run may go without hearing from its coordinator.
+struct Lease {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last request of the run.
+    seen: AtomicU64,
+    /// The lease once pinged, and before.
+    length: Duration,
+    grace: Duration,
+    pinged: AtomicBool,
+}
+
+impl Lease {
+    fn new(length: Duration, grace: Duration) -> Self {
+        Lease {
+            epoch: Instant::now(),
+            seen: AtomicU64::new(0),
+            length,
+            grace,
+            pinged: AtomicBool::new(false),
+        }
+    }
+
+    fn renew(&self, ping: bool) {
+        self.seen.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if ping {
+            self.pinged.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn expired(&self) -> bool {
+        let limit = if self.pinged.load(Ordering::Relaxed) { self.length } else { self.grace };
+        let seen = Duration::from_millis(self.seen.load(Ordering::Relaxed));
+        self.epoch.elapsed() > seen + limit
+    }
 }
 
 impl Actor for NodeAgent {
@@ -70,7 +121,23 @@ impl Actor for NodeAgent {
         args: AgentArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(wire::AGENT_GROUP.to_string(), vec![myself.get_cell()]);
-        Ok(AgentState { args, runs: HashMap::new() })
+        let sweep = myself.send_interval(SWEEP, || AgentMsg::Sweep);
+        Ok(AgentState {
+            args: Arc::new(args),
+            runs: Arc::new(Mutex::new(HashMap::new())),
+            sweep: Some(sweep),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(sweep) = state.sweep.take() {
+            sweep.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -81,6 +148,7 @@ impl Actor for NodeAgent {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AgentMsg::Call(bytes, reply) => state.serve(&bytes, reply),
+            AgentMsg::Sweep => state.sweep(),
         }
         Ok(())
     }
@@ -92,8 +160,11 @@ fn answer(reply: RpcReplyPort<Vec<u8>>, answer: &Reply) {
 }
 
 impl AgentState {
+    fn runs(&self) -> std::sync::MutexGuard<'_, HashMap<RunKey, RunEntry>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn serve(&mut self, bytes: &[u8], reply: RpcReplyPort<Vec<u8>>) {
-        self.sweep();
         let request = match wire::decode::<Request>(bytes, "request") {
             Ok(request) => request,
             Err(error) => {
@@ -102,16 +173,13 @@ impl AgentState {
             }
         };
         match request {
-            Request::Hello(hello) => {
-                let result = self.hello(hello);
-                answer(reply, &result);
-            }
+            Request::Hello(hello) => self.hello(hello, reply),
             Request::RunBatch(batch) => self.run_batch(batch, reply),
             Request::Fetch { run, batch, offset } => {
-                let Some(entry) = self.runs.get_mut(&run) else {
+                let runs = self.runs();
+                let Some(entry) = runs.get(&run) else {
                     return answer(reply, &unknown_run(run));
                 };
-                entry.last_seen = Instant::now();
                 let mut pending = entry.pending.lock().unwrap_or_else(|p| p.into_inner());
                 let size = self.args.chunk;
                 let chunk = pending.get(&batch).map(|bytes| {
@@ -131,16 +199,16 @@ impl AgentState {
                     }
                 }
             }
-            Request::Ping { run } => match self.runs.get_mut(&run) {
+            Request::Ping { run } => match self.runs().get(&run) {
                 Some(entry) => {
-                    entry.last_seen = Instant::now();
+                    entry.lease.renew(true);
                     let (logs, dropped) = logs::drain();
                     answer(reply, &Reply::Pong { logs, dropped });
                 }
                 None => answer(reply, &unknown_run(run)),
             },
             Request::EndRun { run } => {
-                if self.runs.remove(&run).is_some() {
+                if self.runs().remove(&run).is_some() {
                     tracing::info!(run = %uuid::Uuid::from_u128(run), "run ended");
                 }
                 answer(reply, &Reply::Ended);
@@ -148,79 +216,75 @@ impl AgentState {
         }
     }
 
-    fn hello(&mut self, hello: Hello) -> Reply {
-        let run_id = uuid::Uuid::from_u128(hello.run);
+    /// Checks a run's request at once; opens it (the suite's setup) on a
+    /// blocking thread, answering when done.
+    fn hello(&mut self, hello: Hello, reply: RpcReplyPort<Vec<u8>>) {
+        let name = self.args.name.clone();
         if hello.protocol != PROTOCOL_VERSION {
-            return refuse(format!(
-                "protocol version mismatch: the coordinator speaks {}, node {} speaks {}",
-                hello.protocol, self.args.name, PROTOCOL_VERSION
-            ));
+            return answer(
+                reply,
+                &refuse(format!(
+                    "protocol version mismatch: the coordinator speaks {}, node {name} speaks \
+                     {PROTOCOL_VERSION}",
+                    hello.protocol
+                )),
+            );
         }
-        let Some(suite) = self.args.suites.iter().find(|s| s.name() == hello.suite) else {
+        let Some(index) = self.args.suites.iter().position(|s| s.name() == hello.suite) else {
             let names: Vec<&str> = self.args.suites.iter().map(|s| s.name()).collect();
-            return refuse(format!(
-                "node {} has no suite '{}' (it has: {})",
-                self.args.name,
-                hello.suite,
-                names.join(", ")
-            ));
+            return answer(
+                reply,
+                &refuse(format!(
+                    "node {name} has no suite '{}' (it has: {})",
+                    hello.suite,
+                    names.join(", ")
+                )),
+            );
         };
+        let suite = &self.args.suites[index];
         let fingerprint = match suite.fingerprint() {
             Ok(fingerprint) => fingerprint,
-            Err(error) => return refuse(format!("node {}: {error}", self.args.name)),
+            Err(error) => return answer(reply, &refuse(format!("node {name}: {error}"))),
         };
         if fingerprint != hello.fingerprint {
-            return refuse(format!(
-                "suite '{}' differs between the coordinator (walk-order fingerprint {}) and node {} \
-                 ({fingerprint}): run the same build of the suite everywhere",
-                hello.suite, hello.fingerprint, self.args.name
-            ));
+            return answer(
+                reply,
+                &refuse(format!(
+                    "suite '{}' differs between the coordinator (walk-order fingerprint {}) and \
+                     node {name} ({fingerprint}): run the same build of the suite everywhere",
+                    hello.suite, hello.fingerprint
+                )),
+            );
         }
-        let spec = NodeRunSpec {
-            blocks: hello.blocks,
-            gather: hello.gather,
-            trace: hello.trace,
-            suite: hello.suite.clone(),
-        };
-        let run = match suite.open_node_run(&spec) {
-            Ok(run) => run,
-            Err(error) => return refuse(format!("node {}: {error}", self.args.name)),
-        };
-        let runners = hello.runners.map_or(self.args.runners, |r| r as usize).max(1);
-        let pool = match RunnerPool::start(runners, "combtest-node-runner") {
-            Ok(pool) => pool,
-            Err(error) => {
-                return refuse(format!(
-                    "node {} cannot start runner threads: {error}",
-                    self.args.name
-                ));
-            }
-        };
-        logs::set_level(hello.log_level);
-        tracing::info!(run = %run_id, suite = %hello.suite, runners, "run opened");
-        self.runs.insert(
-            hello.run,
-            RunEntry {
-                run: Arc::from(run),
-                pool,
-                pending: Arc::new(Mutex::new(HashMap::new())),
-                last_seen: Instant::now(),
-                idle_limit: Duration::from_millis(hello.idle_limit_ms.max(1000)),
-            },
-        );
-        Reply::Welcome { node: self.args.name.clone(), runners: runners as u32 }
+        let space_fits = suite.space().is_ok_and(|space| hello.blocks.fits(space));
+        let runners = hello.runners.map_or(self.args.runners, |r| r as usize);
+        if !space_fits || runners == 0 || runners > crate::MAX_THREADS {
+            return answer(reply, &refuse(format!("node {name}: the run's settings do not fit")));
+        }
+        let args = Arc::clone(&self.args);
+        let runs = Arc::clone(&self.runs);
+        tokio::task::spawn_blocking(move || {
+            let reply_with = open(&args, index, &hello, runners, &runs);
+            answer(reply, &reply_with);
+        });
     }
 
     fn run_batch(&mut self, batch: BatchRequest, reply: RpcReplyPort<Vec<u8>>) {
-        let Some(entry) = self.runs.get_mut(&batch.run) else {
+        let runs = self.runs();
+        let Some(entry) = runs.get(&batch.run) else {
             return answer(reply, &unknown_run(batch.run));
         };
-        entry.last_seen = Instant::now();
         let run = Arc::clone(&entry.run);
         let pending = Arc::clone(&entry.pending);
+        let lease = Arc::clone(&entry.lease);
         let runner = self.args.name.clone();
         let size = self.args.chunk;
         let job = Box::new(move || {
+            if lease.expired() {
+                // The coordinator has given this node up: run nothing more.
+                answer(reply, &Reply::Expired("the run's lease ran out".to_string()));
+                return false;
+            }
             let outcome = catch_unwind(AssertUnwindSafe(|| run.execute(&batch, &runner)));
             let (reply_with, replace) = match outcome {
                 Ok(Ok(result)) => {
@@ -246,17 +310,68 @@ impl AgentState {
         entry.pool.submit(job);
     }
 
-    /// Drops runs whose coordinator has not been heard from in time.
+    /// Drops the runs whose lease ran out.
     fn sweep(&mut self) {
-        let now = Instant::now();
-        self.runs.retain(|run, entry| {
-            let alive = now.duration_since(entry.last_seen) <= entry.idle_limit;
+        self.runs().retain(|run, entry| {
+            let alive = !entry.lease.expired();
             if !alive {
-                tracing::warn!(run = %uuid::Uuid::from_u128(*run), "dropping a run: its coordinator is gone");
+                tracing::warn!(
+                    run = %uuid::Uuid::from_u128(*run),
+                    "dropping a run: its coordinator has not been heard from in time"
+                );
             }
             alive
         });
     }
+}
+
+/// Runs the suite's setup and starts the run's threads (on a blocking
+/// thread: user code).
+fn open(
+    args: &AgentArgs,
+    index: usize,
+    hello: &Hello,
+    runners: usize,
+    runs: &Mutex<HashMap<RunKey, RunEntry>>,
+) -> Reply {
+    let name = &args.name;
+    let suite = &args.suites[index];
+    let spec = NodeRunSpec {
+        blocks: hello.blocks,
+        gather: hello.gather,
+        trace: hello.trace,
+        suite: hello.suite.clone(),
+    };
+    let run = match catch_unwind(AssertUnwindSafe(|| suite.open_node_run(&spec))) {
+        Ok(Ok(run)) => run,
+        Ok(Err(error)) => return refuse(format!("node {name}: {error}")),
+        Err(payload) => {
+            let message = panic_message(payload);
+            return refuse(format!(
+                "node {name}: the setup of suite '{}' panicked: {message}",
+                hello.suite
+            ));
+        }
+    };
+    let pool = match RunnerPool::start(runners, "combtest-node-runner") {
+        Ok(pool) => pool,
+        Err(error) => return refuse(format!("node {name} cannot start runner threads: {error}")),
+    };
+    logs::set_level(hello.log_level);
+    let lease = Lease::new(
+        Duration::from_millis(hello.lease_ms.max(100)),
+        Duration::from_millis(hello.grace_ms.max(1000)),
+    );
+    lease.renew(false);
+    tracing::info!(run = %uuid::Uuid::from_u128(hello.run), suite = %hello.suite, runners, "run opened");
+    let entry = RunEntry {
+        run: Arc::from(run),
+        pool,
+        pending: Arc::new(Mutex::new(HashMap::new())),
+        lease: Arc::new(lease),
+    };
+    runs.lock().unwrap_or_else(|p| p.into_inner()).insert(hello.run, entry);
+    Reply::Welcome { node: name.clone(), runners: runners as u32 }
 }
 
 fn refuse(reason: String) -> Reply {
@@ -265,8 +380,8 @@ fn refuse(reason: String) -> Reply {
 }
 
 fn unknown_run(run: RunKey) -> Reply {
-    Reply::Error(format!(
-        "unknown run {} (never opened here, or dropped after its coordinator went silent)",
+    Reply::Expired(format!(
+        "no run {} here (never opened, or dropped when its lease ran out)",
         uuid::Uuid::from_u128(run)
     ))
 }
@@ -303,7 +418,8 @@ mod tests {
             gather: true,
             trace: true,
             log_level: 1,
-            idle_limit_ms: 60_000,
+            lease_ms: 60_000,
+            grace_ms: 60_000,
         }
     }
 
@@ -346,10 +462,46 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_whose_lease_ran_out_runs_nothing_more() {
+        let agent = agent(wire::CHUNK).await;
+        let mut short = hello("smoke", 5);
+        (short.lease_ms, short.grace_ms) = (0, 0); // Both at their minimum.
+        assert!(matches!(ask(&agent, &Request::Hello(short)).await, Ok(Reply::Welcome { .. })));
+        let space = crate::suites::smoke::suite().space().unwrap().clone();
+        let epoch = EpochCursor::new(space).next_epoch(false).unwrap();
+        let request = Request::RunBatch(BatchRequest {
+            run: 5,
+            batch: 0,
+            ranges: vec![epoch.walks.clone()],
+            epoch,
+            instruction: WireInstruction::Run(None),
+        });
+        // One ping starts the 100 ms lease; batches do not renew it. Keep
+        // asking (each batch is real work, no sleep) until one is refused.
+        assert!(matches!(ask(&agent, &Request::Ping { run: 5 }).await, Ok(Reply::Pong { .. })));
+        for _ in 0..100_000 {
+            match ask(&agent, &request).await {
+                Ok(Reply::Batch { .. }) => {}
+                Err(Trouble::Lost(why)) => {
+                    assert!(why.contains("lease") || why.contains("no run"), "{why}");
+                    return;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        panic!("the lease never ran out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bad_requests_get_answers_not_panics() {
         let agent = agent(wire::CHUNK).await;
-        let garbage = call(&agent, vec![0xff; 40], Some(std::time::Duration::from_secs(30))).await;
+        let timeout = Some(std::time::Duration::from_secs(30));
+        let mut garbage = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        garbage.extend([0xff; 40]);
+        let garbage = call(&agent, garbage, timeout).await;
         assert!(matches!(&garbage, Err(Trouble::Broken(e)) if e.contains("malformed request")));
+        let newer = call(&agent, (PROTOCOL_VERSION + 1).to_le_bytes().to_vec(), timeout).await;
+        assert!(matches!(&newer, Err(Trouble::Broken(e)) if e.contains("protocol version")));
 
         let mut old = hello("smoke", 1);
         old.protocol = PROTOCOL_VERSION + 1;
@@ -387,7 +539,7 @@ mod tests {
             })
         };
         let stray = ask(&agent, &batch(99, &epoch, 0..9)).await;
-        assert!(matches!(&stray, Err(Trouble::Broken(e)) if e.contains("unknown run")));
+        assert!(matches!(&stray, Err(Trouble::Lost(e)) if e.contains("dropped the run")));
         assert!(matches!(
             ask(&agent, &Request::Hello(hello("smoke", 2))).await,
             Ok(Reply::Welcome { .. })

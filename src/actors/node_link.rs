@@ -357,6 +357,9 @@ pub(crate) async fn call(
     match agent.call(|port| AgentMsg::Call(request, port), timeout).await {
         Ok(CallResult::Success(bytes)) => match wire::decode::<Reply>(&bytes, "reply") {
             Ok(Reply::Error(error)) => Err(Trouble::Broken(error)),
+            Ok(Reply::Expired(why)) => {
+                Err(Trouble::Lost(format!("the node dropped the run: {why}")))
+            }
             Ok(reply) => Ok(reply),
             Err(error) => Err(Trouble::Broken(error)),
         },

@@ -61,9 +61,13 @@ impl<S: Clone + Send + 'static> TypedNodeRun<S> {
             && request.ranges.iter().all(|r| {
                 r.start >= epoch.walks.start && r.end <= epoch.walks.end && r.start < r.end
             })
+            && epoch.plain.start <= epoch.plain.end
             && epoch.plain.end <= space.len()
             && epoch.level <= space.serial_positions().len()
-            && epoch.serial.is_none_or(|s| s.position < space.len());
+            && epoch.serial.is_none_or(|s| {
+                space.serial_positions().contains(&s.position)
+                    && s.option < space.option_counts()[s.position]
+            });
         if fits {
             Ok(())
         } else {

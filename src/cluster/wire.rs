@@ -35,6 +35,9 @@ pub enum AgentMsg {
     /// A request and where its reply goes.
     #[rpc]
     Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// Time to drop runs whose lease ran out (the agent's own timer; from
+    /// a peer it is harmless).
+    Sweep,
 }
 
 /// A run's id on the wire (a UUID's bits).
@@ -69,8 +72,13 @@ pub struct Hello {
     pub trace: bool,
     /// Forward the node's log lines up to this level (0 error … 4 trace).
     pub log_level: u8,
-    /// Drop the run if not pinged for this long (the coordinator is gone).
-    pub idle_limit_ms: u64,
+    /// The run's lease: run nothing more, and drop the run, when not pinged
+    /// for this long (the heartbeat timeout: the coordinator has declared
+    /// the node lost, or is gone).
+    pub lease_ms: u64,
+    /// The lease before the first ping (the coordinator may still be
+    /// opening the run on other nodes).
+    pub grace_ms: u64,
 }
 
 /// A batch of walks to run.
@@ -112,6 +120,8 @@ pub enum Reply {
     Pong { logs: Vec<(u8, String)>, dropped: u64 },
     /// The run is closed.
     Ended,
+    /// The node has no such run (any more): its lease ran out.
+    Expired(String),
     /// The request could not be served.
     Error(String),
 }
@@ -146,14 +156,42 @@ pub struct WireFailure {
     pub error: String,
 }
 
-/// Encodes a request or reply.
+/// Encodes a request or reply: the protocol version (4 bytes, little
+/// endian), then postcard. The version comes first so that a peer of
+/// another version is named as such, whatever its messages look like.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let bytes = PROTOCOL_VERSION.to_le_bytes().to_vec();
     // Serializing these plain data types into a Vec cannot fail.
-    postcard::to_stdvec(value).expect("wire types serialize")
+    postcard::to_extend(value, bytes).expect("wire types serialize")
 }
 
 /// Decodes a request or reply, naming what was expected on failure.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, String> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| format!("malformed {what} ({} bytes): {e}", bytes.len()))
+    let Some((version, body)) = bytes.split_first_chunk::<4>() else {
+        return Err(format!("malformed {what} ({} bytes)", bytes.len()));
+    };
+    let version = u32::from_le_bytes(*version);
+    if version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version mismatch: the peer speaks {version}, this build speaks \
+             {PROTOCOL_VERSION}"
+        ));
+    }
+    postcard::from_bytes(body).map_err(|e| format!("malformed {what} ({} bytes): {e}", bytes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_protocol_version_is_named() {
+        let mut bytes = encode(&Request::Ping { run: 1 });
+        assert!(matches!(decode::<Request>(&bytes, "request"), Ok(Request::Ping { run: 1 })));
+        bytes[..4].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+        let error = decode::<Request>(&bytes, "request").unwrap_err();
+        assert!(error.contains(&format!("peer speaks {}", PROTOCOL_VERSION + 1)), "{error}");
+        assert!(error.contains(&format!("this build speaks {PROTOCOL_VERSION}")), "{error}");
+        assert!(decode::<Request>(&[1, 0], "request").unwrap_err().starts_with("malformed"));
+    }
 }

@@ -330,6 +330,14 @@ impl Blocks {
         Blocks::new(branch_len, spread.clamp(1, 1024))
     }
 
+    /// Whether these are blocks of `space` (as [`Blocks::for_space`] makes
+    /// them, for any runner count): checked on nodes, which get them from a
+    /// coordinator.
+    pub fn fits(&self, space: &Space) -> bool {
+        self.branch_len == space.deepest_branch_len()
+            && (1..=self.branch_len).contains(&self.block_len)
+    }
+
     /// The block holding walk `id`.
     pub fn block_of(&self, id: u64) -> Range<u64> {
         let branch_start = id - id % self.branch_len;
