@@ -72,7 +72,8 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         max_epochs: usize,
     },
-    /// Run every walk of a suite on this machine and print a summary.
+    /// Run every walk of a suite and print a summary: in this process, or on
+    /// cluster nodes with `--nodes` or `--local-nodes`.
     Run {
         /// The suite to run (see `list`).
         #[arg(long)]
@@ -109,10 +110,14 @@ enum Command {
         /// [default: its address].
         #[arg(long)]
         name: Option<String>,
-        /// Runner threads per run, unless the coordinator's `--threads` says
-        /// otherwise [default: available parallelism].
+        /// Runner threads per run, unless the coordinator asks for a number
+        /// (its `threads` setting) [default: available parallelism].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
         threads: Option<u32>,
+        /// Exit when standard input closes (how `run --local-nodes` makes sure
+        /// its nodes never outlive it).
+        #[arg(long, hide = true)]
+        exit_on_stdin_eof: bool,
     },
     /// Replay one walk alone, printing each action, the outcome and the final
     /// state. Exit code 0 if it passed (or was cancelled or pruned), 1 if it
@@ -164,9 +169,10 @@ struct ClusterArgs {
     /// [setting: cookie].
     #[arg(long)]
     cookie: Option<Cookie>,
-    /// A node that does not answer a heartbeat for this long is lost: its
-    /// unstarted walks run elsewhere, walks whose state it held are
-    /// reported aborted [setting: heartbeat_timeout, default 10s].
+    /// A node that does not answer a heartbeat for this long is lost: walks
+    /// still in their first segment run again elsewhere; walks whose state it
+    /// held past a serial action are reported aborted
+    /// [setting: heartbeat_timeout, default 10s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     heartbeat_timeout: Option<std::time::Duration>,
     /// Cap on walks per batch, or `auto`: about 4 ms of work each
@@ -266,7 +272,13 @@ where
             };
             run_suite(suite, &options, json, &program)
         }
-        Command::Serve { name, threads, .. } => {
+        Command::Serve { name, threads, exit_on_stdin_eof, .. } => {
+            if exit_on_stdin_eof {
+                std::thread::spawn(|| {
+                    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                    std::process::exit(0);
+                });
+            }
             let mut options = crate::cluster::ServeOptions::new(settings.listen.value.to_string());
             options.cookie = settings.cookie.value.as_ref().map(|c| c.expose().to_string());
             options.name = name;

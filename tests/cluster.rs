@@ -351,3 +351,29 @@ fn a_node_refuses_to_listen_off_loopback_without_a_cookie() {
     let err = String::from_utf8(output.stderr).unwrap();
     assert!(err.contains("a cookie is required off loopback"), "{err}");
 }
+
+#[test]
+fn a_local_node_exits_when_its_coordinator_goes() {
+    // `--local-nodes` children hold this lifeline: a coordinator killed
+    // before it can kill them closes their stdin, and they exit.
+    let mut child = Command::new(NODE)
+        .args(["serve", "--listen", "127.0.0.1:0", "--exit-on-stdin-eof"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    assert!(stdout.recv_timeout(BOUND).unwrap().starts_with("combtest-node serving on"));
+    drop(child.stdin.take());
+    let (sender, receiver) = mpsc::channel();
+    let id = child.id();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait());
+    });
+    let status = receiver.recv_timeout(BOUND).unwrap_or_else(|_| {
+        let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
+        panic!("the node did not exit when its stdin closed");
+    });
+    assert!(status.unwrap().success());
+}

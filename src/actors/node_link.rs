@@ -45,6 +45,11 @@ use crate::model::epoch::EpochId;
 use crate::model::outcome::FailedWalk;
 use crate::model::space::WalkId;
 
+/// Largest serial value sent to nodes: it travels with every batch of its
+/// epoch, and every request must stay well under ractor_cluster's 16 MiB
+/// frame limit.
+const MAX_VALUE: usize = 4 << 20;
+
 /// Requests to a NodeLink, and what its own tasks report back.
 pub(crate) enum NodeLinkMsg {
     /// Run this batch on the node, then acknowledge it.
@@ -183,7 +188,17 @@ impl<S: Send + 'static> LinkState<S> {
         }
         let wire = match (&*job.instruction, job.epoch.serial) {
             (Instruction::Run(Some(value)), Some(step)) => {
-                WireInstruction::Run(Some(self.args.order.encode_value(step, value)?))
+                let bytes = self.args.order.encode_value(step, value)?;
+                if bytes.len() > MAX_VALUE {
+                    return Err(format!(
+                        "the value of the serial action at position {} is {} bytes; a value sent \
+                         to cluster nodes must stay under {MAX_VALUE} bytes (it travels with \
+                         every batch)",
+                        step.position,
+                        bytes.len()
+                    ));
+                }
+                WireInstruction::Run(Some(bytes))
             }
             (Instruction::Run(_), _) => WireInstruction::Run(None),
             (Instruction::FailBranch(error), _) => WireInstruction::FailBranch(error.clone()),

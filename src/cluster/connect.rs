@@ -105,11 +105,14 @@ impl Connection {
             .map_err(|e| unreachable(format!("cannot resolve it: {e}")))?
             .next()
             .ok_or_else(|| unreachable("it resolves to no address".to_string()))?;
-        ractor_cluster::client_connect(&self.server, resolved)
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        tokio::time::timeout_at(deadline, ractor_cluster::client_connect(&self.server, resolved))
             .await
+            .map_err(|_| {
+                unreachable(format!("no connection within {}s", HANDSHAKE_TIMEOUT.as_secs()))
+            })?
             .map_err(|e| unreachable(format!("{e}")))?;
         let peer = resolved.to_string();
-        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let mut authenticated = false;
         loop {
             let event = tokio::time::timeout_at(deadline, events.recv())

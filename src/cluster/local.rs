@@ -22,6 +22,9 @@ pub(crate) const READY_PREFIX: &str = "combtest-node serving on";
 #[derive(Debug)]
 pub struct LocalNodes {
     children: Vec<Child>,
+    /// Each child's stdin: a child exits when it closes, so children never
+    /// outlive a coordinator that was killed before it could kill them.
+    _lifelines: Vec<std::process::ChildStdin>,
     addresses: Vec<String>,
 }
 
@@ -34,17 +37,19 @@ impl LocalNodes {
         cookie: &str,
         threads: Option<usize>,
     ) -> Result<Self, ClusterError> {
-        let mut nodes = LocalNodes { children: Vec::new(), addresses: Vec::new() };
+        let mut nodes =
+            LocalNodes { children: Vec::new(), _lifelines: Vec::new(), addresses: Vec::new() };
         for index in 0..count {
             let mut command = Command::new(&program);
             command
                 .arg("serve")
                 .args(["--listen", "127.0.0.1:0", "--name", &format!("local-{index}")])
+                .arg("--exit-on-stdin-eof")
                 .env("COMBTEST_COOKIE", cookie)
                 // Its log lines reach the coordinator through heartbeats;
                 // its own stderr (shared with the coordinator) keeps errors.
                 .env("COMBTEST_LOG", std::env::var("COMBTEST_LOG").unwrap_or("error".into()))
-                .stdin(Stdio::null())
+                .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
             if let Some(threads) = threads {
@@ -54,6 +59,7 @@ impl LocalNodes {
                 ClusterError::Local(format!("cannot start {}: {e}", program.display()))
             })?;
             let stdout = child.stdout.take().expect("stdout is piped");
+            nodes._lifelines.push(child.stdin.take().expect("stdin is piped"));
             nodes.children.push(child);
             let address = read_ready_line(stdout).map_err(|reason| {
                 ClusterError::Local(format!("local node {index} ({}) {reason}", program.display()))

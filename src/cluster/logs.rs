@@ -50,11 +50,25 @@ pub(crate) fn current_level() -> u8 {
     }
 }
 
-/// Takes the buffered lines and the count of dropped ones.
+/// Most bytes of log lines in one heartbeat reply; the rest waits for the
+/// next.
+const MAX_DRAIN: usize = 1 << 20;
+
+/// Takes buffered lines (up to `MAX_DRAIN` bytes) and the count of dropped
+/// ones.
 pub(crate) fn drain() -> (Vec<(u8, String)>, u64) {
     let mut buffer = BUFFER.lock().unwrap_or_else(|p| p.into_inner());
     let dropped = std::mem::take(&mut buffer.dropped);
-    (buffer.lines.drain(..).collect(), dropped)
+    let mut bytes = 0;
+    let mut lines = Vec::new();
+    while let Some((_, line)) = buffer.lines.front() {
+        if bytes + line.len() > MAX_DRAIN && !lines.is_empty() {
+            break;
+        }
+        bytes += line.len();
+        lines.extend(buffer.lines.pop_front());
+    }
+    (lines, dropped)
 }
 
 /// The layer `serve` installs.
