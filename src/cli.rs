@@ -181,6 +181,19 @@ struct ClusterArgs {
     batch_size: Option<BatchSize>,
 }
 
+/// A suite's run options from the settings (threads, nodes, batch size).
+fn suite_options(settings: &Settings, local_nodes: Option<u32>) -> SuiteOptions {
+    SuiteOptions {
+        threads: settings.threads.value.map(|t| t as usize),
+        cluster: cluster_options(settings, local_nodes),
+        max_batch: match settings.batch_size.value {
+            BatchSize::Auto => None,
+            BatchSize::Max(walks) => Some(walks.get()),
+        },
+        ..SuiteOptions::default()
+    }
+}
+
 /// The cluster a run goes to, if any: `--local-nodes`, or the `nodes`
 /// setting.
 fn cluster_options(
@@ -258,18 +271,9 @@ where
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
-            let threads = settings.threads.value.map(|t| t as usize);
-            let options = SuiteOptions {
-                threads,
-                log_dir: settings.log_dir.value.clone(),
-                run_id,
-                cluster: cluster_options(&settings, cluster.local_nodes),
-                max_batch: match settings.batch_size.value {
-                    BatchSize::Auto => None,
-                    BatchSize::Max(walks) => Some(walks.get()),
-                },
-                gather_states: false,
-            };
+            let mut options = suite_options(&settings, cluster.local_nodes);
+            options.log_dir = settings.log_dir.value.clone();
+            options.run_id = run_id;
             run_suite(suite, &options, json, &program)
         }
         Command::Serve { name, threads, exit_on_stdin_eof, .. } => {

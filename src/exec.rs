@@ -121,6 +121,10 @@ pub enum WalkOutcome {
 /// `clone` or `drop` panicked.
 pub(crate) const WALK_STATE_ACTION: &str = "(walk state)";
 
+/// The action name of a walk that ran past its walk timeout (which action
+/// was running is not known: the thread is stuck in it).
+pub(crate) const WALK_TIMEOUT_ACTION: &str = "(walk timeout)";
+
 /// A walk order with its state type fixed and its chain type erased: the
 /// boundary where dynamic dispatch happens, once per batch.
 pub(crate) trait ErasedOrder<S>: Send + Sync {

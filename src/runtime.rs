@@ -21,6 +21,7 @@ use crate::model::outcome::Report;
 use crate::model::sample::{SampleError, WalkSample};
 use crate::model::space::Blocks;
 use crate::model::space::OrderError;
+use crate::model::trace::{RoundTag, TraceEncoder};
 use crate::order::{Chain, WalkOrder};
 use crate::trace::{RunId, TraceError, TraceTarget, option_json};
 
@@ -35,6 +36,19 @@ pub struct RunOptions<S> {
     name: Option<String>,
     max_batch: Option<u64>,
     sample: Option<WalkSample>,
+    walk_timeout: Option<Duration>,
+    append: Option<RoundTrace>,
+}
+
+/// Where a soak round's trace lines go: appended to the soak's
+/// `walks.jsonl`, each tagged with the round.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct RoundTrace {
+    /// The soak's `walks.jsonl`, opened for appending.
+    pub file: Arc<std::fs::File>,
+    /// The round (and sample seed) each line is tagged with.
+    pub tag: RoundTag,
 }
 
 impl<S: Default> Default for RunOptions<S> {
@@ -55,6 +69,8 @@ impl<S> RunOptions<S> {
             name: None,
             max_batch: None,
             sample: None,
+            walk_timeout: None,
+            append: None,
         }
     }
 
@@ -109,6 +125,22 @@ impl<S> RunOptions<S> {
     /// report covers the sample: `walks` is its size.
     pub fn sample(mut self, sample: WalkSample) -> Self {
         self.sample = Some(sample);
+        self
+    }
+
+    /// A walk segment that runs longer than `timeout` fails ("timed out
+    /// after ..."), and its runner is replaced; the stuck thread is
+    /// abandoned (it cannot be stopped from outside). Batches then hold one
+    /// walk each, so the timeout is per walk segment.
+    pub fn walk_timeout(mut self, timeout: Duration) -> Self {
+        self.walk_timeout = Some(timeout);
+        self.max_batch = Some(1);
+        self
+    }
+
+    /// Appends the trace to a soak's file, tagged with the round.
+    pub(crate) fn round_trace(mut self, trace: Option<RoundTrace>) -> Self {
+        self.append = trace;
         self
     }
 
@@ -210,11 +242,11 @@ where
     }
     let runnable: Arc<dyn ErasedOrder<S>> = Arc::new(Runnable::new(order.clone())?);
     let space = runnable.space().clone();
-    let values = match options.log_dir {
-        Some(_) => Some(option_json(order, &space)?),
-        None => None,
+    let values = match options.log_dir.is_some() || options.append.is_some() {
+        true => Some(option_json(order, &space)?),
+        false => None,
     };
-    let blocks = Blocks::for_space(&space, threads);
+    let blocks = blocks_for(&space, threads, &options);
     run_erased(runnable, values, options, Workers::Threads(threads), blocks, started).await
 }
 
@@ -241,7 +273,15 @@ async fn run_erased<S: Clone + Send + 'static>(
     let threads = workers.runners();
     let mut session = None;
     let mut trace = None;
-    if let (Some(log_dir), Some(values)) = (options.log_dir, values) {
+    let append = options.append.is_some();
+    if let (Some(target), Some(values)) = (options.append, values.clone()) {
+        // A soak round: lines tagged with the round, appended to the soak's
+        // file; no run directory of its own.
+        let suite = options.name.clone().unwrap_or_else(|| "default".to_string());
+        let encoder = TraceEncoder::new(suite, space.clone(), values).with_round(Some(target.tag));
+        let file = target.file.try_clone().map_err(|e| RunError::TraceWrite(e.to_string()))?;
+        trace = Some((Arc::new(encoder), crate::trace::WalksFile::new(file)));
+    } else if let (Some(log_dir), Some(values)) = (options.log_dir, values) {
         let target = TraceTarget {
             log_dir,
             run_id: options.run_id.unwrap_or_else(RunId::new),
@@ -259,8 +299,10 @@ async fn run_erased<S: Clone + Send + 'static>(
         initial: options.initial,
         workers,
         blocks,
-        max_batch: options.max_batch,
+        // One walk per batch: a timeout then blames one walk.
+        max_batch: if options.walk_timeout.is_some() { Some(1) } else { options.max_batch },
         sample: options.sample,
+        walk_timeout: options.walk_timeout,
         gather: options.gather_states,
         trace,
         reply,
@@ -299,7 +341,7 @@ async fn run_erased<S: Clone + Send + 'static>(
         elapsed_s = report.elapsed.as_secs_f64(),
         "run ends"
     );
-    if let Some(session) = session {
+    if session.is_some() || append {
         let totals = totals.unwrap_or_default();
         if totals.records != report.walks - report.aborted {
             return Err(RunError::Internal(format!(
@@ -308,7 +350,9 @@ async fn run_erased<S: Clone + Send + 'static>(
                 report.walks - report.aborted
             )));
         }
-        report.run_dir = Some(session.finish(&report, &space, &totals)?);
+        if let Some(session) = session {
+            report.run_dir = Some(session.finish(&report, &space, &totals)?);
+        }
     }
     Ok(report)
 }
@@ -360,7 +404,7 @@ where
         let options = options.run_id(run_id);
         let run = run_id.as_u128();
         let per_node = cluster.node_threads.unwrap_or_else(default_threads);
-        let blocks = Blocks::for_space(&space, per_node * connection.nodes.len());
+        let blocks = blocks_for(&space, per_node * connection.nodes.len(), &options);
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             suite: suite.to_string(),
@@ -462,6 +506,20 @@ async fn handshake(
         refusal.get_or_insert(refused);
     }
     (nodes, refusal)
+}
+
+/// How held states are grouped: by [`Blocks::for_space`], or one walk per
+/// block with a walk timeout (a batch is then one walk, and a timeout blames
+/// only it).
+fn blocks_for<S>(
+    space: &crate::model::space::Space,
+    runners: usize,
+    options: &RunOptions<S>,
+) -> Blocks {
+    match options.walk_timeout {
+        Some(_) => Blocks::new(space.deepest_branch_len(), 1),
+        None => Blocks::for_space(space, runners),
+    }
 }
 
 /// Decodes a walk state sent by a node.

@@ -223,3 +223,56 @@ async fn run_async_inside_a_runtime() {
     let report = combtest::run_async(&order, RunOptions::default().threads(4)).await.unwrap();
     assert_eq!(report.passed, 9);
 }
+
+/// Never returns for option 1 (and for option 2 once the walk's trail says
+/// the first entry chose 2): a hung call into the system under test.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Hang<const TAG: u8>(u32);
+
+impl<const TAG: u8> Action<Trail> for Hang<TAG> {
+    fn options() -> Vec<Self> {
+        (0..3).map(Self).collect()
+    }
+    fn run(&self, trail: &mut Trail) -> ActionResult {
+        let first_was_2 = trail.first() == Some(&(1, 2));
+        trail.push((TAG, self.0));
+        let hangs = match TAG {
+            1 => self.0 == 1,
+            _ => self.0 == 1 && first_was_2,
+        };
+        if hangs {
+            loop {
+                std::thread::park(); // Abandoned with its runner: never woken.
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_walk_past_its_timeout_fails_and_the_run_goes_on() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Hang<1>>()
+        .serial::<SerialAppend<2, 2>>()
+        .then::<Hang<3>>();
+    let timeout = std::time::Duration::from_millis(200);
+    let options = RunOptions::default().threads(2).walk_timeout(timeout).gather_states(true);
+    let report = run(&order, options).unwrap();
+    assert!(report.is_consistent());
+    // 3 x 2 x 3 = 18 walks: first = 1 hangs in segment 0 (6 walks); first =
+    // 2 with last = 1 hangs after the serial action (2 walks).
+    assert_eq!(
+        (report.walks, report.failed, report.passed),
+        (18, 8, 10),
+        "{:?}",
+        report.failed_walks
+    );
+    for failed in &report.failed_walks {
+        assert_eq!(failed.error, "timed out after 200ms", "{failed:?}");
+        assert_eq!(failed.action, "(walk timeout)");
+    }
+    // Each stuck runner was replaced.
+    assert_eq!(report.runner_restarts, 8);
+    // No state for the timed-out walks; the others finished.
+    assert_eq!(report.states.len(), 10);
+}

@@ -106,6 +106,8 @@ pub(crate) struct RunContext<S> {
     pub(crate) max_batch: Option<u64>,
     /// Run only these walks (a soak round's sample).
     pub(crate) sample: Option<WalkSample>,
+    /// A walk running longer fails (and its runner or node is replaced).
+    pub(crate) walk_timeout: Option<Duration>,
     pub(crate) gather: bool,
     /// The trace encoder and `walks.jsonl`, when the run has a log dir.
     pub(crate) trace: Option<(Arc<TraceEncoder>, WalksFile)>,
@@ -142,6 +144,7 @@ pub(crate) struct SupervisorState<S> {
     order: Arc<dyn ErasedOrder<S>>,
     initial: S,
     gather: bool,
+    walk_timeout: Option<Duration>,
     blocks: Blocks,
     store: Arc<StateStore<S>>,
     reply: Option<oneshot::Sender<RunResult<S>>>,
@@ -221,6 +224,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             order: ctx.order,
             initial: ctx.initial,
             gather: ctx.gather,
+            walk_timeout: ctx.walk_timeout,
             blocks,
             store: Arc::new(StateStore::new()),
             reply: Some(ctx.reply),
@@ -421,6 +425,7 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
             store: Arc::clone(&self.store),
             blocks: self.blocks,
             gather: self.gather,
+            walk_timeout: self.walk_timeout,
             trace: self.trace.as_ref().map(|(encoder, writer)| RunnerTrace {
                 encoder: Arc::clone(encoder),
                 writer: writer.clone(),

@@ -31,8 +31,14 @@ use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::{BatchJob, SchedulerMsg};
 use crate::actors::trace_writer::TraceWriterMsg;
-use crate::exec::{BatchInput, BatchSettings, ErasedOrder, QuietPanics, WalkOutcome};
+use crate::exec::{
+    BatchInput, BatchSettings, Block, ErasedOrder, QuietPanics, WALK_TIMEOUT_ACTION, WalkOutcome,
+    WalkRecord,
+};
+use crate::model::epoch::Epoch;
+use crate::model::outcome::{Counts, FailedWalk};
 use crate::model::space::Blocks;
+use crate::model::space::WalkId;
 use crate::model::trace::TraceEncoder;
 use crate::store::StateStore;
 use crate::trace::encode_batch;
@@ -56,6 +62,8 @@ pub(crate) struct RunnerArgs<S> {
     pub(crate) store: Arc<StateStore<S>>,
     pub(crate) blocks: Blocks,
     pub(crate) gather: bool,
+    /// A batch running longer fails its walks (they run one per batch).
+    pub(crate) walk_timeout: Option<std::time::Duration>,
     /// Where trace lines go, when the run has a log dir.
     pub(crate) trace: Option<RunnerTrace>,
     pub(crate) scheduler: ActorRef<SchedulerMsg>,
@@ -180,20 +188,62 @@ async fn run_batch<S: Clone + Send + 'static>(
     let instruction = Arc::clone(&job.instruction);
     let runner = format!("local/{}", args.index);
     let thread = state.thread.clone();
-    let (initial, mut out, lines) = thread
-        .run(move || {
-            let out = order.execute(&epoch, &instruction, input, &initial, settings);
-            let mut out = out;
-            let mut lines = Vec::new();
-            if let Some(encoder) = encoder {
-                let started = std::time::Instant::now();
-                encode_batch(&encoder, &out.records, &runner, &mut lines);
-                // Batch sizing sees the whole per-walk cost, encoding included.
-                out.nanos += started.elapsed().as_nanos() as u64;
+    // With a walk timeout, which walks of the batch are live (for a stuck
+    // batch, those are the ones that time out).
+    let live: Vec<u64> = match (&args.walk_timeout, &input) {
+        (None, _) => Vec::new(),
+        (Some(_), BatchInput::Fresh(ranges)) => ranges.iter().flat_map(|r| r.clone()).collect(),
+        (Some(_), BatchInput::Held(blocks)) => blocks
+            .iter()
+            .flat_map(|b| {
+                let start = b.start;
+                b.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_some())
+                    .map(move |(i, _)| start + i as u64)
+            })
+            .collect(),
+    };
+    // What a timeout needs, owned: no borrow of `state` crosses an await.
+    let on_timeout = Stuck {
+        index: args.index,
+        blocks: args.blocks,
+        store: Arc::clone(&args.store),
+        collector: args.collector.clone(),
+        trace: args.trace.as_ref().map(|t| (Arc::clone(&t.encoder), t.writer.clone())),
+        scheduler: args.scheduler.clone(),
+    };
+    let work = thread.run(move || {
+        let out = order.execute(&epoch, &instruction, input, &initial, settings);
+        let mut out = out;
+        let mut lines = Vec::new();
+        if let Some(encoder) = encoder {
+            let started = std::time::Instant::now();
+            encode_batch(&encoder, &out.records, &runner, &mut lines);
+            // Batch sizing sees the whole per-walk cost, encoding included.
+            out.nanos += started.elapsed().as_nanos() as u64;
+        }
+        (initial, out, lines)
+    });
+    let finished = match args.walk_timeout {
+        None => work.await?,
+        Some(timeout) => match tokio::time::timeout(timeout, work).await {
+            Ok(finished) => finished?,
+            Err(_) => {
+                // The thread is stuck in user code: report its walks failed,
+                // free their place in the store, and let the supervisor
+                // replace this runner (the thread is abandoned).
+                on_timeout.report(&job, &live, timeout).await?;
+                return Err(format!(
+                    "a walk timed out after {}; replacing runner",
+                    humantime::format_duration(timeout)
+                )
+                .into());
             }
-            (initial, out, lines)
-        })
-        .await?;
+        },
+    };
+    let (initial, mut out, lines) = finished;
     state.initial = Some(initial);
     let args = &state.args;
     if !out.held.is_empty() {
@@ -246,5 +296,99 @@ async fn run_batch<S: Clone + Send + 'static>(
     match out.panic {
         Some(message) => Err(format!("an action panicked ({message}); replacing runner").into()),
         None => Ok(()),
+    }
+}
+
+/// The failure a walk timeout gives.
+pub(crate) fn timeout_error(timeout: std::time::Duration) -> String {
+    format!("timed out after {}", humantime::format_duration(timeout))
+}
+
+/// The walks `ids` of `epoch` timed out: their failures and trace records.
+pub(crate) fn timed_out_walks(
+    epoch: &Epoch,
+    ids: &[u64],
+    timeout: std::time::Duration,
+) -> (Counts, Vec<FailedWalk>, Vec<WalkRecord>) {
+    let action_index = epoch.serial.map_or(epoch.plain.start, |s| s.position);
+    let error = timeout_error(timeout);
+    let counts =
+        Counts { failed: ids.len() as u64, segments: ids.len() as u64, ..Counts::default() };
+    let failed = ids
+        .iter()
+        .map(|&id| FailedWalk {
+            walk_id: WalkId(id),
+            action_index,
+            action: WALK_TIMEOUT_ACTION,
+            error: error.clone(),
+        })
+        .collect();
+    let records = ids
+        .iter()
+        .map(|&id| WalkRecord {
+            id: WalkId(id),
+            outcome: WalkOutcome::Failed {
+                action_index,
+                action: WALK_TIMEOUT_ACTION,
+                error: error.clone(),
+            },
+            nanos: timeout.as_nanos() as u64,
+        })
+        .collect();
+    (counts, failed, records)
+}
+
+/// A runner's outlets, for a batch stuck past its walk timeout.
+struct Stuck<S> {
+    index: usize,
+    blocks: crate::model::space::Blocks,
+    store: Arc<StateStore<S>>,
+    collector: ActorRef<CollectorMsg<S>>,
+    trace: Option<(Arc<TraceEncoder>, ActorRef<TraceWriterMsg>)>,
+    scheduler: ActorRef<SchedulerMsg>,
+}
+
+impl<S: Send + 'static> Stuck<S> {
+    /// Reports a stuck batch: its live walks failed, tombstones where their
+    /// held states were (later epochs skip them), the trace lines, then the
+    /// acknowledgement.
+    async fn report(
+        &self,
+        job: &BatchJob,
+        live: &[u64],
+        timeout: std::time::Duration,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::warn!(runner = self.index, walks = ?live, "{}", timeout_error(timeout));
+        if !job.epoch.last {
+            let tombstones = job
+                .ranges
+                .iter()
+                .flat_map(|r| self.blocks.split(r.clone()))
+                .map(|b| Block { start: b.start, slots: Vec::new(), nanos: Vec::new() })
+                .collect();
+            self.store.put(tombstones);
+        }
+        let (counts, failed, records) = timed_out_walks(&job.epoch, live, timeout);
+        self.collector.cast(CollectorMsg::BatchOutcome { counts, failed, finals: Vec::new() })?;
+        if let Some((encoder, writer)) = &self.trace {
+            let mut lines = Vec::new();
+            encode_batch(encoder, &records, &format!("local/{}", self.index), &mut lines);
+            let failed_nanos = records.iter().map(|r| (r.id.0, r.nanos)).collect();
+            let records = records.len() as u64;
+            writer
+                .call(
+                    |written| TraceWriterMsg::Batch { lines, records, failed_nanos, written },
+                    Some(LOCAL_REPLY_TIMEOUT),
+                )
+                .await?;
+        }
+        self.scheduler.cast(SchedulerMsg::BatchDone {
+            slot: self.index,
+            batch: job.id,
+            walks: job.walks(),
+            nanos: timeout.as_nanos() as u64,
+            live: None,
+        })?;
+        Ok(())
     }
 }

@@ -79,8 +79,14 @@ pub struct TraceRecord {
     pub error: Option<String>,
     /// Time its segments took, summed.
     pub duration_ns: u64,
-    /// Where it ran: `local/<runner index>`.
+    /// Where it ran: `local/<runner index>`, or the node's name.
     pub runner: String,
+    /// In a soak, the round the walk ran in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u64>,
+    /// In a soak's sampled round, the seed its sample was drawn with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// How a walk ended, handed to [`TraceEncoder::encode`].
@@ -108,6 +114,10 @@ struct LineOut<'a> {
     error: Option<&'a str>,
     duration_ns: u64,
     runner: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    round: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -128,13 +138,30 @@ pub struct TraceEncoder {
     suite: String,
     space: Space,
     values: OptionJson,
+    round: Option<RoundTag>,
+}
+
+/// What a soak adds to each line of a round: the round and, for a sampled
+/// round, its seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundTag {
+    /// The round.
+    pub round: u64,
+    /// The sample's seed.
+    pub seed: Option<u64>,
 }
 
 impl TraceEncoder {
     /// An encoder for the walks of `space`, whose option JSON is `values`
     /// (one list per entry, one value per option).
     pub fn new(suite: String, space: Space, values: OptionJson) -> Self {
-        TraceEncoder { suite, space, values }
+        TraceEncoder { suite, space, values, round: None }
+    }
+
+    /// Tags every line with a soak round.
+    pub fn with_round(mut self, round: Option<RoundTag>) -> Self {
+        self.round = round;
+        self
     }
 
     /// Appends the line of walk `id` (newline included) to `out`.
@@ -163,6 +190,8 @@ impl TraceEncoder {
             error: end.error,
             duration_ns: nanos,
             runner,
+            round: self.round.map(|r| r.round),
+            seed: self.round.and_then(|r| r.seed),
         };
         serde_json::to_writer(&mut *out, &line).expect("a trace line serializes");
         out.push(b'\n');

@@ -11,8 +11,9 @@ use serde::de::DeserializeOwned;
 use crate::cluster::ClusterOptions;
 use crate::cluster::node::{NodeRun, NodeRunSpec, TypedNodeRun};
 use crate::exec::{ErasedOrder as _, Runnable};
+use crate::model::sample::WalkSample;
 use crate::model::trace::TraceEncoder;
-use crate::runtime::run_cluster;
+use crate::runtime::{RoundTrace, run_cluster};
 use crate::store::StateStore;
 
 use crate::exec::WalkOutcome;
@@ -60,6 +61,13 @@ pub struct SuiteOptions {
     pub max_batch: Option<u64>,
     /// Keep every walk's final state (`run_with_states`).
     pub gather_states: bool,
+    /// Run only these walks (a soak round's sample).
+    pub sample: Option<WalkSample>,
+    /// Fail a walk segment that runs longer (see [`RunOptions::walk_timeout`]).
+    pub walk_timeout: Option<std::time::Duration>,
+    /// A soak round: its trace lines go to the soak's file.
+    #[doc(hidden)]
+    pub round_trace: Option<RoundTrace>,
 }
 
 /// Why a suite could not run.
@@ -202,6 +210,16 @@ where
         }
         if let Some(walks) = options.max_batch {
             run_options = run_options.max_batch(walks);
+        }
+        if let Some(sample) = &options.sample {
+            run_options = run_options.sample(sample.clone());
+        }
+        if let Some(timeout) = options.walk_timeout {
+            run_options = run_options.walk_timeout(timeout);
+        }
+        run_options = run_options.round_trace(options.round_trace.clone());
+        if options.round_trace.is_some() {
+            run_options = run_options.name(&self.name);
         }
         let report = match &options.cluster {
             None => run(&self.order, run_options)?,
