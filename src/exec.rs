@@ -125,6 +125,9 @@ pub(crate) const WALK_STATE_ACTION: &str = "(walk state)";
 /// was running is not known: the thread is stuck in it).
 pub(crate) const WALK_TIMEOUT_ACTION: &str = "(walk timeout)";
 
+/// The action name of a walk whose node was lost while running it, twice.
+pub(crate) const NODE_LOST_ACTION: &str = "(node lost)";
+
 /// A walk order with its state type fixed and its chain type erased: the
 /// boundary where dynamic dispatch happens, once per batch.
 pub(crate) trait ErasedOrder<S>: Send + Sync {

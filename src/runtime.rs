@@ -502,6 +502,10 @@ async fn handshake(
             Err(Trouble::Lost(reason)) => {
                 ClusterError::Unreachable { address: node.name.clone(), reason }
             }
+            Err(Trouble::TimedOut(_)) => ClusterError::Unreachable {
+                address: node.name.clone(),
+                reason: "no answer to the handshake in time".to_string(),
+            },
         };
         refusal.get_or_insert(refused);
     }

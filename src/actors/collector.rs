@@ -25,6 +25,8 @@ pub(crate) enum CollectorMsg<S> {
     /// Walks that cannot be finished (their node was lost with their
     /// state), from the Scheduler.
     Aborted(AbortedWalks),
+    /// A cluster node was lost (from the Scheduler).
+    NodeLost(String),
     /// The SerialBarrier ran one serial action.
     SerialRan,
     /// Every epoch is done: hand over the report.
@@ -48,6 +50,7 @@ pub(crate) struct CollectorState<S> {
     serial_actions: u64,
     failed: Vec<FailedWalk>,
     aborted: Vec<AbortedWalks>,
+    lost_nodes: Vec<String>,
     states: BTreeMap<WalkId, S>,
 }
 
@@ -68,6 +71,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
             serial_actions: 0,
             failed: Vec::new(),
             aborted: Vec::new(),
+            lost_nodes: Vec::new(),
             states: BTreeMap::new(),
         })
     }
@@ -98,9 +102,10 @@ impl<S: Send + 'static> Actor for Collector<S> {
                     None => state.aborted.push(walks),
                 }
             }
+            CollectorMsg::NodeLost(node) => state.lost_nodes.push(node),
             CollectorMsg::SerialRan => state.serial_actions += 1,
             CollectorMsg::Finish(reply) => {
-                let report = Report::from_parts(
+                let mut report = Report::from_parts(
                     state.walks,
                     state.counts,
                     state.serial_actions,
@@ -108,6 +113,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
                     std::mem::take(&mut state.aborted),
                     std::mem::take(&mut state.states),
                 );
+                report.lost_nodes = std::mem::take(&mut state.lost_nodes);
                 let _ = reply.send(report);
             }
         }

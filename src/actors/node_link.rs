@@ -34,8 +34,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::actors::LOCAL_REPLY_TIMEOUT;
 use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
-use crate::actors::scheduler::{BatchJob, SchedulerMsg};
+use crate::actors::scheduler::{BatchId, BatchJob, SchedulerMsg};
 use crate::actors::trace_writer::TraceWriterMsg;
+use crate::actors::walk_runner::timeout_error;
 use crate::cluster::RemoteNode;
 use crate::cluster::wire::{
     self, AgentMsg, BatchRequest, BatchResult, Reply, Request, RunKey, WireInstruction,
@@ -74,6 +75,8 @@ pub(crate) enum Trouble {
     Lost(String),
     /// The node answered with an error: a bug on one side.
     Broken(String),
+    /// A batch ran past the walk timeout.
+    TimedOut(Duration),
 }
 
 /// What a NodeLink needs, fixed for the run.
@@ -85,6 +88,8 @@ pub(crate) struct NodeLinkArgs<S> {
     /// Decodes a gathered walk state (postcard).
     pub(crate) decode_state: fn(&[u8]) -> postcard::Result<S>,
     pub(crate) heartbeat_timeout: Duration,
+    /// A batch (one walk) running longer fails, and the node is given up.
+    pub(crate) walk_timeout: Option<Duration>,
     pub(crate) scheduler: ActorRef<SchedulerMsg>,
     pub(crate) collector: ActorRef<CollectorMsg<S>>,
     pub(crate) writer: Option<ActorRef<TraceWriterMsg>>,
@@ -158,14 +163,20 @@ impl<S: Send + 'static> Actor for NodeLink<S> {
             NodeLinkMsg::RunBatch(job) => state.send_batch(&myself, job),
             NodeLinkMsg::Finished(job, result) => match *result {
                 Ok(result) => state.finished(job, result).await,
-                Err(Trouble::Lost(reason)) => state.lose(&myself, reason),
+                Err(Trouble::Lost(reason)) => state.lose(&myself, reason, None),
+                Err(Trouble::TimedOut(timeout)) => {
+                    // The node is stuck in a walk: it is cut off (and, for a
+                    // local node in a soak, killed and restarted).
+                    let reason = format!("a walk {}", timeout_error(timeout));
+                    state.lose(&myself, reason, Some((job.id, timeout)))
+                }
                 Err(Trouble::Broken(reason)) => {
                     let reason = format!("node {} failed a batch: {reason}", state.args.node.name);
                     state.args.supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
                     Ok(())
                 }
             },
-            NodeLinkMsg::Lost(reason) => state.lose(&myself, reason),
+            NodeLinkMsg::Lost(reason) => state.lose(&myself, reason, None),
             NodeLinkMsg::Beat => {
                 state.ping(&myself);
                 Ok(())
@@ -230,8 +241,15 @@ impl<S: Send + 'static> LinkState<S> {
         let agent = self.args.node.agent.clone();
         let run = self.args.run;
         let myself = myself.clone();
+        let walk_timeout = self.args.walk_timeout;
         tokio::spawn(async move {
-            let result = fetch_batch(&agent, run, job.id.0, wire::encode(&request)).await;
+            let fetch = fetch_batch(&agent, run, job.id.0, wire::encode(&request));
+            let result = match walk_timeout {
+                None => fetch.await,
+                Some(timeout) => tokio::time::timeout(timeout, fetch)
+                    .await
+                    .unwrap_or(Err(Trouble::TimedOut(timeout))),
+            };
             // If the link is gone, the Scheduler has re-planned this batch.
             let _ = myself.cast(NodeLinkMsg::Finished(job, Box::new(result)));
         });
@@ -321,6 +339,7 @@ impl<S: Send + 'static> LinkState<S> {
                     NodeLinkMsg::Lost(format!("unexpected answer to a heartbeat: {other:?}"))
                 }
                 Err(Trouble::Lost(reason) | Trouble::Broken(reason)) => NodeLinkMsg::Lost(reason),
+                Err(Trouble::TimedOut(_)) => NodeLinkMsg::Lost("no answer to a heartbeat".into()),
             };
             let _ = myself.cast(message);
         });
@@ -330,10 +349,16 @@ impl<S: Send + 'static> LinkState<S> {
         &mut self,
         myself: &ActorRef<NodeLinkMsg>,
         reason: String,
+        timed_out: Option<(BatchId, Duration)>,
     ) -> Result<(), ActorProcessingErr> {
         self.lost = true;
         let node = self.args.node.name.clone();
-        self.args.scheduler.cast(SchedulerMsg::NodeLost { slot: self.args.slot, node, reason })?;
+        self.args.scheduler.cast(SchedulerMsg::NodeLost {
+            slot: self.args.slot,
+            node,
+            reason,
+            timed_out,
+        })?;
         // Cut the connection: a hung node that wakes up finds its coordinator
         // gone and drops the run.
         if let Some(session) = &self.args.node.session {

@@ -36,20 +36,24 @@ use crate::actors::collector::{Collector, CollectorMsg};
 use crate::actors::node_link::{NodeLink, NodeLinkArgs};
 use crate::actors::planner::Planner;
 use crate::actors::scheduler::{
-    CREDITS_PER_RUNNER, Endpoint, Scheduler, SchedulerArgs, SchedulerMsg, SlotSpec,
+    CREDITS_PER_RUNNER, Endpoint, Outcomes, Scheduler, SchedulerArgs, SchedulerMsg, SlotSpec,
 };
 use crate::actors::serial_barrier::{SerialBarrier, SerialBarrierArgs, SerialBarrierMsg};
 use crate::actors::trace_writer::{TraceWriter, TraceWriterMsg};
+use crate::actors::walk_runner::failed_walks;
 use crate::actors::walk_runner::{RunnerArgs, RunnerTrace, WalkRunner, WalkRunnerMsg};
 use crate::cluster::RemoteNode;
 use crate::cluster::wire::RunKey;
 use crate::exec::ErasedOrder;
+use crate::model::epoch::Epoch;
+use crate::model::outcome::AbortedWalks;
 use crate::model::outcome::Report;
 use crate::model::sample::WalkSample;
 use crate::model::space::Blocks;
 use crate::model::trace::TraceEncoder;
 use crate::runtime::RunError;
 use crate::store::StateStore;
+use crate::trace::encode_batch;
 use crate::trace::{TraceTotals, WalksFile};
 
 /// What the caller gets: the report, and what the TraceWriter wrote.
@@ -202,7 +206,10 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 .map(|home| SlotSpec { credits: CREDITS_PER_RUNNER * nodes.nodes[home].1, home })
                 .collect(),
         };
-        let abort_to = collector.clone();
+        let outcomes = CollectorOutcomes {
+            collector: collector.clone(),
+            trace: trace.as_ref().map(|(encoder, writer)| (Arc::clone(encoder), writer.clone())),
+        };
         let scheduler_args = SchedulerArgs {
             slots,
             runners: ctx.workers.runners(),
@@ -211,9 +218,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             sample: ctx.sample.clone(),
             sticky: matches!(ctx.workers, Workers::Nodes(_)),
             barrier: barrier.clone(),
-            abort: Box::new(move |walks| {
-                abort_to.cast(CollectorMsg::Aborted(walks)).map_err(|e| e.to_string())
-            }),
+            outcomes: Box::new(outcomes),
             supervisor: myself.clone(),
         };
         let (scheduler, _) =
@@ -403,6 +408,7 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
                 order: Arc::clone(&self.order),
                 decode_state: nodes.decode_state,
                 heartbeat_timeout: nodes.heartbeat_timeout,
+                walk_timeout: self.walk_timeout,
                 scheduler: self.scheduler.clone(),
                 collector: self.collector.clone(),
                 writer: writer.clone(),
@@ -442,6 +448,54 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
             let _ = reply.send(result);
         }
         myself.stop(None);
+    }
+}
+
+/// The Scheduler's outcomes, delivered to the Collector and the trace.
+struct CollectorOutcomes<S> {
+    collector: ActorRef<CollectorMsg<S>>,
+    trace: Option<(Arc<TraceEncoder>, ActorRef<TraceWriterMsg>)>,
+}
+
+impl<S: Send + 'static> Outcomes for CollectorOutcomes<S> {
+    fn aborted(&self, walks: AbortedWalks) -> Result<(), String> {
+        self.collector.cast(CollectorMsg::Aborted(walks)).map_err(|e| e.to_string())
+    }
+
+    fn lost(&self, node: String) -> Result<(), String> {
+        self.collector.cast(CollectorMsg::NodeLost(node)).map_err(|e| e.to_string())
+    }
+
+    fn failed(
+        &self,
+        epoch: &Epoch,
+        ids: &[u64],
+        action: &'static str,
+        error: &str,
+    ) -> Result<(), String> {
+        let (counts, failed, records) =
+            failed_walks(epoch, ids, action, error, std::time::Duration::ZERO);
+        self.collector
+            .cast(CollectorMsg::BatchOutcome { counts, failed, finals: Vec::new() })
+            .map_err(|e| e.to_string())?;
+        if let Some((encoder, writer)) = &self.trace {
+            let mut lines = Vec::new();
+            encode_batch(encoder, &records, "coordinator", &mut lines);
+            let failed_nanos = records.iter().map(|r| (r.id.0, r.nanos)).collect();
+            // Nobody waits for this one: the writer's mailbox keeps it ahead
+            // of the `Finish` that comes after the epoch.
+            let (written, _) = ractor::concurrency::oneshot();
+            let records = records.len() as u64;
+            writer
+                .cast(TraceWriterMsg::Batch {
+                    lines,
+                    records,
+                    failed_nanos,
+                    written: written.into(),
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 

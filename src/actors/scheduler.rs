@@ -35,7 +35,8 @@ use crate::actors::node_link::NodeLinkMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::serial_barrier::SerialBarrierMsg;
 use crate::actors::walk_runner::WalkRunnerMsg;
-use crate::exec::Instruction;
+use crate::actors::walk_runner::timeout_error;
+use crate::exec::{Instruction, NODE_LOST_ACTION, WALK_TIMEOUT_ACTION};
 use crate::model::epoch::Epoch;
 use crate::model::holdings::{Holdings, LiveSet};
 use crate::model::outcome::AbortedWalks;
@@ -94,6 +95,23 @@ impl Endpoint {
     }
 }
 
+/// Outcomes only the Scheduler knows of, after a node loss.
+pub(crate) trait Outcomes: Send {
+    /// Walks whose state was lost.
+    fn aborted(&self, walks: AbortedWalks) -> Result<(), String>;
+    /// A node was lost.
+    fn lost(&self, node: String) -> Result<(), String>;
+    /// Walks `ids` of `epoch` failed with `error` (blaming `action`), in no
+    /// batch: they are counted and traced here.
+    fn failed(
+        &self,
+        epoch: &Epoch,
+        ids: &[u64],
+        action: &'static str,
+        error: &str,
+    ) -> Result<(), String>;
+}
+
 /// Requests and events to the Scheduler.
 pub(crate) enum SchedulerMsg {
     /// Run this epoch's segment (or fail its branch) on every walk of it.
@@ -106,8 +124,9 @@ pub(crate) enum SchedulerMsg {
     /// its previous incarnation are re-sent to it.
     EndpointUp { slot: usize, endpoint: Endpoint },
     /// The node behind slot `slot` is lost: re-run what can be rebuilt
-    /// elsewhere, abort the walks whose state went with it.
-    NodeLost { slot: usize, node: String, reason: String },
+    /// elsewhere, abort the walks whose state went with it. With
+    /// `timed_out`, that batch's walks ran past the walk timeout: they fail.
+    NodeLost { slot: usize, node: String, reason: String, timed_out: Option<(BatchId, Duration)> },
 }
 
 // Local only: never crosses a node.
@@ -137,9 +156,10 @@ pub(crate) struct SchedulerArgs {
     /// store and nothing needs tracking.
     pub(crate) sticky: bool,
     pub(crate) barrier: ActorRef<SerialBarrierMsg>,
-    /// Hands aborted walks to the Collector (whose message type carries the
-    /// walk state's type, which the Scheduler does not know).
-    pub(crate) abort: Box<dyn Fn(AbortedWalks) -> Result<(), String> + Send>,
+    /// Where the Scheduler's own outcomes go (the Collector, whose message
+    /// type carries the walk state's type, which the Scheduler does not
+    /// know; and the trace).
+    pub(crate) outcomes: Box<dyn Outcomes>,
     pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
 }
 
@@ -160,6 +180,8 @@ pub(crate) struct SchedulerState {
     current: Option<Work>,
     /// Where held states live, in cluster runs.
     holdings: Option<Holdings>,
+    /// Walks re-run because their node was lost while running them.
+    suspects: std::collections::BTreeSet<u64>,
     next_batch: u64,
     /// Measured cost per walk.
     cost: WalkCost,
@@ -256,6 +278,7 @@ impl Actor for Scheduler {
         Ok(SchedulerState {
             slots,
             holdings: args.sticky.then(Holdings::new),
+            suspects: std::collections::BTreeSet::new(),
             args,
             outstanding: HashMap::new(),
             current: None,
@@ -278,8 +301,8 @@ impl Actor for Scheduler {
                 state.batch_done(slot, batch, walks, nanos, live)?
             }
             SchedulerMsg::EndpointUp { slot, endpoint } => state.endpoint_up(slot, endpoint)?,
-            SchedulerMsg::NodeLost { slot, node, reason } => {
-                state.node_lost(slot, &node, &reason)?
+            SchedulerMsg::NodeLost { slot, node, reason, timed_out } => {
+                state.node_lost(slot, &node, &reason, timed_out)?
             }
         }
         Ok(())
@@ -414,6 +437,7 @@ impl SchedulerState {
         slot: usize,
         node: &str,
         reason: &str,
+        timed_out: Option<(BatchId, Duration)>,
     ) -> Result<(), ActorProcessingErr> {
         let home = self.slots[slot].home;
         for s in self.slots.iter_mut().filter(|s| s.home == home) {
@@ -421,22 +445,41 @@ impl SchedulerState {
             s.lost = true;
             s.credits = 0;
         }
+        self.args.outcomes.lost(node.to_string())?;
+        // The walks that ran past the walk timeout fail, and are done.
+        if let Some((batch, timeout)) = timed_out
+            && let Some((_, job)) = self.outstanding.remove(&batch)
+        {
+            let ids = self.live_walks(&job);
+            let error = timeout_error(timeout);
+            self.args.outcomes.failed(&job.epoch, &ids, WALK_TIMEOUT_ACTION, &error)?;
+            if let Some(holdings) = &mut self.holdings {
+                job.ranges.iter().for_each(|r| holdings.release(r.clone()));
+            }
+        }
         let lost: Vec<BatchId> = self
             .outstanding
             .iter()
             .filter(|(_, (s, _))| self.slots[*s].home == home)
             .map(|(id, _)| *id)
             .collect();
-        let mut rerun = 0;
+        let mut rerun = Vec::new();
+        let mut twice = Vec::new();
         for id in lost {
             let (_, job) = self.outstanding.remove(&id).expect("listed above");
-            if job.epoch.first
-                && let Some(work) = &mut self.current
-            {
-                rerun += job.walks();
-                work.remaining += job.walks();
-                for range in job.ranges.into_iter().rev() {
-                    work.any.push_front(range);
+            if job.epoch.first {
+                // Not counted yet: run again elsewhere, unless a node was
+                // already lost running it (a walk that crashes its node
+                // would take every node down in turn).
+                for walk in job.ranges.iter().flat_map(|r| r.clone()) {
+                    if self.suspects.contains(&walk) { twice.push(walk) } else { rerun.push(walk) }
+                }
+                if !twice.is_empty() {
+                    let error = format!(
+                        "its node was lost while running it, twice (the last: {node}: {reason})"
+                    );
+                    self.args.outcomes.failed(&job.epoch, &twice, NODE_LOST_ACTION, &error)?;
+                    twice.clear();
                 }
             }
             // A later segment's walks are held at `home`: aborted below.
@@ -451,18 +494,21 @@ impl SchedulerState {
             Some(work) if work.epoch.first => split_ranges(lost, &work.epoch.walks),
             _ => (Vec::new(), lost),
         };
+        let mut requeued = 0;
         if let Some(work) = &mut self.current {
-            for range in rebuild.into_iter().rev() {
-                rerun += range.end - range.start;
+            self.suspects.extend(rerun.iter().copied());
+            let ranges = rebuild.into_iter().chain(id_ranges(&rerun));
+            for range in ranges.collect::<Vec<_>>().into_iter().rev() {
+                requeued += range.end - range.start;
                 work.remaining += range.end - range.start;
                 work.any.push_front(range);
             }
         }
         let count: u64 = aborted.iter().map(|r| r.end - r.start).sum();
-        tracing::warn!(node, reason, rerun, aborted = count, "node lost");
+        tracing::warn!(node, reason, rerun = requeued, aborted = count, "node lost");
         if !aborted.is_empty() {
             let reason = format!("node {node} lost: {reason}");
-            (self.args.abort)(AbortedWalks { walks: aborted, reason })?;
+            self.args.outcomes.aborted(AbortedWalks { walks: aborted, reason })?;
         }
         if self.slots.iter().all(|s| s.lost) {
             let reason = format!("every node was lost (the last: {node}: {reason})");
@@ -470,6 +516,17 @@ impl SchedulerState {
             return Ok(());
         }
         self.dispatch()
+    }
+
+    /// The walks of `job` that have not ended: all of a first segment's;
+    /// the live ones of a later segment's (from `Holdings`).
+    fn live_walks(&self, job: &BatchJob) -> Vec<u64> {
+        match (&self.holdings, job.epoch.first) {
+            (Some(holdings), false) => {
+                job.ranges.iter().flat_map(|r| holdings.live_in(r.clone())).collect()
+            }
+            _ => job.ranges.iter().flat_map(|r| r.clone()).collect(),
+        }
     }
 
     /// Hands batches of the current epoch to slots with credit; reports the
@@ -526,6 +583,21 @@ impl SchedulerState {
         }
         Ok(())
     }
+}
+
+/// Sorted, distinct ids as ranges of consecutive ids.
+fn id_ranges(ids: &[u64]) -> Vec<Range<u64>> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for id in sorted {
+        match out.last_mut() {
+            Some(last) if last.end == id => last.end += 1,
+            _ => out.push(id..id + 1),
+        }
+    }
+    out
 }
 
 /// Splits `ranges` into their parts inside `within` and the rest.

@@ -310,29 +310,32 @@ pub(crate) fn timed_out_walks(
     ids: &[u64],
     timeout: std::time::Duration,
 ) -> (Counts, Vec<FailedWalk>, Vec<WalkRecord>) {
+    failed_walks(epoch, ids, WALK_TIMEOUT_ACTION, &timeout_error(timeout), timeout)
+}
+
+/// The walks `ids` of `epoch` failed outside the executor (a timeout, a
+/// crashed node): their failures and trace records, blaming `action`.
+pub(crate) fn failed_walks(
+    epoch: &Epoch,
+    ids: &[u64],
+    action: &'static str,
+    error: &str,
+    took: std::time::Duration,
+) -> (Counts, Vec<FailedWalk>, Vec<WalkRecord>) {
     let action_index = epoch.serial.map_or(epoch.plain.start, |s| s.position);
-    let error = timeout_error(timeout);
+    let error = error.to_string();
     let counts =
         Counts { failed: ids.len() as u64, segments: ids.len() as u64, ..Counts::default() };
     let failed = ids
         .iter()
-        .map(|&id| FailedWalk {
-            walk_id: WalkId(id),
-            action_index,
-            action: WALK_TIMEOUT_ACTION,
-            error: error.clone(),
-        })
+        .map(|&id| FailedWalk { walk_id: WalkId(id), action_index, action, error: error.clone() })
         .collect();
     let records = ids
         .iter()
         .map(|&id| WalkRecord {
             id: WalkId(id),
-            outcome: WalkOutcome::Failed {
-                action_index,
-                action: WALK_TIMEOUT_ACTION,
-                error: error.clone(),
-            },
-            nanos: timeout.as_nanos() as u64,
+            outcome: WalkOutcome::Failed { action_index, action, error: error.clone() },
+            nanos: took.as_nanos() as u64,
         })
         .collect();
     (counts, failed, records)

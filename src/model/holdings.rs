@@ -156,6 +156,17 @@ impl Holdings {
         out
     }
 
+    /// The live walks of `range`.
+    pub fn live_in(&self, range: Range<u64>) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (&start, held) in self.overlapping(&range) {
+            let from = start.max(range.start);
+            let to = held.end.min(range.end);
+            out.extend((from..to).filter(|id| held.live.get(id - start)));
+        }
+        out
+    }
+
     /// Live walks held anywhere.
     pub fn live(&self) -> u64 {
         self.entries.values().map(|h| h.live.count()).sum()

@@ -109,6 +109,8 @@ pub struct Report<S = ()> {
     /// The run directory (`walks.jsonl`, `run.json`, `junit.xml`), when the
     /// run was given a log dir.
     pub run_dir: Option<PathBuf>,
+    /// Cluster nodes lost during the run (by name), in the order lost.
+    pub lost_nodes: Vec<String>,
 }
 
 impl<S> Report<S> {
@@ -155,6 +157,7 @@ impl<S> Report<S> {
             aborted_walks: self.aborted_walks,
             states,
             run_dir: self.run_dir,
+            lost_nodes: self.lost_nodes,
         })
     }
 
@@ -182,6 +185,7 @@ impl<S> Report<S> {
             aborted_walks,
             states,
             run_dir: None,
+            lost_nodes: Vec::new(),
         }
     }
 }
