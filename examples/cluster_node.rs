@@ -10,6 +10,10 @@
 //! `cargo run --example cluster_node -- serve --listen 127.0.0.1:7878 --cookie s3cret`
 //! `cargo run --example cluster_node -- run --suite relay --nodes 127.0.0.1:7878 --cookie s3cret`
 //!
+//! `chaos` misbehaves on a few walks, for soaks:
+//! `CHAOS_ABORT=1 cargo run --example cluster_node -- soak --suite chaos
+//! --local-nodes 2 --walk-timeout 1s --rounds 3`
+//!
 //! The cluster tests use it too: a node prints `relay: busy` on stdout once
 //! it has run 20 first hops, and `relay: late` after 10 hops after the mode
 //! switch (the moments the tests kill it), and
@@ -83,6 +87,46 @@ impl SerialAction<Relay> for Mode {
     }
 }
 
+/// `chaos`: a system that misbehaves on a few walks, for soaks. The first
+/// action picks a target; the second pokes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Target(u32);
+
+impl Action<Vec<u32>> for Target {
+    fn options() -> Vec<Self> {
+        (0..20).map(Target).collect()
+    }
+    fn run(&self, path: &mut Vec<u32>) -> ActionResult {
+        path.push(self.0);
+        Ok(())
+    }
+}
+
+/// Pokes the target: 2 of the 200 walks panic (1%), one hangs for a minute
+/// (a walk timeout catches it) and, with `CHAOS_ABORT=1`, one aborts the
+/// whole process (run that only on nodes: `soak --local-nodes`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Poke(u32);
+
+impl Action<Vec<u32>> for Poke {
+    fn options() -> Vec<Self> {
+        (0..10).map(Poke).collect()
+    }
+    fn run(&self, path: &mut Vec<u32>) -> ActionResult {
+        let target = path.first().copied().unwrap_or(0);
+        path.push(self.0);
+        match (target, self.0) {
+            (3, 7) | (11, 2) => panic!("chaos: the target fell over"),
+            (5, 5) => std::thread::sleep(Duration::from_secs(60)),
+            (13, 1) if std::env::var("CHAOS_ABORT").is_ok_and(|v| v == "1") => {
+                std::process::abort()
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let relay = WalkOrder::new().then::<Hop>().serial::<Mode>().then::<Hop>();
     let mut suites = builtin();
@@ -91,6 +135,12 @@ fn main() -> std::process::ExitCode {
         "hops of 2 ms around a serial mode switch whose value reaches every walk",
         relay,
         || Ok(Fixture::new(Relay::default())),
+    ));
+    suites.push(suite(
+        "chaos",
+        "200 walks, of which 2 panic, 1 hangs and (with CHAOS_ABORT=1) 1 aborts the process",
+        WalkOrder::new().then::<Target>().then::<Poke>(),
+        || Ok(Fixture::new(Vec::new())),
     ));
     combtest::cli::main(suites)
 }

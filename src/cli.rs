@@ -119,6 +119,62 @@ enum Command {
         #[arg(long, hide = true)]
         exit_on_stdin_eof: bool,
     },
+    /// Soak: run the suite round after round, for a time or a number of
+    /// rounds, through failing, panicking and hanging walks and crashing
+    /// nodes; print a status line every `--stats-every` and a summary.
+    /// Ctrl-C stops after the round in progress; a second Ctrl-C at once.
+    /// Exit code 0 nothing failed, 1 walks failed or were aborted, 2 bad
+    /// input, 3 the soak broke (too many node restarts, a round that
+    /// cannot run).
+    Soak {
+        /// The suite to soak (see `list`).
+        #[arg(long)]
+        suite: String,
+        /// How long to keep starting rounds (e.g. 8h, 90s).
+        #[arg(long, value_parser = humantime::parse_duration, required_unless_present = "rounds")]
+        duration: Option<std::time::Duration>,
+        /// How many rounds to run (with or without --duration: whichever
+        /// comes first).
+        #[arg(long)]
+        rounds: Option<u64>,
+        /// Seed of the rounds' samples [default: random, printed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run K walks per round, drawn at random from the space.
+        #[arg(long, value_name = "K", conflicts_with = "full", value_parser = clap::value_parser!(u64).range(1..))]
+        sample: Option<u64>,
+        /// Run the whole space every round (the default).
+        #[arg(long)]
+        full: bool,
+        /// A walk segment running longer fails ("timed out after D"); its
+        /// runner is replaced (in-process, the stuck thread is abandoned: use
+        /// --local-nodes to have its process killed and restarted).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        walk_timeout: Option<std::time::Duration>,
+        /// Runner threads (per node with nodes).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
+        threads: Option<u32>,
+        /// Append every walk's record (with its round and seed) to
+        /// DIR/soak-<id>/walks.jsonl; keep soak.json there up to date.
+        #[arg(long, value_name = "DIR")]
+        log_dir: Option<PathBuf>,
+        /// How often to print a status line (between rounds).
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        stats_every: std::time::Duration,
+        /// Restart intensity: more local node restarts than this within
+        /// --restart-window stops the soak.
+        #[arg(long, default_value_t = 10)]
+        max_restarts: usize,
+        /// The restart intensity's window.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        restart_window: std::time::Duration,
+        /// Print the final report as one JSON object (status lines go to
+        /// stderr).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Replay one walk alone, printing each action, the outcome and the final
     /// state. Exit code 0 if it passed (or was cancelled or pruned), 1 if it
     /// failed, 2 on bad input.
@@ -295,6 +351,46 @@ where
                 }
             }
         }
+        Command::Soak {
+            suite,
+            duration,
+            rounds,
+            seed,
+            sample,
+            walk_timeout,
+            stats_every,
+            max_restarts,
+            restart_window,
+            json,
+            cluster,
+            ..
+        } => {
+            let Some(suite) = find_suite(&suites, &suite) else {
+                return EXIT_USAGE;
+            };
+            let mut run = suite_options(&settings, None);
+            run.walk_timeout = walk_timeout;
+            let mut options =
+                crate::soak::SoakOptions::new(crate::soak::SoakLimit { duration, rounds });
+            if let Some(seed) = seed {
+                options.seed = seed;
+            }
+            options.sample = sample;
+            options.local_nodes = cluster.local_nodes.unwrap_or(0) as usize;
+            if options.local_nodes > 0 {
+                // Nodes come from the soak (restarted when lost), not `run`.
+                run.cluster = Some(
+                    crate::cluster::ClusterOptions::nodes(Vec::<String>::new())
+                        .heartbeat_timeout(settings.heartbeat_timeout.value),
+                );
+            }
+            options.run = run;
+            options.log_dir = settings.log_dir.value.clone();
+            options.stats_every = stats_every;
+            options.max_restarts = max_restarts;
+            options.window = restart_window;
+            soak(suite, &options, json, &program)
+        }
         Command::Replay { run, suite, walk, step } => {
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
         }
@@ -312,7 +408,8 @@ fn settings(cli: &Cli) -> Result<Settings, ConfigError> {
     let mut overrides =
         Overrides { verbosity: Verbosity::from_count(cli.verbose), ..Overrides::default() };
     match &cli.command {
-        Command::Run { threads, log_dir, cluster, .. } => {
+        Command::Run { threads, log_dir, cluster, .. }
+        | Command::Soak { threads, log_dir, cluster, .. } => {
             overrides.threads = *threads;
             overrides.log_dir = log_dir.clone();
             overrides.nodes = cluster.nodes.clone();
@@ -514,6 +611,147 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
     let verdict = if report.success() { "PASS" } else { "FAIL" };
     let _ = writeln!(s, "{verdict}");
     s
+}
+
+/// `soak`: rounds until the limit or Ctrl-C; status lines, then a summary.
+fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, program: &str) -> u8 {
+    use crate::soak::{SoakEnd, SoakReport, SoakStop};
+    let stop = SoakStop::default();
+    let latest: std::sync::Arc<std::sync::Mutex<Option<SoakReport>>> = Default::default();
+    watch_interrupts(stop.clone(), std::sync::Arc::clone(&latest), json, program.to_string());
+    let sample = options.sample.map_or("the whole space".to_string(), |k| format!("{k} walks"));
+    eprintln!(
+        "soak of suite {}: seed {} ({sample} per round); Ctrl-C stops after this round",
+        suite.name(),
+        options.seed
+    );
+    let mut on_stats = |report: &SoakReport| {
+        let line = status_line(report);
+        if json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+        *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+    };
+    let report = match crate::soak::soak(suite, options, &stop, &mut on_stats) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_code(&error);
+        }
+    };
+    print_soak(&report, json, program);
+    match &report.end {
+        SoakEnd::TooManyRestarts(_) | SoakEnd::Broken(_) => EXIT_INTERNAL,
+        _ if report.success() => EXIT_OK,
+        _ => EXIT_WALKS_FAILED,
+    }
+}
+
+/// One status line of a soak.
+fn status_line(report: &crate::soak::SoakReport) -> String {
+    let t = &report.totals;
+    format!(
+        "soak: {} elapsed, {} rounds, {} walks ({:.0} walks/s), failed {}, cancelled {}, \
+         aborted {}, runner restarts {}, node restarts {}, rss {:.1} MiB",
+        humantime::format_duration(std::time::Duration::from_secs(t.elapsed_s as u64)),
+        t.rounds,
+        t.walks,
+        t.walks_per_s,
+        t.failed,
+        t.cancelled,
+        t.aborted,
+        t.runner_restarts,
+        t.node_restarts,
+        t.rss_kib as f64 / 1024.0
+    )
+}
+
+/// A soak's summary, human or JSON.
+fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
+    use crate::soak::SoakEnd;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string(report).expect("plain data serializes");
+        let _ = writeln!(out, "{text}");
+        return;
+    }
+    let t = &report.totals;
+    let _ = writeln!(out, "{}", status_line(report));
+    let _ = writeln!(
+        out,
+        "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}  broken rounds {}",
+        t.passed, t.failed, t.cancelled, t.pruned, t.aborted, t.broken_rounds
+    );
+    for failure in report.failures.iter().take(SHOWN_FAILURES) {
+        let _ = writeln!(
+            out,
+            "  round {}: walk {}: {} failed: {}\n    replay: {program} replay --suite {} --walk {}",
+            failure.round,
+            failure.walk_id,
+            failure.action,
+            failure.error,
+            report.suite,
+            failure.walk_id
+        );
+    }
+    if t.failed as usize > SHOWN_FAILURES {
+        let _ = writeln!(out, "  ... and {} more failures", t.failed as usize - SHOWN_FAILURES);
+    }
+    for (round, aborted) in report.aborted.iter().take(SHOWN_FAILURES) {
+        let _ =
+            writeln!(out, "  round {round}: aborted {} walks: {}", aborted.count(), aborted.reason);
+    }
+    if let Some(dir) = &report.dir {
+        let _ = writeln!(out, "soak directory: {}", dir.display());
+    }
+    let _ =
+        writeln!(out, "seed {} (soak --seed {} replays these rounds)", report.seed, report.seed);
+    let verdict = match &report.end {
+        SoakEnd::TooManyRestarts(why) => format!("STOPPED: {why}"),
+        SoakEnd::Broken(why) => format!("BROKEN: {why}"),
+        SoakEnd::Stopped if report.success() => "PASS (stopped early)".to_string(),
+        _ if report.success() => "PASS".to_string(),
+        _ => "FAIL".to_string(),
+    };
+    let _ = writeln!(out, "{verdict}");
+}
+
+/// Ctrl-C: the first asks the soak to stop after its round; the second
+/// prints what is known and exits at once.
+fn watch_interrupts(
+    stop: crate::soak::SoakStop,
+    latest: std::sync::Arc<std::sync::Mutex<Option<crate::soak::SoakReport>>>,
+    json: bool,
+    program: String,
+) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        runtime.block_on(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if stop.request() == 1 {
+                    eprintln!(
+                        "soak: stopping after the round in progress (Ctrl-C again to stop now)"
+                    );
+                    continue;
+                }
+                eprintln!("soak: stopped");
+                let latest = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let code = match latest {
+                    Some(mut report) => {
+                        report.end = crate::soak::SoakEnd::Stopped;
+                        print_soak(&report, json, &program);
+                        if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
+                    }
+                    None => EXIT_OK,
+                };
+                std::process::exit(i32::from(code));
+            }
+        });
+    });
 }
 
 /// `replay`: one walk, alone, printing each action as it runs.

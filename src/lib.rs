@@ -35,6 +35,7 @@ mod exec;
 mod order;
 mod replay;
 mod runtime;
+pub mod soak;
 mod store;
 pub mod suites;
 pub mod trace;

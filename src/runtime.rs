@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::actors::node_link::{Trouble, call, log_node_lines};
-use crate::actors::run_supervisor::{NodeWorkers, RunContext, RunSupervisor, Workers};
+use crate::actors::run_supervisor::{NodeWorkers, Rejoin, RunContext, RunSupervisor, Workers};
 use crate::cluster::connect::Connection;
 use crate::cluster::wire::{self, Hello, PROTOCOL_VERSION, Reply, Request};
 use crate::cluster::{ClusterError, ClusterOptions, LocalNodes, RemoteNode};
@@ -399,7 +399,7 @@ where
     }
     let runtime = actor_runtime()?;
     let result = runtime.block_on(async {
-        let connection = Connection::open(&addresses, &cookie).await?;
+        let connection = Arc::new(Connection::open(&addresses, &cookie).await?);
         let run_id = options.run_id.unwrap_or_else(RunId::new);
         let options = options.run_id(run_id);
         let run = run_id.as_u128();
@@ -413,7 +413,8 @@ where
             runners: cluster.node_threads.map(|t| t as u32),
             blocks,
             gather: options.gather_states,
-            trace: options.log_dir.is_some(),
+            trace: options.log_dir.is_some() || options.append.is_some(),
+            round: options.append.as_ref().map(|a| a.tag),
             log_level: crate::cluster::logs::current_level(),
             lease_ms: cluster.heartbeat_timeout.as_millis() as u64,
             // Until the links start pinging: every node opens the run first.
@@ -423,13 +424,19 @@ where
         let result = match refused {
             Some(error) => Err(error.into()),
             None => {
-                let workers = Workers::Nodes(NodeWorkers {
+                let workers = Workers::Nodes(Box::new(NodeWorkers {
                     nodes: nodes.clone(),
                     run,
                     decode_state: decode_postcard::<S>,
                     heartbeat_timeout: cluster.heartbeat_timeout,
-                });
-                let values = options.log_dir.is_some().then_some(values);
+                    rejoin: cluster.respawn.as_ref().map(|respawn| Rejoin {
+                        respawn: Arc::clone(respawn),
+                        connection: Arc::clone(&connection),
+                        hello: hello.clone(),
+                    }),
+                }));
+                let traced = options.log_dir.is_some() || options.append.is_some();
+                let values = traced.then_some(values);
                 run_erased(runnable, values, options, workers, blocks, started).await
             }
         };

@@ -340,6 +340,7 @@ fn open(
         blocks: hello.blocks,
         gather: hello.gather,
         trace: hello.trace,
+        round: hello.round,
         suite: hello.suite.clone(),
     };
     let run = match catch_unwind(AssertUnwindSafe(|| suite.open_node_run(&spec))) {
@@ -417,6 +418,7 @@ mod tests {
             blocks: Blocks::for_space(space, 2),
             gather: true,
             trace: true,
+            round: None,
             log_level: 1,
             lease_ms: 60_000,
             grace_ms: 60_000,

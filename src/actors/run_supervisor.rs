@@ -34,6 +34,7 @@ use tokio::sync::oneshot;
 use crate::actors::LOCAL_REPLY_TIMEOUT;
 use crate::actors::collector::{Collector, CollectorMsg};
 use crate::actors::node_link::{NodeLink, NodeLinkArgs};
+use crate::actors::node_link::{Trouble, call};
 use crate::actors::planner::Planner;
 use crate::actors::scheduler::{
     CREDITS_PER_RUNNER, Endpoint, Outcomes, Scheduler, SchedulerArgs, SchedulerMsg, SlotSpec,
@@ -42,8 +43,9 @@ use crate::actors::serial_barrier::{SerialBarrier, SerialBarrierArgs, SerialBarr
 use crate::actors::trace_writer::{TraceWriter, TraceWriterMsg};
 use crate::actors::walk_runner::failed_walks;
 use crate::actors::walk_runner::{RunnerArgs, RunnerTrace, WalkRunner, WalkRunnerMsg};
-use crate::cluster::RemoteNode;
-use crate::cluster::wire::RunKey;
+use crate::cluster::connect::Connection;
+use crate::cluster::wire::{self, Hello, Reply, Request, RunKey};
+use crate::cluster::{RemoteNode, Respawn};
 use crate::exec::ErasedOrder;
 use crate::model::epoch::Epoch;
 use crate::model::outcome::AbortedWalks;
@@ -67,8 +69,13 @@ pub(crate) enum RunSupervisorMsg {
     Fatal(String),
     /// A node replaced a runner thread after an action panicked (NodeLink).
     RunnerRestarted,
-    /// The Scheduler lost its last node: the run ends with what it has.
+    /// The Scheduler lost its last node: the run ends with what it has
+    /// (unless a lost node is rejoining).
     AllNodesLost(String),
+    /// A restarted node is back (soaks with local nodes).
+    NodeJoined(RemoteNode, usize),
+    /// A lost node could not be brought back.
+    RejoinFailed(String),
 }
 
 // Local only: never crosses a node.
@@ -79,7 +86,7 @@ pub(crate) enum Workers<S> {
     /// WalkRunners in this process, one thread each.
     Threads(usize),
     /// Cluster nodes, one NodeLink each.
-    Nodes(NodeWorkers<S>),
+    Nodes(Box<NodeWorkers<S>>),
 }
 
 /// The nodes of a cluster run, after the handshake.
@@ -89,6 +96,33 @@ pub(crate) struct NodeWorkers<S> {
     pub(crate) run: RunKey,
     pub(crate) decode_state: fn(&[u8]) -> postcard::Result<S>,
     pub(crate) heartbeat_timeout: Duration,
+    /// Lost nodes are restarted and rejoin the run (soaks with local nodes).
+    pub(crate) rejoin: Option<Rejoin>,
+}
+
+/// What it takes for a restarted node to rejoin a run.
+#[derive(Clone)]
+pub(crate) struct Rejoin {
+    pub(crate) respawn: Arc<dyn Respawn>,
+    pub(crate) connection: Arc<Connection>,
+    pub(crate) hello: Hello,
+}
+
+/// How to spawn a NodeLink for a node that joins mid-run.
+struct LinkSpawn<S> {
+    run: RunKey,
+    decode_state: fn(&[u8]) -> postcard::Result<S>,
+    heartbeat_timeout: Duration,
+    rejoin: Option<Rejoin>,
+    /// The next slot's index.
+    next_slot: usize,
+    /// Node names by slot.
+    names: HashMap<usize, String>,
+    /// Links running, and rejoins under way.
+    live: usize,
+    pending: usize,
+    /// Every node was lost; waiting for a rejoin before giving up.
+    all_lost: Option<String>,
 }
 
 impl<S> Workers<S> {
@@ -158,6 +192,8 @@ pub(crate) struct SupervisorState<S> {
     trace: Option<(Arc<TraceEncoder>, ActorRef<TraceWriterMsg>)>,
     scheduler: ActorRef<SchedulerMsg>,
     restarts: u64,
+    /// Cluster runs: how to add links.
+    links: Option<LinkSpawn<S>>,
 }
 
 impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
@@ -203,7 +239,10 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 vec![SlotSpec { credits: CREDITS_PER_RUNNER, home: 0 }; *threads]
             }
             Workers::Nodes(nodes) => (0..nodes.nodes.len())
-                .map(|home| SlotSpec { credits: CREDITS_PER_RUNNER * nodes.nodes[home].1, home })
+                .map(|home| SlotSpec {
+                    credits: node_credits(nodes.nodes[home].1, ctx.walk_timeout.is_some()),
+                    home,
+                })
                 .collect(),
         };
         let outcomes = CollectorOutcomes {
@@ -238,13 +277,14 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             trace,
             scheduler: scheduler.clone(),
             restarts: 0,
+            links: None,
         };
         // The first epoch may start before the runners: the Scheduler hands
         // out batches as each runner announces itself.
         barrier.cast(SerialBarrierMsg::Start(scheduler))?;
         match ctx.workers {
             Workers::Threads(threads) => state.spawn_runners(&myself, 0..threads).await?,
-            Workers::Nodes(nodes) => state.spawn_links(&myself, nodes).await?,
+            Workers::Nodes(nodes) => state.spawn_links(&myself, *nodes).await?,
         }
         Ok(state)
     }
@@ -278,6 +318,38 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 state.finish(&myself, Err(RunError::Internal(reason)));
             }
             RunSupervisorMsg::RunnerRestarted => state.restarts += 1,
+            RunSupervisorMsg::AllNodesLost(reason)
+                if state.links.as_ref().is_some_and(|l| l.pending > 0) =>
+            {
+                // A lost node is on its way back: wait for it.
+                if let Some(links) = &mut state.links {
+                    links.all_lost = Some(reason);
+                }
+            }
+            RunSupervisorMsg::NodeJoined(node, runners) => {
+                if let Some(links) = &mut state.links {
+                    links.pending -= 1;
+                    links.all_lost = None;
+                }
+                let slot = state.links.as_ref().map_or(0, |l| l.next_slot);
+                tracing::info!(node = %node.name, slot, "a restarted node rejoins the run");
+                state.spawn_link(&myself, slot, node, runners, true).await?;
+            }
+            RunSupervisorMsg::RejoinFailed(why) => {
+                tracing::warn!(%why, "a lost node did not come back");
+                let gone = state.links.as_mut().and_then(|links| {
+                    links.pending -= 1;
+                    (links.live == 0 && links.pending == 0).then(|| {
+                        links
+                            .all_lost
+                            .take()
+                            .unwrap_or_else(|| format!("every node was lost ({why})"))
+                    })
+                });
+                if let Some(reason) = gone {
+                    myself.cast(RunSupervisorMsg::AllNodesLost(reason))?;
+                }
+            }
             RunSupervisorMsg::AllNodesLost(reason) => {
                 let report =
                     state.collector.call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT)).await?;
@@ -328,6 +400,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 if matches!(event_kind, EventKind::Failed) {
                     let reason = format!("the link to node {slot} failed: {why}");
                     state.finish(&myself, Err(RunError::Internal(reason)));
+                } else {
+                    state.rejoin(&myself, slot);
                 }
             }
             Some(role) => {
@@ -399,28 +473,80 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         myself: &ActorRef<RunSupervisorMsg>,
         nodes: NodeWorkers<S>,
     ) -> Result<(), ActorProcessingErr> {
-        let writer = self.trace.as_ref().map(|(_, writer)| writer.clone());
-        for (slot, (node, _)) in nodes.nodes.into_iter().enumerate() {
-            let args = NodeLinkArgs {
-                slot,
-                node,
-                run: nodes.run,
-                order: Arc::clone(&self.order),
-                decode_state: nodes.decode_state,
-                heartbeat_timeout: nodes.heartbeat_timeout,
-                walk_timeout: self.walk_timeout,
-                scheduler: self.scheduler.clone(),
-                collector: self.collector.clone(),
-                writer: writer.clone(),
-                supervisor: myself.clone(),
-            };
-            let (link, _) =
-                Actor::spawn_linked(None, NodeLink::new(), args, myself.get_cell()).await?;
-            self.roles.insert(link.get_id(), Role::Link(slot));
-            self.scheduler
-                .cast(SchedulerMsg::EndpointUp { slot, endpoint: Endpoint::Node(link) })?;
+        self.links = Some(LinkSpawn {
+            run: nodes.run,
+            decode_state: nodes.decode_state,
+            heartbeat_timeout: nodes.heartbeat_timeout,
+            rejoin: nodes.rejoin,
+            next_slot: 0,
+            names: HashMap::new(),
+            live: 0,
+            pending: 0,
+            all_lost: None,
+        });
+        for (slot, (node, runners)) in nodes.nodes.into_iter().enumerate() {
+            self.spawn_link(myself, slot, node, runners, false).await?;
         }
         Ok(())
+    }
+
+    /// Spawns the NodeLink of slot `slot` (a new slot when `added`).
+    async fn spawn_link(
+        &mut self,
+        myself: &ActorRef<RunSupervisorMsg>,
+        slot: usize,
+        node: RemoteNode,
+        runners: usize,
+        added: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        let links = self.links.as_mut().expect("cluster runs have links");
+        links.next_slot = links.next_slot.max(slot + 1);
+        links.live += 1;
+        links.names.insert(slot, node.name.clone());
+        let args = NodeLinkArgs {
+            slot,
+            node,
+            run: links.run,
+            order: Arc::clone(&self.order),
+            decode_state: links.decode_state,
+            heartbeat_timeout: links.heartbeat_timeout,
+            walk_timeout: self.walk_timeout,
+            scheduler: self.scheduler.clone(),
+            collector: self.collector.clone(),
+            writer: self.trace.as_ref().map(|(_, writer)| writer.clone()),
+            supervisor: myself.clone(),
+        };
+        let (link, _) = Actor::spawn_linked(None, NodeLink::new(), args, myself.get_cell()).await?;
+        self.roles.insert(link.get_id(), Role::Link(slot));
+        let endpoint = Endpoint::Node(link);
+        if added {
+            let credits = node_credits(runners, self.walk_timeout.is_some());
+            let spec = SlotSpec { credits, home: slot };
+            self.scheduler.cast(SchedulerMsg::SlotAdded { spec, endpoint })?;
+        } else {
+            self.scheduler.cast(SchedulerMsg::EndpointUp { slot, endpoint })?;
+        }
+        Ok(())
+    }
+
+    /// The link of `slot` stopped: its node was lost. With a respawner, the
+    /// node is restarted and rejoins (in a task: restarting takes time).
+    fn rejoin(&mut self, myself: &ActorRef<RunSupervisorMsg>, slot: usize) {
+        let Some(links) = self.links.as_mut() else { return };
+        links.live = links.live.saturating_sub(1);
+        let (Some(rejoin), Some(name)) = (links.rejoin.clone(), links.names.get(&slot).cloned())
+        else {
+            return;
+        };
+        links.pending += 1;
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let message = match rejoin_node(&rejoin, &name).await {
+                Ok((node, runners)) => RunSupervisorMsg::NodeJoined(node, runners),
+                Err(why) => RunSupervisorMsg::RejoinFailed(format!("{name}: {why}")),
+            };
+            let _ = myself.cast(message);
+        });
     }
 
     fn runner_args(&self, myself: &ActorRef<RunSupervisorMsg>, index: usize) -> RunnerArgs<S> {
@@ -448,6 +574,35 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
             let _ = reply.send(result);
         }
         myself.stop(None);
+    }
+}
+
+/// Batches in flight on a node of `runners` threads. With a walk timeout
+/// (soaks), one per thread and none queued: when the node crashes or hangs,
+/// the walks it was running are exactly the ones in flight, so the blame
+/// falls on them alone.
+fn node_credits(runners: usize, isolate: bool) -> usize {
+    if isolate { runners } else { CREDITS_PER_RUNNER * runners }
+}
+
+/// Restarts node `name`, connects to it and opens the run on it.
+async fn rejoin_node(rejoin: &Rejoin, name: &str) -> Result<(RemoteNode, usize), String> {
+    let respawn = Arc::clone(&rejoin.respawn);
+    let owned = name.to_string();
+    let address = tokio::task::spawn_blocking(move || respawn.respawn(&owned))
+        .await
+        .map_err(|e| e.to_string())??;
+    let node = rejoin.connection.join(&address).await.map_err(|e| e.to_string())?;
+    let hello = wire::encode(&Request::Hello(rejoin.hello.clone()));
+    match call(&node.agent, hello, Some(Duration::from_secs(60))).await {
+        Ok(Reply::Welcome { node: name, runners }) => {
+            let mut node = node;
+            node.name = name;
+            Ok((node, runners as usize))
+        }
+        Ok(other) => Err(format!("it answered {other:?}")),
+        Err(Trouble::Lost(why) | Trouble::Broken(why)) => Err(why),
+        Err(Trouble::TimedOut(_)) => Err("no answer".to_string()),
     }
 }
 

@@ -123,6 +123,8 @@ pub(crate) enum SchedulerMsg {
     /// Slot `slot` is (again) available at `endpoint`. Batches outstanding on
     /// its previous incarnation are re-sent to it.
     EndpointUp { slot: usize, endpoint: Endpoint },
+    /// A new slot (a restarted node rejoining), at the next index.
+    SlotAdded { spec: SlotSpec, endpoint: Endpoint },
     /// The node behind slot `slot` is lost: re-run what can be rebuilt
     /// elsewhere, abort the walks whose state went with it. With
     /// `timed_out`, that batch's walks ran past the walk timeout: they fail.
@@ -301,6 +303,15 @@ impl Actor for Scheduler {
                 state.batch_done(slot, batch, walks, nanos, live)?
             }
             SchedulerMsg::EndpointUp { slot, endpoint } => state.endpoint_up(slot, endpoint)?,
+            SchedulerMsg::SlotAdded { spec, endpoint } => {
+                state.slots.push(Slot {
+                    endpoint: Some(endpoint),
+                    credits: spec.credits,
+                    home: spec.home,
+                    lost: false,
+                });
+                state.dispatch()?
+            }
             SchedulerMsg::NodeLost { slot, node, reason, timed_out } => {
                 state.node_lost(slot, &node, &reason, timed_out)?
             }

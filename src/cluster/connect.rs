@@ -50,7 +50,8 @@ impl NodeEventSubscription for Forward {
 /// Connections to the nodes of one run.
 pub(crate) struct Connection {
     server: ActorRef<NodeServerMessage>,
-    handle: ractor::concurrency::JoinHandle<()>,
+    /// Session events, for nodes that join later (a restarted node).
+    events: tokio::sync::Mutex<mpsc::UnboundedReceiver<SessionEvent>>,
     pub(crate) nodes: Vec<RemoteNode>,
 }
 
@@ -68,11 +69,12 @@ impl Connection {
             Some(NodeConnectionMode::Isolated),
         )
         .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
-        let (server, handle) = Actor::spawn(None, server, ())
+        let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| ClusterError::Local(format!("cannot start the cluster layer: {e}")))?;
-        let mut connection = Connection { server, handle, nodes: Vec::new() };
-        let (events, mut receiver) = mpsc::unbounded_channel();
+        let (events, receiver) = mpsc::unbounded_channel();
+        let mut connection =
+            Connection { server, events: tokio::sync::Mutex::new(receiver), nodes: Vec::new() };
         connection
             .server
             .cast(NodeServerMessage::SubscribeToEvents {
@@ -81,7 +83,7 @@ impl Connection {
             })
             .map_err(|e| ClusterError::Local(format!("cannot watch node sessions: {e}")))?;
         for address in addresses {
-            let node = connection.connect(address, &mut receiver).await;
+            let node = connection.join(address).await;
             match node {
                 Ok(node) => connection.nodes.push(node),
                 Err(error) => {
@@ -91,6 +93,12 @@ impl Connection {
             }
         }
         Ok(connection)
+    }
+
+    /// Connects to one more node (during a run: a restarted node).
+    pub(crate) async fn join(&self, address: &str) -> Result<RemoteNode, ClusterError> {
+        let mut events = self.events.lock().await;
+        self.connect(address, &mut events).await
     }
 
     async fn connect(
@@ -155,8 +163,8 @@ impl Connection {
     }
 
     /// Closes every session and stops the cluster layer.
-    pub(crate) async fn close(self) {
+    pub(crate) async fn close(&self) {
         self.server.stop(None);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.handle).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server.wait(None)).await;
     }
 }

@@ -24,8 +24,11 @@ pub struct LocalNodes {
     children: Vec<Child>,
     /// Each child's stdin: a child exits when it closes, so children never
     /// outlive a coordinator that was killed before it could kill them.
-    _lifelines: Vec<std::process::ChildStdin>,
+    lifelines: Vec<std::process::ChildStdin>,
     addresses: Vec<String>,
+    program: PathBuf,
+    cookie: String,
+    threads: Option<usize>,
 }
 
 impl LocalNodes {
@@ -37,36 +40,78 @@ impl LocalNodes {
         cookie: &str,
         threads: Option<usize>,
     ) -> Result<Self, ClusterError> {
-        let mut nodes =
-            LocalNodes { children: Vec::new(), _lifelines: Vec::new(), addresses: Vec::new() };
+        let mut nodes = LocalNodes {
+            children: Vec::new(),
+            lifelines: Vec::new(),
+            addresses: Vec::new(),
+            program,
+            cookie: cookie.to_string(),
+            threads,
+        };
         for index in 0..count {
-            let mut command = Command::new(&program);
-            command
-                .arg("serve")
-                .args(["--listen", "127.0.0.1:0", "--name", &format!("local-{index}")])
-                .arg("--exit-on-stdin-eof")
-                .env("COMBTEST_COOKIE", cookie)
-                // Its log lines reach the coordinator through heartbeats;
-                // its own stderr (shared with the coordinator) keeps errors.
-                .env("COMBTEST_LOG", std::env::var("COMBTEST_LOG").unwrap_or("error".into()))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit());
-            if let Some(threads) = threads {
-                command.args(["--threads", &threads.to_string()]);
-            }
-            let mut child = command.spawn().map_err(|e| {
-                ClusterError::Local(format!("cannot start {}: {e}", program.display()))
-            })?;
-            let stdout = child.stdout.take().expect("stdout is piped");
-            nodes._lifelines.push(child.stdin.take().expect("stdin is piped"));
+            let (child, lifeline, address) = nodes.start(index)?;
             nodes.children.push(child);
-            let address = read_ready_line(stdout).map_err(|reason| {
-                ClusterError::Local(format!("local node {index} ({}) {reason}", program.display()))
-            })?;
+            nodes.lifelines.push(lifeline);
             nodes.addresses.push(address);
         }
         Ok(nodes)
+    }
+
+    fn start(
+        &self,
+        index: usize,
+    ) -> Result<(Child, std::process::ChildStdin, String), ClusterError> {
+        let program = &self.program;
+        let mut command = Command::new(program);
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--name", &format!("local-{index}")])
+            .arg("--exit-on-stdin-eof")
+            .env("COMBTEST_COOKIE", &self.cookie)
+            // Its log lines reach the coordinator through heartbeats;
+            // its own stderr (shared with the coordinator) keeps errors.
+            .env("COMBTEST_LOG", std::env::var("COMBTEST_LOG").unwrap_or("error".into()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(threads) = self.threads {
+            command.args(["--threads", &threads.to_string()]);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| ClusterError::Local(format!("cannot start {}: {e}", program.display())))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let lifeline = child.stdin.take().expect("stdin is piped");
+        match read_ready_line(stdout) {
+            Ok(address) => Ok((child, lifeline, address)),
+            Err(reason) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(ClusterError::Local(format!(
+                    "local node {index} ({}) {reason}",
+                    program.display()
+                )))
+            }
+        }
+    }
+
+    /// Kills node `index` (if it still runs) and starts it again, on a new
+    /// port.
+    pub fn restart(&mut self, index: usize) -> Result<(), ClusterError> {
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+        let (child, lifeline, address) = self.start(index)?;
+        self.children[index] = child;
+        self.lifelines[index] = lifeline;
+        self.addresses[index] = address;
+        Ok(())
+    }
+
+    /// The nodes whose process has exited.
+    pub fn exited(&mut self) -> Vec<usize> {
+        (0..self.children.len())
+            .filter(|&i| self.children[i].try_wait().is_ok_and(|status| status.is_some()))
+            .collect()
     }
 
     /// Their addresses, `127.0.0.1:PORT`.

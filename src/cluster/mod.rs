@@ -55,6 +55,18 @@ pub struct ClusterOptions {
     pub program: Option<PathBuf>,
     /// Runner threads per node (default: each node's own default).
     pub node_threads: Option<usize>,
+    /// Restarts a lost node and returns its new address; the node then
+    /// rejoins the run in progress (soaks with local nodes).
+    #[doc(hidden)]
+    pub respawn: Option<Arc<dyn Respawn>>,
+}
+
+/// Restarts lost nodes during a run (a soak's local nodes).
+#[doc(hidden)]
+pub trait Respawn: Send + Sync + std::fmt::Debug {
+    /// Restarts node `name` (blocking; with backoff, within the restart
+    /// intensity) and returns its new address, or why it will not be.
+    fn respawn(&self, name: &str) -> Result<String, String>;
 }
 
 impl ClusterOptions {
@@ -67,6 +79,7 @@ impl ClusterOptions {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             program: None,
             node_threads: None,
+            respawn: None,
         }
     }
 

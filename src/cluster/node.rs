@@ -33,6 +33,8 @@ pub struct NodeRunSpec {
     pub blocks: Blocks,
     pub gather: bool,
     pub trace: bool,
+    /// A soak round, tagged on every trace line.
+    pub round: Option<crate::model::trace::RoundTag>,
     /// The suite's name, for trace lines.
     pub suite: String,
 }

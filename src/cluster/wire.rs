@@ -18,6 +18,7 @@ use crate::model::epoch::Epoch;
 use crate::model::holdings::LiveSet;
 use crate::model::outcome::Counts;
 use crate::model::space::Blocks;
+use crate::model::trace::RoundTag;
 
 /// Bumped whenever a `Request` or `Reply` changes shape or meaning.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -70,6 +71,8 @@ pub struct Hello {
     pub blocks: Blocks,
     pub gather: bool,
     pub trace: bool,
+    /// A soak round: trace lines carry it.
+    pub round: Option<RoundTag>,
     /// Forward the node's log lines up to this level (0 error … 4 trace).
     pub log_level: u8,
     /// The run's lease: run nothing more, and drop the run, when not pinged

@@ -254,7 +254,7 @@ where
         let encoder = match spec.trace {
             true => {
                 let values = option_json(&self.order, &space).map_err(|e| e.to_string())?;
-                Some(TraceEncoder::new(spec.suite.clone(), space, values))
+                Some(TraceEncoder::new(spec.suite.clone(), space, values).with_round(spec.round))
             }
             false => None,
         };

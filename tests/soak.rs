@@ -1,0 +1,176 @@
+//! Soaks, run as real processes: a soak on two local nodes through
+//! panicking, hanging and process-aborting walks; seeded sampled rounds;
+//! Ctrl-C. Every wait is bounded; nodes die with their coordinator (their
+//! stdin lifeline), and the tests check none is left.
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+mod common;
+use common::example;
+
+const BOUND: Duration = Duration::from_secs(120);
+
+/// Runs `program args` to the end (at most `BOUND`), with `env`.
+fn run(program: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let child = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("COMBTEST_COOKIE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let output = receiver.recv_timeout(BOUND).unwrap_or_else(|_| {
+        let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
+        panic!("the soak did not end within {BOUND:?}");
+    });
+    let output = output.unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
+    let program = example("cluster_node");
+    let logs = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(
+        &program,
+        &[
+            "soak",
+            "--suite",
+            "chaos",
+            "--rounds",
+            "2",
+            "--local-nodes",
+            "2",
+            "--threads",
+            "1",
+            "--walk-timeout",
+            "1s",
+            "--max-restarts",
+            "50",
+            "--json",
+            "--log-dir",
+            logs.path().to_str().unwrap(),
+        ],
+        &[("CHAOS_ABORT", "1")],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let report = json(&out);
+    let totals = &report["totals"];
+    assert_eq!(totals["rounds"], 2, "{out}");
+    assert_eq!(totals["walks"], 400, "{out}");
+    assert_eq!(totals["broken_rounds"], 0, "{out}");
+    // Per round: 2 panics, 1 hang past the timeout, 1 walk that aborts its
+    // node (wherever it runs): 4 failures, each with its reason.
+    assert_eq!(totals["failed"], 8, "{out}");
+    assert_eq!(totals["passed"], 392, "{out}");
+    let failures = report["failures"].as_array().unwrap();
+    let reasons: Vec<(u64, u64, &str)> = failures
+        .iter()
+        .map(|f| {
+            (
+                f["round"].as_u64().unwrap(),
+                f["walk_id"].as_u64().unwrap(),
+                f["error"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for round in 0..2 {
+        let of_round: Vec<_> = reasons.iter().filter(|r| r.0 == round).collect();
+        assert_eq!(of_round.len(), 4, "{reasons:?}");
+        let error = |walk: u64| of_round.iter().find(|r| r.1 == walk).map(|r| r.2).unwrap_or("");
+        assert!(error(37).contains("chaos: the target fell over"), "{reasons:?}");
+        assert!(error(112).contains("chaos: the target fell over"), "{reasons:?}");
+        assert_eq!(error(55), "timed out after 1s", "{reasons:?}");
+        assert!(error(131).contains("its node was lost while running it, twice"), "{reasons:?}");
+    }
+    // Panics replace runners; the aborts and the hang restart nodes.
+    assert!(totals["runner_restarts"].as_u64().unwrap() >= 4, "{out}");
+    assert!(totals["node_restarts"].as_u64().unwrap() >= 4, "{out}");
+    // Every walk of every round has its record, once, tagged with its round.
+    let dir = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let walks = std::fs::read_to_string(dir.join("walks.jsonl")).unwrap();
+    for round in 0..2u64 {
+        let mut ids: Vec<u64> = walks
+            .lines()
+            .map(json)
+            .filter(|r| r["round"] == round)
+            .map(|r| r["walk_id"].as_u64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..200).collect::<Vec<_>>(), "round {round}");
+    }
+    let meta = json(&std::fs::read_to_string(dir.join("soak.json")).unwrap());
+    assert_eq!(meta["totals"]["rounds"], 2);
+}
+
+#[test]
+fn sampled_rounds_replay_with_their_seed() {
+    let node = std::path::Path::new(env!("CARGO_BIN_EXE_combtest-node"));
+    let args =
+        ["soak", "--suite", "demo", "--rounds", "4", "--sample", "9", "--seed", "42", "--json"];
+    let (code, first, err) = run(node, &args, &[]);
+    assert!(code == 0 || code == 1, "{first}{err}");
+    let (_, second, _) = run(node, &args, &[]);
+    let (a, b) = (json(&first), json(&second));
+    assert_eq!(a["totals"]["walks"], 36);
+    assert_eq!(a["seed"], 42);
+    // The same seed draws the same walks: the same outcomes, round by round.
+    for key in ["passed", "failed", "cancelled", "pruned"] {
+        assert_eq!(a["totals"][key], b["totals"][key], "{key}");
+    }
+    assert_eq!(a["failures"], b["failures"]);
+}
+
+#[test]
+fn ctrl_c_stops_after_the_round_and_prints_the_summary() {
+    let program = example("cluster_node");
+    let mut child = Command::new(&program)
+        .args(["soak", "--suite", "relay", "--duration", "60s", "--stats-every", "0s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (sender, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if sender.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    // A round has finished: its status line is out (the suite's own
+    // markers may come first: its walks run in this process).
+    while !lines.recv_timeout(BOUND).unwrap().starts_with("soak: ") {}
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let (done, waited) = mpsc::channel();
+    let id = child.id();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    let status = waited.recv_timeout(BOUND).unwrap_or_else(|_| {
+        let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
+        panic!("the soak did not stop");
+    });
+    assert_eq!(status.unwrap().code(), Some(0));
+    // The process has exited: its stdout ends, and so does this.
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(rest.iter().any(|l| l == "PASS (stopped early)"), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("walks") && l.contains("rounds")), "{rest:?}");
+}
