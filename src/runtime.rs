@@ -519,17 +519,21 @@ async fn handshake(
     (nodes, refusal)
 }
 
-/// How held states are grouped: by [`Blocks::for_space`], or one walk per
-/// block with a walk timeout (a batch is then one walk, and a timeout blames
-/// only it).
+/// How held states are grouped: by [`Blocks::for_space`], no longer than
+/// the batch cap, or one walk per block with a walk timeout (a batch is then
+/// one walk, and a timeout blames only it).
 fn blocks_for<S>(
     space: &crate::model::space::Space,
     runners: usize,
     options: &RunOptions<S>,
 ) -> Blocks {
-    match options.walk_timeout {
-        Some(_) => Blocks::new(space.deepest_branch_len(), 1),
-        None => Blocks::for_space(space, runners),
+    let blocks = Blocks::for_space(space, runners);
+    match (options.walk_timeout, options.max_batch) {
+        (Some(_), _) => Blocks::new(space.deepest_branch_len(), 1),
+        // Batches of held states are whole blocks: a cap on batches is one
+        // on blocks too.
+        (None, Some(max)) => Blocks::new(space.deepest_branch_len(), blocks.block_len().min(max)),
+        (None, None) => blocks,
     }
 }
 
@@ -545,5 +549,29 @@ impl Drop for StopOnDrop {
         if let Some(cell) = self.0.take() {
             cell.stop(None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::space::{EntryInfo, EntryKind, Space};
+
+    #[test]
+    fn a_batch_cap_caps_blocks_and_a_walk_timeout_makes_them_single() {
+        let entry = |kind, n: u32| EntryInfo {
+            name: "E",
+            kind,
+            options: (0..n).map(|i| i.to_string()).collect(),
+        };
+        // A serial action, then 4096 walks per branch: blocks of 512 for
+        // 2 runners.
+        let space =
+            Space::new(vec![entry(EntryKind::Serial, 2), entry(EntryKind::Plain, 4096)]).unwrap();
+        let options = RunOptions::new(0u32);
+        assert_eq!(blocks_for(&space, 2, &options).block_len(), 512);
+        assert_eq!(blocks_for(&space, 2, &options.clone().max_batch(16)).block_len(), 16);
+        let timed = options.walk_timeout(Duration::from_secs(1));
+        assert_eq!(blocks_for(&space, 2, &timed).block_len(), 1);
     }
 }

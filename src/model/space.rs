@@ -330,6 +330,11 @@ impl Blocks {
         Blocks::new(branch_len, spread.clamp(1, 1024))
     }
 
+    /// Walks per block (the last block of a branch may be shorter).
+    pub fn block_len(&self) -> u64 {
+        self.block_len
+    }
+
     /// Whether these are blocks of `space` (as [`Blocks::for_space`] makes
     /// them, for any runner count): checked on nodes, which get them from a
     /// coordinator.
