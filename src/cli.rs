@@ -625,16 +625,35 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
         suite.name(),
         options.seed
     );
+    // On a terminal, a live line (elapsed time ticking, the latest totals)
+    // above which the status lines scroll; elsewhere, plain lines.
+    let live = (!json && std::io::IsTerminal::is_terminal(&std::io::stdout())).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message("first round running");
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
     let mut on_stats = |report: &SoakReport| {
         let line = status_line(report);
-        if json {
-            eprintln!("{line}")
-        } else {
-            println!("{line}")
+        match (&live, json) {
+            (Some(bar), _) => {
+                bar.println(&line);
+                bar.set_message(line);
+            }
+            (None, true) => eprintln!("{line}"),
+            (None, false) => println!("{line}"),
         }
         *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
     };
-    let report = match crate::soak::soak(suite, options, &stop, &mut on_stats) {
+    let result = crate::soak::soak(suite, options, &stop, &mut on_stats);
+    if let Some(bar) = &live {
+        bar.finish_and_clear();
+    }
+    let report = match result {
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: {error}");
