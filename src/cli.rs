@@ -637,7 +637,11 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     });
-    let mut on_stats = |report: &SoakReport| {
+    let mut on_stats = |report: &SoakReport, stats: bool| {
+        *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        if !stats {
+            return;
+        }
         let line = status_line(report);
         match (&live, json) {
             (Some(bar), _) => {
@@ -647,7 +651,6 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
             (None, true) => eprintln!("{line}"),
             (None, false) => println!("{line}"),
         }
-        *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
     };
     let result = crate::soak::soak(suite, options, &stop, &mut on_stats);
     if let Some(bar) = &live {
@@ -745,33 +748,53 @@ fn watch_interrupts(
     json: bool,
     program: String,
 ) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return;
+    };
+    // Registered before this returns, so a Ctrl-C right after the soak
+    // announces itself is already ours.
+    let Ok(mut interrupts) = runtime.block_on(async { signal(SignalKind::interrupt()) }) else {
+        return;
+    };
     std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            return;
-        };
         runtime.block_on(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                if stop.request() == 1 {
-                    eprintln!(
-                        "soak: stopping after the round in progress (Ctrl-C again to stop now)"
-                    );
-                    continue;
-                }
-                eprintln!("soak: stopped");
-                let latest = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let code = match latest {
-                    Some(mut report) => {
-                        report.end = crate::soak::SoakEnd::Stopped;
-                        print_soak(&report, json, &program);
-                        if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
-                    }
-                    None => EXIT_OK,
-                };
-                std::process::exit(i32::from(code));
+            if interrupts.recv().await.is_none() {
+                return;
             }
+            stop.request();
+            eprintln!(
+                "soak: stopping after the round in progress, waiting at most {}s \
+                 (Ctrl-C again to stop now)",
+                STOP_GRACE.as_secs()
+            );
+            // The round in progress may be stuck in a hung walk: the wait is
+            // bounded.
+            tokio::select! {
+                _ = interrupts.recv() => eprintln!("soak: stopped"),
+                () = tokio::time::sleep(STOP_GRACE) => {
+                    eprintln!("soak: the round did not end in time; stopped");
+                }
+            }
+            let latest = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let code = match latest {
+                Some(mut report) => {
+                    report.end = crate::soak::SoakEnd::Stopped;
+                    print_soak(&report, json, &program);
+                    if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
+                }
+                None => {
+                    eprintln!("soak: no round had finished");
+                    EXIT_OK
+                }
+            };
+            std::process::exit(i32::from(code));
         });
     });
 }
+
+/// How long a soak waits, after Ctrl-C, for the round in progress.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `replay`: one walk, alone, printing each action as it runs.
 fn replay(

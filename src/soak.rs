@@ -205,14 +205,15 @@ struct Soak<'a> {
     last_stats: (Instant, u64),
 }
 
-/// Runs a soak of `suite`, calling `on_stats` with the totals every
-/// `stats_every` and with the report at the end. Ends when `options.limit`
-/// is reached or `stop` is requested (the round in progress finishes).
+/// Runs a soak of `suite`, calling `on_round` after every round with the
+/// report so far and whether it is time for statistics (every
+/// `stats_every`). Ends when `options.limit` is reached or `stop` is
+/// requested (the round in progress finishes).
 pub fn soak(
     suite: &dyn Suite,
     options: &SoakOptions,
     stop: &SoakStop,
-    on_stats: &mut dyn FnMut(&SoakReport),
+    on_round: &mut dyn FnMut(&SoakReport, bool),
 ) -> Result<SoakReport, SuiteError> {
     let size = suite.space().map_err(RunError::from)?.size();
     let mut soak = Soak {
@@ -258,11 +259,12 @@ pub fn soak(
         }
         let end = soak.round(round, size);
         round += 1;
-        if soak.last_stats.0.elapsed() >= options.stats_every {
+        let stats = soak.last_stats.0.elapsed() >= options.stats_every;
+        if stats {
             soak.stats();
-            on_stats(&soak.report);
             soak.write_meta();
         }
+        on_round(&soak.report, stats);
         if let Some(end) = end {
             soak.report.end = end;
             break;

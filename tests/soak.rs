@@ -174,3 +174,46 @@ fn ctrl_c_stops_after_the_round_and_prints_the_summary() {
     assert!(rest.iter().any(|l| l == "PASS (stopped early)"), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("walks") && l.contains("rounds")), "{rest:?}");
 }
+
+#[test]
+fn a_second_ctrl_c_stops_a_stuck_round_at_once() {
+    // In-process, no walk timeout: the round hangs on the chaos suite's
+    // minute-long walk. The first Ctrl-C waits for the round; the second
+    // stops at once.
+    let program = example("cluster_node");
+    let mut child = Command::new(&program)
+        .args(["soak", "--suite", "chaos", "--rounds", "5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, errors) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if sender.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let id = child.id().to_string();
+    let interrupt = || {
+        let _ = Command::new("kill").args(["-INT", &id]).status();
+    };
+    while !errors.recv_timeout(BOUND).unwrap().starts_with("soak of suite chaos") {}
+    interrupt();
+    while !errors.recv_timeout(BOUND).unwrap().starts_with("soak: stopping after the round") {}
+    interrupt();
+    let (done, waited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = waited.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+        let _ = Command::new("kill").args(["-KILL", &id]).status();
+        panic!("the second Ctrl-C did not stop the soak");
+    });
+    assert_eq!(output.unwrap().status.code(), Some(0));
+    let rest: Vec<String> = errors.iter().collect();
+    assert!(rest.iter().any(|l| l == "soak: stopped"), "{rest:?}");
+}
