@@ -627,7 +627,10 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
     );
     // On a terminal, a live line (elapsed time ticking, the latest totals)
     // above which the status lines scroll; elsewhere, plain lines.
-    let live = (!json && std::io::IsTerminal::is_terminal(&std::io::stdout())).then(|| {
+    // (indicatif draws on stderr: both must be the terminal.)
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let live = (!json && terminal).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
@@ -780,12 +783,14 @@ fn watch_interrupts(
             let code = match latest {
                 Some(mut report) => {
                     report.end = crate::soak::SoakEnd::Stopped;
+                    crate::soak::write_meta(&report);
                     print_soak(&report, json, &program);
                     if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
                 }
                 None => {
+                    // Nothing is known to have passed.
                     eprintln!("soak: no round had finished");
-                    EXIT_OK
+                    EXIT_WALKS_FAILED
                 }
             };
             std::process::exit(i32::from(code));

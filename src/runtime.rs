@@ -454,7 +454,9 @@ where
         connection.close().await;
         result
     });
-    runtime.shutdown_background();
+    // Let the cluster layer's actors finish stopping: the next run (a soak's
+    // next round) must not meet this one's leftovers.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     drop(local);
     result
 }

@@ -186,10 +186,12 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
-    /// Whether no walk failed or was aborted and the soak ended as planned.
+    /// Whether no walk failed or was aborted, no round broke, and the soak
+    /// ended as planned.
     pub fn success(&self) -> bool {
         self.totals.failed == 0
             && self.totals.aborted == 0
+            && self.totals.broken_rounds == 0
             && matches!(self.end, SoakEnd::Done | SoakEnd::Stopped)
     }
 }
@@ -244,6 +246,8 @@ pub fn soak(
             window: options.window,
             count: std::sync::atomic::AtomicU64::new(0),
             exceeded: std::sync::Mutex::new(None),
+            busy: std::sync::Mutex::new(0),
+            idle: std::sync::Condvar::new(),
         }));
     }
     let mut round = 0;
@@ -340,9 +344,14 @@ impl Soak<'_> {
         let result = self.suite.run(&options);
         match result {
             Ok(report) => self.fold(round, report),
-            Err(SuiteError::Run(RunError::AllNodesLost { reason, .. })) => {
+            Err(SuiteError::Run(RunError::AllNodesLost { reason, report })) => {
                 tracing::warn!(round, %reason, "round broken: every node was lost");
                 self.report.totals.broken_rounds += 1;
+                // What the round did account for (its records are written).
+                if let Some(partial) = report {
+                    self.fold(round, *partial);
+                    self.report.totals.rounds -= 1; // Not a finished round.
+                }
             }
             Err(error) => return Some(SoakEnd::Broken(error.to_string())),
         }
@@ -378,6 +387,9 @@ impl Soak<'_> {
     /// restart intensity is exceeded (here or during the round).
     fn restart_exited(&mut self) -> Option<SoakEnd> {
         let keeper = self.nodes.as_ref()?;
+        // A restart the round started may still be under way (its run is
+        // over): let it finish, so it cannot kill a node of the next round.
+        keeper.settle(Duration::from_secs(60));
         let exited = keeper.lock().exited();
         for index in exited {
             if let Err(why) = keeper.respawn(&format!("local-{index}")) {
@@ -399,20 +411,25 @@ impl Soak<'_> {
         self.last_stats = (Instant::now(), totals.walks);
     }
 
-    /// Rewrites `soak.json` with the running totals (atomically).
     fn write_meta(&self) {
-        let Some(dir) = &self.report.dir else { return };
-        let temp = dir.join("soak.json.tmp");
-        let written = std::fs::File::create(&temp)
-            .and_then(|mut file| {
-                let text = serde_json::to_vec_pretty(&self.report).expect("plain data serializes");
-                file.write_all(&text)?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&temp, dir.join("soak.json")));
-        if let Err(error) = written {
-            tracing::error!(%error, "cannot write soak.json");
-        }
+        write_meta(&self.report);
+    }
+}
+
+/// Rewrites `soak.json` in the report's directory, if any, with its totals
+/// (atomically: a temp file, then a rename).
+pub fn write_meta(report: &SoakReport) {
+    let Some(dir) = &report.dir else { return };
+    let temp = dir.join("soak.json.tmp");
+    let written = std::fs::File::create(&temp)
+        .and_then(|mut file| {
+            let text = serde_json::to_vec_pretty(report).expect("plain data serializes");
+            file.write_all(&text)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temp, dir.join("soak.json")));
+    if let Err(error) = written {
+        tracing::error!(%error, "cannot write soak.json");
     }
 }
 
@@ -426,16 +443,43 @@ struct NodeKeeper {
     window: Duration,
     count: std::sync::atomic::AtomicU64,
     exceeded: std::sync::Mutex<Option<String>>,
+    /// Restarts under way, and a signal when one ends.
+    busy: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
 }
 
 impl NodeKeeper {
     fn lock(&self) -> std::sync::MutexGuard<'_, LocalNodes> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits (at most `limit`) until no restart is under way.
+    fn settle(&self, limit: Duration) {
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self.idle.wait_timeout_while(busy, limit, |n| *n > 0);
+    }
+}
+
+/// Marks a restart under way while it lives.
+struct Busy<'a>(&'a NodeKeeper);
+
+impl<'a> Busy<'a> {
+    fn new(keeper: &'a NodeKeeper) -> Self {
+        *keeper.busy.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Busy(keeper)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.0.idle.notify_all();
+    }
 }
 
 impl Respawn for NodeKeeper {
     fn respawn(&self, name: &str) -> Result<String, String> {
+        let _busy = Busy::new(self);
         let index: usize = name
             .strip_prefix("local-")
             .and_then(|i| i.parse().ok())

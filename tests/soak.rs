@@ -174,14 +174,18 @@ fn sampled_rounds_replay_with_their_seed() {
 
 #[test]
 fn ctrl_c_stops_after_the_round_and_prints_the_summary() {
+    // As a terminal sends it: to the whole process group. The local nodes
+    // have groups of their own, so the soak ends cleanly, losing no node.
     let program = example("cluster_node");
-    let mut child = Command::new(&program)
+    let mut command = Command::new(&program);
+    command
         .args(["soak", "--suite", "relay", "--duration", "60s", "--stats-every", "0s"])
+        .args(["--local-nodes", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().unwrap();
     let (sender, lines) = mpsc::channel();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -194,7 +198,8 @@ fn ctrl_c_stops_after_the_round_and_prints_the_summary() {
     // A round has finished: its status line is out (the suite's own
     // markers may come first: its walks run in this process).
     while !lines.recv_timeout(BOUND).unwrap().starts_with("soak: ") {}
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-INT", "--", &group]).status();
     let (done, waited) = mpsc::channel();
     let id = child.id();
     std::thread::spawn(move || {
@@ -208,6 +213,10 @@ fn ctrl_c_stops_after_the_round_and_prints_the_summary() {
     // The process has exited: its stdout ends, and so does this.
     let rest: Vec<String> = lines.iter().collect();
     assert!(rest.iter().any(|l| l == "PASS (stopped early)"), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("aborted 0") && l.contains("node restarts 0")),
+        "{rest:?}"
+    );
     assert!(rest.iter().any(|l| l.contains("walks") && l.contains("rounds")), "{rest:?}");
 }
 
@@ -249,7 +258,9 @@ fn a_second_ctrl_c_stops_a_stuck_round_at_once() {
         let _ = Command::new("kill").args(["-KILL", &id]).status();
         panic!("the second Ctrl-C did not stop the soak");
     });
-    assert_eq!(output.unwrap().status.code(), Some(0));
+    // No round finished: nothing is known to have passed.
+    assert_eq!(output.unwrap().status.code(), Some(1));
     let rest: Vec<String> = errors.iter().collect();
     assert!(rest.iter().any(|l| l == "soak: stopped"), "{rest:?}");
+    assert!(rest.iter().any(|l| l == "soak: no round had finished"), "{rest:?}");
 }

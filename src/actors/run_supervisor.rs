@@ -319,9 +319,13 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             }
             RunSupervisorMsg::RunnerRestarted => state.restarts += 1,
             RunSupervisorMsg::AllNodesLost(reason)
-                if state.links.as_ref().is_some_and(|l| l.pending > 0) =>
+                if state
+                    .links
+                    .as_ref()
+                    .is_some_and(|l| l.rejoin.is_some() && (l.pending > 0 || l.live > 0)) =>
             {
-                // A lost node is on its way back: wait for it.
+                // A lost node is on its way back (or its link's end, which
+                // starts the rejoin, is still to come): wait for it.
                 if let Some(links) = &mut state.links {
                     links.all_lost = Some(reason);
                 }
@@ -536,6 +540,13 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         links.live = links.live.saturating_sub(1);
         let (Some(rejoin), Some(name)) = (links.rejoin.clone(), links.names.get(&slot).cloned())
         else {
+            // No rejoin: if every node is gone, the run ends now.
+            if links.live == 0
+                && links.pending == 0
+                && let Some(reason) = links.all_lost.take()
+            {
+                let _ = myself.cast(RunSupervisorMsg::AllNodesLost(reason));
+            }
             return;
         };
         links.pending += 1;

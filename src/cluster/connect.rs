@@ -98,6 +98,8 @@ impl Connection {
     /// Connects to one more node (during a run: a restarted node).
     pub(crate) async fn join(&self, address: &str) -> Result<RemoteNode, ClusterError> {
         let mut events = self.events.lock().await;
+        // Events of earlier sessions (a port may be reused) are not this one's.
+        while events.try_recv().is_ok() {}
         self.connect(address, &mut events).await
     }
 

@@ -74,6 +74,9 @@ impl LocalNodes {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // A process group of its own: Ctrl-C at the coordinator's terminal
+        // is the coordinator's to handle, not a crash of every node.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         if let Some(threads) = self.threads {
             command.args(["--threads", &threads.to_string()]);
         }

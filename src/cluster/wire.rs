@@ -21,7 +21,7 @@ use crate::model::space::Blocks;
 use crate::model::trace::RoundTag;
 
 /// Bumped whenever a `Request` or `Reply` changes shape or meaning.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest piece of a batch result in one reply.
 pub const CHUNK: usize = 1 << 20;
