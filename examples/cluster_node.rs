@@ -117,7 +117,13 @@ impl Action<Vec<u32>> for Poke {
         path.push(self.0);
         match (target, self.0) {
             (3, 7) | (11, 2) => panic!("chaos: the target fell over"),
-            (5, 5) => std::thread::sleep(Duration::from_secs(60)),
+            (5, 5) => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "chaos: hanging");
+                let _ = out.flush();
+                drop(out);
+                std::thread::sleep(Duration::from_secs(60));
+            }
             (13, 1) if std::env::var("CHAOS_ABORT").is_ok_and(|v| v == "1") => {
                 std::process::abort()
             }

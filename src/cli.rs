@@ -122,7 +122,8 @@ enum Command {
     /// Soak: run the suite round after round, for a time or a number of
     /// rounds, through failing, panicking and hanging walks and crashing
     /// nodes; print a status line every `--stats-every` and a summary.
-    /// Ctrl-C stops after the round in progress; a second Ctrl-C at once.
+    /// Ctrl-C stops starting walks and waits (30 s at most) for those
+    /// running; a second Ctrl-C stops at once.
     /// Exit code 0 nothing failed, 1 walks failed or were aborted, 2 bad
     /// input, 3 the soak broke (too many node restarts, a round that
     /// cannot run).
@@ -621,7 +622,7 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
     watch_interrupts(stop.clone(), std::sync::Arc::clone(&latest), json, program.to_string());
     let sample = options.sample.map_or("the whole space".to_string(), |k| format!("{k} walks"));
     eprintln!(
-        "soak of suite {}: seed {} ({sample} per round); Ctrl-C stops after this round",
+        "soak of suite {}: seed {} ({sample} per round); Ctrl-C stops it",
         suite.name(),
         options.seed
     );
@@ -706,8 +707,9 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
     let _ = writeln!(out, "{}", status_line(report));
     let _ = writeln!(
         out,
-        "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}  broken rounds {}",
-        t.passed, t.failed, t.cancelled, t.pruned, t.aborted, t.broken_rounds
+        "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}  broken rounds {}  \
+         rounds cut short {}",
+        t.passed, t.failed, t.cancelled, t.pruned, t.aborted, t.broken_rounds, t.interrupted_rounds
     );
     for failure in report.failures.iter().take(SHOWN_FAILURES) {
         let _ = writeln!(
@@ -767,7 +769,7 @@ fn watch_interrupts(
             }
             stop.request();
             eprintln!(
-                "soak: stopping after the round in progress, waiting at most {}s \
+                "soak: stopping: no new walk starts; waiting at most {}s for those running \
                  (Ctrl-C again to stop now)",
                 STOP_GRACE.as_secs()
             );

@@ -38,6 +38,7 @@ pub struct RunOptions<S> {
     sample: Option<WalkSample>,
     walk_timeout: Option<Duration>,
     append: Option<RoundTrace>,
+    interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Where a soak round's trace lines go: appended to the soak's
@@ -71,6 +72,7 @@ impl<S> RunOptions<S> {
             sample: None,
             walk_timeout: None,
             append: None,
+            interrupt: None,
         }
     }
 
@@ -138,6 +140,13 @@ impl<S> RunOptions<S> {
         self
     }
 
+    /// Stops dispatching when `flag` is set; the run then ends with
+    /// [`RunError::Interrupted`] once the walks in flight are done.
+    pub(crate) fn interrupt(mut self, flag: Option<Arc<std::sync::atomic::AtomicBool>>) -> Self {
+        self.interrupt = flag;
+        self
+    }
+
     /// Appends the trace to a soak's file, tagged with the round.
     pub(crate) fn round_trace(mut self, trace: Option<RoundTrace>) -> Self {
         self.append = trace;
@@ -187,6 +196,13 @@ pub enum RunError {
     /// The sample does not fit the walk order, or cannot be traced.
     #[error("invalid sample: {0}")]
     Sample(#[from] SampleError),
+    /// The run was interrupted (a soak's Ctrl-C or deadline): no batch was
+    /// dispatched after that; `report` counts the walks that ended.
+    #[error("the run was interrupted")]
+    Interrupted {
+        /// The walks that ended before the interrupt (not every walk).
+        report: Box<Report>,
+    },
     /// A cluster run could not start: a node is unreachable, has another
     /// cookie, or refused the run.
     #[error(transparent)]
@@ -301,6 +317,7 @@ async fn run_erased<S: Clone + Send + 'static>(
         blocks,
         // One walk per batch: a timeout then blames one walk.
         max_batch: if options.walk_timeout.is_some() { Some(1) } else { options.max_batch },
+        interrupt: options.interrupt.clone(),
         sample: options.sample,
         walk_timeout: options.walk_timeout,
         gather: options.gather_states,

@@ -18,7 +18,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -90,19 +90,25 @@ impl SoakOptions {
     }
 }
 
-/// Asks a soak to stop: once, after the round in progress; twice, now.
+/// Asks a soak to stop: no batch is dispatched after the request; the
+/// walks in flight finish, the round's results are kept, and the soak ends.
 #[derive(Debug, Clone, Default)]
-pub struct SoakStop(Arc<AtomicU8>);
+pub struct SoakStop {
+    requests: Arc<AtomicU8>,
+    /// Read by the round's Scheduler (also set when the duration is up).
+    halt: Arc<AtomicBool>,
+}
 
 impl SoakStop {
     /// Another request (Ctrl-C): returns how many there have been.
     pub fn request(&self) -> u8 {
-        self.0.fetch_add(1, Ordering::SeqCst).saturating_add(1)
+        self.halt.store(true, Ordering::SeqCst);
+        self.requests.fetch_add(1, Ordering::SeqCst).saturating_add(1)
     }
 
     /// Requests so far.
     pub fn requested(&self) -> u8 {
-        self.0.load(Ordering::SeqCst)
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -131,8 +137,12 @@ pub struct SoakTotals {
     pub runner_restarts: u64,
     /// Local node processes restarted.
     pub node_restarts: u64,
-    /// Rounds that could not complete (their walks are not counted).
+    /// Rounds that could not complete because every node was lost (the
+    /// walks that ended in them are counted).
     pub broken_rounds: u64,
+    /// Rounds cut short by a stop or the end of the duration (the walks
+    /// that ended in them are counted; the others did not run).
+    pub interrupted_rounds: u64,
     /// This process's resident memory, in KiB (0 where unknown).
     pub rss_kib: u64,
 }
@@ -237,6 +247,17 @@ pub fn soak(
         last_stats: (Instant::now(), 0),
     };
     soak.open_log_dir()?;
+    // The duration ends the round in progress too: no batch is dispatched
+    // after it.
+    if let Some(duration) = options.limit.duration {
+        let halt = Arc::downgrade(&stop.halt);
+        std::thread::spawn(move || {
+            std::thread::sleep(duration);
+            if let Some(halt) = halt.upgrade() {
+                halt.store(true, Ordering::SeqCst);
+            }
+        });
+    }
     if options.local_nodes > 0 {
         let nodes = soak.start_nodes()?;
         soak.nodes = Some(Arc::new(NodeKeeper {
@@ -261,7 +282,7 @@ pub fn soak(
         {
             break;
         }
-        let end = soak.round(round, size);
+        let end = soak.round(round, size, &stop.halt);
         round += 1;
         let stats = soak.last_stats.0.elapsed() >= options.stats_every;
         if stats {
@@ -314,8 +335,9 @@ impl Soak<'_> {
     }
 
     /// Runs round `round`; `Some` if the soak must end.
-    fn round(&mut self, round: u64, size: u64) -> Option<SoakEnd> {
+    fn round(&mut self, round: u64, size: u64, halt: &Arc<AtomicBool>) -> Option<SoakEnd> {
         let mut options = self.options.run.clone();
+        options.interrupt = Some(Arc::clone(halt));
         let seed = self.options.sample.map(|_| round_seed(self.options.seed, round));
         if let (Some(count), Some(seed)) = (self.options.sample, seed) {
             match WalkSample::draw(size, count, seed) {
@@ -344,6 +366,13 @@ impl Soak<'_> {
         let result = self.suite.run(&options);
         match result {
             Ok(report) => self.fold(round, report),
+            Err(SuiteError::Run(RunError::Interrupted { report })) => {
+                // Stopped (Ctrl-C, or the duration is up) mid-round: what
+                // ran is kept; the rest of the round did not run.
+                self.fold(round, *report);
+                self.report.totals.rounds -= 1;
+                self.report.totals.interrupted_rounds += 1;
+            }
             Err(SuiteError::Run(RunError::AllNodesLost { reason, report })) => {
                 tracing::warn!(round, %reason, "round broken: every node was lost");
                 self.report.totals.broken_rounds += 1;
@@ -362,7 +391,9 @@ impl Soak<'_> {
     fn fold(&mut self, round: u64, report: Report) {
         let totals = &mut self.report.totals;
         totals.rounds += 1;
-        totals.walks += report.walks;
+        // The walks that ended (all of the round's, unless it was cut short).
+        totals.walks +=
+            report.passed + report.failed + report.cancelled + report.pruned + report.aborted;
         totals.passed += report.passed;
         totals.failed += report.failed;
         totals.cancelled += report.cancelled;

@@ -38,6 +38,11 @@ fn run(program: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, 
     (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
 }
 
+/// Walks that ended, by the totals.
+fn walks_total(totals: &serde_json::Value) -> u64 {
+    totals["walks"].as_u64().unwrap()
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -53,7 +58,7 @@ fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
             "--suite",
             "chaos",
             "--duration",
-            "2s",
+            "3s",
             "--local-nodes",
             "2",
             "--threads",
@@ -71,18 +76,14 @@ fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
     assert_eq!(code, 1, "{out}{err}");
     let report = json(&out);
     let totals = &report["totals"];
-    // A round starts only within the duration; each takes over a second
-    // (the hung walk's timeout): at least 2 rounds, and the soak ends soon
-    // after its 2 s.
+    // The duration ends the soak on time: no walk starts after 3 s, and the
+    // round in progress then is cut short (its walks that ended count).
     let rounds = totals["rounds"].as_u64().unwrap();
-    assert!((2..=4).contains(&rounds), "{out}");
-    assert!(totals["elapsed_s"].as_f64().unwrap() < 30.0, "{out}");
-    assert_eq!(totals["walks"].as_u64().unwrap(), 200 * rounds, "{out}");
+    assert!(rounds >= 1, "{out}");
+    assert!(totals["elapsed_s"].as_f64().unwrap() < 15.0, "{out}");
+    assert!(totals["interrupted_rounds"].as_u64().unwrap() <= 1, "{out}");
     assert_eq!(totals["broken_rounds"], 0, "{out}");
-    // Per round: 2 panics, 1 hang past the timeout, 1 walk that aborts its
-    // node (wherever it runs): 4 failures, each with its reason.
-    assert_eq!(totals["failed"].as_u64().unwrap(), 4 * rounds, "{out}");
-    assert_eq!(totals["passed"].as_u64().unwrap(), 196 * rounds, "{out}");
+    assert!(walks_total(totals) >= 200 * rounds, "{out}");
     let failures = report["failures"].as_array().unwrap();
     let reasons: Vec<(u64, u64, &str)> = failures
         .iter()
@@ -109,15 +110,24 @@ fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
     // Every walk of every round has its record, once, tagged with its round.
     let dir = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
     let walks = std::fs::read_to_string(dir.join("walks.jsonl")).unwrap();
-    for round in 0..rounds {
-        let mut ids: Vec<u64> = walks
-            .lines()
-            .map(json)
+    let records: Vec<serde_json::Value> = walks.lines().map(json).collect();
+    let aborted = totals["aborted"].as_u64().unwrap();
+    assert_eq!(records.len() as u64, walks_total(totals) - aborted, "a record per walk that ended");
+    for round in 0..=rounds {
+        let mut ids: Vec<u64> = records
+            .iter()
             .filter(|r| r["round"] == round)
             .map(|r| r["walk_id"].as_u64().unwrap())
             .collect();
         ids.sort_unstable();
-        assert_eq!(ids, (0..200).collect::<Vec<_>>(), "round {round}");
+        if round < rounds {
+            assert_eq!(ids, (0..200).collect::<Vec<_>>(), "round {round}");
+        } else {
+            // The round cut short, if any: each of its walks at most once.
+            let count = ids.len();
+            ids.dedup();
+            assert_eq!(ids.len(), count, "round {round}");
+        }
     }
     let meta = json(&std::fs::read_to_string(dir.join("soak.json")).unwrap());
     assert_eq!(meta["totals"]["rounds"], rounds);
@@ -233,6 +243,15 @@ fn a_second_ctrl_c_stops_a_stuck_round_at_once() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (said, outs) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if said.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
     let (sender, errors) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -247,19 +266,21 @@ fn a_second_ctrl_c_stops_a_stuck_round_at_once() {
         let _ = Command::new("kill").args(["-INT", &id]).status();
     };
     while !errors.recv_timeout(BOUND).unwrap().starts_with("soak of suite chaos") {}
+    // The hung walk is running: the round cannot end by itself.
+    while outs.recv_timeout(BOUND).unwrap() != "chaos: hanging" {}
     interrupt();
-    while !errors.recv_timeout(BOUND).unwrap().starts_with("soak: stopping after the round") {}
+    while !errors.recv_timeout(BOUND).unwrap().starts_with("soak: stopping: no new walk starts") {}
     interrupt();
     let (done, waited) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
+        let _ = done.send(child.wait());
     });
-    let output = waited.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+    let status = waited.recv_timeout(Duration::from_secs(25)).unwrap_or_else(|_| {
         let _ = Command::new("kill").args(["-KILL", &id]).status();
         panic!("the second Ctrl-C did not stop the soak");
     });
     // No round finished: nothing is known to have passed.
-    assert_eq!(output.unwrap().status.code(), Some(1));
+    assert_eq!(status.unwrap().code(), Some(1));
     let rest: Vec<String> = errors.iter().collect();
     assert!(rest.iter().any(|l| l == "soak: stopped"), "{rest:?}");
     assert!(rest.iter().any(|l| l == "soak: no round had finished"), "{rest:?}");

@@ -76,6 +76,8 @@ pub(crate) enum RunSupervisorMsg {
     NodeJoined(RemoteNode, usize),
     /// A lost node could not be brought back.
     RejoinFailed(String),
+    /// The Scheduler stopped dispatching (interrupt) and nothing runs.
+    Interrupted,
 }
 
 // Local only: never crosses a node.
@@ -142,6 +144,8 @@ pub(crate) struct RunContext<S> {
     pub(crate) workers: Workers<S>,
     pub(crate) blocks: Blocks,
     pub(crate) max_batch: Option<u64>,
+    /// Stop dispatching when set (see `SchedulerArgs::interrupt`).
+    pub(crate) interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Run only these walks (a soak round's sample).
     pub(crate) sample: Option<WalkSample>,
     /// A walk running longer fails (and its runner or node is replaced).
@@ -259,6 +263,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             barrier: barrier.clone(),
             outcomes: Box::new(outcomes),
             supervisor: myself.clone(),
+            interrupt: ctx.interrupt.clone(),
         };
         let (scheduler, _) =
             Actor::spawn_linked(None, Scheduler, scheduler_args, me.clone()).await?;
@@ -353,6 +358,25 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 if let Some(reason) = gone {
                     myself.cast(RunSupervisorMsg::AllNodesLost(reason))?;
                 }
+            }
+            RunSupervisorMsg::Interrupted => {
+                let report =
+                    state.collector.call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT)).await?;
+                let result = match report {
+                    ractor::rpc::CallResult::Success(mut report) => {
+                        report.runner_restarts = state.restarts;
+                        let writer = state.trace.as_ref().map(|(_, writer)| writer.clone());
+                        // The lines of every finished batch are written.
+                        match finish_trace(writer).await {
+                            Ok(_) => Err(RunError::Interrupted {
+                                report: Box::new(report.without_states()),
+                            }),
+                            Err(error) => Err(error),
+                        }
+                    }
+                    _ => Err(RunError::Internal("the collector did not answer".to_string())),
+                };
+                state.finish(&myself, result);
             }
             RunSupervisorMsg::AllNodesLost(reason) => {
                 let report =

@@ -163,6 +163,9 @@ pub(crate) struct SchedulerArgs {
     /// know; and the trace).
     pub(crate) outcomes: Box<dyn Outcomes>,
     pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
+    /// Set to stop dispatching: the walks in flight finish, then the run
+    /// ends as interrupted (a soak's Ctrl-C or deadline).
+    pub(crate) interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 pub(crate) struct Scheduler;
@@ -543,6 +546,19 @@ impl SchedulerState {
     /// Hands batches of the current epoch to slots with credit; reports the
     /// epoch done when nothing is left to send or to wait for.
     fn dispatch(&mut self) -> Result<(), ActorProcessingErr> {
+        let interrupted = self
+            .args
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed));
+        if interrupted && self.current.is_some() {
+            if self.outstanding.is_empty() {
+                // Nothing runs any more: the run ends with what it has.
+                self.current = None;
+                self.args.supervisor.cast(RunSupervisorMsg::Interrupted)?;
+            }
+            return Ok(());
+        }
         let Some(work) = &mut self.current else {
             return Ok(());
         };

@@ -68,6 +68,10 @@ pub struct SuiteOptions {
     /// A soak round: its trace lines go to the soak's file.
     #[doc(hidden)]
     pub round_trace: Option<RoundTrace>,
+    /// A soak's stop: when set, no more batches are dispatched, and the run
+    /// ends as interrupted once the walks in flight are done.
+    #[doc(hidden)]
+    pub interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Why a suite could not run.
@@ -218,6 +222,7 @@ where
             run_options = run_options.walk_timeout(timeout);
         }
         run_options = run_options.round_trace(options.round_trace.clone());
+        run_options = run_options.interrupt(options.interrupt.clone());
         if options.round_trace.is_some() {
             run_options = run_options.name(&self.name);
         }
