@@ -641,7 +641,7 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     });
-    let mut on_stats = |report: &SoakReport, stats: bool| {
+    let on_stats = |report: &SoakReport, stats: bool| {
         *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         if !stats {
             return;
@@ -656,7 +656,7 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
             (None, false) => println!("{line}"),
         }
     };
-    let result = crate::soak::soak(suite, options, &stop, &mut on_stats);
+    let result = crate::soak::soak(suite, options, &stop, &on_stats);
     if let Some(bar) = &live {
         bar.finish_and_clear();
     }

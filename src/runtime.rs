@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::actors::collector::Progress;
 use crate::actors::node_link::{Trouble, call, log_node_lines};
 use crate::actors::run_supervisor::{NodeWorkers, Rejoin, RunContext, RunSupervisor, Workers};
 use crate::cluster::connect::Connection;
@@ -39,6 +40,7 @@ pub struct RunOptions<S> {
     walk_timeout: Option<Duration>,
     append: Option<RoundTrace>,
     interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
+    progress: Option<Arc<Progress>>,
 }
 
 /// Where a soak round's trace lines go: appended to the soak's
@@ -73,6 +75,7 @@ impl<S> RunOptions<S> {
             walk_timeout: None,
             append: None,
             interrupt: None,
+            progress: None,
         }
     }
 
@@ -144,6 +147,12 @@ impl<S> RunOptions<S> {
     /// [`RunError::Interrupted`] once the walks in flight are done.
     pub(crate) fn interrupt(mut self, flag: Option<Arc<std::sync::atomic::AtomicBool>>) -> Self {
         self.interrupt = flag;
+        self
+    }
+
+    /// Counts walks as they end into `progress` (a soak's status lines).
+    pub(crate) fn progress(mut self, progress: Option<Arc<Progress>>) -> Self {
+        self.progress = progress;
         self
     }
 
@@ -318,6 +327,7 @@ async fn run_erased<S: Clone + Send + 'static>(
         // One walk per batch: a timeout then blames one walk.
         max_batch: if options.walk_timeout.is_some() { Some(1) } else { options.max_batch },
         interrupt: options.interrupt.clone(),
+        progress: options.progress.clone(),
         sample: options.sample,
         walk_timeout: options.walk_timeout,
         gather: options.gather_states,

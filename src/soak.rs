@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::actors::collector::Progress;
 use crate::cluster::{ClusterOptions, LocalNodes, Respawn};
 use crate::model::outcome::{AbortedWalks, Report};
 use crate::model::sample::{WalkSample, round_seed};
@@ -219,13 +220,14 @@ struct Soak<'a> {
 
 /// Runs a soak of `suite`, calling `on_round` after every round with the
 /// report so far and whether it is time for statistics (every
-/// `stats_every`). Ends when `options.limit` is reached or `stop` is
-/// requested (the round in progress finishes).
+/// `stats_every`; also during a round that lasts longer, with the walks
+/// that ended so far). Ends when `options.limit` is reached or `stop` is
+/// requested (no walk starts after that; those running finish).
 pub fn soak(
     suite: &dyn Suite,
     options: &SoakOptions,
     stop: &SoakStop,
-    on_round: &mut dyn FnMut(&SoakReport, bool),
+    on_round: &(dyn Fn(&SoakReport, bool) + Sync),
 ) -> Result<SoakReport, SuiteError> {
     let size = suite.space().map_err(RunError::from)?.size();
     let mut soak = Soak {
@@ -282,7 +284,7 @@ pub fn soak(
         {
             break;
         }
-        let end = soak.round(round, size, &stop.halt);
+        let end = soak.round(round, size, &stop.halt, on_round);
         round += 1;
         let stats = soak.last_stats.0.elapsed() >= options.stats_every;
         if stats {
@@ -335,9 +337,17 @@ impl Soak<'_> {
     }
 
     /// Runs round `round`; `Some` if the soak must end.
-    fn round(&mut self, round: u64, size: u64, halt: &Arc<AtomicBool>) -> Option<SoakEnd> {
+    fn round(
+        &mut self,
+        round: u64,
+        size: u64,
+        halt: &Arc<AtomicBool>,
+        on_round: &(dyn Fn(&SoakReport, bool) + Sync),
+    ) -> Option<SoakEnd> {
         let mut options = self.options.run.clone();
         options.interrupt = Some(Arc::clone(halt));
+        let progress = Arc::new(Progress::default());
+        options.progress = Some(Arc::clone(&progress));
         let seed = self.options.sample.map(|_| round_seed(self.options.seed, round));
         if let (Some(count), Some(seed)) = (self.options.sample, seed) {
             match WalkSample::draw(size, count, seed) {
@@ -363,7 +373,40 @@ impl Soak<'_> {
             cluster.respawn = Some(respawn);
             options.cluster = Some(cluster);
         }
-        let result = self.suite.run(&options);
+        // Status lines keep coming during a long round: a ticker adds the
+        // round's progress to the totals so far. It waits on the round's
+        // end, not on a clock, between lines.
+        let (ended, round_over) = std::sync::mpsc::channel::<()>();
+        let base = self.report.clone();
+        let (started, every, mut last) = (self.started, self.options.stats_every, self.last_stats);
+        let suite = self.suite;
+        let (result, last) = std::thread::scope(|scope| {
+            let ticker = scope.spawn(move || {
+                loop {
+                    let next = (last.0 + every).saturating_duration_since(Instant::now());
+                    match round_over.recv_timeout(next) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return last,
+                    }
+                    let mut snapshot = base.clone();
+                    let totals = &mut snapshot.totals;
+                    totals.walks += progress.ended.load(Ordering::Relaxed);
+                    totals.failed += progress.failed.load(Ordering::Relaxed);
+                    totals.cancelled += progress.cancelled.load(Ordering::Relaxed);
+                    totals.aborted += progress.aborted.load(Ordering::Relaxed);
+                    totals.elapsed_s = started.elapsed().as_secs_f64();
+                    let secs = last.0.elapsed().as_secs_f64();
+                    totals.walks_per_s = (totals.walks - last.1) as f64 / secs.max(1e-9);
+                    totals.rss_kib = rss_kib();
+                    last = (Instant::now(), totals.walks);
+                    on_round(&snapshot, true);
+                }
+            });
+            let result = suite.run(&options);
+            drop(ended);
+            (result, ticker.join().unwrap_or(last))
+        });
+        self.last_stats = last;
         match result {
             Ok(report) => self.fold(round, report),
             Err(SuiteError::Run(RunError::Interrupted { report })) => {

@@ -285,3 +285,27 @@ fn a_second_ctrl_c_stops_a_stuck_round_at_once() {
     assert!(rest.iter().any(|l| l == "soak: stopped"), "{rest:?}");
     assert!(rest.iter().any(|l| l == "soak: no round had finished"), "{rest:?}");
 }
+
+#[test]
+fn status_lines_keep_coming_during_a_long_round() {
+    // One round of relay takes about half a second (200 walks of two 2 ms
+    // hops on 2 threads): status lines every 100 ms come during it, counting
+    // the walks that ended so far.
+    let program = example("cluster_node");
+    let (code, out, err) = run(
+        &program,
+        &["soak", "--suite", "relay", "--rounds", "1", "--stats-every", "100ms"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let during: Vec<&str> =
+        out.lines().filter(|l| l.starts_with("soak: ") && l.contains(" 0 rounds")).collect();
+    assert!(during.len() >= 2, "{out}");
+    // "soak: ..., 0 rounds, N walks (...)": N, the walks that ended.
+    let walks = |line: &str| -> u64 {
+        let rest = line.split(" rounds, ").nth(1).unwrap_or_default();
+        rest.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    // The counts grow as walks end.
+    assert!(walks(during[during.len() - 1]) > walks(during[0]), "{out}");
+}

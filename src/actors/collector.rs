@@ -11,6 +11,8 @@
 //! batches per runner.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -52,21 +54,38 @@ pub(crate) struct CollectorState<S> {
     aborted: Vec<AbortedWalks>,
     lost_nodes: Vec<String>,
     states: BTreeMap<WalkId, S>,
+    progress: Option<Arc<Progress>>,
+}
+
+/// Counts of a run in progress, readable from any thread (a soak's status
+/// lines during a long round).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Walks that ended.
+    pub ended: AtomicU64,
+    /// Of which failed.
+    pub failed: AtomicU64,
+    /// Of which cancelled.
+    pub cancelled: AtomicU64,
+    /// Of which aborted.
+    pub aborted: AtomicU64,
 }
 
 impl<S: Send + 'static> Actor for Collector<S> {
     type Msg = CollectorMsg<S>;
     type State = CollectorState<S>;
-    /// Walks in the space.
-    type Arguments = u64;
+    /// Walks in the run, and where to show progress (a soak's status).
+    type Arguments = (u64, Option<Arc<Progress>>);
 
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
-        walks: u64,
+        (walks, progress): (u64, Option<Arc<Progress>>),
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(CollectorState {
             walks,
+            progress,
             counts: Counts::default(),
             serial_actions: 0,
             failed: Vec::new(),
@@ -84,6 +103,11 @@ impl<S: Send + 'static> Actor for Collector<S> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CollectorMsg::BatchOutcome { counts, failed, finals } => {
+                if let Some(progress) = &state.progress {
+                    progress.ended.fetch_add(counts.ended(), Ordering::Relaxed);
+                    progress.failed.fetch_add(counts.failed, Ordering::Relaxed);
+                    progress.cancelled.fetch_add(counts.cancelled, Ordering::Relaxed);
+                }
                 state.counts.merge(&counts);
                 state.failed.extend(failed);
                 for (id, walk_state) in finals {
@@ -95,6 +119,10 @@ impl<S: Send + 'static> Actor for Collector<S> {
                 }
             }
             CollectorMsg::Aborted(walks) => {
+                if let Some(progress) = &state.progress {
+                    progress.ended.fetch_add(walks.count(), Ordering::Relaxed);
+                    progress.aborted.fetch_add(walks.count(), Ordering::Relaxed);
+                }
                 state.counts.aborted += walks.count();
                 // Grouped by reason.
                 match state.aborted.iter_mut().find(|a| a.reason == walks.reason) {

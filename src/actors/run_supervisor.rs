@@ -32,7 +32,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 use tokio::sync::oneshot;
 
 use crate::actors::LOCAL_REPLY_TIMEOUT;
-use crate::actors::collector::{Collector, CollectorMsg};
+use crate::actors::collector::{Collector, CollectorMsg, Progress};
 use crate::actors::node_link::{NodeLink, NodeLinkArgs};
 use crate::actors::node_link::{Trouble, call};
 use crate::actors::planner::Planner;
@@ -146,6 +146,8 @@ pub(crate) struct RunContext<S> {
     pub(crate) max_batch: Option<u64>,
     /// Stop dispatching when set (see `SchedulerArgs::interrupt`).
     pub(crate) interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Counts as they come (a soak's status lines).
+    pub(crate) progress: Option<Arc<Progress>>,
     /// Run only these walks (a soak round's sample).
     pub(crate) sample: Option<WalkSample>,
     /// A walk running longer fails (and its runner or node is replaced).
@@ -216,7 +218,9 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         let mut roles = HashMap::new();
 
         let walks = ctx.sample.as_ref().map_or(space.size(), WalkSample::len);
-        let (collector, _) = Actor::spawn_linked(None, Collector::new(), walks, me.clone()).await?;
+        let (collector, _) =
+            Actor::spawn_linked(None, Collector::new(), (walks, ctx.progress.clone()), me.clone())
+                .await?;
         roles.insert(collector.get_id(), Role::Collector);
         let trace = match ctx.trace {
             Some((encoder, file)) => {

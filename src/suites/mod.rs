@@ -72,6 +72,9 @@ pub struct SuiteOptions {
     /// ends as interrupted once the walks in flight are done.
     #[doc(hidden)]
     pub interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// A soak round: counts as walks end, for status lines.
+    #[doc(hidden)]
+    pub progress: Option<Arc<crate::actors::collector::Progress>>,
 }
 
 /// Why a suite could not run.
@@ -223,6 +226,7 @@ where
         }
         run_options = run_options.round_trace(options.round_trace.clone());
         run_options = run_options.interrupt(options.interrupt.clone());
+        run_options = run_options.progress(options.progress.clone());
         if options.round_trace.is_some() {
             run_options = run_options.name(&self.name);
         }
