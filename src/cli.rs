@@ -72,8 +72,9 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         max_epochs: usize,
     },
-    /// Run every walk of a suite and print a summary: in this process, or on
-    /// cluster nodes with `--nodes` or `--local-nodes`.
+    /// Run every walk of a suite and print a summary.
+    ///
+    /// In this process, or on cluster nodes with `--nodes` or `--local-nodes`.
     Run {
         /// The suite to run (see `list`).
         #[arg(long)]
@@ -94,8 +95,9 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Serve as a cluster node: run batches of this binary's suites for
-    /// coordinators (`run --nodes`). Prints one line when it listens:
+    /// Serve as a cluster node for coordinators (`run --nodes`, `soak --nodes`).
+    ///
+    /// Runs batches of this binary's suites. Prints one line when it listens:
     /// "combtest-node serving on ADDRESS as NAME (protocol N)".
     Serve {
         /// Address to listen on; port 0 picks a free port. Listening off
@@ -119,9 +121,12 @@ enum Command {
         #[arg(long, hide = true)]
         exit_on_stdin_eof: bool,
     },
-    /// Soak: run the suite round after round, for a time or a number of
-    /// rounds, through failing, panicking and hanging walks and crashing
-    /// nodes; print a status line every `--stats-every` and a summary.
+    /// Run a suite round after round for hours, through failing, hanging and
+    /// crashing walks and nodes (a soak).
+    ///
+    /// Each round is a run of the whole space (--full) or of --sample K walks
+    /// drawn with the seed; a status line every `--stats-every`, a summary at
+    /// the end.
     /// Ctrl-C stops starting walks and waits (30 s at most) for those
     /// running; a second Ctrl-C stops at once.
     /// Exit code 0 nothing failed, 1 walks failed or were aborted, 2 bad
