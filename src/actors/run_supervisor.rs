@@ -306,21 +306,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RunSupervisorMsg::EpochsDone => {
-                let report =
-                    state.collector.call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT)).await?;
-                let result = match report {
-                    ractor::rpc::CallResult::Success(mut report) => {
-                        report.runner_restarts = state.restarts;
-                        let writer = state.trace.as_ref().map(|(_, writer)| writer.clone());
-                        finish_trace(writer).await.map(|totals| (report, totals))
-                    }
-                    ractor::rpc::CallResult::Timeout => Err(RunError::Internal(
-                        "the collector did not hand over the report in time".to_string(),
-                    )),
-                    ractor::rpc::CallResult::SenderError => Err(RunError::Internal(
-                        "the collector stopped before handing over the report".to_string(),
-                    )),
-                };
+                let result = state.collect().await;
                 state.finish(&myself, result);
             }
             RunSupervisorMsg::Fatal(reason) => {
@@ -364,34 +350,15 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 }
             }
             RunSupervisorMsg::Interrupted => {
-                let report =
-                    state.collector.call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT)).await?;
-                let result = match report {
-                    ractor::rpc::CallResult::Success(mut report) => {
-                        report.runner_restarts = state.restarts;
-                        let writer = state.trace.as_ref().map(|(_, writer)| writer.clone());
-                        // The lines of every finished batch are written.
-                        match finish_trace(writer).await {
-                            Ok(_) => Err(RunError::Interrupted {
-                                report: Box::new(report.without_states()),
-                            }),
-                            Err(error) => Err(error),
-                        }
-                    }
-                    _ => Err(RunError::Internal("the collector did not answer".to_string())),
-                };
+                // The report counts the walks that ended; their lines are
+                // written.
+                let result = state.collect().await.and_then(|(report, _)| {
+                    Err(RunError::Interrupted { report: Box::new(report.without_states()) })
+                });
                 state.finish(&myself, result);
             }
             RunSupervisorMsg::AllNodesLost(reason) => {
-                let report =
-                    state.collector.call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT)).await?;
-                let report = match report {
-                    ractor::rpc::CallResult::Success(mut report) => {
-                        report.runner_restarts = state.restarts;
-                        Some(Box::new(report.without_states()))
-                    }
-                    _ => None,
-                };
+                let report = state.collect().await.ok().map(|(r, _)| Box::new(r.without_states()));
                 state.finish(&myself, Err(RunError::AllNodesLost { reason, report }));
             }
         }
@@ -459,6 +426,29 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
 }
 
 impl<S: Clone + Send + 'static> SupervisorState<S> {
+    /// The report so far (with the restart count) and what the TraceWriter
+    /// wrote, once it has flushed.
+    async fn collect(&mut self) -> RunResult<S> {
+        let report = self
+            .collector
+            .call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT))
+            .await
+            .map_err(|e| RunError::Internal(format!("cannot reach the collector: {e}")))?;
+        match report {
+            ractor::rpc::CallResult::Success(mut report) => {
+                report.runner_restarts = self.restarts;
+                let writer = self.trace.as_ref().map(|(_, writer)| writer.clone());
+                finish_trace(writer).await.map(|totals| (report, totals))
+            }
+            ractor::rpc::CallResult::Timeout => Err(RunError::Internal(
+                "the collector did not hand over the report in time".to_string(),
+            )),
+            ractor::rpc::CallResult::SenderError => Err(RunError::Internal(
+                "the collector stopped before handing over the report".to_string(),
+            )),
+        }
+    }
+
     /// Spawns runners `indices` concurrently (a spawn waits for the runner's
     /// start, tens of microseconds; 64 in a row would delay the run by
     /// milliseconds), links them, and announces each to the Scheduler.
