@@ -24,7 +24,6 @@
 //!   reveals a bug, not a failure of the node: the run ends (`Fatal`).
 //! - Supervised by the RunSupervisor; stopping after a loss is expected.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,8 +110,6 @@ pub(crate) struct LinkState<S> {
     ping_in_flight: bool,
     lost: bool,
     beat: Option<ractor::concurrency::JoinHandle<()>>,
-    /// Positions → action names, to resolve failures from the node.
-    names: HashMap<usize, &'static str>,
 }
 
 impl<S: Send + 'static> Actor for NodeLink<S> {
@@ -127,15 +124,12 @@ impl<S: Send + 'static> Actor for NodeLink<S> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let period = (args.heartbeat_timeout / 3).max(Duration::from_millis(10));
         let beat = myself.send_interval(period, || NodeLinkMsg::Beat);
-        let names =
-            args.order.space().entries().iter().enumerate().map(|(i, e)| (i, e.name)).collect();
         Ok(LinkState {
             args,
             instruction: None,
             ping_in_flight: false,
             lost: false,
             beat: Some(beat),
-            names,
         })
     }
 
@@ -276,6 +270,7 @@ impl<S: Send + 'static> LinkState<S> {
                 }
             }
         }
+        let entries = args.order.space().entries();
         let failed = result
             .failed
             .into_iter()
@@ -283,8 +278,8 @@ impl<S: Send + 'static> LinkState<S> {
                 walk_id: WalkId(f.walk),
                 action_index: f.action_index,
                 // Same fingerprint, same names; anything else is the state.
-                action: match self.names.get(&f.action_index) {
-                    Some(name) if *name == f.action => name,
+                action: match entries.get(f.action_index) {
+                    Some(entry) if entry.name == f.action => entry.name,
                     _ => WALK_STATE_ACTION,
                 },
                 error: f.error,
