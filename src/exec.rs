@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::model::action::Halt;
 use crate::model::epoch::{Epoch, SerialStep};
+use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
 use crate::model::space::{Blocks, Space, WalkId};
 use crate::model::walk::WalkView;
@@ -30,18 +31,42 @@ pub(crate) enum Instruction {
     FailBranch(String),
 }
 
-/// Held walk states for consecutive walk ids; `None` for walks that ended.
+/// Held walk states for consecutive walk ids: which walks go on, and their
+/// states.
+///
+/// The states are packed (one per live walk, in id order, no per-walk
+/// `Option`): a run with a serial action holds a state for every walk of
+/// the space at its first barrier, so the block's size is most of the run's
+/// memory, and every byte of it is a page first touched in the first epoch.
 #[derive(Debug)]
 pub(crate) struct Block<S> {
     pub(crate) start: u64,
-    pub(crate) slots: Vec<Option<S>>,
+    /// One bit per walk of the block: set for the walks whose state is held.
+    pub(crate) live: LiveSet,
+    /// The held states, in walk-id order: one per set bit of `live`.
+    pub(crate) states: Vec<S>,
     /// Time each walk has run so far, when tracing (else empty).
     pub(crate) nanos: Vec<u64>,
 }
 
 impl<S> Block<S> {
+    /// A block of `range` holding no walk: its walks have all ended.
+    pub(crate) fn tombstone(range: Range<u64>) -> Self {
+        Block {
+            start: range.start,
+            live: LiveSet::none(range.end - range.start),
+            states: Vec::new(),
+            nanos: Vec::new(),
+        }
+    }
+
     pub(crate) fn range(&self) -> Range<u64> {
-        self.start..self.start + self.slots.len() as u64
+        self.start..self.start + self.live.len()
+    }
+
+    /// The ids of the walks it holds.
+    pub(crate) fn live_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.live.ranges(self.start).into_iter().flatten()
     }
 }
 
@@ -269,15 +294,79 @@ struct Progress<S> {
     walk_started: Option<Instant>,
 }
 
-/// A run of consecutive walk ids and their held states. For a fresh unit the
-/// slots start empty (`None`) and receive the states of walks that go on;
-/// when nothing goes on (last segment) a fresh unit has no slots at all.
+/// A run of consecutive walk ids: the states it takes in (a held unit) and
+/// the states of the walks that go on (when the epoch is not the last).
 struct Unit<S> {
     range: Range<u64>,
     fresh: bool,
-    slots: Vec<Option<S>>,
+    /// Held unit: which walks have a state, and those states in id order,
+    /// taken one by one as the walks run.
+    live_in: LiveSet,
+    states_in: std::vec::IntoIter<S>,
+    /// Walks that go on to a later segment, and their states in id order.
+    live_out: LiveSet,
+    states_out: Vec<S>,
     /// Time each walk has run so far, when tracing and walks go on.
     nanos: Vec<u64>,
+}
+
+impl<S> Unit<S> {
+    /// A unit of walks that start here. `keep`: walks go on, so their
+    /// states are kept (room for all of them is made up front, so that no
+    /// push reallocates).
+    fn fresh(range: Range<u64>, keep: bool, trace: bool) -> Self {
+        let len = range.end - range.start;
+        let (live_out, states_out, nanos) = if keep {
+            let nanos = if trace { vec![0; len as usize] } else { Vec::new() };
+            (LiveSet::none(len), Vec::with_capacity(len as usize), nanos)
+        } else {
+            (LiveSet::default(), Vec::new(), Vec::new())
+        };
+        Unit {
+            range,
+            fresh: true,
+            live_in: LiveSet::default(),
+            states_in: Vec::new().into_iter(),
+            live_out,
+            states_out,
+            nanos,
+        }
+    }
+
+    /// A unit of held walks.
+    fn held(block: Block<S>, keep: bool, trace: bool) -> Self {
+        let range = block.range();
+        let len = range.end - range.start;
+        let mut nanos = block.nanos;
+        if trace && nanos.len() as u64 != len {
+            nanos = vec![0; len as usize];
+        }
+        let (live_out, states_out) = if keep {
+            (LiveSet::none(len), Vec::with_capacity(block.states.len()))
+        } else {
+            (LiveSet::default(), Vec::new())
+        };
+        Unit {
+            range,
+            fresh: false,
+            live_in: block.live,
+            states_in: block.states.into_iter(),
+            live_out,
+            states_out,
+            nanos,
+        }
+    }
+
+    /// The states that go on, as a block.
+    fn into_block(self) -> Block<S> {
+        let mut states = self.states_out;
+        // Fresh units made room for every walk; give back most of it when
+        // most walks ended.
+        if states.capacity() > 2 * states.len() {
+            states.shrink_to_fit();
+        }
+        Block { start: self.range.start, live: self.live_out, states, nanos: self.nanos }
+    }
 }
 
 /// Counts kept in locals (registers) while a unit runs, added to the batch's
@@ -410,7 +499,14 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
             let mut tally = Tally { local: Counts::default(), sink: &mut out.counts };
             for offset in first..len {
                 let id = unit.range.start + offset;
-                let state = if unit.fresh {
+                // Level 0 runs only fresh walks and levels 1 and 2 only held
+                // ones (`execute` picks the loop so), which folds this test.
+                let fresh = match LEVEL {
+                    0 => true,
+                    1 | 2 => false,
+                    _ => unit.fresh,
+                };
+                let state = if fresh {
                     if chain.prune(&WalkView::new(id, digits, &lookup)) {
                         tally.local.pruned += 1;
                         if trace {
@@ -424,8 +520,10 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     } else {
                         Some(initial.clone())
                     }
+                } else if unit.live_in.get(offset) {
+                    unit.states_in.next()
                 } else {
-                    unit.slots[offset as usize].take()
+                    None
                 };
                 if let Some(mut state) = state {
                     if trace {
@@ -458,7 +556,8 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     // must find the walk not yet counted.
                     let outcome = match result {
                         Ok(()) if keep => {
-                            unit.slots[offset as usize] = Some(state);
+                            unit.states_out.push(state);
+                            unit.live_out.set(offset);
                             if trace {
                                 unit.nanos[offset as usize] = nanos;
                             }
@@ -553,63 +652,62 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         settings: BatchSettings,
     ) -> BatchOutput<S> {
         let started = Instant::now();
+        let (keep, trace) = (!epoch.last, settings.trace);
+        let fresh = matches!(input, BatchInput::Fresh(_));
         let mut units: Vec<Unit<S>> = match input {
-            // Nothing goes on: one unit, no slots.
-            BatchInput::Fresh(ranges) if epoch.last => ranges
-                .into_iter()
-                .map(|range| Unit { range, fresh: true, slots: Vec::new(), nanos: Vec::new() })
-                .collect(),
+            // Nothing goes on: one unit per range, nothing kept.
+            BatchInput::Fresh(ranges) if epoch.last => {
+                ranges.into_iter().map(|range| Unit::fresh(range, false, trace)).collect()
+            }
             // Walks go on: one unit per block, so the held states are
             // allocated at their final size and stored without a copy.
             BatchInput::Fresh(ranges) => ranges
                 .into_iter()
                 .flat_map(|range| settings.blocks.split(range))
-                .map(|part| {
-                    let len = (part.end - part.start) as usize;
-                    let mut slots = Vec::with_capacity(len);
-                    slots.resize_with(len, || None);
-                    let nanos = if settings.trace { vec![0; len] } else { Vec::new() };
-                    Unit { range: part, fresh: true, slots, nanos }
-                })
+                .map(|part| Unit::fresh(part, true, trace))
                 .collect(),
-            BatchInput::Held(held) => held
-                .into_iter()
-                .map(|b| {
-                    let range = b.range();
-                    let mut nanos = b.nanos;
-                    if settings.trace && nanos.len() != b.slots.len() {
-                        nanos = vec![0; b.slots.len()];
-                    }
-                    Unit { range, fresh: false, slots: b.slots, nanos }
-                })
-                .collect(),
+            BatchInput::Held(held) => {
+                held.into_iter().map(|block| Unit::held(block, keep, trace)).collect()
+            }
         };
         // One loop per segment level (so only that segment's entries are
         // compiled into it) and per tracing (so tracing off costs nothing).
         // Each is its own function: one loop per `catch_unwind` closure
         // keeps the closure small enough to inline and keep in registers.
-        let progress = match (epoch.level, settings.trace) {
-            (0, false) => self.drive::<0, false>(epoch, instruction, &mut units, initial, settings),
-            (0, true) => self.drive::<0, true>(epoch, instruction, &mut units, initial, settings),
-            (1, false) => self.drive::<1, false>(epoch, instruction, &mut units, initial, settings),
-            (1, true) => self.drive::<1, true>(epoch, instruction, &mut units, initial, settings),
-            (2, false) => self.drive::<2, false>(epoch, instruction, &mut units, initial, settings),
-            (2, true) => self.drive::<2, true>(epoch, instruction, &mut units, initial, settings),
-            (_, false) => {
+        // Level 0 takes fresh walks and later levels held ones; any other
+        // pairing (only a malformed request could make one) takes the loop
+        // that tests each unit.
+        let progress = match (epoch.level, fresh, trace) {
+            (0, true, false) => {
+                self.drive::<0, false>(epoch, instruction, &mut units, initial, settings)
+            }
+            (0, true, true) => {
+                self.drive::<0, true>(epoch, instruction, &mut units, initial, settings)
+            }
+            (1, false, false) => {
+                self.drive::<1, false>(epoch, instruction, &mut units, initial, settings)
+            }
+            (1, false, true) => {
+                self.drive::<1, true>(epoch, instruction, &mut units, initial, settings)
+            }
+            (2, false, false) => {
+                self.drive::<2, false>(epoch, instruction, &mut units, initial, settings)
+            }
+            (2, false, true) => {
+                self.drive::<2, true>(epoch, instruction, &mut units, initial, settings)
+            }
+            (_, _, false) => {
                 self.drive::<ANY_LEVEL, false>(epoch, instruction, &mut units, initial, settings)
             }
-            (_, true) => {
+            (_, _, true) => {
                 self.drive::<ANY_LEVEL, true>(epoch, instruction, &mut units, initial, settings)
             }
         };
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
-        if !epoch.last {
+        if keep {
             // Every unit is one block.
-            out.held = units
-                .into_iter()
-                .map(|u| Block { start: u.range.start, slots: u.slots, nanos: u.nanos })
-                .collect();
+            out.held = units.into_iter().map(Unit::into_block).collect();
         }
         out.nanos = started.elapsed().as_nanos() as u64;
         out

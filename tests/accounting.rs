@@ -17,10 +17,12 @@ const CANCEL: u8 = 1;
 const FAIL: u8 = 2;
 const PANIC: u8 = 3;
 
-/// Per walk: what each (position, option) does, drawn by proptest.
+/// Per walk: what each (position, option) does, drawn by proptest, and
+/// the options the walk's actions ran with so far.
 #[derive(Debug, Clone, Default)]
 struct Scripted {
     behaviour: Arc<Vec<Vec<u8>>>,
+    trail: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +33,7 @@ impl<const POS: usize, const N: u32> Action<Scripted> for Act<POS, N> {
         (0..N).map(Self).collect()
     }
     fn run(&self, state: &mut Scripted) -> ActionResult {
+        state.trail.push(self.0);
         match state.behaviour[POS][self.0 as usize] {
             CANCEL => Err(Halt::Cancel),
             FAIL => Err(Halt::fail("scripted failure")),
@@ -108,10 +111,10 @@ proptest! {
             .serial::<Gate>()
             .then::<Act<3, 2>>()
             .then::<Act<4, 4>>();
-        let initial = Scripted { behaviour: Arc::new(behaviour.clone()) };
+        let initial = Scripted { behaviour: Arc::new(behaviour.clone()), trail: Vec::new() };
         let size = order.size().unwrap();
         prop_assert_eq!(size, 288);
-        let mut options = RunOptions::new(initial).threads(threads);
+        let mut options = RunOptions::new(initial).threads(threads).gather_states(true);
         let ids: Vec<u64> = match &sample {
             // A sampled run accounts for its sample only, with the same
             // outcome per walk as a full run.
@@ -130,12 +133,16 @@ proptest! {
         prop_assert_eq!(report.serial_actions, branches.len() as u64);
         let mut expected = [0u64; 4];
         let mut expected_failed = BTreeSet::new();
+        let mut passed = Vec::new();
         for id in ids {
             let digits = order.walk(id).unwrap().option_indices();
             let outcome = interpret(&digits, &behaviour);
             expected[outcome as usize] += 1;
             if outcome == Expect::Failed {
                 expected_failed.insert(id);
+            }
+            if outcome == Expect::Passed {
+                passed.push(id);
             }
         }
         prop_assert!(report.is_consistent());
@@ -148,6 +155,18 @@ proptest! {
         let failed: BTreeSet<u64> = report.failed_walks.iter().map(|f| f.walk_id.0).collect();
         prop_assert_eq!(failed, expected_failed);
         prop_assert_eq!(report.aborted, 0);
+        // Each final state is its own walk's: it ran that walk's options,
+        // in order (all of them if the walk passed), whatever ended the
+        // walks held beside it.
+        for (id, state) in &report.states {
+            let digits = order.walk(id.0).unwrap().option_indices();
+            let plain = [digits[0], digits[1], digits[3], digits[4]];
+            prop_assert!(plain.starts_with(&state.trail), "walk {}: ran {:?}", id.0, state.trail);
+        }
+        for &id in &passed {
+            let state = report.states.get(&combtest::WalkId(id));
+            prop_assert_eq!(state.map(|s| s.trail.len()), Some(4), "passed walk {}", id);
+        }
     }
 }
 

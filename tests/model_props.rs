@@ -183,3 +183,27 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// A `LiveSet` built bit by bit (`none` then `set`), or by appending
+    /// sets (`extend`, aligned on a word or not), holds exactly the bits it
+    /// was given, in order.
+    #[test]
+    fn live_sets_hold_their_bits(
+        parts in prop::collection::vec(prop::collection::vec(any::<bool>(), 0..150), 1..5)
+    ) {
+        use combtest::model::holdings::LiveSet;
+        let mut joined = LiveSet::default();
+        for bits in &parts {
+            let mut set = LiveSet::none(bits.len() as u64);
+            for (offset, _) in bits.iter().enumerate().filter(|(_, b)| **b) {
+                set.set(offset as u64);
+            }
+            prop_assert_eq!(&set, &LiveSet::from_bits(bits.iter().copied()));
+            joined.extend(&set);
+        }
+        let all: Vec<bool> = parts.concat();
+        prop_assert_eq!(&joined, &LiveSet::from_bits(all.iter().copied()));
+        prop_assert_eq!(joined.count(), all.iter().filter(|b| **b).count() as u64);
+    }
+}

@@ -193,17 +193,7 @@ async fn run_batch<S: Clone + Send + 'static>(
     let live: Vec<u64> = match (&args.walk_timeout, &input) {
         (None, _) => Vec::new(),
         (Some(_), BatchInput::Fresh(ranges)) => ranges.iter().flat_map(|r| r.clone()).collect(),
-        (Some(_), BatchInput::Held(blocks)) => blocks
-            .iter()
-            .flat_map(|b| {
-                let start = b.start;
-                b.slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.is_some())
-                    .map(move |(i, _)| start + i as u64)
-            })
-            .collect(),
+        (Some(_), BatchInput::Held(blocks)) => blocks.iter().flat_map(Block::live_ids).collect(),
     };
     // What a timeout needs, owned: no borrow of `state` crosses an await.
     let on_timeout = Stuck {
@@ -367,7 +357,7 @@ impl<S: Send + 'static> Stuck<S> {
                 .ranges
                 .iter()
                 .flat_map(|r| self.blocks.split(r.clone()))
-                .map(|b| Block { start: b.start, slots: Vec::new(), nanos: Vec::new() })
+                .map(Block::tombstone)
                 .collect();
             self.store.put(tombstones);
         }

@@ -130,9 +130,10 @@ impl<S: Clone + Send + 'static> NodeRun for TypedNodeRun<S> {
         if !epoch.last {
             // One bit per walk of the ranges, in order: the held blocks
             // are the ranges' blocks, in order.
-            let live = LiveSet::from_bits(
-                out.held.iter().flat_map(|b| b.slots.iter().map(Option::is_some)),
-            );
+            let mut live = LiveSet::default();
+            for block in &out.held {
+                live.extend(&block.live);
+            }
             let walks: u64 = ranges.iter().map(|r| r.end - r.start).sum();
             if live.len() != walks {
                 return Err(format!(

@@ -28,6 +28,11 @@ impl LiveSet {
         LiveSet::from_bits((0..len).map(|_| true))
     }
 
+    /// `len` walks, none live.
+    pub fn none(len: u64) -> Self {
+        LiveSet { len, words: vec![0; len.div_ceil(64) as usize] }
+    }
+
     /// From one bit per walk, in order.
     pub fn from_bits(bits: impl IntoIterator<Item = bool>) -> Self {
         let mut set = LiveSet::default();
@@ -54,8 +59,39 @@ impl LiveSet {
     }
 
     /// Whether walk `offset` (from the start of the range) is live.
+    #[inline]
     pub fn get(&self, offset: u64) -> bool {
         offset < self.len && self.words[(offset / 64) as usize] >> (offset % 64) & 1 == 1
+    }
+
+    /// Marks walk `offset` live.
+    ///
+    /// # Panics
+    /// If `offset` is not below [`len`](Self::len).
+    #[inline]
+    pub fn set(&mut self, offset: u64) {
+        assert!(offset < self.len, "walk offset {offset} outside a set of {}", self.len);
+        self.words[(offset / 64) as usize] |= 1 << (offset % 64);
+    }
+
+    /// Appends `other`'s walks after this set's.
+    pub fn extend(&mut self, other: &LiveSet) {
+        if self.len.is_multiple_of(64) {
+            // Word-aligned: the words carry over as they are.
+            self.words.truncate((self.len / 64) as usize);
+            self.words.extend_from_slice(&other.words);
+            self.len += other.len;
+        } else {
+            for offset in 0..other.len {
+                if self.len.is_multiple_of(64) {
+                    self.words.push(0);
+                }
+                if other.get(offset) {
+                    self.words[(self.len / 64) as usize] |= 1 << (self.len % 64);
+                }
+                self.len += 1;
+            }
+        }
     }
 
     /// Live walks.
