@@ -276,3 +276,53 @@ fn a_walk_past_its_timeout_fails_and_the_run_goes_on() {
     // No state for the timed-out walks; the others finished.
     assert_eq!(report.states.len(), 10);
 }
+
+/// How many times `Sparse` ran, over the whole test binary (only the test
+/// below uses it).
+static SPARSE_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts its runs; panics at option 7 when the first entry's option is 3
+/// or 11.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Sparse(u32);
+
+impl Action<Trail> for Sparse {
+    fn options() -> Vec<Self> {
+        (0..10).map(Sparse).collect()
+    }
+    fn run(&self, trail: &mut Trail) -> ActionResult {
+        SPARSE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.0 == 7 && trail[0].1 % 8 == 3 {
+            panic!("sparse panic");
+        }
+        trail.push((8, self.0));
+        Ok(())
+    }
+}
+
+/// Runner threads queue their next batch while they run one. A batch with
+/// a panic replaces its runner; the batch queued behind it must then run
+/// once, on the replacement, never also on the old thread.
+#[test]
+fn batches_queued_behind_a_panic_run_exactly_once() {
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<1, 16>>()
+        .then::<Sparse>()
+        .serial::<SerialAppend<2, 2>>()
+        .then::<Append<3, 50>>()
+        .then::<Append<4, 10>>();
+    let report = run(&order, RunOptions::default().threads(2)).unwrap();
+    // 16 x 10 x 2 x 50 x 10 walks; Sparse panics for 2 first options x 1 of
+    // its own, in every branch.
+    assert_eq!(report.walks, 160_000);
+    assert!(report.is_consistent());
+    assert_eq!((report.failed, report.passed), (2_000, 158_000));
+    assert!(report.runner_restarts >= 1);
+    // Every walk ran its first segment exactly once, and the walks that
+    // passed it their second.
+    assert_eq!(SPARSE_RUNS.load(std::sync::atomic::Ordering::Relaxed), 160_000);
+    assert_eq!(report.segments, 160_000 + 158_000);
+    for failure in &report.failed_walks {
+        assert_eq!(failure.error, "panicked: sparse panic");
+    }
+}

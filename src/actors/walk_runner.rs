@@ -22,7 +22,9 @@
 //!   user code broken). Batches still queued in its mailbox are re-sent to
 //!   the replacement by the Scheduler.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -32,8 +34,8 @@ use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::{BatchJob, SchedulerMsg};
 use crate::actors::trace_writer::TraceWriterMsg;
 use crate::exec::{
-    BatchInput, BatchSettings, Block, ErasedOrder, QuietPanics, WALK_TIMEOUT_ACTION, WalkOutcome,
-    WalkRecord,
+    BatchInput, BatchOutput, BatchSettings, Block, ErasedOrder, QuietPanics, WALK_TIMEOUT_ACTION,
+    WalkOutcome, WalkRecord, panic_message,
 };
 use crate::model::epoch::Epoch;
 use crate::model::outcome::{Counts, FailedWalk};
@@ -43,21 +45,45 @@ use crate::model::trace::TraceEncoder;
 use crate::store::StateStore;
 use crate::trace::encode_batch;
 
-/// Requests to a WalkRunner.
+/// Requests to a WalkRunner, and its thread's answers.
 pub(crate) enum WalkRunnerMsg {
-    /// Run this batch, then acknowledge it.
+    /// Run this batch, then acknowledge it (from the Scheduler).
     RunBatch(BatchJob),
+    /// The runner's thread ran a batch, stored the states that go on and
+    /// sent the outcome to the Collector: acknowledge it.
+    Finished(Box<Finished>),
+    /// The runner's thread ended on a panic outside the executor's own
+    /// handling (a combtest bug): the runner fails and is replaced.
+    ThreadDied(String),
 }
 
 // Local only: never crosses a node.
 impl ractor::Message for WalkRunnerMsg {}
+
+/// What is left to do for a batch once its outcome is with the Collector.
+pub(crate) struct Finished {
+    job: BatchJob,
+    walks: u64,
+    nanos: u64,
+    /// The first panic of an action in the batch.
+    panic: Option<String>,
+    /// The batch's trace lines, when the run has a log dir.
+    trace: Option<TraceLines>,
+}
+
+/// A batch's lines for the TraceWriter.
+struct TraceLines {
+    lines: Vec<u8>,
+    records: u64,
+    failed_nanos: Vec<(u64, u64)>,
+}
 
 /// What a runner needs, fixed for the run.
 pub(crate) struct RunnerArgs<S> {
     pub(crate) index: usize,
     pub(crate) order: Arc<dyn ErasedOrder<S>>,
     /// This runner's own copy of the initial state (`S` need not be `Sync`);
-    /// moved into the runner's state at start.
+    /// moved into the runner's thread at start.
     pub(crate) initial: Option<S>,
     pub(crate) store: Arc<StateStore<S>>,
     pub(crate) blocks: Blocks,
@@ -87,50 +113,158 @@ impl<S> WalkRunner<S> {
 
 pub(crate) struct RunnerState<S> {
     args: RunnerArgs<S>,
-    /// The initial state, moved into the runner thread while a batch runs.
-    initial: Option<S>,
-    thread: RunnerThread,
+    batches: Arc<Batches<S>>,
+    acks: Acks,
+    thread: RunnerThread<S>,
 }
 
-/// A job for the runner thread.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The runner's own OS thread. It runs one job at a time and exits when the
-/// runner (holding the sender) is dropped. Its channel is unbounded: safe,
-/// because the runner sends a job only while it awaits the previous one.
-#[derive(Clone)]
-struct RunnerThread {
-    jobs: std::sync::mpsc::Sender<Job>,
+/// Where a runner acknowledges its batches (`Sync`, unlike the runner's
+/// arguments, so it may be held across an await).
+struct Acks {
+    index: usize,
+    writer: Option<ActorRef<TraceWriterMsg>>,
+    scheduler: ActorRef<SchedulerMsg>,
+    supervisor: ActorRef<RunSupervisorMsg>,
 }
 
-impl RunnerThread {
-    fn start(name: String) -> std::io::Result<Self> {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+/// A job for the runner thread, given the initial state the thread owns.
+type Job<S> = Box<dyn FnOnce(&S) -> Next + Send>;
+
+/// Whether the runner thread takes another job.
+enum Next {
+    Go,
+    /// An action panicked: the runner is about to be replaced, so a batch
+    /// queued behind this one must not start here (the Scheduler re-sends
+    /// it to the replacement).
+    Stop,
+}
+
+/// The runner's own OS thread. It runs its jobs in order, back to back,
+/// and ends when the runner is gone (or after a job says `Stop`). Its
+/// channel is unbounded: safe, because the runner is sent at most its
+/// credit of batches at a time.
+struct RunnerThread<S> {
+    jobs: std::sync::mpsc::Sender<Job<S>>,
+    /// Set when the runner is dropped: the thread then starts nothing more,
+    /// even a job already queued.
+    retired: Arc<AtomicBool>,
+}
+
+impl<S: Send + 'static> RunnerThread<S> {
+    fn start(name: String, initial: S, runner: ActorRef<WalkRunnerMsg>) -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job<S>>();
+        let retired = Arc::new(AtomicBool::new(false));
+        let gone = Arc::clone(&retired);
         std::thread::Builder::new().name(name).spawn(move || {
             // Every panic here is a walk's outcome, already in the report.
             let _quiet = QuietPanics::on_this_thread();
             for job in queue {
-                job();
+                if gone.load(Ordering::Acquire) {
+                    break;
+                }
+                match catch_unwind(AssertUnwindSafe(|| job(&initial))) {
+                    Ok(Next::Go) => {}
+                    Ok(Next::Stop) => break,
+                    Err(payload) => {
+                        let _ = runner.cast(WalkRunnerMsg::ThreadDied(panic_message(payload)));
+                        break;
+                    }
+                }
             }
         })?;
-        Ok(RunnerThread { jobs })
+        Ok(RunnerThread { jobs, retired })
     }
 
-    /// Runs `work` on the thread and waits for its result. If the thread is
-    /// gone (`work` panicked outside the executor's own panic handling), the
-    /// runner fails and its supervisor replaces it.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ActorProcessingErr> {
-        let (reply, result) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Box::new(move || {
-                let _ = reply.send(work());
-            }))
-            .map_err(|_| "the runner thread has exited")?;
-        Ok(result.await.map_err(|_| "the runner thread died running a batch")?)
+    /// Queues a job; false if the thread has ended.
+    fn send(&self, job: Job<S>) -> bool {
+        self.jobs.send(job).is_ok()
     }
+}
+
+impl<S> Drop for RunnerThread<S> {
+    fn drop(&mut self) {
+        self.retired.store(true, Ordering::Release);
+    }
+}
+
+/// What the runner thread needs to run batches, fixed for the run.
+struct Batches<S> {
+    index: usize,
+    order: Arc<dyn ErasedOrder<S>>,
+    store: Arc<StateStore<S>>,
+    settings: BatchSettings,
+    encoder: Option<Arc<TraceEncoder>>,
+    collector: ActorRef<CollectorMsg<S>>,
+    supervisor: ActorRef<RunSupervisorMsg>,
+    /// The runner itself, which the thread tells when a batch is done.
+    runner: ActorRef<WalkRunnerMsg>,
+}
+
+impl<S: Clone + Send + 'static> Batches<S> {
+    /// The batch's walks: fresh, or their held states taken from the store.
+    /// A block that is not there ends the run (`Fatal`): a report without
+    /// its walks would be wrong.
+    fn input(&self, job: &BatchJob) -> Option<BatchInput<S>> {
+        if job.epoch.first {
+            return Some(BatchInput::Fresh(job.ranges.clone()));
+        }
+        match self.store.take_all(&job.ranges, self.settings.blocks) {
+            Ok(blocks) => Some(BatchInput::Held(blocks)),
+            Err(start) => {
+                let reason = format!("walk states of block starting at walk {start} were lost");
+                let _ = self.supervisor.cast(RunSupervisorMsg::Fatal(reason));
+                None
+            }
+        }
+    }
+
+    /// Runs the batch on the calling thread and, with a log dir, encodes
+    /// its trace lines (on the same thread).
+    fn execute(&self, job: &BatchJob, input: BatchInput<S>, initial: &S) -> Ran<S> {
+        let mut out =
+            self.order.execute(&job.epoch, &job.instruction, input, initial, self.settings);
+        let mut lines = Vec::new();
+        if let Some(encoder) = &self.encoder {
+            let started = std::time::Instant::now();
+            encode_batch(encoder, &out.records, &format!("local/{}", self.index), &mut lines);
+            // Batch sizing sees the whole per-walk cost, encoding included.
+            out.nanos += started.elapsed().as_nanos() as u64;
+        }
+        Ran { out, lines }
+    }
+
+    /// Puts the states that go on into the store and the outcome to the
+    /// Collector (before the batch is acknowledged, so neither the next
+    /// epoch nor the report can miss them).
+    fn settle(&self, job: BatchJob, ran: Ran<S>) -> Finished {
+        let Ran { mut out, lines } = ran;
+        if !out.held.is_empty() {
+            self.store.put(std::mem::take(&mut out.held));
+        }
+        let trace = self.encoder.as_ref().map(|_| TraceLines {
+            lines,
+            records: out.records.len() as u64,
+            failed_nanos: out
+                .records
+                .iter()
+                .filter(|r| matches!(r.outcome, WalkOutcome::Failed { .. }))
+                .map(|r| (r.id.0, r.nanos))
+                .collect(),
+        });
+        // A Collector that is gone means the run is ending already.
+        let _ = self.collector.cast(CollectorMsg::BatchOutcome {
+            counts: out.counts,
+            failed: out.failed,
+            finals: out.finals,
+        });
+        Finished { job, walks: out.walks, nanos: out.nanos, panic: out.panic, trace }
+    }
+}
+
+/// A batch that ran, not yet settled.
+struct Ran<S> {
+    out: BatchOutput<S>,
+    lines: Vec<u8>,
 }
 
 impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
@@ -140,12 +274,34 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
 
     async fn pre_start(
         &self,
-        _: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         mut args: RunnerArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let initial = args.initial.take();
-        let thread = RunnerThread::start(format!("combtest-runner-{}", args.index))?;
-        Ok(RunnerState { args, initial, thread })
+        let initial = args.initial.take().ok_or("a runner starts with its initial state")?;
+        let encoder = args.trace.as_ref().map(|t| Arc::clone(&t.encoder));
+        let batches = Arc::new(Batches {
+            index: args.index,
+            order: Arc::clone(&args.order),
+            store: Arc::clone(&args.store),
+            settings: BatchSettings {
+                blocks: args.blocks,
+                gather: args.gather,
+                trace: encoder.is_some(),
+            },
+            encoder,
+            collector: args.collector.clone(),
+            supervisor: args.supervisor.clone(),
+            runner: myself.clone(),
+        });
+        let acks = Acks {
+            index: args.index,
+            writer: args.trace.as_ref().map(|t| t.writer.clone()),
+            scheduler: args.scheduler.clone(),
+            supervisor: args.supervisor.clone(),
+        };
+        let name = format!("combtest-runner-{}", args.index);
+        let thread = RunnerThread::start(name, initial, myself)?;
+        Ok(RunnerState { args, batches, acks, thread })
     }
 
     async fn handle(
@@ -155,46 +311,58 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WalkRunnerMsg::RunBatch(job) => run_batch(state, job).await,
+            WalkRunnerMsg::RunBatch(job) => match state.args.walk_timeout {
+                None => {
+                    queue_batch(state, job);
+                    Ok(())
+                }
+                Some(timeout) => run_batch_within(state, job, timeout).await,
+            },
+            WalkRunnerMsg::Finished(finished) => acknowledge(&state.acks, *finished).await,
+            WalkRunnerMsg::ThreadDied(message) => {
+                Err(format!("the runner thread died: {message}").into())
+            }
         }
     }
 }
 
-async fn run_batch<S: Clone + Send + 'static>(
+/// Queues a batch on the runner's thread, which runs it as soon as the
+/// batch before it is done, settles it and sends `Finished`.
+fn queue_batch<S: Clone + Send + 'static>(state: &RunnerState<S>, job: BatchJob) {
+    let batches = Arc::clone(&state.batches);
+    let id = job.id;
+    let queued = state.thread.send(Box::new(move |initial: &S| {
+        let Some(input) = batches.input(&job) else { return Next::Go };
+        let ran = batches.execute(&job, input, initial);
+        let finished = batches.settle(job, ran);
+        let next = if finished.panic.is_some() { Next::Stop } else { Next::Go };
+        let _ = batches.runner.cast(WalkRunnerMsg::Finished(Box::new(finished)));
+        next
+    }));
+    if !queued {
+        // The thread stopped after a panic (its `Finished` is on the way
+        // and fails this runner): the batch stays outstanding, and the
+        // Scheduler re-sends it to the replacement.
+        tracing::debug!(runner = state.args.index, batch = ?id, "runner thread gone; batch left");
+    }
+}
+
+/// Runs one batch (one walk, with a walk timeout) on the runner's thread
+/// and waits for it at most `timeout`. A batch stuck past it has its walks
+/// failed and the runner replaced (the thread, stuck in user code, is
+/// abandoned); nothing was queued behind it.
+async fn run_batch_within<S: Clone + Send + 'static>(
     state: &mut RunnerState<S>,
     job: BatchJob,
+    timeout: std::time::Duration,
 ) -> Result<(), ActorProcessingErr> {
-    // No borrow of `state` may live across the await below: `S` need not be
-    // `Sync`.
+    let Some(input) = state.batches.input(&job) else { return Ok(()) };
+    // The batch's live walks: those that time out if it is stuck.
+    let live: Vec<u64> = match &input {
+        BatchInput::Fresh(ranges) => ranges.iter().flat_map(|r| r.clone()).collect(),
+        BatchInput::Held(blocks) => blocks.iter().flat_map(Block::live_ids).collect(),
+    };
     let args = &state.args;
-    let input = if job.epoch.first {
-        BatchInput::Fresh(job.ranges.clone())
-    } else {
-        match args.store.take_all(&job.ranges, args.blocks) {
-            Ok(blocks) => BatchInput::Held(blocks),
-            Err(start) => {
-                let reason = format!("walk states of block starting at walk {start} were lost");
-                args.supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
-                return Ok(());
-            }
-        }
-    };
-    let order = Arc::clone(&args.order);
-    let initial = state.initial.take().expect("the initial state is back after every batch");
-    let encoder = args.trace.as_ref().map(|t| Arc::clone(&t.encoder));
-    let settings =
-        BatchSettings { blocks: args.blocks, gather: args.gather, trace: encoder.is_some() };
-    let epoch = Arc::clone(&job.epoch);
-    let instruction = Arc::clone(&job.instruction);
-    let runner = format!("local/{}", args.index);
-    let thread = state.thread.clone();
-    // With a walk timeout, which walks of the batch are live (for a stuck
-    // batch, those are the ones that time out).
-    let live: Vec<u64> = match (&args.walk_timeout, &input) {
-        (None, _) => Vec::new(),
-        (Some(_), BatchInput::Fresh(ranges)) => ranges.iter().flat_map(|r| r.clone()).collect(),
-        (Some(_), BatchInput::Held(blocks)) => blocks.iter().flat_map(Block::live_ids).collect(),
-    };
     // What a timeout needs, owned: no borrow of `state` crosses an await.
     let on_timeout = Stuck {
         index: args.index,
@@ -204,58 +372,44 @@ async fn run_batch<S: Clone + Send + 'static>(
         trace: args.trace.as_ref().map(|t| (Arc::clone(&t.encoder), t.writer.clone())),
         scheduler: args.scheduler.clone(),
     };
-    let work = thread.run(move || {
-        let out = order.execute(&epoch, &instruction, input, &initial, settings);
-        let mut out = out;
-        let mut lines = Vec::new();
-        if let Some(encoder) = encoder {
-            let started = std::time::Instant::now();
-            encode_batch(&encoder, &out.records, &runner, &mut lines);
-            // Batch sizing sees the whole per-walk cost, encoding included.
-            out.nanos += started.elapsed().as_nanos() as u64;
-        }
-        (initial, out, lines)
-    });
-    let finished = match args.walk_timeout {
-        None => work.await?,
-        Some(timeout) => match tokio::time::timeout(timeout, work).await {
-            Ok(finished) => finished?,
-            Err(_) => {
-                // The thread is stuck in user code: report its walks failed,
-                // free their place in the store, and let the supervisor
-                // replace this runner (the thread is abandoned).
-                on_timeout.report(&job, &live, timeout).await?;
-                return Err(format!(
-                    "a walk timed out after {}; replacing runner",
-                    humantime::format_duration(timeout)
-                )
-                .into());
-            }
-        },
-    };
-    let (initial, mut out, lines) = finished;
-    state.initial = Some(initial);
-    let args = &state.args;
-    if !out.held.is_empty() {
-        args.store.put(out.held);
+    let (reply, result) = tokio::sync::oneshot::channel();
+    let batches = Arc::clone(&state.batches);
+    let ran_job = job.clone();
+    let sent = state.thread.send(Box::new(move |initial: &S| {
+        let ran = batches.execute(&ran_job, input, initial);
+        let next = if ran.out.panic.is_some() { Next::Stop } else { Next::Go };
+        let _ = reply.send(ran);
+        next
+    }));
+    if !sent {
+        return Err("the runner thread has exited".into());
     }
-    args.collector.cast(CollectorMsg::BatchOutcome {
-        counts: out.counts,
-        failed: out.failed,
-        finals: out.finals,
-    })?;
-    if let Some(writer) = args.trace.as_ref().map(|t| t.writer.clone()) {
-        let supervisor = args.supervisor.clone();
-        let failed_nanos = out
-            .records
-            .iter()
-            .filter(|r| matches!(r.outcome, WalkOutcome::Failed { .. }))
-            .map(|r| (r.id.0, r.nanos))
-            .collect();
-        let records = std::mem::take(&mut out.records).len() as u64;
-        // Wait until the lines are written: each runner has at most one
-        // batch of lines in the writer's mailbox, and a writer slower than
-        // the runners slows them down instead of piling lines up in memory.
+    let ran = match tokio::time::timeout(timeout, result).await {
+        Ok(Ok(ran)) => ran,
+        Ok(Err(_)) => return Err("the runner thread died running a batch".into()),
+        Err(_) => {
+            on_timeout.report(&job, &live, timeout).await?;
+            return Err(format!(
+                "a walk timed out after {}; replacing runner",
+                humantime::format_duration(timeout)
+            )
+            .into());
+        }
+    };
+    let finished = state.batches.settle(job, ran);
+    acknowledge(&state.acks, finished).await
+}
+
+/// Acknowledges a settled batch: its trace lines to the TraceWriter
+/// (waiting until they are written), then `BatchDone` to the Scheduler.
+/// Fails the runner on purpose if an action panicked in the batch.
+async fn acknowledge(args: &Acks, finished: Finished) -> Result<(), ActorProcessingErr> {
+    let Finished { job, walks, nanos, panic, trace } = finished;
+    if let (Some(writer), Some(TraceLines { lines, records, failed_nanos })) = (&args.writer, trace)
+    {
+        // Wait until the lines are written: each runner has at most its
+        // credit of batches of lines waiting, and a writer slower than the
+        // runners slows them down instead of piling lines up in memory.
         let written = writer
             .call(
                 |written| TraceWriterMsg::Batch { lines, records, failed_nanos, written },
@@ -264,26 +418,19 @@ async fn run_batch<S: Clone + Send + 'static>(
             .await?;
         if !matches!(written, ractor::rpc::CallResult::Success(())) {
             let reason = "the trace writer did not take a batch in time".to_string();
-            supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
+            args.supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
             return Ok(());
         }
     }
-    let args = &state.args;
-    tracing::trace!(
-        runner = args.index,
-        batch = ?job.id,
-        walks = out.walks,
-        micros = out.nanos / 1000,
-        "batch done"
-    );
+    tracing::trace!(runner = args.index, batch = ?job.id, walks, micros = nanos / 1000, "batch done");
     args.scheduler.cast(SchedulerMsg::BatchDone {
         slot: args.index,
         batch: job.id,
-        walks: out.walks,
-        nanos: out.nanos,
+        walks,
+        nanos,
         live: None,
     })?;
-    match out.panic {
+    match panic {
         Some(message) => Err(format!("an action panicked ({message}); replacing runner").into()),
         None => Ok(()),
     }
