@@ -2,7 +2,7 @@
 //! beside a bare hand-written loop measured in the same process run.
 //!
 //! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
-//! (workloads: W1 W1b W2 W3 W4 W5 W6; default all, 3 runs each).
+//! (workloads: W1 W1b W2 W3 W4 W5 W6; default all, 5 runs each).
 //!
 //! Prints one JSON line per workload on stdout (the median run, with the
 //! min and max walk rates) and a table on stderr. Every run of a workload is
@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Range;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -151,6 +152,11 @@ impl<const T: u8> Action<K> for Wait<T> {
 /// options of each action type, a clone of the initial state per walk, each
 /// chosen option's `run`, stopping the walk at its first error.
 fn bare_adds(with_failures: bool) -> (u64, u64) {
+    bare_adds_part(with_failures, 0..10)
+}
+
+/// [`bare_adds`] for the walks whose first option is in `first`.
+fn bare_adds_part(with_failures: bool, first: Range<usize>) -> (u64, u64) {
     let initial = K::default();
     let a1: Vec<Add<1, 10>> = Add::options();
     let a2: Vec<Add<2, 10>> = Add::options();
@@ -160,7 +166,7 @@ fn bare_adds(with_failures: bool) -> (u64, u64) {
     let a5: Vec<Add<5, 10>> = Add::options();
     let a6: Vec<Add<6, 10>> = Add::options();
     let (mut passed, mut failed) = (0, 0);
-    for o1 in &a1 {
+    for o1 in &a1[first] {
         for (o2, f2) in a2.iter().zip(&f2) {
             for o3 in &a3 {
                 for o4 in &a4 {
@@ -195,13 +201,18 @@ fn bare_adds(with_failures: bool) -> (u64, u64) {
 
 /// W0 for W1b.
 fn bare_hash() -> u64 {
+    bare_hash_part(0..10)
+}
+
+/// [`bare_hash`] for the walks whose first option is in `first`.
+fn bare_hash_part(first: Range<usize>) -> u64 {
     let initial = Buf::default();
     let (h1, h2, h3): (Vec<HashBuf<1>>, Vec<HashBuf<2>>, Vec<HashBuf<3>>) =
         (HashBuf::options(), HashBuf::options(), HashBuf::options());
     let (h4, h5, h6): (Vec<HashBuf<4>>, Vec<HashBuf<5>>, Vec<HashBuf<6>>) =
         (HashBuf::options(), HashBuf::options(), HashBuf::options());
     let mut n = 0;
-    for o1 in &h1 {
+    for o1 in &h1[first] {
         for o2 in &h2 {
             for o3 in &h3 {
                 for o4 in &h4 {
@@ -264,6 +275,78 @@ fn bare_serial() -> u64 {
         }
     }
     n
+}
+
+/// The semantics' own cost for W2, written by hand: segment 0 of every
+/// walk runs before the serial action's first run (it must see the system as
+/// no serial action has changed it), so every walk's state is held across
+/// the barrier, packed in one `Vec`, as a careful user would hold it.
+fn bare_held() -> u64 {
+    let initial = K::default();
+    let a1: Vec<Add<1, 10>> = Add::options();
+    let a2: Vec<Add<2, 10>> = Add::options();
+    let a3: Vec<Add<3, 10>> = Add::options();
+    let a4: Vec<Add<4, 5>> = Add::options();
+    let a5: Vec<Add<5, 100>> = Add::options();
+    let modes = Mode::options();
+    // Walks per (mode, o1, o2) prefix: the options after the serial action.
+    let tail = a3.len() * a4.len() * a5.len();
+    let mut held: Vec<K> = Vec::with_capacity(modes.len() * a1.len() * a2.len() * tail);
+    for _ in &modes {
+        for o1 in &a1 {
+            for o2 in &a2 {
+                for _ in 0..tail {
+                    let mut s = initial.clone();
+                    let mut segment = || -> ActionResult {
+                        o1.run(&mut s)?;
+                        o2.run(&mut s)
+                    };
+                    segment().expect("adding never fails");
+                    held.push(s);
+                }
+            }
+        }
+    }
+    let mut held = held.into_iter();
+    let mut n = 0;
+    for mode in &modes {
+        let value = mode.run().expect("mode never fails");
+        for _ in 0..a1.len() * a2.len() {
+            for o3 in &a3 {
+                for o4 in &a4 {
+                    for o5 in &a5 {
+                        let mut s = held.next().expect("one held state per walk");
+                        let mut segment = || -> ActionResult {
+                            mode.apply(&value, &mut s)?;
+                            o3.run(&mut s)?;
+                            o4.run(&mut s)?;
+                            o5.run(&mut s)
+                        };
+                        segment().expect("adding never fails");
+                        std::hint::black_box(&s);
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Runs `part` on `threads` plain threads, each on its share of the first
+/// action's 10 options; returns the sum of what they return. The best any
+/// parallel runner can do on this machine at this moment.
+fn split<T: std::iter::Sum<T> + Send>(
+    threads: usize,
+    part: impl Fn(Range<usize>) -> T + Sync,
+) -> T {
+    std::thread::scope(|scope| {
+        let part = &part;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| scope.spawn(move || part(t * 10 / threads..(t + 1) * 10 / threads)))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a bare part never panics")).sum()
+    })
 }
 
 /// W0 for W3.
@@ -355,10 +438,14 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             let ((_, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
             let ((passed, _), bare) = timed(|| bare_adds(false));
             assert_eq!(passed, 1_000_000);
+            let (passed, parallel) =
+                timed(|| split(threads, |first| bare_adds_part(false, first).0));
+            assert_eq!(passed, 1_000_000);
             let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
             // CPU the framework adds per walk, beyond the actions themselves.
             let framework_ns = (elapsed * threads as f64 - bare) / 1e6 * 1e9;
             out.insert("framework_ns_per_walk".into(), json!(framework_ns));
+            out.insert("ceiling".into(), json!(bare / parallel));
             out
         }
         "W1b" => {
@@ -372,8 +459,13 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             let ((_, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
             let (n, bare) = timed(bare_hash);
             assert_eq!(n, 1_000_000);
+            let (n, parallel) = timed(|| split(threads, bare_hash_part));
+            assert_eq!(n, 1_000_000);
             let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
             out.insert("action_ns".into(), json!(bare / 6e6 * 1e9));
+            // The same hand-written loop on as many plain threads as
+            // combtest has runners: the parallel ratio this machine allows.
+            out.insert("ceiling".into(), json!(bare / parallel));
             out
         }
         "W2" => {
@@ -388,11 +480,17 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             assert_eq!((report.passed, report.serial_actions), (1_000_000, 2));
             let (n, bare) = timed(bare_serial);
             assert_eq!(n, 1_000_000);
-            // W1 in the same process, for the W2/W1 ratio the target names.
+            let (n, held) = timed(bare_held);
+            assert_eq!(n, 1_000_000);
+            // W1 in the same process, for the W2/W1 ratio the target names,
+            // and its bare loop, for what holding states costs by hand.
             let w1 = w1_order();
             let (_, w1_elapsed) = timed(|| run_order(&w1, RunOptions::default()));
+            let (_, w1_bare) = timed(|| bare_adds(false));
             let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
             out.insert("ratio_vs_w1".into(), json!(w1_elapsed / elapsed));
+            out.insert("ratio_vs_held_bare".into(), json!(held / elapsed));
+            out.insert("held_bare_vs_w1_bare".into(), json!(w1_bare / held));
             out
         }
         "W3" => {
@@ -484,18 +582,33 @@ fn number(map: &serde_json::Map<String, Value>, key: &str) -> f64 {
     map.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
-/// The median run by walk rate, with the min and max rates added.
-fn median(mut runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, Value> {
-    runs.sort_by(|a, b| number(a, "walks_per_s").total_cmp(&number(b, "walks_per_s")));
-    let min = number(&runs[0], "walks_per_s");
-    let max = number(&runs[runs.len() - 1], "walks_per_s");
-    let count = runs.len();
-    let mut mid = runs.swap_remove(count / 2);
-    mid.insert("runs".into(), json!(count));
-    mid.insert("min_walks_per_s".into(), json!(min));
-    mid.insert("max_walks_per_s".into(), json!(max));
-    mid
+/// Every number is the median of that number over the runs (so a ratio is
+/// the median of the ratios, each taken within one run), with the min and
+/// max of the walk rate and of the ratios added.
+fn median(runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, Value> {
+    let mut out = runs[0].clone();
+    for (key, value) in out.iter_mut() {
+        if value.is_f64() {
+            let mut all: Vec<f64> = runs.iter().map(|r| number(r, key)).collect();
+            all.sort_by(f64::total_cmp);
+            *value = json!(all[all.len() / 2]);
+        }
+    }
+    for key in RANGED {
+        let all: Vec<f64> = runs.iter().map(|r| number(r, key)).filter(|v| !v.is_nan()).collect();
+        if let (Some(min), Some(max)) =
+            (all.iter().copied().min_by(f64::total_cmp), all.iter().copied().max_by(f64::total_cmp))
+        {
+            out.insert(format!("min_{key}"), json!(min));
+            out.insert(format!("max_{key}"), json!(max));
+        }
+    }
+    out.insert("runs".into(), json!(runs.len()));
+    out
 }
+
+/// The numbers whose min and max over the runs are reported too.
+const RANGED: [&str; 5] = ["walks_per_s", "ratio_vs_bare", "ratio_vs_w1", "ceiling", "parallelism"];
 
 fn measure(workload: &str, runs: usize) -> serde_json::Map<String, Value> {
     if workload == "W5" {
@@ -519,7 +632,10 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
     let notes: Vec<String> = [
         "framework_ns_per_walk",
         "action_ns",
+        "ceiling",
         "ratio_vs_w1",
+        "ratio_vs_held_bare",
+        "held_bare_vs_w1_bare",
         "parallelism",
         "failures",
         "small_peak_rss_mb",
@@ -529,7 +645,7 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
     .filter_map(|k| r.get(*k).and_then(Value::as_f64).map(|v| format!("{k}={v:.2}")))
     .collect();
     format!(
-        "{:<4} {:>9} {:>4} {:>13.0} ({:.0}-{:.0}) {:>6.2} {:>8.1}  {}",
+        "{:<4} {:>9} {:>4} {:>11.0} ({:.0}-{:.0}) {:>5.2} ({:.2}-{:.2}) {:>6.1}  {}",
         r["workload"].as_str().unwrap_or("?"),
         number(r, "walks"),
         number(r, "threads"),
@@ -537,6 +653,8 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
         number(r, "min_walks_per_s"),
         number(r, "max_walks_per_s"),
         number(r, "ratio_vs_bare"),
+        number(r, "min_ratio_vs_bare"),
+        number(r, "max_ratio_vs_bare"),
         number(r, "peak_rss_mb"),
         notes.join(" ")
     )
@@ -551,7 +669,7 @@ fn main() {
         println!("{}", Value::Object(out));
         return;
     }
-    let mut runs = 3;
+    let mut runs = 5;
     let mut workloads = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -570,8 +688,8 @@ fn main() {
         workloads = ["W1", "W1b", "W2", "W3", "W4", "W5", "W6"].map(String::from).to_vec();
     }
     eprintln!(
-        "{:<4} {:>9} {:>4} {:>13} {:>13} {:>6} {:>8}  notes",
-        "", "walks", "thr", "walks/s", "(min-max)", "×bare", "RSS MiB"
+        "{:<4} {:>9} {:>4} {:>11} {:>13} {:>5} {:>11} {:>6}  notes (medians)",
+        "", "walks", "thr", "walks/s", "(min-max)", "×bare", "(min-max)", "RSS MiB"
     );
     for workload in &workloads {
         let result = measure(workload, runs);
