@@ -483,7 +483,10 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         // A slice of the chain's constant length: the entries index it at
         // constant positions, so their bounds checks fold away.
         let digits = &mut digits[..C::LEN];
-        let fast = self.space.least_significant();
+        // The least significant digit, as a constant: a store to it is then
+        // known to leave the other digits alone.
+        let fast = C::FAST;
+        debug_assert_eq!(fast, self.space.least_significant());
         let fast_radix = self.space.option_counts()[fast];
         while progress.unit < units.len() {
             let unit = &mut units[progress.unit];
@@ -497,122 +500,129 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
             let out = &mut progress.out;
             let walk_started = &mut progress.walk_started;
             let mut tally = Tally { local: Counts::default(), sink: &mut out.counts };
-            for offset in first..len {
-                let id = unit.range.start + offset;
-                // Level 0 runs only fresh walks and levels 1 and 2 only held
-                // ones (`execute` picks the loop so), which folds this test.
-                let fresh = match LEVEL {
-                    0 => true,
-                    1 | 2 => false,
-                    _ => unit.fresh,
-                };
-                let state = if fresh {
-                    if chain.prune(&WalkView::new(id, digits, &lookup)) {
-                        tally.local.pruned += 1;
-                        if trace {
-                            out.records.push(WalkRecord {
-                                id: WalkId(id),
-                                outcome: WalkOutcome::Pruned,
-                                nanos: 0,
-                            });
-                        }
-                        None
-                    } else {
-                        Some(initial.clone())
-                    }
-                } else if unit.live_in.get(offset) {
-                    unit.states_in.next()
-                } else {
-                    None
-                };
-                if let Some(mut state) = state {
-                    if trace {
-                        *walk_started = Some(Instant::now());
-                    }
-                    let result = match instruction {
-                        Instruction::Run(value) => {
-                            tally.local.segments += 1;
-                            if LEVEL == ANY_LEVEL {
-                                run_segment(chain, epoch, value.as_ref(), digits, &mut state)
-                            } else if no_serial {
-                                chain.run_level::<LEVEL>(digits, None, &mut state)
-                            } else {
-                                chain.run_level::<LEVEL>(digits, value.as_ref(), &mut state)
-                            }
-                        }
-                        Instruction::FailBranch(error) => {
-                            let position = epoch.serial.map_or(0, |s| s.position);
-                            Err((position, Halt::Fail(error.clone())))
-                        }
+            let mut next = first;
+            while next < len {
+                // The walks from `next` on that differ only in the fast digit.
+                // Nothing in this inner loop changes another digit, so what the
+                // other entries' options are stays in registers across it.
+                let run_end = len.min(next + u64::from(fast_radix - digits[fast]));
+                for offset in next..run_end {
+                    let id = unit.range.start + offset;
+                    // Level 0 runs only fresh walks and levels 1 and 2 only held
+                    // ones (`execute` picks the loop so), which folds this test.
+                    let fresh = match LEVEL {
+                        0 => true,
+                        1 | 2 => false,
+                        _ => unit.fresh,
                     };
-                    let nanos = if trace {
-                        let spent = walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
-                        unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
-                    } else {
-                        0
-                    };
-                    // The state leaves first (kept, gathered or dropped),
-                    // then the outcome is counted: a panic while dropping it
-                    // must find the walk not yet counted.
-                    let outcome = match result {
-                        Ok(()) if keep => {
-                            unit.states_out.push(state);
-                            unit.live_out.set(offset);
+                    let state = if fresh {
+                        if chain.prune(&WalkView::new(id, digits, &lookup)) {
+                            tally.local.pruned += 1;
                             if trace {
-                                unit.nanos[offset as usize] = nanos;
+                                out.records.push(WalkRecord {
+                                    id: WalkId(id),
+                                    outcome: WalkOutcome::Pruned,
+                                    nanos: 0,
+                                });
                             }
                             None
+                        } else {
+                            Some(initial.clone())
                         }
-                        Ok(()) => {
-                            if gather {
-                                out.finals.push((WalkId(id), state));
-                            } else {
-                                drop(state);
-                            }
-                            tally.local.passed += 1;
-                            trace.then_some(WalkOutcome::Passed)
-                        }
-                        Err((position, halt)) => {
-                            if gather {
-                                out.finals.push((WalkId(id), state));
-                            } else {
-                                drop(state);
-                            }
-                            match halt {
-                                Halt::Cancel => {
-                                    tally.local.cancelled += 1;
-                                    trace.then_some(WalkOutcome::Cancelled {
-                                        action_index: position,
-                                    })
-                                }
-                                Halt::Fail(error) => {
-                                    tally.local.failed += 1;
-                                    let action = self.space.entries()[position].name;
-                                    let outcome = trace.then(|| WalkOutcome::Failed {
-                                        action_index: position,
-                                        action,
-                                        error: error.clone(),
-                                    });
-                                    out.failed.push(FailedWalk {
-                                        walk_id: WalkId(id),
-                                        action_index: position,
-                                        action,
-                                        error,
-                                    });
-                                    outcome
-                                }
-                            }
-                        }
+                    } else if unit.live_in.get(offset) {
+                        unit.states_in.next()
+                    } else {
+                        None
                     };
-                    if let Some(outcome) = outcome {
-                        out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
+                    if let Some(mut state) = state {
+                        if trace {
+                            *walk_started = Some(Instant::now());
+                        }
+                        let result = match instruction {
+                            Instruction::Run(value) => {
+                                tally.local.segments += 1;
+                                if LEVEL == ANY_LEVEL {
+                                    run_segment(chain, epoch, value.as_ref(), digits, &mut state)
+                                } else if no_serial {
+                                    chain.run_level::<LEVEL>(digits, None, &mut state)
+                                } else {
+                                    chain.run_level::<LEVEL>(digits, value.as_ref(), &mut state)
+                                }
+                            }
+                            Instruction::FailBranch(error) => {
+                                let position = epoch.serial.map_or(0, |s| s.position);
+                                Err((position, Halt::Fail(error.clone())))
+                            }
+                        };
+                        let nanos = if trace {
+                            let spent = walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                            unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
+                        } else {
+                            0
+                        };
+                        // The state leaves first (kept, gathered or dropped),
+                        // then the outcome is counted: a panic while dropping it
+                        // must find the walk not yet counted.
+                        let outcome = match result {
+                            Ok(()) if keep => {
+                                unit.states_out.push(state);
+                                unit.live_out.set(offset);
+                                if trace {
+                                    unit.nanos[offset as usize] = nanos;
+                                }
+                                None
+                            }
+                            Ok(()) => {
+                                if gather {
+                                    out.finals.push((WalkId(id), state));
+                                } else {
+                                    drop(state);
+                                }
+                                tally.local.passed += 1;
+                                trace.then_some(WalkOutcome::Passed)
+                            }
+                            Err((position, halt)) => {
+                                if gather {
+                                    out.finals.push((WalkId(id), state));
+                                } else {
+                                    drop(state);
+                                }
+                                match halt {
+                                    Halt::Cancel => {
+                                        tally.local.cancelled += 1;
+                                        trace.then_some(WalkOutcome::Cancelled {
+                                            action_index: position,
+                                        })
+                                    }
+                                    Halt::Fail(error) => {
+                                        tally.local.failed += 1;
+                                        let action = self.space.entries()[position].name;
+                                        let outcome = trace.then(|| WalkOutcome::Failed {
+                                            action_index: position,
+                                            action,
+                                            error: error.clone(),
+                                        });
+                                        out.failed.push(FailedWalk {
+                                            walk_id: WalkId(id),
+                                            action_index: position,
+                                            action,
+                                            error,
+                                        });
+                                        outcome
+                                    }
+                                }
+                            }
+                        };
+                        if let Some(outcome) = outcome {
+                            out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
+                        }
                     }
-                }
-                // Odometer: the least significant digit almost always just
-                // increments.
-                if digits[fast] + 1 < fast_radix {
                     digits[fast] += 1;
-                } else {
+                }
+                next = run_end;
+                if digits[fast] == fast_radix {
+                    // Carry into the more significant digits.
+                    digits[fast] = fast_radix - 1;
                     self.space.step(digits);
                 }
             }

@@ -83,6 +83,13 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     const LEN: usize;
     /// Number of serial entries.
     const SERIALS: usize;
+    /// Position of the last plain entry (`usize::MAX` if there is none).
+    const LAST_PLAIN: usize;
+    /// Position of the least significant digit of a walk id (the last plain
+    /// entry, or the last entry if all are serial): the space's
+    /// `least_significant`, known at compile time.
+    const FAST: usize =
+        if Self::LAST_PLAIN == usize::MAX { Self::LEN.saturating_sub(1) } else { Self::LAST_PLAIN };
     /// Appends the description of every entry, in walk order.
     fn describe(&self, out: &mut Vec<EntryInfo>);
     /// The option at (`position`, `option`) as `Any`.
@@ -310,6 +317,7 @@ impl<H, T> sealed::Sealed for Cons<H, T> {}
 impl<S: 'static> Chain<S> for Nil {
     const LEN: usize = 0;
     const SERIALS: usize = 0;
+    const LAST_PLAIN: usize = usize::MAX;
 
     fn describe(&self, _: &mut Vec<EntryInfo>) {}
     fn option_any(&self, position: usize, _: u32) -> &dyn Any {
@@ -364,6 +372,8 @@ impl<S: 'static> Chain<S> for Nil {
 impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     const LEN: usize = T::LEN + 1;
     const SERIALS: usize = T::SERIALS + (H::KIND as usize);
+    const LAST_PLAIN: usize =
+        if matches!(H::KIND, EntryKind::Plain) { T::LEN } else { T::LAST_PLAIN };
 
     fn describe(&self, out: &mut Vec<EntryInfo>) {
         self.tail.describe(out);
@@ -736,4 +746,57 @@ fn abbreviated(labels: &[String], max: usize) -> String {
         shown.push("...");
     }
     shown.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct P(u32);
+
+    impl Action<()> for P {
+        fn options() -> Vec<Self> {
+            vec![P(0), P(1)]
+        }
+        fn run(&self, _: &mut ()) -> ActionResult {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct X(u32);
+
+    impl SerialAction<()> for X {
+        type Value = ();
+        fn options() -> Vec<Self> {
+            vec![X(0), X(1), X(2)]
+        }
+        fn run(&self) -> Result<(), Halt> {
+            Ok(())
+        }
+    }
+
+    fn fast<C: Chain<()>>(order: WalkOrder<(), C>) -> (usize, usize) {
+        (C::FAST, order.space().expect("a valid order").least_significant())
+    }
+
+    /// The batch loop steps the digit `Chain::FAST`; the space orders walk
+    /// ids by `least_significant`. They must agree for every shape of chain.
+    #[test]
+    fn the_fast_digit_is_the_spaces_least_significant() {
+        let new = WalkOrder::<()>::new;
+        for (got, space) in [
+            fast(new().then::<P>()),
+            fast(new().serial::<X>()),
+            fast(new().then::<P>().serial::<X>()),
+            fast(new().serial::<X>().then::<P>()),
+            fast(new().then::<P>().serial::<X>().serial::<X>()),
+            fast(new().serial::<X>().then::<P>().then::<P>().serial::<X>()),
+            fast(new().serial::<X>().serial::<X>()),
+            fast(new().then::<P>().then::<P>()),
+        ] {
+            assert_eq!(got, space);
+        }
+    }
 }
