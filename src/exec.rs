@@ -302,6 +302,9 @@ struct Unit<S> {
     /// Held unit: which walks have a state, and those states in id order,
     /// taken one by one as the walks run.
     live_in: LiveSet,
+    /// Every walk of the held unit has a state (the usual case): no bit to
+    /// test per walk.
+    all_live: bool,
     states_in: std::vec::IntoIter<S>,
     /// Walks that go on to a later segment, and their states in id order.
     live_out: LiveSet,
@@ -326,6 +329,7 @@ impl<S> Unit<S> {
             range,
             fresh: true,
             live_in: LiveSet::default(),
+            all_live: false,
             states_in: Vec::new().into_iter(),
             live_out,
             states_out,
@@ -349,6 +353,7 @@ impl<S> Unit<S> {
         Unit {
             range,
             fresh: false,
+            all_live: block.states.len() as u64 == len,
             live_in: block.live,
             states_in: block.states.into_iter(),
             live_out,
@@ -529,7 +534,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                         } else {
                             Some(initial.clone())
                         }
-                    } else if unit.live_in.get(offset) {
+                    } else if unit.all_live || unit.live_in.get(offset) {
                         unit.states_in.next()
                     } else {
                         None

@@ -25,26 +25,39 @@ use crate::model::walk::{OptionLookup, Walk, WalkView};
 #[derive(Clone)]
 #[doc(hidden)]
 pub struct SerialValue {
-    value: Arc<dyn Any + Send + Sync>,
+    /// Owns the value (it is read through `data`).
+    _value: Arc<dyn Any + Send + Sync>,
     /// The value's type, read once at creation: checking it per walk is a
     /// compare with a constant, where `downcast_ref` makes a virtual call.
     type_id: TypeId,
+    /// Where the value is, read once at creation: reaching it per walk is
+    /// one load, where `Arc::as_ptr` on a `dyn` reads the vtable.
+    data: *const (),
 }
+
+// SAFETY: `data` points into the allocation of `_value`, which the struct
+// owns and which is `Send + Sync`; `data` is only read through `get`, as a
+// shared reference that lives no longer than `self`.
+unsafe impl Send for SerialValue {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for SerialValue {}
 
 impl SerialValue {
     fn new<T: Any + Send + Sync>(value: T) -> Self {
-        SerialValue { value: Arc::new(value), type_id: TypeId::of::<T>() }
+        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+        let data = Arc::as_ptr(&value) as *const ();
+        SerialValue { _value: value, type_id: TypeId::of::<T>(), data }
     }
 
     /// The value, if it is a `T`.
     #[inline(always)]
     fn get<T: Any>(&self) -> Option<&T> {
         if self.type_id == TypeId::of::<T>() {
-            let ptr = Arc::as_ptr(&self.value) as *const T;
             // SAFETY: `type_id` is the TypeId of the value behind the Arc
-            // (set in `new`, never changed), so it is a `T`; the reference
-            // lives as long as `self`, which keeps the Arc alive.
-            Some(unsafe { &*ptr })
+            // and `data` its address (both set in `new`, never changed; a
+            // clone shares the same allocation), so it is a `T`; the
+            // reference lives as long as `self`, which keeps the Arc alive.
+            Some(unsafe { &*(self.data as *const T) })
         } else {
             None
         }
