@@ -436,6 +436,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
         "W1" => {
             let order = w1_order();
             let ((_, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
+            let rss = peak_rss_mb();
             let ((passed, _), bare) = timed(|| bare_adds(false));
             assert_eq!(passed, 1_000_000);
             let (passed, parallel) =
@@ -446,6 +447,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             let framework_ns = (elapsed * threads as f64 - bare) / 1e6 * 1e9;
             out.insert("framework_ns_per_walk".into(), json!(framework_ns));
             out.insert("ceiling".into(), json!(bare / parallel));
+            out.insert("peak_rss_mb".into(), json!(rss));
             out
         }
         "W1b" => {
@@ -457,6 +459,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
                 .then::<HashBuf<5>>()
                 .then::<HashBuf<6>>();
             let ((_, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
+            let rss = peak_rss_mb();
             let (n, bare) = timed(bare_hash);
             assert_eq!(n, 1_000_000);
             let (n, parallel) = timed(|| split(threads, bare_hash_part));
@@ -466,6 +469,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             // The same hand-written loop on as many plain threads as
             // combtest has runners: the parallel ratio this machine allows.
             out.insert("ceiling".into(), json!(bare / parallel));
+            out.insert("peak_rss_mb".into(), json!(rss));
             out
         }
         "W2" => {
@@ -477,6 +481,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
                 .then::<Add<4, 5>>()
                 .then::<Add<5, 100>>();
             let ((report, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
+            let rss = peak_rss_mb();
             assert_eq!((report.passed, report.serial_actions), (1_000_000, 2));
             let (n, bare) = timed(bare_serial);
             assert_eq!(n, 1_000_000);
@@ -491,6 +496,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             out.insert("ratio_vs_w1".into(), json!(w1_elapsed / elapsed));
             out.insert("ratio_vs_held_bare".into(), json!(held / elapsed));
             out.insert("held_bare_vs_w1_bare".into(), json!(w1_bare / held));
+            out.insert("peak_rss_mb".into(), json!(rss));
             out
         }
         "W3" => {
@@ -665,7 +671,9 @@ fn main() {
     if args.first().map(String::as_str) == Some("--child") {
         let workload = args.get(1).expect("--child WORKLOAD");
         let mut out = child(workload);
-        out.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
+        // Workloads that run a baseline after combtest record the peak
+        // before it.
+        out.entry("peak_rss_mb").or_insert_with(|| json!(peak_rss_mb()));
         println!("{}", Value::Object(out));
         return;
     }
