@@ -339,6 +339,7 @@ impl<S> Unit<S> {
 
     /// A unit of held walks.
     fn held(block: Block<S>, keep: bool, trace: bool) -> Self {
+        debug_assert_eq!(block.live.count(), block.states.len() as u64, "one state per live walk");
         let range = block.range();
         let len = range.end - range.start;
         let mut nanos = block.nanos;
@@ -491,7 +492,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         // The least significant digit, as a constant: a store to it is then
         // known to leave the other digits alone.
         let fast = C::FAST;
-        debug_assert_eq!(fast, self.space.least_significant());
+        assert_eq!(fast, self.space.least_significant(), "the chain's fast digit is the space's");
         let fast_radix = self.space.option_counts()[fast];
         while progress.unit < units.len() {
             let unit = &mut units[progress.unit];
@@ -535,7 +536,10 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             Some(initial.clone())
                         }
                     } else if unit.all_live || unit.live_in.get(offset) {
-                        unit.states_in.next()
+                        // One state per live walk, in order: a missing one
+                        // is a combtest bug, reported as this walk's
+                        // failure rather than a walk silently skipped.
+                        Some(unit.states_in.next().expect("a held state for every live walk"))
                     } else {
                         None
                     };

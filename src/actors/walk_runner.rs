@@ -1,26 +1,34 @@
 //! WalkRunner: executes batches of walks.
 //!
 //! - Receives `RunBatch` from the Scheduler (at most the runner's credit of
-//!   them at a time).
-//! - Runs the batch on its own OS thread (started with the runner, ended
-//!   with it), never on the async executor: user actions may block on I/O.
-//!   A thread of its own, rather than tokio's blocking pool, means every
-//!   runner's thread exists before the first batch (64 runners start their
-//!   first walks together, not one thread creation after another), and a
-//!   caller's runtime needs no blocking-pool sizing.
-//! - With a log dir, encodes the batch's trace lines on the same runner
-//!   thread and sends them to the TraceWriter, one message per batch, and
-//!   waits until they are written (backpressure: at most one batch of lines
-//!   per runner waits in the writer's mailbox).
-//! - Sends `BatchOutcome` to the Collector (and the trace lines to the
-//!   TraceWriter), then `BatchDone` to the Scheduler (in that order, so
-//!   neither the report nor the trace misses an acknowledged batch).
+//!   them at a time) and queues it on its own OS thread at once, so the
+//!   thread goes from one batch to the next without waiting for this
+//!   actor's task to be scheduled.
+//! - The thread (started with the runner, ended with it) runs batches, never
+//!   the async executor: user actions may block on I/O. A thread of its
+//!   own, rather than tokio's blocking pool, means every runner's thread
+//!   exists before the first batch (64 runners start their first walks
+//!   together, not one thread creation after another), and a caller's
+//!   runtime needs no blocking-pool sizing.
+//! - Per batch, the thread takes the held states from the store, runs the
+//!   walks, encodes the trace lines (with a log dir), puts the states that
+//!   go on back into the store, sends `BatchOutcome` to the Collector, then
+//!   `Finished` to this runner. The runner sends the trace lines to the
+//!   TraceWriter and waits until they are written (backpressure: at most
+//!   the runner's credit of batches of lines wait), then `BatchDone` to the
+//!   Scheduler. So neither the next epoch, the report nor the trace misses
+//!   an acknowledged batch.
 //! - Supervised by the RunSupervisor. If an action panicked in the batch, the
 //!   walk that panicked is already reported failed and the rest of the batch
-//!   ran; the runner then fails on purpose, and the supervisor replaces it
-//!   with a fresh one (a panic may leave thread-local or captured state of
-//!   user code broken). Batches still queued in its mailbox are re-sent to
-//!   the replacement by the Scheduler.
+//!   ran; the thread stops taking batches and the runner fails on purpose,
+//!   and the supervisor replaces it with a fresh one and a new thread (a
+//!   panic may leave thread-local or captured state of user code broken).
+//!   Batches still queued in its mailbox or its thread's queue never
+//!   started; the Scheduler re-sends them to the replacement.
+//! - The runner fails only when its thread can no longer be running a
+//!   batch (after a panic, or when the thread died): a replacement must
+//!   never run a batch the old thread is still running. Any other trouble
+//!   (the writer or the Scheduler gone) ends the run (`Fatal`) instead.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -318,7 +326,23 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
                 }
                 Some(timeout) => run_batch_within(state, job, timeout).await,
             },
-            WalkRunnerMsg::Finished(finished) => acknowledge(&state.acks, *finished).await,
+            WalkRunnerMsg::Finished(finished) => {
+                let acks = &state.acks;
+                match acknowledge(acks, *finished).await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(panic)) => {
+                        Err(format!("an action panicked ({panic}); replacing runner").into())
+                    }
+                    // The thread may be running the next batch: this runner
+                    // must not be replaced (the batch would run twice), so
+                    // the run ends instead.
+                    Err(error) => {
+                        let reason = format!("runner {} cannot acknowledge: {error}", acks.index);
+                        let _ = acks.supervisor.cast(RunSupervisorMsg::Fatal(reason));
+                        Ok(())
+                    }
+                }
+            }
             WalkRunnerMsg::ThreadDied(message) => {
                 Err(format!("the runner thread died: {message}").into())
             }
@@ -397,13 +421,20 @@ async fn run_batch_within<S: Clone + Send + 'static>(
         }
     };
     let finished = state.batches.settle(job, ran);
-    acknowledge(&state.acks, finished).await
+    match acknowledge(&state.acks, finished).await? {
+        Some(panic) => Err(format!("an action panicked ({panic}); replacing runner").into()),
+        None => Ok(()),
+    }
 }
 
 /// Acknowledges a settled batch: its trace lines to the TraceWriter
 /// (waiting until they are written), then `BatchDone` to the Scheduler.
-/// Fails the runner on purpose if an action panicked in the batch.
-async fn acknowledge(args: &Acks, finished: Finished) -> Result<(), ActorProcessingErr> {
+/// Returns the batch's first panic, if an action panicked (the runner then
+/// fails on purpose).
+async fn acknowledge(
+    args: &Acks,
+    finished: Finished,
+) -> Result<Option<String>, ActorProcessingErr> {
     let Finished { job, walks, nanos, panic, trace } = finished;
     if let (Some(writer), Some(TraceLines { lines, records, failed_nanos })) = (&args.writer, trace)
     {
@@ -419,7 +450,7 @@ async fn acknowledge(args: &Acks, finished: Finished) -> Result<(), ActorProcess
         if !matches!(written, ractor::rpc::CallResult::Success(())) {
             let reason = "the trace writer did not take a batch in time".to_string();
             args.supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
-            return Ok(());
+            return Ok(None);
         }
     }
     tracing::trace!(runner = args.index, batch = ?job.id, walks, micros = nanos / 1000, "batch done");
@@ -430,10 +461,7 @@ async fn acknowledge(args: &Acks, finished: Finished) -> Result<(), ActorProcess
         nanos,
         live: None,
     })?;
-    match panic {
-        Some(message) => Err(format!("an action panicked ({message}); replacing runner").into()),
-        None => Ok(()),
-    }
+    Ok(panic)
 }
 
 /// The failure a walk timeout gives.

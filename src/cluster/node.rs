@@ -135,6 +135,8 @@ impl<S: Clone + Send + 'static> NodeRun for TypedNodeRun<S> {
                 live.extend(&block.live);
             }
             let walks: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+            // A combtest bug if it happens: the batch's outcomes and states
+            // are dropped and the coordinator gives the node up.
             if live.len() != walks {
                 return Err(format!(
                     "batch {}: {} held walks for {walks}",
