@@ -168,9 +168,12 @@ impl<S> RunOptions<S> {
 }
 
 /// The default number of runner threads: the machine's available
-/// parallelism.
+/// parallelism, read once per process (on Linux, reading it opens and
+/// parses the process's cgroup files, tens of microseconds each time, and
+/// a run asks for it several times).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Most runner threads a run accepts.
