@@ -197,7 +197,8 @@ impl<S> Drop for RunnerThread<S> {
 
 /// What the runner thread needs to run batches, fixed for the run.
 struct Batches<S> {
-    index: usize,
+    /// The runner's name in trace lines (`local/<index>`).
+    name: String,
     order: Arc<dyn ErasedOrder<S>>,
     store: Arc<StateStore<S>>,
     settings: BatchSettings,
@@ -234,7 +235,7 @@ impl<S: Clone + Send + 'static> Batches<S> {
         let mut lines = Vec::new();
         if let Some(encoder) = &self.encoder {
             let started = std::time::Instant::now();
-            encode_batch(encoder, &out.records, &format!("local/{}", self.index), &mut lines);
+            encode_batch(encoder, &out.records, &self.name, &mut lines);
             // Batch sizing sees the whole per-walk cost, encoding included.
             out.nanos += started.elapsed().as_nanos() as u64;
         }
@@ -288,7 +289,7 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
         let initial = args.initial.take().ok_or("a runner starts with its initial state")?;
         let encoder = args.trace.as_ref().map(|t| Arc::clone(&t.encoder));
         let batches = Arc::new(Batches {
-            index: args.index,
+            name: format!("local/{}", args.index),
             order: Arc::clone(&args.order),
             store: Arc::clone(&args.store),
             settings: BatchSettings {
