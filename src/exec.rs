@@ -482,7 +482,13 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     ) {
         let gather = settings.gather;
         let trace = TRACE;
-        let no_serial = epoch.serial.is_none();
+        // The loops of fixed levels run only `Run` batches (`execute` sends
+        // the rest to the `ANY_LEVEL` loop), so they match it once here.
+        let value = match instruction {
+            Instruction::Run(value) => value.as_ref(),
+            Instruction::FailBranch(_) => None,
+        };
+        debug_assert!(LEVEL == ANY_LEVEL || matches!(instruction, Instruction::Run(_)));
         let chain = self.order.chain();
         let lookup = Pinned::new(chain);
         let keep = !epoch.last;
@@ -509,11 +515,18 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
             let mut next = first;
             while next < len {
                 // The walks from `next` on that differ only in the fast digit.
-                // Nothing in this inner loop changes another digit, so what the
-                // other entries' options are stays in registers across it.
-                let run_end = len.min(next + u64::from(fast_radix - digits[fast]));
+                // Nothing in this inner loop changes another digit, so the
+                // other entries' options stay in the cursor, in registers.
+                let first_fast = digits[fast];
+                let run_end = len.min(next + u64::from(fast_radix - first_fast));
+                let mut cursor = chain.cursor(digits);
                 for offset in next..run_end {
                     let id = unit.range.start + offset;
+                    let option = first_fast + (offset - next) as u32;
+                    // The walk's options stay in `digits` too: pruning reads
+                    // them, and after a panic they name the walk.
+                    digits[fast] = option;
+                    chain.seek(&mut cursor, fast, option);
                     // Level 0 runs only fresh walks and levels 1 and 2 only held
                     // ones (`execute` picks the loop so), which folds this test.
                     let fresh = match LEVEL {
@@ -547,20 +560,19 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                         if trace {
                             *walk_started = Some(Instant::now());
                         }
-                        let result = match instruction {
-                            Instruction::Run(value) => {
-                                tally.local.segments += 1;
-                                if LEVEL == ANY_LEVEL {
+                        let result = if LEVEL != ANY_LEVEL {
+                            tally.local.segments += 1;
+                            C::run_level::<LEVEL>(&cursor, value, &mut state)
+                        } else {
+                            match instruction {
+                                Instruction::Run(value) => {
+                                    tally.local.segments += 1;
                                     run_segment(chain, epoch, value.as_ref(), digits, &mut state)
-                                } else if no_serial {
-                                    chain.run_level::<LEVEL>(digits, None, &mut state)
-                                } else {
-                                    chain.run_level::<LEVEL>(digits, value.as_ref(), &mut state)
                                 }
-                            }
-                            Instruction::FailBranch(error) => {
-                                let position = epoch.serial.map_or(0, |s| s.position);
-                                Err((position, Halt::Fail(error.clone())))
+                                Instruction::FailBranch(error) => {
+                                    let position = epoch.serial.map_or(0, |s| s.position);
+                                    Err((position, Halt::Fail(error.clone())))
+                                }
                             }
                         };
                         let nanos = if trace {
@@ -626,8 +638,8 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
                         }
                     }
-                    digits[fast] += 1;
                 }
+                digits[fast] = first_fast + (run_end - next) as u32;
                 next = run_end;
                 if digits[fast] == fast_radix {
                     // Carry into the more significant digits.
@@ -694,31 +706,32 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         // Each is its own function: one loop per `catch_unwind` closure
         // keeps the closure small enough to inline and keep in registers.
         // Level 0 takes fresh walks and later levels held ones; any other
-        // pairing (only a malformed request could make one) takes the loop
-        // that tests each unit.
-        let progress = match (epoch.level, fresh, trace) {
-            (0, true, false) => {
+        // pairing (only a malformed request could make one), and a failed
+        // branch's batches, take the loop that tests each unit and walk.
+        let run = matches!(instruction, Instruction::Run(_));
+        let progress = match (epoch.level, fresh, trace, run) {
+            (0, true, false, true) => {
                 self.drive::<0, false>(epoch, instruction, &mut units, initial, settings)
             }
-            (0, true, true) => {
+            (0, true, true, true) => {
                 self.drive::<0, true>(epoch, instruction, &mut units, initial, settings)
             }
-            (1, false, false) => {
+            (1, false, false, true) => {
                 self.drive::<1, false>(epoch, instruction, &mut units, initial, settings)
             }
-            (1, false, true) => {
+            (1, false, true, true) => {
                 self.drive::<1, true>(epoch, instruction, &mut units, initial, settings)
             }
-            (2, false, false) => {
+            (2, false, false, true) => {
                 self.drive::<2, false>(epoch, instruction, &mut units, initial, settings)
             }
-            (2, false, true) => {
+            (2, false, true, true) => {
                 self.drive::<2, true>(epoch, instruction, &mut units, initial, settings)
             }
-            (_, _, false) => {
+            (_, _, false, _) => {
                 self.drive::<ANY_LEVEL, false>(epoch, instruction, &mut units, initial, settings)
             }
-            (_, _, true) => {
+            (_, _, true, _) => {
                 self.drive::<ANY_LEVEL, true>(epoch, instruction, &mut units, initial, settings)
             }
         };

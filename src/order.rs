@@ -119,14 +119,24 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
         positions: &Range<usize>,
         state: &mut S,
     ) -> Result<(), (usize, Halt)>;
-    /// Runs segment level `LEVEL`: applies `value` through the serial entry
-    /// that opens it (if any), then runs the plain entries with `LEVEL`
-    /// serial entries before them, in order. The level is a constant, so the
-    /// entries of other segments compile to nothing and the serial entry is
-    /// found at compile time.
+    /// The option of every entry for one walk, as references. The walks
+    /// that differ only in the fast digit share all of them but one, so the
+    /// batch loop makes a cursor once per run of the fast digit, instead of
+    /// looking up each entry's option index and option per walk.
+    type Cursor<'a>: Copy
+    where
+        Self: 'a;
+    /// The cursor of the walk whose option indices are `digits`.
+    fn cursor<'a>(&'a self, digits: &[u32]) -> Self::Cursor<'a>;
+    /// Points the cursor's entry at `position` to its option `option`.
+    fn seek<'a>(&'a self, cursor: &mut Self::Cursor<'a>, position: usize, option: u32);
+    /// Runs segment level `LEVEL` of the walk `cursor` points at: applies
+    /// `value` through the serial entry that opens it (if any), then runs
+    /// the plain entries with `LEVEL` serial entries before them, in order.
+    /// The level is a constant, so the entries of other segments compile to
+    /// nothing and the serial entry is found at compile time.
     fn run_level<const LEVEL: usize>(
-        &self,
-        digits: &[u32],
+        cursor: &Self::Cursor<'_>,
         value: Option<&SerialValue>,
         state: &mut S,
     ) -> Result<(), (usize, Halt)>;
@@ -187,6 +197,14 @@ pub struct Serial<X> {
 #[doc(hidden)]
 pub trait Link<S>: Clone + Send + Sync + 'static {
     const KIND: EntryKind;
+    /// The entry's option type (the action type).
+    type Opt: Send + Sync + 'static;
+    /// The option at index `option`, which comes from this entry's space.
+    fn opt(&self, option: u32) -> &Self::Opt;
+    /// Runs an option of a plain entry.
+    fn run_opt(option: &Self::Opt, state: &mut S) -> ActionResult;
+    /// Applies a serial value through an option of a serial entry.
+    fn apply_opt(option: &Self::Opt, value: &SerialValue, state: &mut S) -> ActionResult;
     fn describe(&self) -> EntryInfo;
     fn option_any(&self, option: u32) -> &dyn Any;
     fn entry_type(&self) -> TypeId;
@@ -208,6 +226,28 @@ fn labels<T: std::fmt::Debug>(options: &[T]) -> Vec<String> {
 
 impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     const KIND: EntryKind = EntryKind::Plain;
+    type Opt = A;
+
+    #[inline(always)]
+    fn opt(&self, option: u32) -> &A {
+        debug_assert!((option as usize) < self.options.len(), "option index out of range");
+        // SAFETY: option indices reach a chain only from its walk order's
+        // own `Space` (a decoded walk id or the odometer), whose count for
+        // this entry is `options.len()` (the space is built from
+        // `describe`). No code outside this crate can reach a chain: its
+        // cells have private fields and `WalkOrder` does not expose them.
+        // Skipping the check matters in the per-walk loop, where the fast
+        // entry's option is looked up for every walk: it is a compare, a
+        // branch and, under register pressure, a reload.
+        unsafe { self.options.get_unchecked(option as usize) }
+    }
+    #[inline(always)]
+    fn run_opt(option: &A, state: &mut S) -> ActionResult {
+        option.run(state)
+    }
+    fn apply_opt(_: &A, _: &SerialValue, _: &mut S) -> ActionResult {
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
 
     fn describe(&self) -> EntryInfo {
         EntryInfo { name: short_type_name::<A>(), kind: Self::KIND, options: labels(&self.options) }
@@ -226,15 +266,7 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     }
     #[inline(always)]
     fn run(&self, option: u32, state: &mut S) -> ActionResult {
-        debug_assert!((option as usize) < self.options.len(), "option index out of range");
-        // SAFETY: option indices reach a chain only from its walk order's
-        // own `Space` (a decoded walk id or the odometer), whose count for
-        // this entry is `options.len()` (the space is built from
-        // `describe`). No code outside this crate can reach a chain: its
-        // cells have private fields and `WalkOrder` does not expose them.
-        // Skipping the check matters in the per-walk loop: it is a compare,
-        // a branch and, under register pressure, a reload per action.
-        unsafe { self.options.get_unchecked(option as usize) }.run(state)
+        self.opt(option).run(state)
     }
     fn run_serial(&self, _: u32) -> Result<SerialValue, Halt> {
         unreachable!("the planner only schedules serial entries as serial steps")
@@ -264,6 +296,23 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
 
 impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     const KIND: EntryKind = EntryKind::Serial;
+    type Opt = X;
+
+    #[inline(always)]
+    fn opt(&self, option: u32) -> &X {
+        &self.options[option as usize]
+    }
+    #[inline(always)]
+    fn run_opt(_: &X, _: &mut S) -> ActionResult {
+        Ok(())
+    }
+    #[inline(always)]
+    fn apply_opt(option: &X, value: &SerialValue, state: &mut S) -> ActionResult {
+        let value = value
+            .get::<X::Value>()
+            .expect("a serial value is applied by the entry that produced it");
+        option.apply(value, state)
+    }
 
     fn describe(&self) -> EntryInfo {
         EntryInfo { name: short_type_name::<X>(), kind: Self::KIND, options: labels(&self.options) }
@@ -289,10 +338,7 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     }
     #[inline(always)]
     fn apply_serial(&self, option: u32, value: &SerialValue, state: &mut S) -> ActionResult {
-        let value = value
-            .get::<X::Value>()
-            .expect("a serial value is applied by the entry that produced it");
-        self.options[option as usize].apply(value, state)
+        Self::apply_opt(self.opt(option), value, state)
     }
     fn encode_value(&self, value: &SerialValue) -> postcard::Result<Vec<u8>> {
         let value = value
@@ -347,10 +393,14 @@ impl<S: 'static> Chain<S> for Nil {
     fn run_plain(&self, _: &[u32], _: &Range<usize>, _: &mut S) -> Result<(), (usize, Halt)> {
         Ok(())
     }
+    type Cursor<'a> = ();
+    #[inline(always)]
+    fn cursor(&self, _: &[u32]) {}
+    #[inline(always)]
+    fn seek(&self, _: &mut (), _: usize, _: u32) {}
     #[inline(always)]
     fn run_level<const LEVEL: usize>(
-        &self,
-        _: &[u32],
+        _: &(),
         _: Option<&SerialValue>,
         _: &mut S,
     ) -> Result<(), (usize, Halt)> {
@@ -428,30 +478,40 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         }
         Ok(())
     }
+    type Cursor<'a> = (T::Cursor<'a>, &'a H::Opt);
+    #[inline(always)]
+    fn cursor<'a>(&'a self, digits: &[u32]) -> Self::Cursor<'a> {
+        (self.tail.cursor(digits), self.head.opt(digits[T::LEN]))
+    }
+    #[inline(always)]
+    fn seek<'a>(&'a self, cursor: &mut Self::Cursor<'a>, position: usize, option: u32) {
+        if position == T::LEN {
+            cursor.1 = self.head.opt(option);
+        } else {
+            self.tail.seek(&mut cursor.0, position, option);
+        }
+    }
     #[inline(always)]
     fn run_level<const LEVEL: usize>(
-        &self,
-        digits: &[u32],
+        cursor: &Self::Cursor<'_>,
         value: Option<&SerialValue>,
         state: &mut S,
     ) -> Result<(), (usize, Halt)> {
-        self.tail.run_level::<LEVEL>(digits, value, state)?;
+        T::run_level::<LEVEL>(&cursor.0, value, state)?;
         if H::KIND == EntryKind::Serial
             && T::SERIALS + 1 == LEVEL
             && let Some(value) = value
         {
-            let position = T::LEN;
             let mark = EntryMark::<S, T>::new();
-            let result = self.head.apply_serial(digits[position], value, state);
+            let result = H::apply_opt(cursor.1, value, state);
             std::mem::forget(mark);
-            result.map_err(|halt| (position, halt))?;
+            result.map_err(|halt| (T::LEN, halt))?;
         }
         if H::KIND == EntryKind::Plain && T::SERIALS == LEVEL {
-            let position = T::LEN;
             let mark = EntryMark::<S, T>::new();
-            let result = self.head.run(digits[position], state);
+            let result = H::run_opt(cursor.1, state);
             std::mem::forget(mark);
-            result.map_err(|halt| (position, halt))?;
+            result.map_err(|halt| (T::LEN, halt))?;
         }
         Ok(())
     }
