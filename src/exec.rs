@@ -265,6 +265,14 @@ fn run_segment<S: 'static, C: Chain<S>>(
 /// The `LEVEL` of `run_units` that tests segment membership at run time.
 const ANY_LEVEL: usize = usize::MAX;
 
+/// The `OUT` of `run_units`: where the states of walks that pass the
+/// segment go. `KEEP`: walks go on, their states are kept for the next
+/// segment; `END`: walks end here; `EITHER`: read from the epoch per batch
+/// (traced loops, where a test per walk is noise).
+const KEEP: u8 = 0;
+const END: u8 = 1;
+const EITHER: u8 = 2;
+
 /// Applies the epoch's serial value (if any), then runs `plain`.
 #[inline(always)]
 fn apply_then<S: 'static, C: Chain<S>>(
@@ -389,10 +397,30 @@ impl Drop for Tally<'_> {
 }
 
 impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
+    /// [`drive`](Self::drive) with the loop for this batch's tracing and
+    /// for where its walks' states go.
+    fn drive_level<const LEVEL: usize>(
+        &self,
+        units: &mut [Unit<S>],
+        (epoch, instruction, initial, settings): (&Epoch, &Instruction, &S, BatchSettings),
+    ) -> Progress<S> {
+        match (settings.trace, epoch.last) {
+            (false, false) => {
+                self.drive::<LEVEL, false, KEEP>(epoch, instruction, units, initial, settings)
+            }
+            (false, true) => {
+                self.drive::<LEVEL, false, END>(epoch, instruction, units, initial, settings)
+            }
+            (true, _) => {
+                self.drive::<LEVEL, true, EITHER>(epoch, instruction, units, initial, settings)
+            }
+        }
+    }
+
     /// Runs every walk of `units`, resuming after any walk that panics
     /// (recorded as failed).
     #[inline(never)]
-    fn drive<const LEVEL: usize, const TRACE: bool>(
+    fn drive<const LEVEL: usize, const TRACE: bool, const OUT: u8>(
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
@@ -405,7 +433,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         let mut digits = vec![0u32; self.space.len()];
         loop {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
-                self.run_units::<LEVEL, TRACE>(
+                self.run_units::<LEVEL, TRACE, OUT>(
                     epoch,
                     instruction,
                     units,
@@ -470,7 +498,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     /// per-entry segment test.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn run_units<const LEVEL: usize, const TRACE: bool>(
+    fn run_units<const LEVEL: usize, const TRACE: bool, const OUT: u8>(
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
@@ -491,7 +519,12 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         debug_assert!(LEVEL == ANY_LEVEL || matches!(instruction, Instruction::Run(_)));
         let chain = self.order.chain();
         let lookup = Pinned::new(chain);
-        let keep = !epoch.last;
+        let keep = match OUT {
+            KEEP => true,
+            END => false,
+            _ => !epoch.last,
+        };
+        debug_assert_eq!(keep, !epoch.last, "the loop's OUT matches the epoch");
         // A slice of the chain's constant length: the entries index it at
         // constant positions, so their bounds checks fold away.
         let digits = &mut digits[..C::LEN];
@@ -709,31 +742,12 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         // pairing (only a malformed request could make one), and a failed
         // branch's batches, take the loop that tests each unit and walk.
         let run = matches!(instruction, Instruction::Run(_));
-        let progress = match (epoch.level, fresh, trace, run) {
-            (0, true, false, true) => {
-                self.drive::<0, false>(epoch, instruction, &mut units, initial, settings)
-            }
-            (0, true, true, true) => {
-                self.drive::<0, true>(epoch, instruction, &mut units, initial, settings)
-            }
-            (1, false, false, true) => {
-                self.drive::<1, false>(epoch, instruction, &mut units, initial, settings)
-            }
-            (1, false, true, true) => {
-                self.drive::<1, true>(epoch, instruction, &mut units, initial, settings)
-            }
-            (2, false, false, true) => {
-                self.drive::<2, false>(epoch, instruction, &mut units, initial, settings)
-            }
-            (2, false, true, true) => {
-                self.drive::<2, true>(epoch, instruction, &mut units, initial, settings)
-            }
-            (_, _, false, _) => {
-                self.drive::<ANY_LEVEL, false>(epoch, instruction, &mut units, initial, settings)
-            }
-            (_, _, true, _) => {
-                self.drive::<ANY_LEVEL, true>(epoch, instruction, &mut units, initial, settings)
-            }
+        let args = (epoch, instruction, initial, settings);
+        let progress = match (epoch.level, fresh, run) {
+            (0, true, true) => self.drive_level::<0>(&mut units, args),
+            (1, false, true) => self.drive_level::<1>(&mut units, args),
+            (2, false, true) => self.drive_level::<2>(&mut units, args),
+            _ => self.drive_level::<ANY_LEVEL>(&mut units, args),
         };
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
