@@ -401,8 +401,11 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     /// for where its walks' states go.
     fn drive_level<const LEVEL: usize>(
         &self,
+        epoch: &Epoch,
+        instruction: &Instruction,
         units: &mut [Unit<S>],
-        (epoch, instruction, initial, settings): (&Epoch, &Instruction, &S, BatchSettings),
+        initial: &S,
+        settings: BatchSettings,
     ) -> Progress<S> {
         match (settings.trace, epoch.last) {
             (false, false) => {
@@ -488,14 +491,18 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         }
     }
 
-    /// Runs walks from `progress`'s cursor to the end of the batch. Returns
-    /// normally unless an action panics; then `digits` still hold the options
-    /// of the walk that panicked.
+    /// Runs walks from `progress`'s position to the end of the batch.
+    /// Returns normally unless something panics (an action, or the walk
+    /// state's `clone` or `drop`); then `digits` still hold the options of
+    /// the walk that panicked.
     ///
     /// This is the per-walk hot loop: no id decoding (an odometer steps the
-    /// digits), no shared memory, counts in registers, and, with `LEVEL` the
-    /// epoch's level as a constant ([`ANY_LEVEL`] for deep levels), no
-    /// per-entry segment test.
+    /// digits), no option lookup but the fast entry's (a [`Chain::Cursor`]
+    /// holds the others), no shared memory, counts in registers. With
+    /// `LEVEL` the epoch's level as a constant, no per-entry segment test;
+    /// [`ANY_LEVEL`] tests at run time (deep levels, fresh walks at a later
+    /// level, failed branches). With `OUT` a constant, no per-walk test of
+    /// where a passing walk's state goes.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn run_units<const LEVEL: usize, const TRACE: bool, const OUT: u8>(
@@ -598,9 +605,9 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             C::run_level::<LEVEL>(&cursor, value, &mut state)
                         } else {
                             match instruction {
-                                Instruction::Run(value) => {
+                                Instruction::Run(_) => {
                                     tally.local.segments += 1;
-                                    run_segment(chain, epoch, value.as_ref(), digits, &mut state)
+                                    run_segment(chain, epoch, value, digits, &mut state)
                                 }
                                 Instruction::FailBranch(error) => {
                                     let position = epoch.serial.map_or(0, |s| s.position);
@@ -738,16 +745,17 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         // compiled into it) and per tracing (so tracing off costs nothing).
         // Each is its own function: one loop per `catch_unwind` closure
         // keeps the closure small enough to inline and keep in registers.
-        // Level 0 takes fresh walks and later levels held ones; any other
-        // pairing (only a malformed request could make one), and a failed
-        // branch's batches, take the loop that tests each unit and walk.
+        // Level 0 takes fresh walks and later levels held ones. Any other
+        // pairing (fresh walks at level 1, when the walk order starts with a
+        // serial action), deeper levels, and a failed branch's batches (no
+        // action runs) take the loop that tests each unit and walk.
         let run = matches!(instruction, Instruction::Run(_));
-        let args = (epoch, instruction, initial, settings);
+        let batch = &mut units;
         let progress = match (epoch.level, fresh, run) {
-            (0, true, true) => self.drive_level::<0>(&mut units, args),
-            (1, false, true) => self.drive_level::<1>(&mut units, args),
-            (2, false, true) => self.drive_level::<2>(&mut units, args),
-            _ => self.drive_level::<ANY_LEVEL>(&mut units, args),
+            (0, true, true) => self.drive_level::<0>(epoch, instruction, batch, initial, settings),
+            (1, false, true) => self.drive_level::<1>(epoch, instruction, batch, initial, settings),
+            (2, false, true) => self.drive_level::<2>(epoch, instruction, batch, initial, settings),
+            _ => self.drive_level::<ANY_LEVEL>(epoch, instruction, batch, initial, settings),
         };
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();

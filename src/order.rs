@@ -232,13 +232,14 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     fn opt(&self, option: u32) -> &A {
         debug_assert!((option as usize) < self.options.len(), "option index out of range");
         // SAFETY: option indices reach a chain only from its walk order's
-        // own `Space` (a decoded walk id or the odometer), whose count for
-        // this entry is `options.len()` (the space is built from
-        // `describe`). No code outside this crate can reach a chain: its
-        // cells have private fields and `WalkOrder` does not expose them.
-        // Skipping the check matters in the per-walk loop, where the fast
-        // entry's option is looked up for every walk: it is a compare, a
-        // branch and, under register pressure, a reload.
+        // own `Space` (a decoded walk id, the odometer, or an offset within
+        // the current run of the fast digit, bounded by its option count in
+        // `run_units`), whose count for this entry is `options.len()` (the
+        // space is built from `describe`). No code outside this crate can
+        // reach a chain: its cells have private fields and `WalkOrder` does
+        // not expose them. Skipping the check matters in the per-walk loop,
+        // where the fast entry's option is looked up for every walk: it is a
+        // compare, a branch and, under register pressure, a reload.
         unsafe { self.options.get_unchecked(option as usize) }
     }
     #[inline(always)]
