@@ -500,8 +500,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     /// digits), no option lookup but the fast entry's (a [`Chain::Cursor`]
     /// holds the others), no shared memory, counts in registers. With
     /// `LEVEL` the epoch's level as a constant, no per-entry segment test;
-    /// [`ANY_LEVEL`] tests at run time (deep levels, fresh walks at a later
-    /// level, failed branches). With `OUT` a constant, no per-walk test of
+    /// [`ANY_LEVEL`] tests at run time (deep levels, failed branches). With `OUT` a constant, no per-walk test of
     /// where a passing walk's state goes.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -567,12 +566,12 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     // them, and after a panic they name the walk.
                     digits[fast] = option;
                     chain.seek(&mut cursor, fast, option);
-                    // Level 0 runs only fresh walks and levels 1 and 2 only held
-                    // ones (`execute` picks the loop so), which folds this test.
+                    // A fixed level runs only fresh walks if it is the walks'
+                    // first level and only held ones otherwise (`execute`
+                    // picks the loop so), which folds this test.
                     let fresh = match LEVEL {
-                        0 => true,
-                        1 | 2 => false,
-                        _ => unit.fresh,
+                        ANY_LEVEL => unit.fresh,
+                        _ => LEVEL == C::FIRST_LEVEL,
                     };
                     let state = if fresh {
                         if chain.prune(&WalkView::new(id, digits, &lookup)) {
@@ -745,16 +744,17 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         // compiled into it) and per tracing (so tracing off costs nothing).
         // Each is its own function: one loop per `catch_unwind` closure
         // keeps the closure small enough to inline and keep in registers.
-        // Level 0 takes fresh walks and later levels held ones. Any other
-        // pairing (fresh walks at level 1, when the walk order starts with a
-        // serial action), deeper levels, and a failed branch's batches (no
-        // action runs) take the loop that tests each unit and walk.
-        let run = matches!(instruction, Instruction::Run(_));
+        // The walks' first level takes fresh walks and later levels held
+        // ones. Any other pairing (only a malformed request could make one),
+        // deeper levels, and a failed branch's batches (no action runs) take
+        // the loop that tests each unit and walk.
+        let expected = fresh == (epoch.level == C::FIRST_LEVEL);
+        let run = matches!(instruction, Instruction::Run(_)) && expected;
         let batch = &mut units;
-        let progress = match (epoch.level, fresh, run) {
-            (0, true, true) => self.drive_level::<0>(epoch, instruction, batch, initial, settings),
-            (1, false, true) => self.drive_level::<1>(epoch, instruction, batch, initial, settings),
-            (2, false, true) => self.drive_level::<2>(epoch, instruction, batch, initial, settings),
+        let progress = match (epoch.level, run) {
+            (0, true) => self.drive_level::<0>(epoch, instruction, batch, initial, settings),
+            (1, true) => self.drive_level::<1>(epoch, instruction, batch, initial, settings),
+            (2, true) => self.drive_level::<2>(epoch, instruction, batch, initial, settings),
             _ => self.drive_level::<ANY_LEVEL>(epoch, instruction, batch, initial, settings),
         };
         let mut out = progress.out;

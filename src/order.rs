@@ -103,6 +103,10 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     /// `least_significant`, known at compile time.
     const FAST: usize =
         if Self::LAST_PLAIN == usize::MAX { Self::LEN.saturating_sub(1) } else { Self::LAST_PLAIN };
+    /// The level of every walk's first segment (where walks start fresh):
+    /// 1 if the first entry is a serial action, else 0. The space's
+    /// `first_level`, known at compile time.
+    const FIRST_LEVEL: usize;
     /// Appends the description of every entry, in walk order.
     fn describe(&self, out: &mut Vec<EntryInfo>);
     /// The option at (`position`, `option`) as `Any`.
@@ -378,6 +382,7 @@ impl<S: 'static> Chain<S> for Nil {
     const LEN: usize = 0;
     const SERIALS: usize = 0;
     const LAST_PLAIN: usize = usize::MAX;
+    const FIRST_LEVEL: usize = 0;
 
     fn describe(&self, _: &mut Vec<EntryInfo>) {}
     fn option_any(&self, position: usize, _: u32) -> &dyn Any {
@@ -438,6 +443,8 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     const SERIALS: usize = T::SERIALS + (H::KIND as usize);
     const LAST_PLAIN: usize =
         if matches!(H::KIND, EntryKind::Plain) { T::LEN } else { T::LAST_PLAIN };
+    const FIRST_LEVEL: usize =
+        if T::LEN == 0 { matches!(H::KIND, EntryKind::Serial) as usize } else { T::FIRST_LEVEL };
 
     fn describe(&self, out: &mut Vec<EntryInfo>) {
         self.tail.describe(out);
@@ -851,14 +858,17 @@ mod tests {
         }
     }
 
-    fn fast<C: Chain<()>>(order: WalkOrder<(), C>) -> (usize, usize) {
-        (C::FAST, order.space().expect("a valid order").least_significant())
+    fn fast<C: Chain<()>>(order: WalkOrder<(), C>) -> ((usize, usize), (usize, usize)) {
+        let space = order.space().expect("a valid order");
+        ((C::FAST, C::FIRST_LEVEL), (space.least_significant(), space.first_level()))
     }
 
-    /// The batch loop steps the digit `Chain::FAST`; the space orders walk
-    /// ids by `least_significant`. They must agree for every shape of chain.
+    /// The batch loop steps the digit `Chain::FAST` and takes fresh walks
+    /// at `Chain::FIRST_LEVEL`; the space orders walk ids by
+    /// `least_significant` and starts walks at `first_level`. They must
+    /// agree for every shape of chain.
     #[test]
-    fn the_fast_digit_is_the_spaces_least_significant() {
+    fn the_chains_constants_are_the_spaces() {
         let new = WalkOrder::<()>::new;
         for (got, space) in [
             fast(new().then::<P>()),
