@@ -539,6 +539,15 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         let fast = C::FAST;
         assert_eq!(fast, self.space.least_significant(), "the chain's fast digit is the space's");
         let fast_radix = self.space.option_counts()[fast];
+        // The second least significant digit, when it is a plain entry's
+        // too (a constant): when the fast digit wraps, it steps in place and
+        // the cursor moves that one entry, instead of the odometer carrying
+        // and the cursor being made again.
+        let second = C::SECOND_PLAIN;
+        let second_radix = match second {
+            usize::MAX => 0,
+            _ => self.space.option_counts()[second],
+        };
         while progress.unit < units.len() {
             let unit = &mut units[progress.unit];
             let len = unit.range.end - unit.range.start;
@@ -553,137 +562,153 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
             let mut tally = Tally { local: Counts::default(), sink: &mut out.counts };
             let mut next = first;
             while next < len {
-                // The walks from `next` on that differ only in the fast digit.
-                // Nothing in this inner loop changes another digit, so the
-                // other entries' options stay in the cursor, in registers.
-                let first_fast = digits[fast];
-                let run_end = len.min(next + u64::from(fast_radix - first_fast));
                 let mut cursor = chain.cursor(digits);
-                for offset in next..run_end {
-                    let id = unit.range.start + offset;
-                    let option = first_fast + (offset - next) as u32;
-                    // The walk's options stay in `digits` too: pruning reads
-                    // them, and after a panic they name the walk.
-                    digits[fast] = option;
-                    chain.seek(&mut cursor, fast, option);
-                    // A fixed level runs only fresh walks if it is the walks'
-                    // first level and only held ones otherwise (`execute`
-                    // picks the loop so), which folds this test.
-                    let fresh = match LEVEL {
-                        ANY_LEVEL => unit.fresh,
-                        _ => LEVEL == C::FIRST_LEVEL,
-                    };
-                    let state = if fresh {
-                        if chain.prune(&WalkView::new(id, digits, &lookup)) {
-                            tally.local.pruned += 1;
-                            if trace {
-                                out.records.push(WalkRecord {
-                                    id: WalkId(id),
-                                    outcome: WalkOutcome::Pruned,
-                                    nanos: 0,
-                                });
-                            }
-                            None
-                        } else {
-                            Some(initial.clone())
-                        }
-                    } else if unit.all_live || unit.live_in.get(offset) {
-                        // One state per live walk, in order: a missing one
-                        // is a combtest bug, reported as this walk's
-                        // failure rather than a walk silently skipped.
-                        Some(unit.states_in.next().expect("a held state for every live walk"))
-                    } else {
-                        None
-                    };
-                    if let Some(mut state) = state {
-                        if trace {
-                            *walk_started = Some(Instant::now());
-                        }
-                        let result = if LEVEL != ANY_LEVEL {
-                            tally.local.segments += 1;
-                            C::run_level::<LEVEL>(&cursor, value, &mut state)
-                        } else {
-                            match instruction {
-                                Instruction::Run(_) => {
-                                    tally.local.segments += 1;
-                                    run_segment(chain, epoch, value, digits, &mut state)
-                                }
-                                Instruction::FailBranch(error) => {
-                                    let position = epoch.serial.map_or(0, |s| s.position);
-                                    Err((position, Halt::Fail(error.clone())))
-                                }
-                            }
+                // Runs of the fast digit, until the digits above the second
+                // one carry or the unit ends.
+                loop {
+                    // The walks from `next` on that differ only in the fast digit.
+                    // Nothing in this inner loop changes another digit, so the
+                    // other entries' options stay in the cursor, in registers.
+                    let first_fast = digits[fast];
+                    let run_end = len.min(next + u64::from(fast_radix - first_fast));
+                    for offset in next..run_end {
+                        let id = unit.range.start + offset;
+                        let option = first_fast + (offset - next) as u32;
+                        // The walk's options stay in `digits` too: pruning reads
+                        // them, and after a panic they name the walk.
+                        digits[fast] = option;
+                        chain.seek(&mut cursor, fast, option);
+                        // A fixed level runs only fresh walks if it is the walks'
+                        // first level and only held ones otherwise (`execute`
+                        // picks the loop so), which folds this test.
+                        let fresh = match LEVEL {
+                            ANY_LEVEL => unit.fresh,
+                            _ => LEVEL == C::FIRST_LEVEL,
                         };
-                        let nanos = if trace {
-                            let spent = walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
-                            unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
-                        } else {
-                            0
-                        };
-                        // The state leaves first (kept, gathered or dropped),
-                        // then the outcome is counted: a panic while dropping it
-                        // must find the walk not yet counted.
-                        let outcome = match result {
-                            Ok(()) if keep => {
-                                unit.states_out.push(state);
-                                unit.live_out.set(offset);
+                        let state = if fresh {
+                            if chain.prune(&WalkView::new(id, digits, &lookup)) {
+                                tally.local.pruned += 1;
                                 if trace {
-                                    unit.nanos[offset as usize] = nanos;
+                                    out.records.push(WalkRecord {
+                                        id: WalkId(id),
+                                        outcome: WalkOutcome::Pruned,
+                                        nanos: 0,
+                                    });
                                 }
                                 None
+                            } else {
+                                Some(initial.clone())
                             }
-                            Ok(()) => {
-                                if gather {
-                                    out.finals.push((WalkId(id), state));
-                                } else {
-                                    drop(state);
-                                }
-                                tally.local.passed += 1;
-                                trace.then_some(WalkOutcome::Passed)
-                            }
-                            Err((position, halt)) => {
-                                if gather {
-                                    out.finals.push((WalkId(id), state));
-                                } else {
-                                    drop(state);
-                                }
-                                match halt {
-                                    Halt::Cancel => {
-                                        tally.local.cancelled += 1;
-                                        trace.then_some(WalkOutcome::Cancelled {
-                                            action_index: position,
-                                        })
-                                    }
-                                    Halt::Fail(error) => {
-                                        tally.local.failed += 1;
-                                        let action = self.space.entries()[position].name;
-                                        let outcome = trace.then(|| WalkOutcome::Failed {
-                                            action_index: position,
-                                            action,
-                                            error: error.clone(),
-                                        });
-                                        out.failed.push(FailedWalk {
-                                            walk_id: WalkId(id),
-                                            action_index: position,
-                                            action,
-                                            error,
-                                        });
-                                        outcome
-                                    }
-                                }
-                            }
+                        } else if unit.all_live || unit.live_in.get(offset) {
+                            // One state per live walk, in order: a missing one
+                            // is a combtest bug, reported as this walk's
+                            // failure rather than a walk silently skipped.
+                            Some(unit.states_in.next().expect("a held state for every live walk"))
+                        } else {
+                            None
                         };
-                        if let Some(outcome) = outcome {
-                            out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
+                        if let Some(mut state) = state {
+                            if trace {
+                                *walk_started = Some(Instant::now());
+                            }
+                            let result = if LEVEL != ANY_LEVEL {
+                                tally.local.segments += 1;
+                                C::run_level::<LEVEL>(&cursor, value, &mut state)
+                            } else {
+                                match instruction {
+                                    Instruction::Run(_) => {
+                                        tally.local.segments += 1;
+                                        run_segment(chain, epoch, value, digits, &mut state)
+                                    }
+                                    Instruction::FailBranch(error) => {
+                                        let position = epoch.serial.map_or(0, |s| s.position);
+                                        Err((position, Halt::Fail(error.clone())))
+                                    }
+                                }
+                            };
+                            let nanos = if trace {
+                                let spent =
+                                    walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                                unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
+                            } else {
+                                0
+                            };
+                            // The state leaves first (kept, gathered or dropped),
+                            // then the outcome is counted: a panic while dropping it
+                            // must find the walk not yet counted.
+                            let outcome = match result {
+                                Ok(()) if keep => {
+                                    unit.states_out.push(state);
+                                    unit.live_out.set(offset);
+                                    if trace {
+                                        unit.nanos[offset as usize] = nanos;
+                                    }
+                                    None
+                                }
+                                Ok(()) => {
+                                    if gather {
+                                        out.finals.push((WalkId(id), state));
+                                    } else {
+                                        drop(state);
+                                    }
+                                    tally.local.passed += 1;
+                                    trace.then_some(WalkOutcome::Passed)
+                                }
+                                Err((position, halt)) => {
+                                    if gather {
+                                        out.finals.push((WalkId(id), state));
+                                    } else {
+                                        drop(state);
+                                    }
+                                    match halt {
+                                        Halt::Cancel => {
+                                            tally.local.cancelled += 1;
+                                            trace.then_some(WalkOutcome::Cancelled {
+                                                action_index: position,
+                                            })
+                                        }
+                                        Halt::Fail(error) => {
+                                            tally.local.failed += 1;
+                                            let action = self.space.entries()[position].name;
+                                            let outcome = trace.then(|| WalkOutcome::Failed {
+                                                action_index: position,
+                                                action,
+                                                error: error.clone(),
+                                            });
+                                            out.failed.push(FailedWalk {
+                                                walk_id: WalkId(id),
+                                                action_index: position,
+                                                action,
+                                                error,
+                                            });
+                                            outcome
+                                        }
+                                    }
+                                }
+                            };
+                            if let Some(outcome) = outcome {
+                                out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
+                            }
                         }
                     }
-                }
-                digits[fast] = first_fast + (run_end - next) as u32;
-                next = run_end;
-                if digits[fast] == fast_radix {
+                    digits[fast] = first_fast + (run_end - next) as u32;
+                    next = run_end;
+                    if digits[fast] < fast_radix {
+                        break; // The unit ended inside the run.
+                    }
+                    if second != usize::MAX && digits[second] + 1 < second_radix {
+                        digits[fast] = 0;
+                        digits[second] += 1;
+                        chain.seek(&mut cursor, second, digits[second]);
+                        if next < len {
+                            continue;
+                        }
+                        break;
+                    }
                     // Carry into the more significant digits.
                     digits[fast] = fast_radix - 1;
                     self.space.step(digits);
+                    break;
                 }
             }
             drop(tally);

@@ -103,6 +103,10 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     /// `least_significant`, known at compile time.
     const FAST: usize =
         if Self::LAST_PLAIN == usize::MAX { Self::LEN.saturating_sub(1) } else { Self::LAST_PLAIN };
+    /// Position of the plain entry before the last plain one
+    /// (`usize::MAX` if there are fewer than two): with two plain entries
+    /// or more, the space's second least significant digit.
+    const SECOND_PLAIN: usize;
     /// The level of every walk's first segment (where walks start fresh):
     /// 1 if the first entry is a serial action, else 0. The space's
     /// `first_level`, known at compile time.
@@ -382,6 +386,7 @@ impl<S: 'static> Chain<S> for Nil {
     const LEN: usize = 0;
     const SERIALS: usize = 0;
     const LAST_PLAIN: usize = usize::MAX;
+    const SECOND_PLAIN: usize = usize::MAX;
     const FIRST_LEVEL: usize = 0;
 
     fn describe(&self, _: &mut Vec<EntryInfo>) {}
@@ -443,6 +448,8 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     const SERIALS: usize = T::SERIALS + (H::KIND as usize);
     const LAST_PLAIN: usize =
         if matches!(H::KIND, EntryKind::Plain) { T::LEN } else { T::LAST_PLAIN };
+    const SECOND_PLAIN: usize =
+        if matches!(H::KIND, EntryKind::Plain) { T::LAST_PLAIN } else { T::SECOND_PLAIN };
     const FIRST_LEVEL: usize =
         if T::LEN == 0 { matches!(H::KIND, EntryKind::Serial) as usize } else { T::FIRST_LEVEL };
 
@@ -858,15 +865,25 @@ mod tests {
         }
     }
 
-    fn fast<C: Chain<()>>(order: WalkOrder<(), C>) -> ((usize, usize), (usize, usize)) {
+    type Constants = (usize, usize, usize);
+
+    fn fast<C: Chain<()>>(order: WalkOrder<(), C>) -> (Constants, Constants) {
         let space = order.space().expect("a valid order");
-        ((C::FAST, C::FIRST_LEVEL), (space.least_significant(), space.first_level()))
+        let plain = |p: &usize| space.entries()[*p].kind == EntryKind::Plain;
+        let second = match space.significance() {
+            [first, second, ..] if plain(first) && plain(second) => *second,
+            _ => usize::MAX,
+        };
+        (
+            (C::FAST, C::SECOND_PLAIN, C::FIRST_LEVEL),
+            (space.least_significant(), second, space.first_level()),
+        )
     }
 
-    /// The batch loop steps the digit `Chain::FAST` and takes fresh walks
-    /// at `Chain::FIRST_LEVEL`; the space orders walk ids by
-    /// `least_significant` and starts walks at `first_level`. They must
-    /// agree for every shape of chain.
+    /// The batch loop steps the digits `Chain::FAST` and `Chain::SECOND_PLAIN`
+    /// and takes fresh walks at `Chain::FIRST_LEVEL`; the space orders walk
+    /// ids by its `significance` and starts walks at `first_level`. They
+    /// must agree for every shape of chain.
     #[test]
     fn the_chains_constants_are_the_spaces() {
         let new = WalkOrder::<()>::new;
@@ -879,6 +896,10 @@ mod tests {
             fast(new().serial::<X>().then::<P>().then::<P>().serial::<X>()),
             fast(new().serial::<X>().serial::<X>()),
             fast(new().then::<P>().then::<P>()),
+            fast(new().then::<P>().then::<P>().then::<P>()),
+            fast(new().then::<P>().serial::<X>().then::<P>()),
+            fast(new().then::<P>().then::<P>().serial::<X>()),
+            fast(new().serial::<X>().then::<P>().serial::<X>().then::<P>()),
         ] {
             assert_eq!(got, space);
         }

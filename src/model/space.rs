@@ -244,6 +244,12 @@ impl Space {
         self.step_order[0]
     }
 
+    /// The positions of the digits, least significant first.
+    #[cfg(test)]
+    pub(crate) fn significance(&self) -> &[usize] {
+        &self.step_order
+    }
+
     /// The branch of a walk at level `level`: its first `level` serial options.
     pub fn branch_of(&self, digits: &[u32], level: usize) -> Vec<u32> {
         self.serials[..level].iter().map(|&p| digits[p]).collect()
