@@ -32,9 +32,11 @@ struct K {
 
 /// "Add" action: `k += option`. `T` makes each position its own type.
 ///
-/// `k` passes through `black_box`: without it the compiler hoists the first
-/// adds out of the bare loop's inner loops (a walk's prefix is the same for
-/// 10 to 10^5 walks) and the bare loop measures the optimizer, not a walk.
+/// The new `k` passes through `black_box`, so every add runs in every walk
+/// whatever follows: without it the compiler hoists the first adds out of
+/// the bare loop's inner loops (a walk's prefix is the same for 10 to 10^5
+/// walks), and drops the last add of a walk whose state is dropped unread;
+/// either way it would measure the optimizer, not a walk.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Add<const T: u8, const N: u64>(u64);
 
@@ -44,7 +46,7 @@ impl<const T: u8, const N: u64> Action<K> for Add<T, N> {
     }
     #[inline]
     fn run(&self, s: &mut K) -> ActionResult {
-        s.k = std::hint::black_box(s.k) + self.0;
+        s.k = std::hint::black_box(s.k + self.0);
         Ok(())
     }
 }
@@ -64,7 +66,7 @@ impl Action<K> for AddOrFail {
         if s.k == 3 && self.0 == 7 {
             return fail("3 then 7");
         }
-        s.k = std::hint::black_box(s.k) + self.0;
+        s.k = std::hint::black_box(s.k + self.0);
         Ok(())
     }
 }
@@ -83,7 +85,7 @@ impl SerialAction<K> for Mode {
     }
     #[inline]
     fn apply(&self, value: &u64, s: &mut K) -> ActionResult {
-        s.k = std::hint::black_box(s.k) + value;
+        s.k = std::hint::black_box(s.k + value);
         Ok(())
     }
 }
