@@ -498,7 +498,8 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     ///
     /// This is the per-walk hot loop: no id decoding (an odometer steps the
     /// digits), no option lookup but the fast entry's (a [`Chain::Cursor`]
-    /// holds the others), no shared memory, counts in registers. With
+    /// holds the others; the second entry's moves when the fast digit
+    /// wraps), no shared memory, counts in registers. With
     /// `LEVEL` the epoch's level as a constant, no per-entry segment test;
     /// [`ANY_LEVEL`] tests at run time (deep levels, failed branches). With `OUT` a constant, no per-walk test of
     /// where a passing walk's state goes.

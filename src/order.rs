@@ -128,9 +128,11 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
         state: &mut S,
     ) -> Result<(), (usize, Halt)>;
     /// The option of every entry for one walk, as references. The walks
-    /// that differ only in the fast digit share all of them but one, so the
-    /// batch loop makes a cursor once per run of the fast digit, instead of
-    /// looking up each entry's option index and option per walk.
+    /// that differ only in the two least significant digits share all of
+    /// them but two, so the batch loop makes a cursor once per run of those
+    /// digits and moves (`seek`) the fast entry per walk and the second one
+    /// when the fast digit wraps, instead of looking up each entry's option
+    /// index and option per walk.
     type Cursor<'a>: Copy
     where
         Self: 'a;
@@ -240,14 +242,16 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     fn opt(&self, option: u32) -> &A {
         debug_assert!((option as usize) < self.options.len(), "option index out of range");
         // SAFETY: option indices reach a chain only from its walk order's
-        // own `Space` (a decoded walk id, the odometer, or an offset within
-        // the current run of the fast digit, bounded by its option count in
-        // `run_units`), whose count for this entry is `options.len()` (the
-        // space is built from `describe`). No code outside this crate can
-        // reach a chain: its cells have private fields and `WalkOrder` does
-        // not expose them. Skipping the check matters in the per-walk loop,
-        // where the fast entry's option is looked up for every walk: it is a
-        // compare, a branch and, under register pressure, a reload.
+        // own `Space` (a decoded walk id, the odometer, an offset within the
+        // current run of the fast digit, bounded by its option count in
+        // `run_units`, or the second digit stepped in place there, guarded
+        // by `digits[second] + 1 < second_radix`), whose count for this
+        // entry is `options.len()` (the space is built from `describe`). No
+        // code outside this crate can reach a chain: its cells have private
+        // fields and `WalkOrder` does not expose them. Skipping the check
+        // matters in the per-walk loop, where the fast entry's option is
+        // looked up for every walk: it is a compare, a branch and, under
+        // register pressure, a reload.
         unsafe { self.options.get_unchecked(option as usize) }
     }
     #[inline(always)]
