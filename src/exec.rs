@@ -579,6 +579,11 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                         // them, and after a panic they name the walk.
                         digits[fast] = option;
                         chain.seek(&mut cursor, fast, option);
+                        // From here on the walk is charged: pruning and the
+                        // state's clone may panic before its actions run.
+                        if trace {
+                            *walk_started = Some(Instant::now());
+                        }
                         // A fixed level runs only fresh walks if it is the walks'
                         // first level and only held ones otherwise (`execute`
                         // picks the loop so), which folds this test.
@@ -609,9 +614,6 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             None
                         };
                         if let Some(mut state) = state {
-                            if trace {
-                                *walk_started = Some(Instant::now());
-                            }
                             let result = if LEVEL != ANY_LEVEL {
                                 tally.local.segments += 1;
                                 C::run_level::<LEVEL>(&cursor, value, &mut state)
@@ -923,6 +925,49 @@ mod tests {
         }
         let finals: Vec<(WalkId, Vec<u32>)> = outputs.into_iter().flat_map(|o| o.finals).collect();
         assert!(finals.contains(&(WalkId(6), vec![0, 8, 0])));
+    }
+
+    /// Walk 0 takes at least 30 ms; walk 1 panics in `prune`, before any
+    /// of its actions runs.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct SlowThenPanics(u32);
+    impl Action<u32> for SlowThenPanics {
+        fn options() -> Vec<Self> {
+            vec![SlowThenPanics(0), SlowThenPanics(1)]
+        }
+        fn run(&self, _: &mut u32) -> ActionResult {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            Ok(())
+        }
+        fn prune(&self, _: &WalkView<'_>) -> bool {
+            assert!(self.0 == 0, "prune panics");
+            false
+        }
+    }
+
+    /// A walk that panics before its actions run is charged from its own
+    /// start, not from the start of the walk before it in the batch.
+    #[test]
+    fn a_walk_that_panics_before_running_is_timed_from_its_own_start() {
+        let quiet = QuietPanics::on_this_thread();
+        let runnable = Runnable::new(WalkOrder::new().then::<SlowThenPanics>()).unwrap();
+        let settings = BatchSettings {
+            blocks: Blocks::for_space(runnable.space(), 1),
+            gather: false,
+            trace: true,
+        };
+        let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
+        let input = BatchInput::Fresh(vec![epoch.walks.clone()]);
+        let out = runnable.execute(&epoch, &Instruction::Run(None), input, &0, settings);
+        drop(quiet);
+        let mut records = out.records;
+        records.sort_by_key(|r| r.id);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].outcome, WalkOutcome::Passed);
+        assert!(records[0].nanos >= 30_000_000, "walk 0 slept 30 ms: {}", records[0].nanos);
+        assert!(matches!(records[1].outcome, WalkOutcome::Failed { .. }), "{:?}", records[1]);
+        // The walk ran nothing: far less than the walk before it.
+        assert!(records[1].nanos < 30_000_000, "walk 1 charged {} ns", records[1].nanos);
     }
 
     #[test]
