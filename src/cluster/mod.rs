@@ -10,6 +10,7 @@
 //! ARCHITECTURE.md ("Cluster runs") has the protocol.
 
 pub(crate) mod connect;
+pub mod cookie;
 pub mod local;
 pub(crate) mod logs;
 #[doc(hidden)]
