@@ -108,6 +108,11 @@ enum Command {
         /// Shared secret coordinators must present [setting: cookie].
         #[arg(long)]
         cookie: Option<Cookie>,
+        /// The file holding the shared secret when no cookie is set, created
+        /// (mode 0600) on first use [setting: cookie_file, default
+        /// $HOME/.combtest/cookie].
+        #[arg(long, value_name = "PATH")]
+        cookie_file: Option<PathBuf>,
         /// This node's name in coordinators' reports and logs
         /// [default: its address].
         #[arg(long)]
@@ -231,6 +236,11 @@ struct ClusterArgs {
     /// [setting: cookie].
     #[arg(long)]
     cookie: Option<Cookie>,
+    /// The file holding the shared secret when no cookie is set, created
+    /// (mode 0600) on first use [setting: cookie_file, default
+    /// $HOME/.combtest/cookie].
+    #[arg(long, value_name = "PATH")]
+    cookie_file: Option<PathBuf>,
     /// A node that does not answer a heartbeat for this long is lost: walks
     /// still in their first segment run again elsewhere; walks whose state it
     /// held past a serial action are reported aborted
@@ -420,12 +430,14 @@ fn settings(cli: &Cli) -> Result<Settings, ConfigError> {
             overrides.log_dir = log_dir.clone();
             overrides.nodes = cluster.nodes.clone();
             overrides.cookie = cluster.cookie.clone();
+            overrides.cookie_file = cluster.cookie_file.clone();
             overrides.heartbeat_timeout = cluster.heartbeat_timeout;
             overrides.batch_size = cluster.batch_size;
         }
-        Command::Serve { listen, cookie, .. } => {
+        Command::Serve { listen, cookie, cookie_file, .. } => {
             overrides.listen = listen.clone();
             overrides.cookie = cookie.clone();
+            overrides.cookie_file = cookie_file.clone();
         }
         _ => {}
     }

@@ -12,6 +12,7 @@
 //! unknown key or an invalid value anywhere is an error ([`ConfigError`]),
 //! not something that surfaces only once the overriding layer goes away.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Value;
 
+use crate::cluster::cookie;
 use crate::runtime::{MAX_THREADS, default_threads};
 
 /// The settings file read from the working directory when no `--config`
@@ -34,10 +36,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The keys a settings file may hold, in the order `config` prints them.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 9] = [
     "threads",
     "nodes",
     "cookie",
+    "cookie_file",
     "listen",
     "batch_size",
     "heartbeat_timeout",
@@ -66,6 +69,15 @@ Settings (file key, environment variable, default):
       comma-separated in the environment.
   cookie             COMBTEST_COOKIE             not set
       The secret the nodes of a cluster share; `config` never prints it.
+      `--cookie` (run, soak, serve). When it is not set, the secret in the
+      cookie file (below) is used.
+  cookie_file        COMBTEST_COOKIE_FILE        $HOME/.combtest/cookie
+      The file holding the cluster's secret when `cookie` is not set. Created
+      on first use with a random secret and mode 0600 (its directory 0700); a
+      file others than its owner may read or write is refused. Copy it to the
+      nodes on other hosts, or give every side the same --cookie.
+      `--cookie-file` (run, soak, serve). A relative path is relative to the
+      working directory.
   listen             COMBTEST_LISTEN             127.0.0.1:7878
       The address this node listens on for its cluster, \"HOST:PORT\" (port 0:
       any free port).
@@ -138,6 +150,10 @@ pub struct Settings {
     pub nodes: Setting<Vec<HostPort>>,
     /// The secret the nodes of a cluster share.
     pub cookie: Setting<Option<Cookie>>,
+    /// The file holding the secret when `cookie` is not set; by default
+    /// `$HOME/.combtest/cookie`, `None` only when `HOME` is not set either
+    /// (see [`crate::cluster::cookie`]).
+    pub cookie_file: Setting<Option<PathBuf>>,
     /// The address this node listens on for its cluster.
     pub listen: Setting<HostPort>,
     /// The most walks in one batch.
@@ -158,8 +174,10 @@ pub struct Overrides {
     pub threads: Option<u32>,
     /// No flag yet.
     pub nodes: Option<Vec<HostPort>>,
-    /// No flag yet.
+    /// `run`, `soak` and `serve --cookie`.
     pub cookie: Option<Cookie>,
+    /// `run`, `soak` and `serve --cookie-file`.
+    pub cookie_file: Option<PathBuf>,
     /// No flag yet.
     pub listen: Option<HostPort>,
     /// No flag yet.
@@ -419,6 +437,7 @@ struct FileSettings {
     threads: Option<Value>,
     nodes: Option<Value>,
     cookie: Option<Value>,
+    cookie_file: Option<Value>,
     listen: Option<Value>,
     batch_size: Option<Value>,
     heartbeat_timeout: Option<Value>,
@@ -533,10 +552,11 @@ fn duration_kind() -> Kind<Duration> {
     }
 }
 
-fn path_kind() -> Kind<PathBuf> {
+/// A path; `expected` says of what.
+fn path_kind(expected: &str) -> Kind<PathBuf> {
     let parse = |text: &str| (!text.is_empty()).then(|| PathBuf::from(text));
     Kind {
-        expected: "a directory path (a non-empty string)".to_string(),
+        expected: expected.to_string(),
         env: parse,
         file: |value| value.as_str().filter(|s| !s.is_empty()).map(PathBuf::from),
         secret: false,
@@ -660,6 +680,18 @@ pub fn resolve(
             |f| f.cookie.as_ref(),
             cookie_kind,
         )?,
+        cookie_file: layers
+            .get(
+                "cookie_file",
+                "COMBTEST_COOKIE_FILE",
+                o.cookie_file.as_ref(),
+                |f| f.cookie_file.as_ref(),
+                path_kind("a file path (a non-empty string)"),
+            )?
+            .map_or_else(
+                || Setting::default(cookie::default_path(env("HOME").as_deref().map(OsStr::new))),
+                |s| Setting { value: Some(s.value), source: s.source },
+            ),
         listen: layers
             .get(
                 "listen",
@@ -694,7 +726,7 @@ pub fn resolve(
             "COMBTEST_LOG_DIR",
             o.log_dir.as_ref(),
             |f| f.log_dir.as_ref(),
-            path_kind(),
+            path_kind("a directory path (a non-empty string)"),
         )?,
         verbosity: layers
             .get(
@@ -724,7 +756,8 @@ fn quoted(text: &str) -> String {
 }
 
 /// One `key = value (source)` line per setting, as `combtest-node config`
-/// prints them; the cookie is masked.
+/// prints them; the cookie is masked, and when it is not set its line says
+/// which cookie is in force (the file is neither read nor created).
 impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const NOT_SET: &str = "(not set)";
@@ -734,24 +767,42 @@ impl fmt::Display for Settings {
                 writeln!(f, "threads = {} (default: available parallelism)", default_threads())?
             }
         }
-        let mut line =
-            |key: &str, value: String, source: &Source| writeln!(f, "{key} = {value} ({source})");
+        fn line(
+            f: &mut fmt::Formatter<'_>,
+            key: &str,
+            value: String,
+            source: &Source,
+        ) -> fmt::Result {
+            writeln!(f, "{key} = {value} ({source})")
+        }
         let nodes: Vec<String> = self.nodes.value.iter().map(|n| quoted(&n.to_string())).collect();
-        line("nodes", format!("[{}]", nodes.join(", ")), &self.nodes.source)?;
-        let cookie = self.cookie.value.as_ref().map_or(NOT_SET.into(), |_| quoted("****"));
-        line("cookie", cookie, &self.cookie.source)?;
-        line("listen", quoted(&self.listen.value.to_string()), &self.listen.source)?;
+        line(f, "nodes", format!("[{}]", nodes.join(", ")), &self.nodes.source)?;
+        // Without a cookie, say which one is in force: the cookie file's.
+        match (&self.cookie.value, cookie::source(self)) {
+            (Some(_), _) => line(f, "cookie", quoted("****"), &self.cookie.source)?,
+            (None, Ok(in_force)) => {
+                writeln!(f, "cookie = {NOT_SET} ({}): {in_force} is used", self.cookie.source)?
+            }
+            (None, Err(error)) => {
+                writeln!(f, "cookie = {NOT_SET} ({}): {error}", self.cookie.source)?
+            }
+        }
+        let cookie_file = self.cookie_file.value.as_ref();
+        let cookie_file =
+            cookie_file.map_or(NOT_SET.into(), |path| quoted(&path.to_string_lossy()));
+        line(f, "cookie_file", cookie_file, &self.cookie_file.source)?;
+        line(f, "listen", quoted(&self.listen.value.to_string()), &self.listen.source)?;
         let batch_size = match self.batch_size.value {
             BatchSize::Auto => quoted("auto"),
             BatchSize::Max(n) => n.to_string(),
         };
-        line("batch_size", batch_size, &self.batch_size.source)?;
+        line(f, "batch_size", batch_size, &self.batch_size.source)?;
         let timeout = humantime::format_duration(self.heartbeat_timeout.value).to_string();
-        line("heartbeat_timeout", quoted(&timeout), &self.heartbeat_timeout.source)?;
+        line(f, "heartbeat_timeout", quoted(&timeout), &self.heartbeat_timeout.source)?;
         let log_dir = self.log_dir.value.as_ref();
         let log_dir = log_dir.map_or(NOT_SET.into(), |dir| quoted(&dir.to_string_lossy()));
-        line("log_dir", log_dir, &self.log_dir.source)?;
-        line("verbosity", quoted(self.verbosity.value.as_str()), &self.verbosity.source)
+        line(f, "log_dir", log_dir, &self.log_dir.source)?;
+        line(f, "verbosity", quoted(self.verbosity.value.as_str()), &self.verbosity.source)
     }
 }
 
@@ -789,6 +840,8 @@ mod tests {
         assert_eq!(settings.threads, Setting::default(None));
         assert_eq!(settings.nodes, Setting::default(vec![]));
         assert_eq!(settings.cookie, Setting::default(None));
+        // No HOME in this environment: no default cookie file.
+        assert_eq!(settings.cookie_file, Setting::default(None));
         let listen = HostPort { host: "127.0.0.1".into(), port: 7878 };
         assert_eq!(settings.listen, Setting::default(listen));
         assert_eq!(settings.batch_size, Setting::default(BatchSize::Auto));
@@ -846,7 +899,7 @@ mod tests {
     fn every_setting_is_read_from_the_file_and_from_the_env() {
         let config = file(
             "threads = 8\nnodes = [\"10.0.0.2:7878\", \"[::1]:9\"]\ncookie = \"s3cret\"\n\
-             listen = \"0.0.0.0:0\"\nbatch_size = 64\nheartbeat_timeout = \"1m 30s\"\n\
+             cookie_file = \"secrets/cookie\"\nlisten = \"0.0.0.0:0\"\nbatch_size = 64\nheartbeat_timeout = \"1m 30s\"\n\
              log_dir = \"logs\"\nverbosity = \"trace\"\n",
         );
         let settings = resolve(Some(&config), no_env(), &Overrides::default()).unwrap();
@@ -854,6 +907,7 @@ mod tests {
         assert_eq!(settings.nodes.value[1], HostPort { host: "::1".into(), port: 9 });
         assert_eq!(settings.nodes.value[1].to_string(), "[::1]:9");
         assert_eq!(settings.cookie.value.as_ref().map(Cookie::expose), Some("s3cret"));
+        assert_eq!(settings.cookie_file.value, Some(PathBuf::from("secrets/cookie")));
         assert_eq!(settings.listen.value.to_string(), "0.0.0.0:0");
         assert_eq!(settings.batch_size.value, BatchSize::Max(NonZeroU64::new(64).unwrap()));
         assert_eq!(settings.heartbeat_timeout.value, Duration::from_secs(90));
@@ -863,6 +917,7 @@ mod tests {
             ("COMBTEST_THREADS", "8"),
             ("COMBTEST_NODES", " 10.0.0.2:7878 , [::1]:9"),
             ("COMBTEST_COOKIE", "s3cret"),
+            ("COMBTEST_COOKIE_FILE", "secrets/cookie"),
             ("COMBTEST_LISTEN", "0.0.0.0:0"),
             ("COMBTEST_BATCH_SIZE", "64"),
             ("COMBTEST_HEARTBEAT_TIMEOUT", "1m 30s"),
@@ -873,6 +928,7 @@ mod tests {
         assert_eq!(from_env.threads.value, settings.threads.value);
         assert_eq!(from_env.nodes.value, settings.nodes.value);
         assert_eq!(from_env.cookie.value, settings.cookie.value);
+        assert_eq!(from_env.cookie_file.value, settings.cookie_file.value);
         assert_eq!(from_env.listen.value, settings.listen.value);
         assert_eq!(from_env.batch_size.value, settings.batch_size.value);
         assert_eq!(from_env.heartbeat_timeout.value, settings.heartbeat_timeout.value);
@@ -948,6 +1004,8 @@ mod tests {
             "listen = \"nope\"",
             "listen = \"a:b:1\"",
             "log_dir = \"\"",
+            "cookie_file = \"\"",
+            "cookie_file = 3",
             "verbosity = \"loud\"",
             "verbosity = 2",
         ] {
@@ -1037,7 +1095,9 @@ mod tests {
             lines[1..],
             [
                 "nodes = [\"a:1\", \"b:2\"] (env COMBTEST_NODES)",
-                "cookie = (not set) (default)",
+                "cookie = (not set) (default): no cookie file: HOME is not set; set --cookie, \
+                 COMBTEST_COOKIE or COMBTEST_COOKIE_FILE",
+                "cookie_file = (not set) (default)",
                 "listen = \"127.0.0.1:7878\" (default)",
                 "batch_size = 100 (file dir/combtest.toml)",
                 "heartbeat_timeout = \"10s\" (default)",
@@ -1045,6 +1105,107 @@ mod tests {
                 "verbosity = \"debug\" (command line)",
             ]
         );
+    }
+
+    #[test]
+    fn the_cookie_file_is_home_s_by_default_and_set_by_every_layer() {
+        let home = [("HOME", "/home/u")];
+        let settings = resolve(None, env(&home), &Overrides::default()).unwrap();
+        let default = Some(PathBuf::from("/home/u/.combtest/cookie"));
+        assert_eq!(settings.cookie_file, Setting::default(default));
+        // An empty HOME is no home.
+        let settings = resolve(None, env(&[("HOME", "")]), &Overrides::default()).unwrap();
+        assert_eq!(settings.cookie_file, Setting::default(None));
+
+        let config = file("cookie_file = \"from-file\"");
+        let vars = [("HOME", "/home/u"), ("COMBTEST_COOKIE_FILE", "/from/env")];
+        let overrides =
+            Overrides { cookie_file: Some(PathBuf::from("from-flag")), ..Overrides::default() };
+        let path = |p: &str| Some(PathBuf::from(p));
+        let settings = resolve(Some(&config), env(&vars), &overrides).unwrap();
+        let from_flag = Setting { value: path("from-flag"), source: Source::CommandLine };
+        assert_eq!(settings.cookie_file, from_flag);
+        let settings = resolve(Some(&config), env(&vars), &Overrides::default()).unwrap();
+        let from_env =
+            Setting { value: path("/from/env"), source: Source::Env("COMBTEST_COOKIE_FILE") };
+        assert_eq!(settings.cookie_file, from_env);
+        let settings = resolve(Some(&config), env(&home), &Overrides::default()).unwrap();
+        assert_eq!(settings.cookie_file, Setting { value: path("from-file"), source: in_file() });
+        // A relative path stays relative: to the working directory.
+        assert_eq!(
+            cookie::source(&settings).unwrap(),
+            cookie::CookieSource::File("from-file".into())
+        );
+
+        let message = error(None, &[("COMBTEST_COOKIE_FILE", "")]).to_string();
+        assert_eq!(
+            message,
+            "invalid `cookie_file` in environment variable COMBTEST_COOKIE_FILE: expected a file \
+             path (a non-empty string), found \"\""
+        );
+    }
+
+    #[test]
+    fn config_names_the_cookie_in_force() {
+        let line = |settings: &Settings, key: &str| {
+            let text = settings.to_string();
+            let prefix = format!("{key} = ");
+            text.lines().find(|l| l.starts_with(&prefix)).unwrap().to_string()
+        };
+        // No cookie: the default file, named in the cookie line.
+        let vars = [("HOME", "/home/u")];
+        let settings = resolve(None, env(&vars), &Overrides::default()).unwrap();
+        assert_eq!(
+            line(&settings, "cookie"),
+            "cookie = (not set) (default): the cookie file /home/u/.combtest/cookie is used"
+        );
+        assert_eq!(
+            line(&settings, "cookie_file"),
+            "cookie_file = \"/home/u/.combtest/cookie\" (default)"
+        );
+        let file_in_force = cookie::CookieSource::File("/home/u/.combtest/cookie".into());
+        assert_eq!(cookie::source(&settings).unwrap(), file_in_force);
+
+        // No cookie, a cookie file set: that file.
+        let vars = [("HOME", "/home/u"), ("COMBTEST_COOKIE_FILE", "/etc/combtest/cookie")];
+        let settings = resolve(None, env(&vars), &Overrides::default()).unwrap();
+        assert_eq!(
+            line(&settings, "cookie"),
+            "cookie = (not set) (default): the cookie file /etc/combtest/cookie is used"
+        );
+        assert_eq!(
+            line(&settings, "cookie_file"),
+            "cookie_file = \"/etc/combtest/cookie\" (env COMBTEST_COOKIE_FILE)"
+        );
+
+        // A cookie set anywhere wins over the file, which stays listed.
+        let config = file("cookie = \"s3cret\"");
+        let settings = resolve(Some(&config), env(&vars), &Overrides::default()).unwrap();
+        assert_eq!(line(&settings, "cookie"), "cookie = \"****\" (file dir/combtest.toml)");
+        assert_eq!(cookie::source(&settings).unwrap(), cookie::CookieSource::Given(in_file()));
+        let (secret, source) = cookie::in_force(&settings).unwrap();
+        assert_eq!((secret.expose(), source), ("s3cret", cookie::CookieSource::Given(in_file())));
+        assert!(!settings.to_string().contains("s3cret"));
+
+        // No cookie and no HOME: the line says what to set.
+        let settings = resolve(None, no_env(), &Overrides::default()).unwrap();
+        assert!(matches!(cookie::source(&settings), Err(cookie::CookieError::NoHome)));
+        assert!(matches!(cookie::in_force(&settings), Err(cookie::CookieError::NoHome)));
+    }
+
+    #[test]
+    fn the_cookie_in_force_without_a_cookie_is_the_file_s_created_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cookie");
+        let vars = [("COMBTEST_COOKIE_FILE", path.to_str().unwrap())];
+        let settings = resolve(None, env(&vars), &Overrides::default()).unwrap();
+        // Printing the settings does not create the file.
+        let _ = settings.to_string();
+        assert!(!path.exists());
+        let (secret, source) = cookie::in_force(&settings).unwrap();
+        assert_eq!(source, cookie::CookieSource::File(path.clone()));
+        assert_eq!(cookie::load_or_create(&path).unwrap(), secret);
+        assert_eq!(cookie::in_force(&settings).unwrap().0, secret);
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn config_shows_every_setting_with_its_source_and_masks_the_cookie() {
     let output = node_in(dir.path(), &vars, &["-v", "config"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
-    assert_eq!(text.lines().count(), 8, "{text}");
+    assert_eq!(text.lines().count(), 9, "{text}");
     assert_eq!(line(&text, "threads"), "threads = 3 (file combtest.toml)");
     assert_eq!(line(&text, "batch_size"), "batch_size = 50 (file combtest.toml)");
     assert_eq!(line(&text, "cookie"), "cookie = \"****\" (env COMBTEST_COOKIE)");
@@ -50,8 +50,19 @@ fn config_shows_every_setting_with_its_source_and_masks_the_cookie() {
     assert_eq!(line(&text, "log_dir"), "log_dir = (not set) (default)");
 
     let empty = tempfile::tempdir().unwrap();
-    let text = stdout(&node_in(empty.path(), &[], &["config"]));
-    assert_eq!(line(&text, "cookie"), "cookie = (not set) (default)");
+    let home = [("HOME", empty.path().to_str().unwrap())];
+    let text = stdout(&node_in(empty.path(), &home, &["config"]));
+    let cookie_file = empty.path().join(".combtest/cookie");
+    assert_eq!(
+        line(&text, "cookie"),
+        format!("cookie = (not set) (default): the cookie file {} is used", cookie_file.display())
+    );
+    assert_eq!(
+        line(&text, "cookie_file"),
+        format!("cookie_file = \"{}\" (default)", cookie_file.display())
+    );
+    // `config` only names the file: it does not create it.
+    assert!(!empty.path().join(".combtest").exists());
     assert!(line(&text, "threads").ends_with("(default: available parallelism)"), "{text}");
 }
 
@@ -170,3 +181,4 @@ fn config_help_explains_every_setting_and_the_precedence() {
     let output = node_in(dir.path(), &[], &["--help"]);
     assert!(stdout(&output).contains("--config <PATH>"));
 }
+

@@ -7,7 +7,9 @@
 //! write it, so no other local user can learn the secret and run suites on
 //! the node.
 //!
-//! - [`load_or_create`]: the file's secret.
+//! - [`source`]: which cookie the settings put in force (no I/O).
+//! - [`in_force`]: that cookie itself, reading or creating the file.
+//! - [`load_or_create`]: the file alone.
 //!
 //! A new file appears atomically and whole: the secret is written to a temp
 //! file (mode 0600) in the same directory, synced, then hard-linked to the
@@ -17,18 +19,47 @@
 //! The secret is never printed, logged or put in an error.
 
 use std::ffi::OsStr;
+use std::fmt;
 use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use crate::config::Cookie;
+use crate::config::{Cookie, Settings, Source};
 
 /// The cookie file's path under the home directory.
 pub const IN_HOME: &str = ".combtest/cookie";
 
 /// Random bytes in a new secret (written as twice as many hex digits).
 const SECRET_BYTES: usize = 32;
+
+/// Where the cookie in force comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CookieSource {
+    /// The `cookie` setting, from this layer.
+    Given(Source),
+    /// The cookie file at this path.
+    File(PathBuf),
+}
+
+impl fmt::Display for CookieSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CookieSource::Given(Source::CommandLine) => {
+                write!(f, "the cookie given on the command line")
+            }
+            CookieSource::Given(Source::Env(var)) => {
+                write!(f, "the cookie in environment variable {var}")
+            }
+            CookieSource::Given(Source::File(path)) => {
+                write!(f, "the cookie in config file {}", path.display())
+            }
+            CookieSource::Given(Source::Default) => write!(f, "the default cookie"),
+            CookieSource::File(path) => write!(f, "the cookie file {}", path.display()),
+        }
+    }
+}
 
 /// Why there is no cookie to use.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +151,30 @@ pub enum CookieError {
 /// environment variable's value); `None` if `home` is unset or empty.
 pub fn default_path(home: Option<&OsStr>) -> Option<PathBuf> {
     home.filter(|home| !home.is_empty()).map(|home| Path::new(home).join(IN_HOME))
+}
+
+/// Which cookie `settings` put in force: the `cookie` setting if set, else
+/// the cookie file (the `cookie_file` setting, whose default is
+/// [`default_path`]). Does no I/O; the file may not exist yet.
+pub fn source(settings: &Settings) -> Result<CookieSource, CookieError> {
+    if settings.cookie.value.is_some() {
+        return Ok(CookieSource::Given(settings.cookie.source.clone()));
+    }
+    match &settings.cookie_file.value {
+        Some(path) => Ok(CookieSource::File(path.clone())),
+        None => Err(CookieError::NoHome),
+    }
+}
+
+/// The cookie in force and where it comes from: the `cookie` setting, or
+/// else the cookie file's secret, the file created if it does not exist
+/// ([`load_or_create`]).
+pub fn in_force(settings: &Settings) -> Result<(Cookie, CookieSource), CookieError> {
+    if let Some(cookie) = &settings.cookie.value {
+        return Ok((cookie.clone(), CookieSource::Given(settings.cookie.source.clone())));
+    }
+    let path = settings.cookie_file.value.as_ref().ok_or(CookieError::NoHome)?;
+    Ok((load_or_create(path)?, CookieSource::File(path.clone())))
 }
 
 /// The secret in the cookie file at `path` (without one trailing newline),
