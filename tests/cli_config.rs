@@ -182,3 +182,91 @@ fn config_help_explains_every_setting_and_the_precedence() {
     assert!(stdout(&output).contains("--config <PATH>"));
 }
 
+#[test]
+fn config_names_the_cookie_file_in_force_without_creating_it() {
+    let dir = dir_with_config("cookie_file = \"from-file/cookie\"\n");
+    let home = dir.path().join("home");
+    let home_var = ("HOME", home.to_str().unwrap());
+    // From the settings file: a relative path, relative to the working directory.
+    let text = stdout(&node_in(dir.path(), &[home_var], &["config"]));
+    assert_eq!(
+        line(&text, "cookie"),
+        "cookie = (not set) (default): the cookie file from-file/cookie is used"
+    );
+    assert_eq!(
+        line(&text, "cookie_file"),
+        "cookie_file = \"from-file/cookie\" (file combtest.toml)"
+    );
+
+    // The environment beats the file.
+    let cookie_file = dir.path().join("secrets").join("cookie");
+    let vars = [home_var, ("COMBTEST_COOKIE_FILE", cookie_file.to_str().unwrap())];
+    let output = node_in(dir.path(), &vars, &["config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let shown = cookie_file.display();
+    assert_eq!(
+        line(&text, "cookie"),
+        format!("cookie = (not set) (default): the cookie file {shown} is used")
+    );
+    assert_eq!(
+        line(&text, "cookie_file"),
+        format!("cookie_file = \"{shown}\" (env COMBTEST_COOKIE_FILE)")
+    );
+
+    // A cookie wins over the file, which stays listed.
+    let vars = [vars[0], vars[1], ("COMBTEST_COOKIE", "s3cret")];
+    let text = stdout(&node_in(dir.path(), &vars, &["config"]));
+    assert_eq!(line(&text, "cookie"), "cookie = \"****\" (env COMBTEST_COOKIE)");
+    assert_eq!(
+        line(&text, "cookie_file"),
+        format!("cookie_file = \"{shown}\" (env COMBTEST_COOKIE_FILE)")
+    );
+
+    // Nothing was created: not the file, not its directory, not the home's.
+    assert!(!dir.path().join("secrets").exists() && !dir.path().join("from-file").exists());
+    assert!(!home.exists());
+
+    // An empty path is refused like any invalid value.
+    let text = usage_error(&node_in(dir.path(), &[("COMBTEST_COOKIE_FILE", "")], &["config"]));
+    assert!(
+        text.contains("invalid `cookie_file` in environment variable COMBTEST_COOKIE_FILE"),
+        "{text}"
+    );
+}
+
+#[test]
+fn config_without_home_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_combtest-node"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("COMBTEST_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command.current_dir(dir.path()).env_remove("HOME").arg("config").output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(
+        line(&text, "cookie"),
+        "cookie = (not set) (default): no cookie file: HOME is not set; set --cookie, \
+         COMBTEST_COOKIE or COMBTEST_COOKIE_FILE"
+    );
+    assert_eq!(line(&text, "cookie_file"), "cookie_file = (not set) (default)");
+}
+
+#[test]
+fn run_soak_and_serve_take_dash_dash_cookie_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["run", "soak", "serve"] {
+        let text = stdout(&node_in(dir.path(), &[], &[command, "--help"]));
+        assert!(text.contains("--cookie-file <PATH>"), "{command}: {text}");
+        assert!(text.contains("[setting: cookie_file"), "{command}: {text}");
+    }
+    // An in-process run has no use for a cookie: it runs, and creates nothing.
+    let cookie_file = dir.path().join("secrets").join("cookie");
+    let args = ["run", "--suite", "smoke", "--cookie-file", cookie_file.to_str().unwrap()];
+    let output = node_in(dir.path(), &[], &args);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!dir.path().join("secrets").exists());
+}
