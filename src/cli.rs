@@ -100,9 +100,9 @@ enum Command {
     /// Runs batches of this binary's suites. Prints one line when it listens:
     /// "combtest-node serving on ADDRESS as NAME (protocol N)".
     Serve {
-        /// Address to listen on; port 0 picks a free port. Listening off
-        /// loopback requires a cookie [setting: listen, default
-        /// 127.0.0.1:7878].
+        /// Address to listen on; port 0 picks a free port. Off loopback the
+        /// traffic is not encrypted: prefer a private network [setting:
+        /// listen, default 127.0.0.1:7878].
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<HostPort>,
         /// Shared secret coordinators must present [setting: cookie].
@@ -121,10 +121,29 @@ enum Command {
         /// (its `threads` setting) [default: available parallelism].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
         threads: Option<u32>,
+        /// Most runs open at once (a coordinator asking for more is refused).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        max_runs: u32,
+        /// Most runner threads over every open run.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
+        max_threads: u32,
+        /// Most connections waiting to authenticate at once; more are closed
+        /// at once (never more than a quarter of the open-file limit).
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+        max_pending: u32,
+        /// How long a connection may take to authenticate before it is
+        /// closed.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+        auth_timeout: std::time::Duration,
         /// Exit when standard input closes (how `run --local-nodes` makes sure
         /// its nodes never outlive it).
         #[arg(long, hide = true)]
         exit_on_stdin_eof: bool,
+        /// Read the cookie from the first line of standard input, then exit
+        /// when it closes (how `--local-nodes` children get theirs: never in
+        /// arguments or the environment).
+        #[arg(long, hide = true, conflicts_with_all = ["cookie", "cookie_file"])]
+        cookie_stdin: bool,
     },
     /// Run a suite round after round for hours, through failing, hanging and
     /// crashing walks and nodes (a soak).
@@ -253,11 +272,10 @@ struct ClusterArgs {
     batch_size: Option<BatchSize>,
 }
 
-/// A suite's run options from the settings (threads, nodes, batch size).
-fn suite_options(settings: &Settings, local_nodes: Option<u32>) -> SuiteOptions {
+/// A suite's run options from the settings (threads, batch size).
+fn suite_options(settings: &Settings) -> SuiteOptions {
     SuiteOptions {
         threads: settings.threads.value.map(|t| t as usize),
-        cluster: cluster_options(settings, local_nodes),
         max_batch: match settings.batch_size.value {
             BatchSize::Auto => None,
             BatchSize::Max(walks) => Some(walks.get()),
@@ -267,22 +285,25 @@ fn suite_options(settings: &Settings, local_nodes: Option<u32>) -> SuiteOptions 
 }
 
 /// The cluster a run goes to, if any: `--local-nodes`, or the `nodes`
-/// setting.
+/// setting, with the cookie in force (the `cookie` setting, else the cookie
+/// file, created on first use).
 fn cluster_options(
     settings: &Settings,
     local_nodes: Option<u32>,
-) -> Option<crate::cluster::ClusterOptions> {
+) -> Result<Option<crate::cluster::ClusterOptions>, String> {
     use crate::cluster::ClusterOptions;
     let mut options = match (local_nodes, &settings.nodes.value[..]) {
         (Some(count), _) => ClusterOptions::local(count as usize),
-        (None, []) => return None,
+        (None, []) => return Ok(None),
         (None, nodes) => ClusterOptions::nodes(nodes.iter().map(ToString::to_string)),
     };
     options = options.heartbeat_timeout(settings.heartbeat_timeout.value);
-    if let Some(cookie) = &settings.cookie.value {
-        options = options.cookie(cookie.expose());
+    let (cookie, _) = crate::cluster::cookie::in_force(settings).map_err(|e| e.to_string())?;
+    options = options.cookie(cookie.expose());
+    if let Some(threads) = settings.threads.value {
+        options = options.node_threads(threads as usize);
     }
-    Some(options)
+    Ok(Some(options))
 }
 
 /// Runs the command line over `suites` and returns the process exit code.
@@ -343,22 +364,79 @@ where
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
-            let mut options = suite_options(&settings, cluster.local_nodes);
+            let mut options = suite_options(&settings);
             options.log_dir = settings.log_dir.value.clone();
             options.run_id = run_id;
-            run_suite(suite, &options, json, &program)
+            let cluster = match cluster_options(&settings, cluster.local_nodes) {
+                Ok(None) => None,
+                Ok(Some(cluster)) => match crate::cluster::Cluster::open(cluster) {
+                    Ok(cluster) => Some(cluster),
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return EXIT_USAGE;
+                    }
+                },
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return EXIT_USAGE;
+                }
+            };
+            options.cluster = cluster.clone();
+            let stop = crate::RunStop::default();
+            options.stop = Some(stop.clone());
+            watch_interrupts(InterruptTarget::Run(stop), "run");
+            let code = run_suite(suite, &options, json, &program);
+            if let Some(cluster) = cluster {
+                cluster.close();
+            }
+            code
         }
-        Command::Serve { name, threads, exit_on_stdin_eof, .. } => {
-            if exit_on_stdin_eof {
+        Command::Serve {
+            name,
+            threads,
+            max_runs,
+            max_threads,
+            max_pending,
+            auth_timeout,
+            exit_on_stdin_eof,
+            cookie_stdin,
+            ..
+        } => {
+            let cookie = if cookie_stdin {
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+                    eprintln!("error: --cookie-stdin: no cookie on the first line of stdin");
+                    return EXIT_USAGE;
+                }
+                line.trim_end_matches(['\n', '\r']).to_string()
+            } else {
+                match crate::cluster::cookie::in_force(&settings) {
+                    Ok((cookie, source)) => {
+                        tracing::info!("using {source}");
+                        cookie.expose().to_string()
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        return EXIT_USAGE;
+                    }
+                }
+            };
+            if exit_on_stdin_eof || cookie_stdin {
                 std::thread::spawn(|| {
                     let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
                     std::process::exit(0);
                 });
             }
-            let mut options = crate::cluster::ServeOptions::new(settings.listen.value.to_string());
-            options.cookie = settings.cookie.value.as_ref().map(|c| c.expose().to_string());
+            let mut options =
+                crate::cluster::ServeOptions::new(settings.listen.value.to_string(), cookie);
             options.name = name;
             options.threads = threads.map(|t| t as usize);
+            options.max_runs = max_runs as usize;
+            options.max_threads = max_threads as usize;
+            options.max_pending = max_pending as usize;
+            options.auth_timeout = auth_timeout;
+            let suites: Vec<Box<dyn crate::cluster::NodeSuite>> =
+                suites.into_iter().map(|s| s as Box<dyn crate::cluster::NodeSuite>).collect();
             match crate::cluster::serve(suites, options) {
                 Ok(()) => EXIT_OK,
                 Err(error) => {
@@ -384,7 +462,7 @@ where
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
-            let mut run = suite_options(&settings, None);
+            let mut run = suite_options(&settings);
             run.walk_timeout = walk_timeout;
             let mut options =
                 crate::soak::SoakOptions::new(crate::soak::SoakLimit { duration, rounds });
@@ -392,19 +470,16 @@ where
                 options.seed = seed;
             }
             options.sample = sample;
-            options.local_nodes = cluster.local_nodes.unwrap_or(0) as usize;
-            if options.local_nodes > 0 {
-                // Nodes come from the soak (restarted when lost), not `run`.
-                run.cluster = Some(
-                    crate::cluster::ClusterOptions::nodes(Vec::<String>::new())
-                        .heartbeat_timeout(settings.heartbeat_timeout.value),
-                );
-            }
+            options.cluster = match cluster_options(&settings, cluster.local_nodes) {
+                Ok(cluster) => cluster.map(|c| c.restart_intensity(max_restarts, restart_window)),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return EXIT_USAGE;
+                }
+            };
             options.run = run;
             options.log_dir = settings.log_dir.value.clone();
             options.stats_every = stats_every;
-            options.max_restarts = max_restarts;
-            options.window = restart_window;
             soak(suite, &options, json, &program)
         }
         Command::Replay { run, suite, walk, step } => {
@@ -473,7 +548,9 @@ fn init_logging(verbosity: Verbosity, file: Option<std::fs::File>, forward: bool
         EnvFilter::try_from_env("COMBTEST_LOG")
             .unwrap_or_else(|_| EnvFilter::new(format!("{}{quiet}", level.as_str())))
     };
-    let stderr = fmt::layer().with_writer(std::io::stderr).with_filter(filter(verbosity));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let stderr =
+        fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).with_filter(filter(verbosity));
     let file = file.map(|file| {
         fmt::layer()
             .with_ansi(false)
@@ -514,7 +591,7 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &st
     let place = match &options.cluster {
         None => format!("{threads} runner threads"),
         Some(cluster) => {
-            let nodes = cluster.nodes.len() + cluster.local_nodes;
+            let nodes = cluster.node_pids().len();
             format!("{nodes} node{}", if nodes == 1 { "" } else { "s" })
         }
     };
@@ -522,11 +599,6 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &st
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: {error}");
-            if let SuiteError::Run(crate::RunError::AllNodesLost { report: Some(report), .. }) =
-                &error
-            {
-                eprint!("partial report:\n{}", human_summary(suite, report, &place, program));
-            }
             return exit_code(&error);
         }
     };
@@ -537,7 +609,20 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &st
     } else {
         let _ = write!(out, "{}", human_summary(suite, &report, &place, program));
     }
-    if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
+    report_code(&report)
+}
+
+/// The exit code of a run's report: 0 nothing failed, aborted or left
+/// unfinished; 1 walks failed or were aborted (an interrupted run's
+/// unfinished walks are); 3 every node was lost.
+fn report_code(report: &Report) -> u8 {
+    match &report.ending {
+        crate::Ending::Stopped(
+            crate::StopReason::AllNodesLost(_) | crate::StopReason::RestartLimit(_),
+        ) => EXIT_INTERNAL,
+        _ if report.failed == 0 && report.aborted == 0 => EXIT_OK,
+        _ => EXIT_WALKS_FAILED,
+    }
 }
 
 /// The exit code for a suite that could not run or replay.
@@ -549,9 +634,18 @@ fn exit_code(error: &SuiteError) -> u8 {
         SuiteError::Run(
             crate::RunError::Internal(_)
             | crate::RunError::Runtime(_)
-            | crate::RunError::TraceWrite(_)
-            | crate::RunError::AllNodesLost { .. },
+            | crate::RunError::TraceWrite(_),
         ) => EXIT_INTERNAL,
+        SuiteError::Cluster(crate::cluster::ClusterError::Run(error))
+            if matches!(
+                **error,
+                crate::RunError::Internal(_)
+                    | crate::RunError::Runtime(_)
+                    | crate::RunError::TraceWrite(_)
+            ) =>
+        {
+            EXIT_INTERNAL
+        }
         _ => EXIT_USAGE,
     }
 }
@@ -567,9 +661,13 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
         suite.name(),
         report.walks
     );
+    let not_run = match report.not_run {
+        0 => String::new(),
+        n => format!("  not run {n}"),
+    };
     let _ = writeln!(
         s,
-        "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}",
+        "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}{not_run}",
         report.passed, report.failed, report.cancelled, report.pruned, report.aborted
     );
     let _ = writeln!(
@@ -577,6 +675,9 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
         "  segments {}  serial actions {}  runner restarts {}",
         report.segments, report.serial_actions, report.runner_restarts
     );
+    if let crate::Ending::Stopped(reason) = &report.ending {
+        let _ = writeln!(s, "stopped: {}", reason.phrase());
+    }
     if !report.failed_walks.is_empty() {
         let _ = writeln!(s, "failed walks ({}):", report.failed_walks.len());
         for failure in report.failed_walks.iter().take(SHOWN_FAILURES) {
@@ -604,8 +705,14 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
             let _ = writeln!(s, "  ... and {more} more (use --json for all)");
         }
     }
-    for aborted in &report.aborted_walks {
-        let _ = writeln!(s, "aborted {} walks: {}", aborted.count(), aborted.reason);
+    let groups = report
+        .aborted_walks
+        .iter()
+        .map(|a| ("aborted", a))
+        .chain(report.not_run_walks.iter().map(|a| ("not run:", a)));
+    for (what, aborted) in groups {
+        let what = if what == "aborted" { "aborted" } else { "left" };
+        let _ = writeln!(s, "{what} {} walks: {}", aborted.count(), aborted.reason);
         let shown: Vec<String> = aborted
             .walks
             .iter()
@@ -626,17 +733,20 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
         let _ = writeln!(s, "run directory: {}", dir.display());
         let _ = writeln!(s, "  list its walks: {program} show --run {} --failed", dir.display());
     }
-    let verdict = if report.success() { "PASS" } else { "FAIL" };
+    let verdict = match &report.ending {
+        crate::Ending::Stopped(crate::StopReason::AllNodesLost(_)) => "INCOMPLETE",
+        _ if report.failed == 0 && report.aborted == 0 => "PASS",
+        _ => "FAIL",
+    };
     let _ = writeln!(s, "{verdict}");
     s
 }
 
 /// `soak`: rounds until the limit or Ctrl-C; status lines, then a summary.
 fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, program: &str) -> u8 {
-    use crate::soak::{SoakEnd, SoakReport, SoakStop};
+    use crate::soak::{SoakReport, SoakStop};
     let stop = SoakStop::default();
-    let latest: std::sync::Arc<std::sync::Mutex<Option<SoakReport>>> = Default::default();
-    watch_interrupts(stop.clone(), std::sync::Arc::clone(&latest), json, program.to_string());
+    watch_interrupts(InterruptTarget::Soak(stop.clone()), "soak");
     let sample = options.sample.map_or("the whole space".to_string(), |k| format!("{k} walks"));
     eprintln!(
         "soak of suite {}: seed {} ({sample} per round); Ctrl-C stops it",
@@ -659,7 +769,6 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
         bar
     });
     let on_stats = |report: &SoakReport, stats: bool| {
-        *latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         if !stats {
             return;
         }
@@ -685,10 +794,12 @@ fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, progr
         }
     };
     print_soak(&report, json, program);
-    match &report.end {
-        SoakEnd::TooManyRestarts(_) | SoakEnd::Broken(_) => EXIT_INTERNAL,
-        _ if report.success() => EXIT_OK,
-        _ => EXIT_WALKS_FAILED,
+    if report.broke() {
+        EXIT_INTERNAL
+    } else if report.success() {
+        EXIT_OK
+    } else {
+        EXIT_WALKS_FAILED
     }
 }
 
@@ -697,7 +808,7 @@ fn status_line(report: &crate::soak::SoakReport) -> String {
     let t = &report.totals;
     format!(
         "soak: {} elapsed, {} rounds, {} walks ({:.0} walks/s), failed {}, cancelled {}, \
-         aborted {}, runner restarts {}, node restarts {}, rss {:.1} MiB",
+         aborted {}, runner restarts {}, nodes lost {}, rss {:.1} MiB",
         humantime::format_duration(std::time::Duration::from_secs(t.elapsed_s as u64)),
         t.rounds,
         t.walks,
@@ -706,14 +817,14 @@ fn status_line(report: &crate::soak::SoakReport) -> String {
         t.cancelled,
         t.aborted,
         t.runner_restarts,
-        t.node_restarts,
+        t.nodes_lost,
         t.rss_kib as f64 / 1024.0
     )
 }
 
 /// A soak's summary, human or JSON.
 fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
-    use crate::soak::SoakEnd;
+    use crate::soak::SoakEnding;
     let mut out = std::io::stdout().lock();
     if json {
         let text = serde_json::to_string(report).expect("plain data serializes");
@@ -724,9 +835,9 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
     let _ = writeln!(out, "{}", status_line(report));
     let _ = writeln!(
         out,
-        "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}  broken rounds {}  \
-         rounds cut short {}",
-        t.passed, t.failed, t.cancelled, t.pruned, t.aborted, t.broken_rounds, t.interrupted_rounds
+        "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}  not run {}  rounds cut \
+         short {}",
+        t.passed, t.failed, t.cancelled, t.pruned, t.aborted, t.not_run, t.interrupted_rounds
     );
     for failure in report.failures.iter().take(SHOWN_FAILURES) {
         let _ = writeln!(
@@ -743,82 +854,89 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
     if t.failed as usize > SHOWN_FAILURES {
         let _ = writeln!(out, "  ... and {} more failures", t.failed as usize - SHOWN_FAILURES);
     }
-    for (round, aborted) in report.aborted.iter().take(SHOWN_FAILURES) {
-        let _ =
-            writeln!(out, "  round {round}: aborted {} walks: {}", aborted.count(), aborted.reason);
+    let groups = report
+        .aborted
+        .iter()
+        .map(|g| ("aborted", g))
+        .chain(report.not_run.iter().map(|g| ("left", g)));
+    for (what, group) in groups.take(SHOWN_FAILURES) {
+        let _ = writeln!(
+            out,
+            "  round {}: {what} {} walks: {}",
+            group.round,
+            group.walks.count(),
+            group.walks.reason
+        );
     }
     if let Some(dir) = &report.dir {
         let _ = writeln!(out, "soak directory: {}", dir.display());
     }
     let _ =
         writeln!(out, "seed {} (soak --seed {} replays these rounds)", report.seed, report.seed);
-    let verdict = match &report.end {
-        SoakEnd::TooManyRestarts(why) => format!("STOPPED: {why}"),
-        SoakEnd::Broken(why) => format!("BROKEN: {why}"),
-        SoakEnd::Stopped if report.success() => "PASS (stopped early)".to_string(),
+    let why = report.ending_reason.as_deref().unwrap_or("");
+    let verdict = match &report.ending {
+        SoakEnding::RestartLimit => format!("STOPPED: {why}"),
+        SoakEnding::AllNodesLost => format!("STOPPED: every node was lost ({why})"),
+        SoakEnding::Broken => format!("BROKEN: {why}"),
+        SoakEnding::Interrupted if report.success() => "PASS (stopped early)".to_string(),
         _ if report.success() => "PASS".to_string(),
         _ => "FAIL".to_string(),
     };
     let _ = writeln!(out, "{verdict}");
 }
 
-/// Ctrl-C: the first asks the soak to stop after its round; the second
-/// prints what is known and exits at once.
-fn watch_interrupts(
-    stop: crate::soak::SoakStop,
-    latest: std::sync::Arc<std::sync::Mutex<Option<crate::soak::SoakReport>>>,
-    json: bool,
-    program: String,
-) {
+/// What Ctrl-C stops.
+enum InterruptTarget {
+    Run(crate::RunStop),
+    Soak(crate::soak::SoakStop),
+}
+
+/// Ctrl-C: the first stops starting walks (those running get
+/// `crate::soak::STOP_GRACE` to finish, then are given up); the second gives
+/// them up at once. Either way the run or soak ends with its report.
+fn watch_interrupts(target: InterruptTarget, what: &'static str) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return;
     };
-    // Registered before this returns, so a Ctrl-C right after the soak
-    // announces itself is already ours.
+    // Registered before this returns, so a Ctrl-C right after the start is
+    // already ours.
     let Ok(mut interrupts) = runtime.block_on(async { signal(SignalKind::interrupt()) }) else {
         return;
     };
+    let grace = crate::soak::STOP_GRACE;
     std::thread::spawn(move || {
         runtime.block_on(async move {
-            if interrupts.recv().await.is_none() {
-                return;
-            }
-            stop.request();
-            eprintln!(
-                "soak: stopping: no new walk starts; waiting at most {}s for those running \
-                 (Ctrl-C again to stop now)",
-                STOP_GRACE.as_secs()
-            );
-            // The round in progress may be stuck in a hung walk: the wait is
-            // bounded.
-            tokio::select! {
-                _ = interrupts.recv() => eprintln!("soak: stopped"),
-                () = tokio::time::sleep(STOP_GRACE) => {
-                    eprintln!("soak: the round did not end in time; stopped");
+            let mut count = 0;
+            while interrupts.recv().await.is_some() {
+                count += 1;
+                match &target {
+                    InterruptTarget::Soak(stop) => {
+                        stop.request();
+                    }
+                    InterruptTarget::Run(stop) if count == 1 => {
+                        stop.drain(crate::StopReason::Interrupted);
+                        let stop = stop.clone();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(grace);
+                            stop.force(crate::StopReason::Interrupted);
+                        });
+                    }
+                    InterruptTarget::Run(stop) => stop.force(crate::StopReason::Interrupted),
+                }
+                if count == 1 {
+                    eprintln!(
+                        "{what}: stopping: no new walk starts; waiting at most {}s for those \
+                         running (Ctrl-C again to stop now)",
+                        grace.as_secs()
+                    );
+                } else {
+                    eprintln!("{what}: stopping now: the walks still running are given up");
                 }
             }
-            let latest = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let code = match latest {
-                Some(mut report) => {
-                    report.end = crate::soak::SoakEnd::Stopped;
-                    crate::soak::write_meta(&report);
-                    print_soak(&report, json, &program);
-                    if report.success() { EXIT_OK } else { EXIT_WALKS_FAILED }
-                }
-                None => {
-                    // Nothing is known to have passed.
-                    eprintln!("soak: no round had finished");
-                    EXIT_WALKS_FAILED
-                }
-            };
-            std::process::exit(i32::from(code));
         });
     });
 }
-
-/// How long a soak waits, after Ctrl-C, for the round in progress.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `replay`: one walk, alone, printing each action as it runs.
 fn replay(

@@ -29,11 +29,13 @@ pub mod model;
 
 mod actors;
 pub mod cli;
+mod clock;
 pub mod cluster;
 pub mod config;
 mod exec;
 mod order;
 mod replay;
+mod runner;
 mod runtime;
 pub mod soak;
 mod store;
@@ -42,10 +44,10 @@ pub mod trace;
 
 pub use exec::WalkOutcome;
 pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
-pub use model::outcome::{AbortedWalks, FailedWalk, Report};
+pub use model::outcome::{AbortedWalks, Ending, FailedWalk, Report, StopReason};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
 pub use order::{Chain, WalkError, WalkOrder, epoch_tree};
 pub use replay::{ModelCheck, Replay, ReplayError, RunReplay};
-pub use runtime::{MAX_THREADS, RunError, RunOptions, default_threads, run, run_async};
+pub use runtime::{MAX_THREADS, RunError, RunOptions, RunStop, default_threads, run, run_async};
 pub use trace::{RunDir, RunId, TraceError};

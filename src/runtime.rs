@@ -8,17 +8,11 @@ use ractor::Actor;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::actors::collector::Progress;
-use crate::actors::node_link::{Trouble, call, log_node_lines};
-use crate::actors::run_supervisor::{NodeWorkers, Rejoin, RunContext, RunSupervisor, Workers};
-use crate::cluster::connect::Connection;
-use crate::cluster::wire::{self, Hello, PROTOCOL_VERSION, Reply, Request};
-use crate::cluster::{ClusterError, ClusterOptions, LocalNodes, RemoteNode};
+use crate::actors::run_supervisor::{RunContext, RunSupervisor, RunSupervisorMsg, Workers};
 use crate::exec::{ErasedOrder, Runnable};
-use crate::model::outcome::Report;
+use crate::model::dispatch::StopKind;
+use crate::model::outcome::{Report, StopReason};
 use crate::model::sample::{SampleError, WalkSample};
 use crate::model::space::Blocks;
 use crate::model::space::OrderError;
@@ -29,18 +23,18 @@ use crate::trace::{RunId, TraceError, TraceTarget, option_json};
 /// How to run a walk order.
 #[derive(Debug, Clone)]
 pub struct RunOptions<S> {
-    initial: S,
-    threads: Option<usize>,
-    gather_states: bool,
-    log_dir: Option<PathBuf>,
-    run_id: Option<RunId>,
-    name: Option<String>,
-    max_batch: Option<u64>,
-    sample: Option<WalkSample>,
-    walk_timeout: Option<Duration>,
-    append: Option<RoundTrace>,
-    interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
-    progress: Option<Arc<Progress>>,
+    pub(crate) initial: S,
+    pub(crate) threads: Option<usize>,
+    pub(crate) gather_states: bool,
+    pub(crate) log_dir: Option<PathBuf>,
+    pub(crate) run_id: Option<RunId>,
+    pub(crate) name: Option<String>,
+    pub(crate) max_batch: Option<u64>,
+    pub(crate) sample: Option<WalkSample>,
+    pub(crate) walk_timeout: Option<Duration>,
+    pub(crate) append: Option<RoundTrace>,
+    pub(crate) stop: Option<RunStop>,
+    pub(crate) progress: Option<Arc<Progress>>,
 }
 
 /// Where a soak round's trace lines go: appended to the soak's
@@ -74,7 +68,7 @@ impl<S> RunOptions<S> {
             sample: None,
             walk_timeout: None,
             append: None,
-            interrupt: None,
+            stop: None,
             progress: None,
         }
     }
@@ -116,7 +110,6 @@ impl<S> RunOptions<S> {
         self
     }
 
-    /// The runner threads this run will use.
     /// Caps batches at `walks` walks (default: sized adaptively to about
     /// 4 ms of work each). Smaller batches balance slow, uneven walks
     /// better; larger ones cost fewer round trips.
@@ -143,10 +136,10 @@ impl<S> RunOptions<S> {
         self
     }
 
-    /// Stops dispatching when `flag` is set; the run then ends with
-    /// [`RunError::Interrupted`] once the walks in flight are done.
-    pub(crate) fn interrupt(mut self, flag: Option<Arc<std::sync::atomic::AtomicBool>>) -> Self {
-        self.interrupt = flag;
+    /// Lets `stop` stop the run: the report then accounts for the walks
+    /// that did not finish (see [`RunStop`]) and says how the run ended.
+    pub fn stop(mut self, stop: RunStop) -> Self {
+        self.stop = Some(stop);
         self
     }
 
@@ -162,6 +155,7 @@ impl<S> RunOptions<S> {
         self
     }
 
+    /// The runner threads this run will use.
     pub fn effective_threads(&self) -> usize {
         self.threads.unwrap_or_else(default_threads)
     }
@@ -178,6 +172,87 @@ pub fn default_threads() -> usize {
 
 /// Most runner threads a run accepts.
 pub const MAX_THREADS: usize = 4096;
+
+/// Stops a run (or a soak's rounds) from outside: Ctrl-C, a deadline.
+///
+/// [`drain`](RunStop::drain): nothing new starts (batches queued but not
+/// started are taken back; nodes are told to start nothing more), the
+/// walks running finish, and the report accounts for the rest: `not_run`
+/// when the reason is a normal ending ([`StopReason::DurationEnded`]),
+/// `aborted` otherwise, each with its reason ("not run: ...", "not
+/// finished: ..."). [`force`](RunStop::force): the walks still running are
+/// given up too ("hung when ..."; their threads are abandoned). The report
+/// says how the run ended ([`Report::ending`]). A handle stays stopped; a
+/// run started with a stopped handle runs nothing.
+#[derive(Clone, Default)]
+pub struct RunStop(Arc<std::sync::Mutex<StopState>>);
+
+#[derive(Default)]
+struct StopState {
+    requested: Option<(StopKind, StopReason)>,
+    /// The current run's supervisor.
+    listener: Option<ractor::ActorRef<RunSupervisorMsg>>,
+}
+
+impl std::fmt::Debug for RunStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RunStop").field(&self.requested()).finish()
+    }
+}
+
+impl RunStop {
+    /// Start nothing more; let what runs finish.
+    pub fn drain(&self, reason: StopReason) {
+        self.request(StopKind::Drain, reason);
+    }
+
+    /// Start nothing more; give up what still runs.
+    pub fn force(&self, reason: StopReason) {
+        self.request(StopKind::Force, reason);
+    }
+
+    /// Why the run was stopped, if it was.
+    pub fn requested(&self) -> Option<StopReason> {
+        self.lock().requested.as_ref().map(|(_, reason)| reason.clone())
+    }
+
+    /// Whether a forced stop was asked for.
+    pub fn forced(&self) -> bool {
+        self.lock().requested.as_ref().is_some_and(|(kind, _)| *kind == StopKind::Force)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StopState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn request(&self, kind: StopKind, reason: StopReason) {
+        let mut state = self.lock();
+        let reason = match &state.requested {
+            // The first reason stands; a second request may only force.
+            Some((_, first)) => first.clone(),
+            None => reason,
+        };
+        let kind = state.requested.as_ref().map_or(kind, |(k, _)| kind.max(*k));
+        state.requested = Some((kind, reason.clone()));
+        if let Some(listener) = &state.listener {
+            let _ = listener.cast(RunSupervisorMsg::Stop { kind, reason });
+        }
+    }
+
+    /// The run of `supervisor` listens from now on (a stop already asked for
+    /// reaches it at once).
+    fn listen(&self, supervisor: ractor::ActorRef<RunSupervisorMsg>) {
+        let mut state = self.lock();
+        if let Some((kind, reason)) = &state.requested {
+            let _ = supervisor.cast(RunSupervisorMsg::Stop { kind: *kind, reason: reason.clone() });
+        }
+        state.listener = Some(supervisor);
+    }
+
+    fn unlisten(&self) {
+        self.lock().listener = None;
+    }
+}
 
 /// Why a run could not produce a report. Failing walks are not errors: they
 /// are in the report.
@@ -208,26 +283,6 @@ pub enum RunError {
     /// The sample does not fit the walk order, or cannot be traced.
     #[error("invalid sample: {0}")]
     Sample(#[from] SampleError),
-    /// The run was interrupted (a soak's Ctrl-C or deadline): no batch was
-    /// dispatched after that; `report` counts the walks that ended.
-    #[error("the run was interrupted")]
-    Interrupted {
-        /// The walks that ended before the interrupt (not every walk).
-        report: Box<Report>,
-    },
-    /// A cluster run could not start: a node is unreachable, has another
-    /// cookie, or refused the run.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// Every node of a cluster run was lost; `report` has what was
-    /// accounted for until then (it does not cover every walk).
-    #[error("{reason}; the run is incomplete")]
-    AllNodesLost {
-        /// Which node went last, and why.
-        reason: String,
-        /// The walks accounted for before that.
-        report: Option<Box<Report>>,
-    },
 }
 
 /// Runs every walk of `order`, blocking until the report is ready. Creates
@@ -275,11 +330,12 @@ where
         false => None,
     };
     let blocks = blocks_for(&space, threads, &options);
-    run_erased(runnable, values, options, Workers::Threads(threads), blocks, started).await
+    run_on(runnable, values, options, Workers::Threads(threads), blocks, started).await
 }
 
-/// A run on any workers: the part shared by in-process and cluster runs.
-async fn run_erased<S: Clone + Send + 'static>(
+/// A run on any workers: the part shared by in-process and cluster runs
+/// (`cluster::run` calls it with remote workers).
+pub(crate) async fn run_on<S: Clone + Send + 'static>(
     runnable: Arc<dyn ErasedOrder<S>>,
     values: Option<crate::model::trace::OptionJson>,
     options: RunOptions<S>,
@@ -329,7 +385,6 @@ async fn run_erased<S: Clone + Send + 'static>(
         blocks,
         // One walk per batch: a timeout then blames one walk.
         max_batch: if options.walk_timeout.is_some() { Some(1) } else { options.max_batch },
-        interrupt: options.interrupt.clone(),
         progress: options.progress.clone(),
         sample: options.sample,
         walk_timeout: options.walk_timeout,
@@ -340,26 +395,34 @@ async fn run_erased<S: Clone + Send + 'static>(
     let (supervisor, handle) = Actor::spawn(None, RunSupervisor::new(), context)
         .await
         .map_err(|e| RunError::Internal(format!("could not start the run: {e}")))?;
+    if let Some(stop) = &options.stop {
+        stop.listen(supervisor.clone());
+    }
     // If this future is dropped mid-run, stop the actors with it.
     let guard = StopOnDrop(Some(supervisor.get_cell()));
     let result = report.await.unwrap_or_else(|_| {
         Err(RunError::Internal("the run supervisor stopped without a report".to_string()))
     });
+    if let Some(stop) = &options.stop {
+        stop.unlisten();
+    }
     drop(guard);
-    let _ = handle.await;
+    // The actors stop on their own; a hung runner's may take a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
     let (mut report, totals) = result?;
     if !report.is_consistent() {
         // Never hand over a report that loses or double-counts a walk.
         return Err(RunError::Internal(format!(
             "the report does not account for every walk exactly once: {} walks, {} passed, \
-             {} failed ({} listed), {} cancelled, {} pruned, {} aborted",
+             {} failed ({} listed), {} cancelled, {} pruned, {} aborted, {} not run",
             report.walks,
             report.passed,
             report.failed,
             report.failed_walks.len(),
             report.cancelled,
             report.pruned,
-            report.aborted
+            report.aborted,
+            report.not_run,
         )));
     }
     report.elapsed = started.elapsed();
@@ -368,16 +431,18 @@ async fn run_erased<S: Clone + Send + 'static>(
         passed = report.passed,
         failed = report.failed,
         aborted = report.aborted,
+        not_run = report.not_run,
+        ending = report.ending.name(),
         elapsed_s = report.elapsed.as_secs_f64(),
         "run ends"
     );
     if session.is_some() || append {
         let totals = totals.unwrap_or_default();
-        if totals.records != report.walks - report.aborted {
+        let ended = report.walks - report.aborted - report.not_run;
+        if totals.records != ended {
             return Err(RunError::Internal(format!(
-                "the trace holds {} records for {} walks that ended",
+                "the trace holds {} records for {ended} walks that ended",
                 totals.records,
-                report.walks - report.aborted
             )));
         }
         if let Some(session) = session {
@@ -387,114 +452,10 @@ async fn run_erased<S: Clone + Send + 'static>(
     Ok(report)
 }
 
-/// Runs `order` on the nodes of `cluster`, each of which serves `suite`
-/// (the same build: the handshake compares walk-order fingerprints). Each
-/// node builds its own initial state with the suite's setup; `options`'
-/// initial state is not used. Blocking, like [`run`].
-pub(crate) fn run_cluster<S, C>(
-    order: &WalkOrder<S, C>,
-    options: RunOptions<S>,
-    cluster: &ClusterOptions,
-    suite: &str,
-) -> Result<Report<S>, RunError>
-where
-    S: Clone + Send + Serialize + DeserializeOwned + 'static,
-    C: Chain<S>,
-{
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(RunError::InsideRuntime);
-    }
-    let started = Instant::now();
-    let runnable: Arc<dyn ErasedOrder<S>> = Arc::new(Runnable::new(order.clone())?);
-    let space = runnable.space().clone();
-    let values = option_json(order, &space)?;
-    let fingerprint = crate::model::trace::fingerprint(&space, &values);
-    // Local nodes first: they are processes, started and awaited here.
-    let program = match &cluster.program {
-        Some(program) => program.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| ClusterError::Local(format!("cannot find this program: {e}")))?,
-    };
-    let mut addresses = cluster.nodes.clone();
-    let cookie = crate::cluster::effective_cookie(cluster.cookie.as_deref(), &addresses)?;
-    let local = match cluster.local_nodes {
-        0 => None,
-        count => Some(LocalNodes::spawn(count, program, &cookie, cluster.node_threads)?),
-    };
-    if let Some(local) = &local {
-        addresses.extend(local.addresses().iter().cloned());
-    }
-    if addresses.is_empty() {
-        return Err(ClusterError::Local("a cluster run needs at least one node".to_string()).into());
-    }
-    let runtime = actor_runtime()?;
-    let result = runtime.block_on(async {
-        let connection = Arc::new(Connection::open(&addresses, &cookie).await?);
-        let run_id = options.run_id.unwrap_or_else(RunId::new);
-        let options = options.run_id(run_id);
-        let run = run_id.as_u128();
-        let per_node = cluster.node_threads.unwrap_or_else(default_threads);
-        let blocks = blocks_for(&space, per_node * connection.nodes.len(), &options);
-        let hello = Hello {
-            protocol: PROTOCOL_VERSION,
-            suite: suite.to_string(),
-            fingerprint,
-            run,
-            runners: cluster.node_threads.map(|t| t as u32),
-            blocks,
-            gather: options.gather_states,
-            trace: options.log_dir.is_some() || options.append.is_some(),
-            round: options.append.as_ref().map(|a| a.tag),
-            log_level: crate::cluster::logs::current_level(),
-            lease_ms: cluster.heartbeat_timeout.as_millis() as u64,
-            // Until the links start pinging: every node opens the run first.
-            grace_ms: (OPEN_TIMEOUT * 2).as_millis() as u64,
-        };
-        let (nodes, refused) = handshake(&connection, &hello).await;
-        let result = match refused {
-            Some(error) => Err(error.into()),
-            None => {
-                let workers = Workers::Nodes(Box::new(NodeWorkers {
-                    nodes: nodes.clone(),
-                    run,
-                    decode_state: decode_postcard::<S>,
-                    heartbeat_timeout: cluster.heartbeat_timeout,
-                    rejoin: cluster.respawn.as_ref().map(|respawn| Rejoin {
-                        respawn: Arc::clone(respawn),
-                        connection: Arc::clone(&connection),
-                        hello: hello.clone(),
-                    }),
-                }));
-                let traced = options.log_dir.is_some() || options.append.is_some();
-                let values = traced.then_some(values);
-                run_erased(runnable, values, options, workers, blocks, started).await
-            }
-        };
-        // Collect the nodes' last log lines, and tell them the run is over
-        // (they also drop it on their own once the coordinator goes silent).
-        let last = Some(Duration::from_secs(5));
-        let ping = wire::encode(&Request::Ping { run });
-        let end = wire::encode(&Request::EndRun { run });
-        for (node, _) in &nodes {
-            if let Ok(Reply::Pong { logs, dropped }) = call(&node.agent, ping.clone(), last).await {
-                log_node_lines(&node.name, logs, dropped);
-            }
-            let _ = call(&node.agent, end.clone(), last).await;
-        }
-        connection.close().await;
-        result
-    });
-    // Let the cluster layer's actors finish stopping: the next run (a soak's
-    // next round) must not meet this one's leftovers.
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    drop(local);
-    result
-}
-
 /// The runtime for a run's actors. They need little: two workers. Walks
 /// run on the runners' own threads; serial actions on the blocking pool,
 /// one at a time.
-fn actor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn actor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
@@ -503,58 +464,10 @@ fn actor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// How long a node may take to open a run: the suite's setup runs then.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Opens the run on every node, all at once: the nodes that took it, with
-/// their runner threads, and the first refusal, if any (the run must then
-/// not start; the nodes that took it are told to end it).
-async fn handshake(
-    connection: &Connection,
-    hello: &Hello,
-) -> (Vec<(RemoteNode, usize)>, Option<ClusterError>) {
-    let request = wire::encode(&Request::Hello(hello.clone()));
-    let answers = futures::future::join_all(
-        connection.nodes.iter().map(|node| call(&node.agent, request.clone(), Some(OPEN_TIMEOUT))),
-    )
-    .await;
-    let mut nodes = Vec::new();
-    let mut refusal = None;
-    for (node, answer) in connection.nodes.iter().zip(answers) {
-        let refused = match answer {
-            Ok(Reply::Welcome { node: name, runners }) => {
-                let mut node = node.clone();
-                node.name = name;
-                nodes.push((node, runners as usize));
-                continue;
-            }
-            Ok(Reply::Refused(reason)) => ClusterError::Refused { node: node.name.clone(), reason },
-            Ok(other) => ClusterError::Refused {
-                node: node.name.clone(),
-                reason: format!("unexpected answer to the handshake: {other:?}"),
-            },
-            // A node of another protocol version answers in a form this
-            // build cannot read: the decoding error names both versions.
-            Err(Trouble::Broken(reason)) => {
-                ClusterError::Refused { node: node.name.clone(), reason }
-            }
-            Err(Trouble::Lost(reason)) => {
-                ClusterError::Unreachable { address: node.name.clone(), reason }
-            }
-            Err(Trouble::TimedOut(_)) => ClusterError::Unreachable {
-                address: node.name.clone(),
-                reason: "no answer to the handshake in time".to_string(),
-            },
-        };
-        refusal.get_or_insert(refused);
-    }
-    (nodes, refusal)
-}
-
 /// How held states are grouped: by [`Blocks::for_space`], no longer than
 /// the batch cap, or one walk per block with a walk timeout (a batch is then
 /// one walk, and a timeout blames only it).
-fn blocks_for<S>(
+pub(crate) fn blocks_for<S>(
     space: &crate::model::space::Space,
     runners: usize,
     options: &RunOptions<S>,
@@ -567,11 +480,6 @@ fn blocks_for<S>(
         (None, Some(max)) => Blocks::new(space.deepest_branch_len(), blocks.block_len().min(max)),
         (None, None) => blocks,
     }
-}
-
-/// Decodes a walk state sent by a node.
-fn decode_postcard<S: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<S> {
-    postcard::from_bytes(bytes)
 }
 
 struct StopOnDrop(Option<ractor::ActorCell>);

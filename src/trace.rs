@@ -35,11 +35,6 @@ pub const LOG_FILE: &str = "combtest.log";
 pub struct RunId(uuid::Uuid);
 
 impl RunId {
-    /// The id's 128 bits (how it crosses to cluster nodes).
-    pub(crate) fn as_u128(&self) -> u128 {
-        self.0.as_u128()
-    }
-
     /// A fresh random run id.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {

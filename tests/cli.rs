@@ -16,31 +16,35 @@ fn list_shows_every_builtin_suite_with_counts_and_trees() {
 }
 
 #[test]
-fn json_output_has_exactly_the_documented_keys() {
+fn json_output_has_at_least_the_documented_keys() {
     let output = node(&["run", "--suite", "demo", "--json", "--threads", "3"]);
     // The demo suite has two planted failures.
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let value: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
     let object = value.as_object().unwrap();
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "aborted",
-            "aborted_walks",
-            "cancelled",
-            "elapsed_s",
-            "failed",
-            "failed_walks",
-            "passed",
-            "pruned",
-            "runner_restarts",
-            "segments",
-            "serial_actions",
-            "walks"
-        ]
-    );
+    // README: "one JSON object with at least the keys ..." (new keys may
+    // come; none of these goes).
+    for key in [
+        "walks",
+        "passed",
+        "failed",
+        "cancelled",
+        "pruned",
+        "aborted",
+        "not_run",
+        "segments",
+        "serial_actions",
+        "runner_restarts",
+        "elapsed_s",
+        "failed_walks",
+        "aborted_walks",
+        "not_run_walks",
+        "ending",
+    ] {
+        assert!(object.contains_key(key), "{key} missing: {value}");
+    }
+    assert_eq!(value["ending"], "completed");
+    assert_eq!(value["not_run"], 0);
     assert_eq!(value["walks"], 36);
     assert_eq!((value["passed"].as_u64(), value["failed"].as_u64()), (Some(20), Some(2)));
     assert_eq!((value["cancelled"].as_u64(), value["pruned"].as_u64()), (Some(8), Some(6)));
@@ -102,4 +106,36 @@ fn help_explains_and_exits_0() {
     assert!(text.contains("Exit codes") && text.contains("list") && text.contains("run"));
     let output = node(&["run", "--help"]);
     assert!(stdout(&output).contains("--threads"));
+}
+
+#[test]
+fn the_readmes_serve_line_is_what_serve_prints() {
+    // README shows the line `serve` prints when it listens; it names the
+    // protocol version, which must be this build's.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let sample = readme
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("# prints: "))
+        .expect("README shows the line serve prints");
+    let version = combtest::cluster::wire::PROTOCOL_VERSION;
+    assert!(sample.ends_with(&format!("(protocol {version})")), "README: {sample}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_combtest-node"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cookie", "readme", "--exit-on-stdin-eof"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let read = std::io::BufRead::read_line(&mut reader, &mut line);
+    let _ = child.kill();
+    let _ = child.wait();
+    read.unwrap();
+    let shape = |l: &str| -> Vec<String> {
+        l.split_whitespace()
+            .map(|w| if w.contains(':') { "ADDRESS".to_string() } else { w.to_string() })
+            .collect()
+    };
+    assert_eq!(shape(line.trim()), shape(sample), "README: {sample}\nserve: {line}");
 }

@@ -10,11 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use combtest::cluster::ClusterOptions;
+use combtest::cluster::{Cluster, ClusterOptions};
 use combtest::suites::{SuiteOptions, builtin};
 
 mod common;
-use common::example;
+use common::{cookie_file, example};
 
 /// Longest any one process of these tests may take.
 const BOUND: Duration = Duration::from_secs(120);
@@ -54,6 +54,7 @@ fn serve(program: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String)
         .args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
         .args(extra)
         .env_remove("COMBTEST_COOKIE")
+        .env("COMBTEST_COOKIE_FILE", cookie_file())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -94,6 +95,7 @@ fn spawn_coordinator(program: &Path, args: &[&str]) -> Child {
     Command::new(program)
         .args(args)
         .env_remove("COMBTEST_COOKIE")
+        .env("COMBTEST_COOKIE_FILE", cookie_file())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -130,7 +132,8 @@ fn two_local_nodes_give_the_in_process_results_and_states() {
         let mut local = SuiteOptions::default();
         local.gather_states = true;
         let mut cluster = local.clone();
-        cluster.cluster = Some(ClusterOptions::local(2).program(NODE).node_threads(2));
+        let nodes = ClusterOptions::local(2).program(NODE).node_threads(2).cookie("test-cookie");
+        cluster.cluster = Some(Cluster::open(nodes).unwrap());
         // Small batches: walks spread over both nodes.
         cluster.max_batch = Some(2);
         let here = suite.run_with_states(&local).unwrap();
@@ -229,7 +232,8 @@ fn lose_a_node(signal_name: &str, marker: &str) -> u64 {
     let groups = report["aborted_walks"].as_array().unwrap();
     for group in groups {
         let reason = group["reason"].as_str().unwrap();
-        assert!(reason.starts_with(&format!("node {b} lost")), "{reason}");
+        assert!(reason.starts_with(&format!("node {b} (pid ")), "{reason}");
+        assert!(reason.contains(") lost: "), "{reason}");
         for range in group["walks"].as_array().unwrap() {
             ids.extend(range["start"].as_u64().unwrap()..range["end"].as_u64().unwrap());
         }
@@ -270,8 +274,11 @@ fn losing_every_node_ends_the_run_with_the_partial_report() {
     signal(&only.child, "KILL");
     let (code, out, err) = finish(coordinator);
     assert_eq!(code, Some(3), "{out}{err}");
-    assert!(err.contains("every node was lost"), "{err}");
-    assert!(err.contains("partial report"), "{err}");
+    // The report is still the run's report, on stdout: every walk is in
+    // it, those that did not finish aborted with the reason.
+    assert!(out.contains("stopped: every node was lost"), "{out}{err}");
+    assert!(out.contains("not run: every node was lost"), "{out}");
+    assert!(out.lines().any(|l| l == "INCOMPLETE"), "{out}");
 }
 
 #[test]
@@ -340,16 +347,22 @@ fn garbage_on_the_port_does_not_stop_the_node() {
 }
 
 #[test]
-fn a_node_refuses_to_listen_off_loopback_without_a_cookie() {
+fn a_node_refuses_a_cookie_file_others_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cookie");
+    std::fs::write(&file, "secret\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     // It refuses before binding anything.
     let output = Command::new(NODE)
-        .args(["serve", "--listen", "0.0.0.0:0"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("COMBTEST_COOKIE")
+        .env("COMBTEST_COOKIE_FILE", &file)
+        .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8(output.stderr).unwrap();
-    assert!(err.contains("a cookie is required off loopback"), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::model::outcome::{AbortedWalks, Counts, FailedWalk, Report};
+use crate::model::outcome::{AbortedWalks, Counts, FailedWalk, Fate, Report};
 use crate::model::space::WalkId;
 
 /// Events and requests to the Collector.
@@ -24,9 +24,9 @@ pub(crate) enum CollectorMsg<S> {
     /// A batch finished: its counts, failures and (when gathering) the final
     /// states of the walks that ended in it.
     BatchOutcome { counts: Counts, failed: Vec<FailedWalk>, finals: Vec<(WalkId, S)> },
-    /// Walks that cannot be finished (their node was lost with their
-    /// state), from the Scheduler.
-    Aborted(AbortedWalks),
+    /// Walks that will not end (their node was lost with their state, or
+    /// the run stopped before them), from the Scheduler: aborted, or not run.
+    Unfinished(AbortedWalks, Fate),
     /// A cluster node was lost (from the Scheduler).
     NodeLost(String),
     /// The SerialBarrier ran one serial action.
@@ -52,6 +52,7 @@ pub(crate) struct CollectorState<S> {
     serial_actions: u64,
     failed: Vec<FailedWalk>,
     aborted: Vec<AbortedWalks>,
+    not_run: Vec<AbortedWalks>,
     lost_nodes: Vec<String>,
     states: BTreeMap<WalkId, S>,
     progress: Option<Arc<Progress>>,
@@ -62,8 +63,14 @@ pub(crate) struct CollectorState<S> {
 #[doc(hidden)]
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Walks that ended.
+    /// Walks that ended (or were counted as aborted or not run).
     pub ended: AtomicU64,
+    /// Of which passed.
+    pub passed: AtomicU64,
+    /// Of which pruned.
+    pub pruned: AtomicU64,
+    /// Of which not run.
+    pub not_run: AtomicU64,
     /// Of which failed.
     pub failed: AtomicU64,
     /// Of which cancelled.
@@ -90,6 +97,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
             serial_actions: 0,
             failed: Vec::new(),
             aborted: Vec::new(),
+            not_run: Vec::new(),
             lost_nodes: Vec::new(),
             states: BTreeMap::new(),
         })
@@ -105,6 +113,8 @@ impl<S: Send + 'static> Actor for Collector<S> {
             CollectorMsg::BatchOutcome { counts, failed, finals } => {
                 if let Some(progress) = &state.progress {
                     progress.ended.fetch_add(counts.ended(), Ordering::Relaxed);
+                    progress.passed.fetch_add(counts.passed, Ordering::Relaxed);
+                    progress.pruned.fetch_add(counts.pruned, Ordering::Relaxed);
                     progress.failed.fetch_add(counts.failed, Ordering::Relaxed);
                     progress.cancelled.fetch_add(counts.cancelled, Ordering::Relaxed);
                 }
@@ -118,16 +128,26 @@ impl<S: Send + 'static> Actor for Collector<S> {
                     }
                 }
             }
-            CollectorMsg::Aborted(walks) => {
+            CollectorMsg::Unfinished(walks, fate) => {
                 if let Some(progress) = &state.progress {
                     progress.ended.fetch_add(walks.count(), Ordering::Relaxed);
-                    progress.aborted.fetch_add(walks.count(), Ordering::Relaxed);
+                    let counter = match fate {
+                        Fate::Aborted => &progress.aborted,
+                        Fate::NotRun => &progress.not_run,
+                    };
+                    counter.fetch_add(walks.count(), Ordering::Relaxed);
                 }
-                state.counts.aborted += walks.count();
+                let groups = match fate {
+                    Fate::Aborted => {
+                        state.counts.aborted += walks.count();
+                        &mut state.aborted
+                    }
+                    Fate::NotRun => &mut state.not_run,
+                };
                 // Grouped by reason.
-                match state.aborted.iter_mut().find(|a| a.reason == walks.reason) {
+                match groups.iter_mut().find(|a| a.reason == walks.reason) {
                     Some(group) => group.walks.extend(walks.walks),
-                    None => state.aborted.push(walks),
+                    None => groups.push(walks),
                 }
             }
             CollectorMsg::NodeLost(node) => state.lost_nodes.push(node),
@@ -139,6 +159,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
                     state.serial_actions,
                     std::mem::take(&mut state.failed),
                     std::mem::take(&mut state.aborted),
+                    std::mem::take(&mut state.not_run),
                     std::mem::take(&mut state.states),
                 );
                 report.lost_nodes = std::mem::take(&mut state.lost_nodes);

@@ -14,8 +14,6 @@
 //! ARCHITECTURE.md for the protocol.
 
 pub(crate) mod collector;
-pub(crate) mod node_agent;
-pub(crate) mod node_link;
 pub(crate) mod planner;
 pub(crate) mod run_supervisor;
 pub(crate) mod scheduler;

@@ -1,13 +1,19 @@
 //! RunSupervisor: the supervision root of one run.
 //!
-//! - Spawned by `run_async`; spawns and links the Collector, Planner,
-//!   SerialBarrier, Scheduler, the WalkRunners and, when the run has a log
+//! - Spawned by `runtime::run_on`; spawns and links the Collector, Planner,
+//!   SerialBarrier, Scheduler, the workers (WalkRunners, or the remote side
+//!   of a cluster run through [`RemoteWorkers`]) and, when the run has a log
 //!   dir, the TraceWriter; then starts the barrier.
 //! - Receives `EpochsDone` from the SerialBarrier: asks the Collector for the
 //!   report and the TraceWriter (if any) to flush, hands both to the caller,
-//!   stops its children and itself.
-//!   Receives `Fatal` from any child that detects a broken invariant: the run
-//!   ends with an internal error.
+//!   stops its children and itself. Receives `Stop` from the run's
+//!   `RunStop` (Ctrl-C, a soak's deadline) and passes it to the Scheduler
+//!   (and the remote side); `Stopped` from the Scheduler once a stopped run
+//!   has accounted for every walk, and ends the run the same way, with the
+//!   stop as its ending. `AllSlotsLost` from the Scheduler goes to the
+//!   remote side, which answers `GiveUp` when no node can come back.
+//!   `Fatal` from any child that detects a broken invariant ends the run
+//!   with an internal error.
 //!
 //! # Supervision
 //! - A WalkRunner that fails (it does so on purpose after a batch in which an
@@ -21,35 +27,30 @@
 //! # Shutdown
 //! Once the report is handed over, the supervisor stops itself; `post_stop`
 //! stops every child and waits for them (`Stop`, not `Kill`: nothing is
-//! running by then). If the caller drops the run future, the supervisor is
-//! stopped the same way.
+//! running by then, but a hung runner thread, which is abandoned). If the
+//! caller drops the run future, the supervisor is stopped the same way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::actors::LOCAL_REPLY_TIMEOUT;
 use crate::actors::collector::{Collector, CollectorMsg, Progress};
-use crate::actors::node_link::{NodeLink, NodeLinkArgs};
-use crate::actors::node_link::{Trouble, call};
 use crate::actors::planner::Planner;
-use crate::actors::scheduler::{
-    CREDITS_PER_RUNNER, Endpoint, Outcomes, Scheduler, SchedulerArgs, SchedulerMsg, SlotSpec,
-};
+use crate::actors::scheduler::{Endpoint, Outcomes, Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::actors::serial_barrier::{SerialBarrier, SerialBarrierArgs, SerialBarrierMsg};
 use crate::actors::trace_writer::{TraceWriter, TraceWriterMsg};
-use crate::actors::walk_runner::failed_walks;
-use crate::actors::walk_runner::{RunnerArgs, RunnerTrace, WalkRunner, WalkRunnerMsg};
-use crate::cluster::connect::Connection;
-use crate::cluster::wire::{self, Hello, Reply, Request, RunKey};
-use crate::cluster::{RemoteNode, Respawn};
-use crate::exec::ErasedOrder;
+use crate::actors::walk_runner::{
+    RunnerArgs, RunnerTrace, WalkRunner, WalkRunnerMsg, failed_walks,
+};
+use crate::exec::{BatchSettings, ErasedOrder};
+use crate::model::dispatch::{Config, SlotSpec, StopKind};
 use crate::model::epoch::Epoch;
-use crate::model::outcome::AbortedWalks;
-use crate::model::outcome::Report;
+use crate::model::outcome::{AbortedWalks, Ending, Fate, Report, StopReason};
 use crate::model::sample::WalkSample;
 use crate::model::space::Blocks;
 use crate::model::trace::TraceEncoder;
@@ -57,6 +58,9 @@ use crate::runtime::RunError;
 use crate::store::StateStore;
 use crate::trace::encode_batch;
 use crate::trace::{TraceTotals, WalksFile};
+
+/// Batches in flight per runner: one running, one waiting in its queue.
+pub(crate) const CREDITS_PER_RUNNER: usize = 2;
 
 /// What the caller gets: the report, and what the TraceWriter wrote.
 pub(crate) type RunResult<S> = Result<(Report<S>, Option<TraceTotals>), RunError>;
@@ -67,64 +71,69 @@ pub(crate) enum RunSupervisorMsg {
     EpochsDone,
     /// A child found the run broken beyond repair.
     Fatal(String),
-    /// A node replaced a runner thread after an action panicked (NodeLink).
+    /// A node replaced a runner thread after an action panicked (remote).
     RunnerRestarted,
-    /// The Scheduler lost its last node: the run ends with what it has
-    /// (unless a lost node is rejoining).
-    AllNodesLost(String),
-    /// A restarted node is back (soaks with local nodes).
-    NodeJoined(RemoteNode, usize),
-    /// A lost node could not be brought back.
-    RejoinFailed(String),
-    /// The Scheduler stopped dispatching (interrupt) and nothing runs.
-    Interrupted,
+    /// The Scheduler has no slot left (remote runs: the remote side decides
+    /// whether one may come back).
+    AllSlotsLost,
+    /// No node can come back (from the remote side): the run stops.
+    GiveUp(String),
+    /// Stop the run (its `RunStop`).
+    Stop { kind: StopKind, reason: StopReason },
+    /// The Scheduler has accounted for every walk of a stopped run.
+    Stopped,
 }
 
 // Local only: never crosses a node.
 impl ractor::Message for RunSupervisorMsg {}
 
+/// What the remote side of a run is told.
+#[derive(Debug, Clone)]
+pub(crate) enum RemoteNotice {
+    /// The Scheduler has no slot left.
+    AllSlotsLost,
+    /// The run is stopping: nodes should start nothing more.
+    Stopping(StopKind),
+}
+
+/// The remote side of a run once started: its root actor (linked to the
+/// supervisor) and how to tell it things.
+pub(crate) struct RemoteHandle {
+    pub(crate) cell: ActorCell,
+    pub(crate) notify: Box<dyn Fn(RemoteNotice) + Send + Sync>,
+}
+
+/// What the remote side of a run gets from the supervisor.
+pub(crate) struct RemoteContext<S> {
+    pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
+    pub(crate) scheduler: ActorRef<SchedulerMsg>,
+    pub(crate) collector: ActorRef<CollectorMsg<S>>,
+    pub(crate) writer: Option<ActorRef<TraceWriterMsg>>,
+    pub(crate) order: Arc<dyn ErasedOrder<S>>,
+}
+
+/// Walks run somewhere else (cluster nodes): the seam through which the
+/// core runtime reaches them without knowing of the cluster.
+pub(crate) trait RemoteWorkers<S>: Send {
+    /// The slots at the start, in slot order.
+    fn slots(&self) -> Vec<SlotSpec>;
+    /// Runner threads over every slot (batch sizing).
+    fn runners(&self) -> usize;
+    /// Starts the remote side, linked to `ctx.supervisor`; it announces each
+    /// slot's endpoint to the Scheduler (`EndpointUp`), and later slots with
+    /// `SlotAdded`.
+    fn start(
+        self: Box<Self>,
+        ctx: RemoteContext<S>,
+    ) -> BoxFuture<'static, Result<RemoteHandle, ActorProcessingErr>>;
+}
+
 /// Where the walks of a run execute.
 pub(crate) enum Workers<S> {
     /// WalkRunners in this process, one thread each.
     Threads(usize),
-    /// Cluster nodes, one NodeLink each.
-    Nodes(Box<NodeWorkers<S>>),
-}
-
-/// The nodes of a cluster run, after the handshake.
-pub(crate) struct NodeWorkers<S> {
-    /// Each node and its runner threads.
-    pub(crate) nodes: Vec<(RemoteNode, usize)>,
-    pub(crate) run: RunKey,
-    pub(crate) decode_state: fn(&[u8]) -> postcard::Result<S>,
-    pub(crate) heartbeat_timeout: Duration,
-    /// Lost nodes are restarted and rejoin the run (soaks with local nodes).
-    pub(crate) rejoin: Option<Rejoin>,
-}
-
-/// What it takes for a restarted node to rejoin a run.
-#[derive(Clone)]
-pub(crate) struct Rejoin {
-    pub(crate) respawn: Arc<dyn Respawn>,
-    pub(crate) connection: Arc<Connection>,
-    pub(crate) hello: Hello,
-}
-
-/// How to spawn a NodeLink for a node that joins mid-run.
-struct LinkSpawn<S> {
-    run: RunKey,
-    decode_state: fn(&[u8]) -> postcard::Result<S>,
-    heartbeat_timeout: Duration,
-    rejoin: Option<Rejoin>,
-    /// The next slot's index.
-    next_slot: usize,
-    /// Node names by slot.
-    names: HashMap<usize, String>,
-    /// Links running, and rejoins under way.
-    live: usize,
-    pending: usize,
-    /// Every node was lost; waiting for a rejoin before giving up.
-    all_lost: Option<String>,
+    /// Elsewhere.
+    Remote(Box<dyn RemoteWorkers<S>>),
 }
 
 impl<S> Workers<S> {
@@ -132,7 +141,7 @@ impl<S> Workers<S> {
     pub(crate) fn runners(&self) -> usize {
         match self {
             Workers::Threads(threads) => *threads,
-            Workers::Nodes(nodes) => nodes.nodes.iter().map(|(_, r)| r).sum(),
+            Workers::Remote(remote) => remote.runners(),
         }
     }
 }
@@ -144,8 +153,6 @@ pub(crate) struct RunContext<S> {
     pub(crate) workers: Workers<S>,
     pub(crate) blocks: Blocks,
     pub(crate) max_batch: Option<u64>,
-    /// Stop dispatching when set (see `SchedulerArgs::interrupt`).
-    pub(crate) interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Counts as they come (a soak's status lines).
     pub(crate) progress: Option<Arc<Progress>>,
     /// Run only these walks (a soak round's sample).
@@ -166,17 +173,10 @@ impl<S> RunSupervisor<S> {
     }
 }
 
-/// How a child ended.
-#[derive(Debug, Clone, Copy)]
-enum EventKind {
-    Failed,
-    Stopped,
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Role {
     Runner(usize),
-    Link(usize),
+    Remote,
     Planner,
     Barrier,
     Scheduler,
@@ -187,9 +187,8 @@ enum Role {
 pub(crate) struct SupervisorState<S> {
     order: Arc<dyn ErasedOrder<S>>,
     initial: S,
-    gather: bool,
+    settings: BatchSettings,
     walk_timeout: Option<Duration>,
-    blocks: Blocks,
     store: Arc<StateStore<S>>,
     reply: Option<oneshot::Sender<RunResult<S>>>,
     roles: HashMap<ActorId, Role>,
@@ -198,8 +197,9 @@ pub(crate) struct SupervisorState<S> {
     trace: Option<(Arc<TraceEncoder>, ActorRef<TraceWriterMsg>)>,
     scheduler: ActorRef<SchedulerMsg>,
     restarts: u64,
-    /// Cluster runs: how to add links.
-    links: Option<LinkSpawn<S>>,
+    remote: Option<RemoteHandle>,
+    /// Why the run was stopped, once it was.
+    stopped: Option<StopReason>,
 }
 
 impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
@@ -231,7 +231,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             None => None,
         };
         let (planner, _) =
-            Actor::spawn_linked(None, Planner, (space, ctx.sample.clone()), me.clone()).await?;
+            Actor::spawn_linked(None, Planner, (space.clone(), ctx.sample.clone()), me.clone())
+                .await?;
         roles.insert(planner.get_id(), Role::Planner);
         let barrier_args = SerialBarrierArgs {
             order: Arc::clone(&ctx.order),
@@ -246,28 +247,26 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             Workers::Threads(threads) => {
                 vec![SlotSpec { credits: CREDITS_PER_RUNNER, home: 0 }; *threads]
             }
-            Workers::Nodes(nodes) => (0..nodes.nodes.len())
-                .map(|home| SlotSpec {
-                    credits: node_credits(nodes.nodes[home].1, ctx.walk_timeout.is_some()),
-                    home,
-                })
-                .collect(),
+            Workers::Remote(remote) => remote.slots(),
         };
         let outcomes = CollectorOutcomes {
             collector: collector.clone(),
             trace: trace.as_ref().map(|(encoder, writer)| (Arc::clone(encoder), writer.clone())),
         };
-        let scheduler_args = SchedulerArgs {
-            slots,
-            runners: ctx.workers.runners(),
+        let config = Config {
             blocks,
             max_batch: ctx.max_batch,
+            runners: ctx.workers.runners(),
             sample: ctx.sample.clone(),
-            sticky: matches!(ctx.workers, Workers::Nodes(_)),
+            sticky: matches!(ctx.workers, Workers::Remote(_)),
+            size: space.size(),
+        };
+        let scheduler_args = SchedulerArgs {
+            config,
+            slots,
             barrier: barrier.clone(),
             outcomes: Box::new(outcomes),
             supervisor: myself.clone(),
-            interrupt: ctx.interrupt.clone(),
         };
         let (scheduler, _) =
             Actor::spawn_linked(None, Scheduler, scheduler_args, me.clone()).await?;
@@ -276,9 +275,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         let mut state = SupervisorState {
             order: ctx.order,
             initial: ctx.initial,
-            gather: ctx.gather,
+            settings: BatchSettings { blocks, gather: ctx.gather, trace: trace.is_some() },
             walk_timeout: ctx.walk_timeout,
-            blocks,
             store: Arc::new(StateStore::new()),
             reply: Some(ctx.reply),
             roles,
@@ -286,14 +284,26 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             trace,
             scheduler: scheduler.clone(),
             restarts: 0,
-            links: None,
+            remote: None,
+            stopped: None,
         };
         // The first epoch may start before the runners: the Scheduler hands
         // out batches as each runner announces itself.
         barrier.cast(SerialBarrierMsg::Start(scheduler))?;
         match ctx.workers {
             Workers::Threads(threads) => state.spawn_runners(&myself, 0..threads).await?,
-            Workers::Nodes(nodes) => state.spawn_links(&myself, *nodes).await?,
+            Workers::Remote(remote) => {
+                let ctx = RemoteContext {
+                    supervisor: myself.clone(),
+                    scheduler: state.scheduler.clone(),
+                    collector: state.collector.clone(),
+                    writer: state.trace.as_ref().map(|(_, writer)| writer.clone()),
+                    order: Arc::clone(&state.order),
+                };
+                let handle = remote.start(ctx).await?;
+                state.roles.insert(handle.cell.get_id(), Role::Remote);
+                state.remote = Some(handle);
+            }
         }
         Ok(state)
     }
@@ -306,60 +316,27 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RunSupervisorMsg::EpochsDone => {
-                let result = state.collect().await;
+                let result = state.collect(Ending::Completed).await;
                 state.finish(&myself, result);
             }
             RunSupervisorMsg::Fatal(reason) => {
                 state.finish(&myself, Err(RunError::Internal(reason)));
             }
             RunSupervisorMsg::RunnerRestarted => state.restarts += 1,
-            RunSupervisorMsg::AllNodesLost(reason)
-                if state
-                    .links
-                    .as_ref()
-                    .is_some_and(|l| l.rejoin.is_some() && (l.pending > 0 || l.live > 0)) =>
-            {
-                // A lost node is on its way back (or its link's end, which
-                // starts the rejoin, is still to come): wait for it.
-                if let Some(links) = &mut state.links {
-                    links.all_lost = Some(reason);
+            RunSupervisorMsg::AllSlotsLost => {
+                if let Some(remote) = &state.remote {
+                    (remote.notify)(RemoteNotice::AllSlotsLost);
                 }
             }
-            RunSupervisorMsg::NodeJoined(node, runners) => {
-                if let Some(links) = &mut state.links {
-                    links.pending -= 1;
-                    links.all_lost = None;
-                }
-                let slot = state.links.as_ref().map_or(0, |l| l.next_slot);
-                tracing::info!(node = %node.name, slot, "a restarted node rejoins the run");
-                state.spawn_link(&myself, slot, node, runners, true).await?;
+            RunSupervisorMsg::GiveUp(why) => {
+                let reason = StopReason::AllNodesLost(why);
+                state.stop(StopKind::Drain, reason)?;
             }
-            RunSupervisorMsg::RejoinFailed(why) => {
-                tracing::warn!(%why, "a lost node did not come back");
-                let gone = state.links.as_mut().and_then(|links| {
-                    links.pending -= 1;
-                    (links.live == 0 && links.pending == 0).then(|| {
-                        links
-                            .all_lost
-                            .take()
-                            .unwrap_or_else(|| format!("every node was lost ({why})"))
-                    })
-                });
-                if let Some(reason) = gone {
-                    myself.cast(RunSupervisorMsg::AllNodesLost(reason))?;
-                }
-            }
-            RunSupervisorMsg::Interrupted => {
-                // The report counts the walks that ended; their lines are
-                // written.
-                let result = state.collect().await.and_then(|(report, _)| {
-                    Err(RunError::Interrupted { report: Box::new(report.without_states()) })
-                });
+            RunSupervisorMsg::Stop { kind, reason } => state.stop(kind, reason)?,
+            RunSupervisorMsg::Stopped => {
+                let reason = state.stopped.clone().unwrap_or(StopReason::Interrupted);
+                let result = state.collect(Ending::Stopped(reason)).await;
                 state.finish(&myself, result);
-            }
-            RunSupervisorMsg::AllNodesLost(reason) => {
-                let report = state.collect().await.ok().map(|(r, _)| Box::new(r.without_states()));
-                state.finish(&myself, Err(RunError::AllNodesLost { reason, report }));
             }
         }
         Ok(())
@@ -371,12 +348,10 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why, event_kind) = match event {
-            SupervisionEvent::ActorFailed(cell, error) => {
-                (cell, error.to_string(), EventKind::Failed)
-            }
+        let (cell, why) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".to_string()), EventKind::Stopped)
+                (cell, reason.unwrap_or_else(|| "stopped".to_string()))
             }
             _ => return Ok(()),
         };
@@ -387,20 +362,9 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             Some(Role::Runner(index)) => {
                 tracing::debug!(runner = index, %why, "replacing walk runner");
                 state.restarts += 1;
-                if let Err(error) = state.spawn_runner(&myself, index).await {
+                if let Err(error) = state.spawn_runners(&myself, index..index + 1).await {
                     let reason = format!("could not replace walk runner {index}: {error}");
                     state.finish(&myself, Err(RunError::Internal(reason)));
-                }
-            }
-            Some(Role::Link(slot)) => {
-                // A link stops on its own when its node is lost (and has told
-                // the Scheduler); one that fails is a bug, and its node may
-                // still be running walks: end the run.
-                if matches!(event_kind, EventKind::Failed) {
-                    let reason = format!("the link to node {slot} failed: {why}");
-                    state.finish(&myself, Err(RunError::Internal(reason)));
-                } else {
-                    state.rejoin(&myself, slot);
                 }
             }
             Some(role) => {
@@ -420,15 +384,33 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         if let Some(reply) = state.reply.take() {
             let _ = reply.send(Err(RunError::Internal("the run was stopped".to_string())));
         }
-        myself.stop_children_and_wait(None, Some(LOCAL_REPLY_TIMEOUT)).await;
+        // Nothing runs by then but a hung walk's runner (its thread is
+        // abandoned) or a walk timeout's wait: give them a moment, then kill.
+        myself.stop_children_and_wait(None, Some(Duration::from_secs(5))).await;
+        for child in myself.get_children() {
+            child.kill();
+        }
         Ok(())
     }
 }
 
 impl<S: Clone + Send + 'static> SupervisorState<S> {
-    /// The report so far (with the restart count) and what the TraceWriter
-    /// wrote, once it has flushed.
-    async fn collect(&mut self) -> RunResult<S> {
+    /// Passes a stop to the Scheduler and the remote side.
+    fn stop(&mut self, kind: StopKind, reason: StopReason) -> Result<(), ActorProcessingErr> {
+        if self.stopped.is_none() {
+            tracing::info!(reason = %reason.phrase(), ?kind, "the run stops");
+            self.stopped = Some(reason.clone());
+        }
+        if let Some(remote) = &self.remote {
+            (remote.notify)(RemoteNotice::Stopping(kind));
+        }
+        self.scheduler.cast(SchedulerMsg::Stop { kind, reason })?;
+        Ok(())
+    }
+
+    /// The report so far (with the restart count and its ending) and what
+    /// the TraceWriter wrote, once it has flushed.
+    async fn collect(&mut self, ending: Ending) -> RunResult<S> {
         let report = self
             .collector
             .call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT))
@@ -437,6 +419,7 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         match report {
             ractor::rpc::CallResult::Success(mut report) => {
                 report.runner_restarts = self.restarts;
+                report.ending = ending;
                 let writer = self.trace.as_ref().map(|(_, writer)| writer.clone());
                 finish_trace(writer).await.map(|totals| (report, totals))
             }
@@ -465,7 +448,10 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
                 let (runner, _) =
                     Actor::spawn_linked(None, WalkRunner::new(), args, supervisor).await?;
                 // Announced at once: it takes work while others still start.
-                let endpoint = Endpoint::Runner(runner.clone());
+                let target = runner.clone();
+                let endpoint = Endpoint(Arc::new(move |job| {
+                    target.cast(WalkRunnerMsg::RunBatch(job)).is_ok()
+                }));
                 scheduler.cast(SchedulerMsg::EndpointUp { slot: index, endpoint })?;
                 Ok::<_, ActorProcessingErr>((index, runner))
             }
@@ -481,111 +467,13 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         Ok(())
     }
 
-    async fn spawn_runner(
-        &mut self,
-        myself: &ActorRef<RunSupervisorMsg>,
-        index: usize,
-    ) -> Result<(), ActorProcessingErr> {
-        self.spawn_runners(myself, index..index + 1).await
-    }
-
-    /// Spawns one NodeLink per node and announces each to the Scheduler.
-    async fn spawn_links(
-        &mut self,
-        myself: &ActorRef<RunSupervisorMsg>,
-        nodes: NodeWorkers<S>,
-    ) -> Result<(), ActorProcessingErr> {
-        self.links = Some(LinkSpawn {
-            run: nodes.run,
-            decode_state: nodes.decode_state,
-            heartbeat_timeout: nodes.heartbeat_timeout,
-            rejoin: nodes.rejoin,
-            next_slot: 0,
-            names: HashMap::new(),
-            live: 0,
-            pending: 0,
-            all_lost: None,
-        });
-        for (slot, (node, runners)) in nodes.nodes.into_iter().enumerate() {
-            self.spawn_link(myself, slot, node, runners, false).await?;
-        }
-        Ok(())
-    }
-
-    /// Spawns the NodeLink of slot `slot` (a new slot when `added`).
-    async fn spawn_link(
-        &mut self,
-        myself: &ActorRef<RunSupervisorMsg>,
-        slot: usize,
-        node: RemoteNode,
-        runners: usize,
-        added: bool,
-    ) -> Result<(), ActorProcessingErr> {
-        let links = self.links.as_mut().expect("cluster runs have links");
-        links.next_slot = links.next_slot.max(slot + 1);
-        links.live += 1;
-        links.names.insert(slot, node.name.clone());
-        let args = NodeLinkArgs {
-            slot,
-            node,
-            run: links.run,
-            order: Arc::clone(&self.order),
-            decode_state: links.decode_state,
-            heartbeat_timeout: links.heartbeat_timeout,
-            walk_timeout: self.walk_timeout,
-            scheduler: self.scheduler.clone(),
-            collector: self.collector.clone(),
-            writer: self.trace.as_ref().map(|(_, writer)| writer.clone()),
-            supervisor: myself.clone(),
-        };
-        let (link, _) = Actor::spawn_linked(None, NodeLink::new(), args, myself.get_cell()).await?;
-        self.roles.insert(link.get_id(), Role::Link(slot));
-        let endpoint = Endpoint::Node(link);
-        if added {
-            let credits = node_credits(runners, self.walk_timeout.is_some());
-            let spec = SlotSpec { credits, home: slot };
-            self.scheduler.cast(SchedulerMsg::SlotAdded { spec, endpoint })?;
-        } else {
-            self.scheduler.cast(SchedulerMsg::EndpointUp { slot, endpoint })?;
-        }
-        Ok(())
-    }
-
-    /// The link of `slot` stopped: its node was lost. With a respawner, the
-    /// node is restarted and rejoins (in a task: restarting takes time).
-    fn rejoin(&mut self, myself: &ActorRef<RunSupervisorMsg>, slot: usize) {
-        let Some(links) = self.links.as_mut() else { return };
-        links.live = links.live.saturating_sub(1);
-        let (Some(rejoin), Some(name)) = (links.rejoin.clone(), links.names.get(&slot).cloned())
-        else {
-            // No rejoin: if every node is gone, the run ends now.
-            if links.live == 0
-                && links.pending == 0
-                && let Some(reason) = links.all_lost.take()
-            {
-                let _ = myself.cast(RunSupervisorMsg::AllNodesLost(reason));
-            }
-            return;
-        };
-        links.pending += 1;
-        let myself = myself.clone();
-        tokio::spawn(async move {
-            let message = match rejoin_node(&rejoin, &name).await {
-                Ok((node, runners)) => RunSupervisorMsg::NodeJoined(node, runners),
-                Err(why) => RunSupervisorMsg::RejoinFailed(format!("{name}: {why}")),
-            };
-            let _ = myself.cast(message);
-        });
-    }
-
     fn runner_args(&self, myself: &ActorRef<RunSupervisorMsg>, index: usize) -> RunnerArgs<S> {
         RunnerArgs {
             index,
             order: Arc::clone(&self.order),
             initial: Some(self.initial.clone()),
             store: Arc::clone(&self.store),
-            blocks: self.blocks,
-            gather: self.gather,
+            settings: self.settings,
             walk_timeout: self.walk_timeout,
             trace: self.trace.as_ref().map(|(encoder, writer)| RunnerTrace {
                 encoder: Arc::clone(encoder),
@@ -606,44 +494,15 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
     }
 }
 
-/// Batches in flight on a node of `runners` threads. With a walk timeout
-/// (soaks), one per thread and none queued: when the node crashes or hangs,
-/// the walks it was running are exactly the ones in flight, so the blame
-/// falls on them alone.
-fn node_credits(runners: usize, isolate: bool) -> usize {
-    if isolate { runners } else { CREDITS_PER_RUNNER * runners }
-}
-
-/// Restarts node `name`, connects to it and opens the run on it.
-async fn rejoin_node(rejoin: &Rejoin, name: &str) -> Result<(RemoteNode, usize), String> {
-    let respawn = Arc::clone(&rejoin.respawn);
-    let owned = name.to_string();
-    let address = tokio::task::spawn_blocking(move || respawn.respawn(&owned))
-        .await
-        .map_err(|e| e.to_string())??;
-    let node = rejoin.connection.join(&address).await.map_err(|e| e.to_string())?;
-    let hello = wire::encode(&Request::Hello(rejoin.hello.clone()));
-    match call(&node.agent, hello, Some(Duration::from_secs(60))).await {
-        Ok(Reply::Welcome { node: name, runners }) => {
-            let mut node = node;
-            node.name = name;
-            Ok((node, runners as usize))
-        }
-        Ok(other) => Err(format!("it answered {other:?}")),
-        Err(Trouble::Lost(why) | Trouble::Broken(why)) => Err(why),
-        Err(Trouble::TimedOut(_)) => Err("no answer".to_string()),
-    }
-}
-
 /// The Scheduler's outcomes, delivered to the Collector and the trace.
-struct CollectorOutcomes<S> {
-    collector: ActorRef<CollectorMsg<S>>,
-    trace: Option<(Arc<TraceEncoder>, ActorRef<TraceWriterMsg>)>,
+pub(crate) struct CollectorOutcomes<S> {
+    pub(crate) collector: ActorRef<CollectorMsg<S>>,
+    pub(crate) trace: Option<(Arc<TraceEncoder>, ActorRef<TraceWriterMsg>)>,
 }
 
 impl<S: Send + 'static> Outcomes for CollectorOutcomes<S> {
-    fn aborted(&self, walks: AbortedWalks) -> Result<(), String> {
-        self.collector.cast(CollectorMsg::Aborted(walks)).map_err(|e| e.to_string())
+    fn unfinished(&self, walks: AbortedWalks, fate: Fate) -> Result<(), String> {
+        self.collector.cast(CollectorMsg::Unfinished(walks, fate)).map_err(|e| e.to_string())
     }
 
     fn lost(&self, node: String) -> Result<(), String> {

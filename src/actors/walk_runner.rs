@@ -1,23 +1,18 @@
-//! WalkRunner: executes batches of walks.
+//! WalkRunner: executes batches of walks in this process.
 //!
 //! - Receives `RunBatch` from the Scheduler (at most the runner's credit of
-//!   them at a time) and queues it on its own OS thread at once, so the
-//!   thread goes from one batch to the next without waiting for this
+//!   them at a time) and queues it on its own [`RunnerThread`] at once, so
+//!   the thread goes from one batch to the next without waiting for this
 //!   actor's task to be scheduled.
-//! - The thread (started with the runner, ended with it) runs batches, never
-//!   the async executor: user actions may block on I/O. A thread of its
-//!   own, rather than tokio's blocking pool, means every runner's thread
-//!   exists before the first batch (64 runners start their first walks
-//!   together, not one thread creation after another), and a caller's
-//!   runtime needs no blocking-pool sizing.
-//! - Per batch, the thread takes the held states from the store, runs the
-//!   walks, encodes the trace lines (with a log dir), puts the states that
-//!   go on back into the store, sends `BatchOutcome` to the Collector, then
-//!   `Finished` to this runner. The runner sends the trace lines to the
-//!   TraceWriter and waits until they are written (backpressure: at most
-//!   the runner's credit of batches of lines wait), then `BatchDone` to the
-//!   Scheduler. So neither the next epoch, the report nor the trace misses
-//!   an acknowledged batch.
+//! - The thread runs the batch through the [`BatchPipeline`] (the same one
+//!   a cluster node uses), claims it (a batch the Scheduler took back when
+//!   the run stopped does not run; one it gave up delivers nothing), sends
+//!   `BatchOutcome` to the Collector, then `Finished` to this runner. The
+//!   runner sends the trace lines to the TraceWriter and waits until they are
+//!   written (backpressure: at most the runner's credit of batches of lines
+//!   wait), then `BatchDone` (with the batch's live bits) to the Scheduler.
+//!   So neither the next epoch, the report nor the trace misses an
+//!   acknowledged batch.
 //! - Supervised by the RunSupervisor. If an action panicked in the batch, the
 //!   walk that panicked is already reported failed and the rest of the batch
 //!   ran; the thread stops taking batches and the runner fails on purpose,
@@ -30,7 +25,6 @@
 //!   never run a batch the old thread is still running. Any other trouble
 //!   (the writer or the Scheduler gone) ends the run (`Fatal`) instead.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -41,15 +35,17 @@ use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::{BatchJob, SchedulerMsg};
 use crate::actors::trace_writer::TraceWriterMsg;
+use crate::clock::PauseClock;
 use crate::exec::{
-    BatchInput, BatchOutput, BatchSettings, Block, ErasedOrder, QuietPanics, WALK_TIMEOUT_ACTION,
-    WalkOutcome, WalkRecord, panic_message,
+    BatchInput, BatchSettings, Block, ErasedOrder, WALK_TIMEOUT_ACTION, WalkOutcome, WalkRecord,
 };
+use crate::model::dispatch::Done;
 use crate::model::epoch::Epoch;
+use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
-use crate::model::space::Blocks;
 use crate::model::space::WalkId;
 use crate::model::trace::TraceEncoder;
+use crate::runner::{BatchPipeline, Job, Next, Queue, Ran, Replace, RunnerThread};
 use crate::store::StateStore;
 use crate::trace::encode_batch;
 
@@ -71,8 +67,7 @@ impl ractor::Message for WalkRunnerMsg {}
 /// What is left to do for a batch once its outcome is with the Collector.
 pub(crate) struct Finished {
     job: BatchJob,
-    walks: u64,
-    nanos: u64,
+    done: Done,
     /// The first panic of an action in the batch.
     panic: Option<String>,
     /// The batch's trace lines, when the run has a log dir.
@@ -80,10 +75,10 @@ pub(crate) struct Finished {
 }
 
 /// A batch's lines for the TraceWriter.
-struct TraceLines {
-    lines: Vec<u8>,
-    records: u64,
-    failed_nanos: Vec<(u64, u64)>,
+pub(crate) struct TraceLines {
+    pub(crate) lines: Vec<u8>,
+    pub(crate) records: u64,
+    pub(crate) failed_nanos: Vec<(u64, u64)>,
 }
 
 /// What a runner needs, fixed for the run.
@@ -94,8 +89,7 @@ pub(crate) struct RunnerArgs<S> {
     /// moved into the runner's thread at start.
     pub(crate) initial: Option<S>,
     pub(crate) store: Arc<StateStore<S>>,
-    pub(crate) blocks: Blocks,
-    pub(crate) gather: bool,
+    pub(crate) settings: BatchSettings,
     /// A batch running longer fails its walks (they run one per batch).
     pub(crate) walk_timeout: Option<std::time::Duration>,
     /// Where trace lines go, when the run has a log dir.
@@ -120,10 +114,21 @@ impl<S> WalkRunner<S> {
 }
 
 pub(crate) struct RunnerState<S> {
-    args: RunnerArgs<S>,
+    index: usize,
+    walk_timeout: Option<std::time::Duration>,
     batches: Arc<Batches<S>>,
     acks: Acks,
-    thread: RunnerThread<S>,
+    /// The thread's queue; dropping it (with the runner) ends the thread.
+    jobs: std::sync::mpsc::Sender<Job<S>>,
+    retired: Arc<AtomicBool>,
+}
+
+impl<S> Drop for RunnerState<S> {
+    fn drop(&mut self) {
+        // A batch still queued on the thread must not start: the Scheduler
+        // re-sends it to the replacement.
+        self.retired.store(true, Ordering::Release);
+    }
 }
 
 /// Where a runner acknowledges its batches (`Sync`, unlike the runner's
@@ -135,74 +140,9 @@ struct Acks {
     supervisor: ActorRef<RunSupervisorMsg>,
 }
 
-/// A job for the runner thread, given the initial state the thread owns.
-type Job<S> = Box<dyn FnOnce(&S) -> Next + Send>;
-
-/// Whether the runner thread takes another job.
-enum Next {
-    Go,
-    /// An action panicked: the runner is about to be replaced, so a batch
-    /// queued behind this one must not start here (the Scheduler re-sends
-    /// it to the replacement).
-    Stop,
-}
-
-/// The runner's own OS thread. It runs its jobs in order, back to back,
-/// and ends when the runner is gone (or after a job says `Stop`). Its
-/// channel is unbounded: safe, because the runner is sent at most its
-/// credit of batches at a time.
-struct RunnerThread<S> {
-    jobs: std::sync::mpsc::Sender<Job<S>>,
-    /// Set when the runner is dropped: the thread then starts nothing more,
-    /// even a job already queued.
-    retired: Arc<AtomicBool>,
-}
-
-impl<S: Send + 'static> RunnerThread<S> {
-    fn start(name: String, initial: S, runner: ActorRef<WalkRunnerMsg>) -> std::io::Result<Self> {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job<S>>();
-        let retired = Arc::new(AtomicBool::new(false));
-        let gone = Arc::clone(&retired);
-        std::thread::Builder::new().name(name).spawn(move || {
-            // Every panic here is a walk's outcome, already in the report.
-            let _quiet = QuietPanics::on_this_thread();
-            for job in queue {
-                if gone.load(Ordering::Acquire) {
-                    break;
-                }
-                match catch_unwind(AssertUnwindSafe(|| job(&initial))) {
-                    Ok(Next::Go) => {}
-                    Ok(Next::Stop) => break,
-                    Err(payload) => {
-                        let _ = runner.cast(WalkRunnerMsg::ThreadDied(panic_message(payload)));
-                        break;
-                    }
-                }
-            }
-        })?;
-        Ok(RunnerThread { jobs, retired })
-    }
-
-    /// Queues a job; false if the thread has ended.
-    fn send(&self, job: Job<S>) -> bool {
-        self.jobs.send(job).is_ok()
-    }
-}
-
-impl<S> Drop for RunnerThread<S> {
-    fn drop(&mut self) {
-        self.retired.store(true, Ordering::Release);
-    }
-}
-
-/// What the runner thread needs to run batches, fixed for the run.
+/// What the runner thread needs, fixed for the run.
 struct Batches<S> {
-    /// The runner's name in trace lines (`local/<index>`).
-    name: String,
-    order: Arc<dyn ErasedOrder<S>>,
-    store: Arc<StateStore<S>>,
-    settings: BatchSettings,
-    encoder: Option<Arc<TraceEncoder>>,
+    pipeline: BatchPipeline<S>,
     collector: ActorRef<CollectorMsg<S>>,
     supervisor: ActorRef<RunSupervisorMsg>,
     /// The runner itself, which the thread tells when a batch is done.
@@ -210,15 +150,11 @@ struct Batches<S> {
 }
 
 impl<S: Clone + Send + 'static> Batches<S> {
-    /// The batch's walks: fresh, or their held states taken from the store.
-    /// A block that is not there ends the run (`Fatal`): a report without
-    /// its walks would be wrong.
+    /// The batch's input; a held block that is not there ends the run
+    /// (`Fatal`): a report without its walks would be wrong.
     fn input(&self, job: &BatchJob) -> Option<BatchInput<S>> {
-        if job.epoch.first {
-            return Some(BatchInput::Fresh(job.ranges.clone()));
-        }
-        match self.store.take_all(&job.ranges, self.settings.blocks) {
-            Ok(blocks) => Some(BatchInput::Held(blocks)),
+        match self.pipeline.input(&job.epoch, &job.ranges) {
+            Ok(input) => Some(input),
             Err(start) => {
                 let reason = format!("walk states of block starting at walk {start} were lost");
                 let _ = self.supervisor.cast(RunSupervisorMsg::Fatal(reason));
@@ -227,53 +163,24 @@ impl<S: Clone + Send + 'static> Batches<S> {
         }
     }
 
-    /// Runs the batch on the calling thread and, with a log dir, encodes
-    /// its trace lines (on the same thread).
-    fn execute(&self, job: &BatchJob, input: BatchInput<S>, initial: &S) -> Ran<S> {
-        let mut out =
-            self.order.execute(&job.epoch, &job.instruction, input, initial, self.settings);
-        let mut lines = Vec::new();
-        if let Some(encoder) = &self.encoder {
-            let started = std::time::Instant::now();
-            encode_batch(encoder, &out.records, &self.name, &mut lines);
-            // Batch sizing sees the whole per-walk cost, encoding included.
-            out.nanos += started.elapsed().as_nanos() as u64;
-        }
-        Ran { out, lines }
-    }
-
-    /// Puts the states that go on into the store and the outcome to the
-    /// Collector (before the batch is acknowledged, so neither the next
-    /// epoch nor the report can miss them).
+    /// Sends a delivered batch's outcome to the Collector (before the batch
+    /// is acknowledged, so neither the next epoch nor the report can miss
+    /// it) and returns what is left to acknowledge.
     fn settle(&self, job: BatchJob, ran: Ran<S>) -> Finished {
-        let Ran { mut out, lines } = ran;
-        if !out.held.is_empty() {
-            self.store.put(std::mem::take(&mut out.held));
-        }
-        let trace = self.encoder.as_ref().map(|_| TraceLines {
-            lines,
-            records: out.records.len() as u64,
-            failed_nanos: out
-                .records
-                .iter()
-                .filter(|r| matches!(r.outcome, WalkOutcome::Failed { .. }))
-                .map(|r| (r.id.0, r.nanos))
-                .collect(),
+        let trace = self.pipeline.encoder.as_ref().map(|_| TraceLines {
+            lines: ran.lines,
+            records: ran.records,
+            failed_nanos: ran.failed_nanos,
         });
         // A Collector that is gone means the run is ending already.
         let _ = self.collector.cast(CollectorMsg::BatchOutcome {
-            counts: out.counts,
-            failed: out.failed,
-            finals: out.finals,
+            counts: ran.counts,
+            failed: ran.failed,
+            finals: ran.finals,
         });
-        Finished { job, walks: out.walks, nanos: out.nanos, panic: out.panic, trace }
+        let done = Done { walks: ran.walks, nanos: ran.nanos, live: ran.live, not_started: false };
+        Finished { job, done, panic: ran.panic, trace }
     }
-}
-
-/// A batch that ran, not yet settled.
-struct Ran<S> {
-    out: BatchOutput<S>,
-    lines: Vec<u8>,
 }
 
 impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
@@ -289,15 +196,13 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
         let initial = args.initial.take().ok_or("a runner starts with its initial state")?;
         let encoder = args.trace.as_ref().map(|t| Arc::clone(&t.encoder));
         let batches = Arc::new(Batches {
-            name: format!("local/{}", args.index),
-            order: Arc::clone(&args.order),
-            store: Arc::clone(&args.store),
-            settings: BatchSettings {
-                blocks: args.blocks,
-                gather: args.gather,
-                trace: encoder.is_some(),
+            pipeline: BatchPipeline {
+                order: Arc::clone(&args.order),
+                store: Arc::clone(&args.store),
+                settings: args.settings,
+                encoder,
+                name: format!("local/{}", args.index),
             },
-            encoder,
             collector: args.collector.clone(),
             supervisor: args.supervisor.clone(),
             runner: myself.clone(),
@@ -308,9 +213,23 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
             scheduler: args.scheduler.clone(),
             supervisor: args.supervisor.clone(),
         };
+        let (jobs, queue) = std::sync::mpsc::channel::<Job<S>>();
+        let queue: Queue<S> = Arc::new(std::sync::Mutex::new(queue));
+        let retired = Arc::new(AtomicBool::new(false));
+        let me = myself.clone();
+        let replace = Replace::ByOwner(Box::new(move |message| {
+            let _ = me.cast(WalkRunnerMsg::ThreadDied(message));
+        }));
         let name = format!("combtest-runner-{}", args.index);
-        let thread = RunnerThread::start(name, initial, myself)?;
-        Ok(RunnerState { args, batches, acks, thread })
+        RunnerThread::spawn(name, initial, queue, Arc::clone(&retired), Arc::new(replace))?;
+        Ok(RunnerState {
+            index: args.index,
+            walk_timeout: args.walk_timeout,
+            batches,
+            acks,
+            jobs,
+            retired,
+        })
     }
 
     async fn handle(
@@ -320,7 +239,7 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WalkRunnerMsg::RunBatch(job) => match state.args.walk_timeout {
+            WalkRunnerMsg::RunBatch(job) => match state.walk_timeout {
                 None => {
                     queue_batch(state, job);
                     Ok(())
@@ -356,24 +275,33 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
 fn queue_batch<S: Clone + Send + 'static>(state: &RunnerState<S>, job: BatchJob) {
     let batches = Arc::clone(&state.batches);
     let id = job.id;
-    let queued = state.thread.send(Box::new(move |initial: &S| {
+    let queued = state.jobs.send(Box::new(move |initial: Option<&S>| {
+        // Retired (the runner is being replaced), or taken back (the run
+        // stops): the batch does not run here.
+        let Some(initial) = initial else { return Next::Go };
+        if !job.claim.start() {
+            return Next::Go;
+        }
         let Some(input) = batches.input(&job) else { return Next::Go };
-        let ran = batches.execute(&job, input, initial);
-        let finished = batches.settle(job, ran);
-        let next = if finished.panic.is_some() { Next::Stop } else { Next::Go };
-        let _ = batches.runner.cast(WalkRunnerMsg::Finished(Box::new(finished)));
+        let ran = batches.pipeline.run(&job.epoch, &job.instruction, &job.ranges, input, initial);
+        let next = if ran.panic.is_some() { Next::Stop } else { Next::Go };
+        if job.claim.deliver() {
+            let finished = batches.settle(job, ran);
+            let _ = batches.runner.cast(WalkRunnerMsg::Finished(Box::new(finished)));
+        }
         next
     }));
-    if !queued {
+    if queued.is_err() {
         // The thread stopped after a panic (its `Finished` is on the way
         // and fails this runner): the batch stays outstanding, and the
         // Scheduler re-sends it to the replacement.
-        tracing::debug!(runner = state.args.index, batch = ?id, "runner thread gone; batch left");
+        tracing::debug!(runner = state.index, batch = ?id, "runner thread gone; batch left");
     }
 }
 
 /// Runs one batch (one walk, with a walk timeout) on the runner's thread
-/// and waits for it at most `timeout`. A batch stuck past it has its walks
+/// and waits for it at most `timeout` (of the pause clock: time this
+/// process was stopped does not count). A batch stuck past it has its walks
 /// failed and the runner replaced (the thread, stuck in user code, is
 /// abandoned); nothing was queued behind it.
 async fn run_batch_within<S: Clone + Send + 'static>(
@@ -381,39 +309,41 @@ async fn run_batch_within<S: Clone + Send + 'static>(
     job: BatchJob,
     timeout: std::time::Duration,
 ) -> Result<(), ActorProcessingErr> {
+    if !job.claim.start() {
+        return Ok(()); // Taken back: the run stops.
+    }
     let Some(input) = state.batches.input(&job) else { return Ok(()) };
     // The batch's live walks: those that time out if it is stuck.
     let live: Vec<u64> = match &input {
         BatchInput::Fresh(ranges) => ranges.iter().flat_map(|r| r.clone()).collect(),
         BatchInput::Held(blocks) => blocks.iter().flat_map(Block::live_ids).collect(),
     };
-    let args = &state.args;
-    // What a timeout needs, owned: no borrow of `state` crosses an await.
-    let on_timeout = Stuck {
-        index: args.index,
-        blocks: args.blocks,
-        store: Arc::clone(&args.store),
-        collector: args.collector.clone(),
-        trace: args.trace.as_ref().map(|t| (Arc::clone(&t.encoder), t.writer.clone())),
-        scheduler: args.scheduler.clone(),
-    };
     let (reply, result) = tokio::sync::oneshot::channel();
     let batches = Arc::clone(&state.batches);
     let ran_job = job.clone();
-    let sent = state.thread.send(Box::new(move |initial: &S| {
-        let ran = batches.execute(&ran_job, input, initial);
-        let next = if ran.out.panic.is_some() { Next::Stop } else { Next::Go };
+    let sent = state.jobs.send(Box::new(move |initial: Option<&S>| {
+        let Some(initial) = initial else { return Next::Go };
+        let ranges = &ran_job.ranges;
+        let ran =
+            batches.pipeline.run(&ran_job.epoch, &ran_job.instruction, ranges, input, initial);
+        let next = if ran.panic.is_some() { Next::Stop } else { Next::Go };
         let _ = reply.send(ran);
         next
     }));
-    if !sent {
+    if sent.is_err() {
         return Err("the runner thread has exited".into());
     }
-    let ran = match tokio::time::timeout(timeout, result).await {
-        Ok(Ok(ran)) => ran,
-        Ok(Err(_)) => return Err("the runner thread died running a batch".into()),
-        Err(_) => {
-            on_timeout.report(&job, &live, timeout).await?;
+    let ran = tokio::select! {
+        ran = result => match ran {
+            Ok(ran) => ran,
+            Err(_) => return Err("the runner thread died running a batch".into()),
+        },
+        () = PauseClock::sleep(timeout) => {
+            if !job.claim.deliver() {
+                return Ok(()); // Given up: the run has stopped.
+            }
+            let stuck = Stuck { index: state.index, batches: &state.batches, acks: &state.acks };
+            stuck.report(&job, &live, timeout).await?;
             return Err(format!(
                 "a walk timed out after {}; replacing runner",
                 humantime::format_duration(timeout)
@@ -421,6 +351,9 @@ async fn run_batch_within<S: Clone + Send + 'static>(
             .into());
         }
     };
+    if !job.claim.deliver() {
+        return Ok(());
+    }
     let finished = state.batches.settle(job, ran);
     match acknowledge(&state.acks, finished).await? {
         Some(panic) => Err(format!("an action panicked ({panic}); replacing runner").into()),
@@ -436,47 +369,45 @@ async fn acknowledge(
     args: &Acks,
     finished: Finished,
 ) -> Result<Option<String>, ActorProcessingErr> {
-    let Finished { job, walks, nanos, panic, trace } = finished;
-    if let (Some(writer), Some(TraceLines { lines, records, failed_nanos })) = (&args.writer, trace)
+    let Finished { job, done, panic, trace } = finished;
+    if let (Some(writer), Some(trace)) = (&args.writer, trace)
+        && !write_lines(writer, trace, &args.supervisor).await?
     {
-        // Wait until the lines are written: each runner has at most its
-        // credit of batches of lines waiting, and a writer slower than the
-        // runners slows them down instead of piling lines up in memory.
-        let written = writer
-            .call(
-                |written| TraceWriterMsg::Batch { lines, records, failed_nanos, written },
-                Some(LOCAL_REPLY_TIMEOUT),
-            )
-            .await?;
-        if !matches!(written, ractor::rpc::CallResult::Success(())) {
-            let reason = "the trace writer did not take a batch in time".to_string();
-            args.supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
-            return Ok(None);
-        }
+        return Ok(None);
     }
-    tracing::trace!(runner = args.index, batch = ?job.id, walks, micros = nanos / 1000, "batch done");
-    args.scheduler.cast(SchedulerMsg::BatchDone {
-        slot: args.index,
-        batch: job.id,
-        walks,
-        nanos,
-        live: None,
-    })?;
+    tracing::trace!(runner = args.index, batch = ?job.id, walks = done.walks, "batch done");
+    args.scheduler.cast(SchedulerMsg::BatchDone { slot: args.index, batch: job.id, done })?;
     Ok(panic)
+}
+
+/// Sends a batch's lines to the TraceWriter and waits until they are
+/// written: each runner has at most its credit of batches of lines
+/// waiting, and a writer slower than the runners slows them down instead
+/// of piling lines up in memory. False (after telling the supervisor) if
+/// the writer did not take them in time.
+pub(crate) async fn write_lines(
+    writer: &ActorRef<TraceWriterMsg>,
+    trace: TraceLines,
+    supervisor: &ActorRef<RunSupervisorMsg>,
+) -> Result<bool, ActorProcessingErr> {
+    let TraceLines { lines, records, failed_nanos } = trace;
+    let written = writer
+        .call(
+            |written| TraceWriterMsg::Batch { lines, records, failed_nanos, written },
+            Some(LOCAL_REPLY_TIMEOUT),
+        )
+        .await?;
+    if !matches!(written, ractor::rpc::CallResult::Success(())) {
+        let reason = "the trace writer did not take a batch in time".to_string();
+        supervisor.cast(RunSupervisorMsg::Fatal(reason))?;
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// The failure a walk timeout gives.
 pub(crate) fn timeout_error(timeout: std::time::Duration) -> String {
     format!("timed out after {}", humantime::format_duration(timeout))
-}
-
-/// The walks `ids` of `epoch` timed out: their failures and trace records.
-pub(crate) fn timed_out_walks(
-    epoch: &Epoch,
-    ids: &[u64],
-    timeout: std::time::Duration,
-) -> (Counts, Vec<FailedWalk>, Vec<WalkRecord>) {
-    failed_walks(epoch, ids, WALK_TIMEOUT_ACTION, &timeout_error(timeout), timeout)
 }
 
 /// The walks `ids` of `epoch` failed outside the executor (a timeout, a
@@ -508,16 +439,13 @@ pub(crate) fn failed_walks(
 }
 
 /// A runner's outlets, for a batch stuck past its walk timeout.
-struct Stuck<S> {
+struct Stuck<'a, S> {
     index: usize,
-    blocks: crate::model::space::Blocks,
-    store: Arc<StateStore<S>>,
-    collector: ActorRef<CollectorMsg<S>>,
-    trace: Option<(Arc<TraceEncoder>, ActorRef<TraceWriterMsg>)>,
-    scheduler: ActorRef<SchedulerMsg>,
+    batches: &'a Batches<S>,
+    acks: &'a Acks,
 }
 
-impl<S: Send + 'static> Stuck<S> {
+impl<S: Clone + Send + 'static> Stuck<'_, S> {
     /// Reports a stuck batch: its live walks failed, tombstones where their
     /// held states were (later epochs skip them), the trace lines, then the
     /// acknowledgement.
@@ -528,35 +456,41 @@ impl<S: Send + 'static> Stuck<S> {
         timeout: std::time::Duration,
     ) -> Result<(), ActorProcessingErr> {
         tracing::warn!(runner = self.index, walks = ?live, "{}", timeout_error(timeout));
+        let pipeline = &self.batches.pipeline;
         if !job.epoch.last {
             let tombstones = job
                 .ranges
                 .iter()
-                .flat_map(|r| self.blocks.split(r.clone()))
+                .flat_map(|r| pipeline.settings.blocks.split(r.clone()))
                 .map(Block::tombstone)
                 .collect();
-            self.store.put(tombstones);
+            pipeline.store.put(tombstones);
         }
-        let (counts, failed, records) = timed_out_walks(&job.epoch, live, timeout);
-        self.collector.cast(CollectorMsg::BatchOutcome { counts, failed, finals: Vec::new() })?;
-        if let Some((encoder, writer)) = &self.trace {
+        let error = timeout_error(timeout);
+        let (counts, failed, records) =
+            failed_walks(&job.epoch, live, WALK_TIMEOUT_ACTION, &error, timeout);
+        self.batches.collector.cast(CollectorMsg::BatchOutcome {
+            counts,
+            failed,
+            finals: Vec::new(),
+        })?;
+        if let (Some(encoder), Some(writer)) = (&pipeline.encoder, &self.acks.writer) {
             let mut lines = Vec::new();
-            encode_batch(encoder, &records, &format!("local/{}", self.index), &mut lines);
+            encode_batch(encoder, &records, &pipeline.name, &mut lines);
             let failed_nanos = records.iter().map(|r| (r.id.0, r.nanos)).collect();
-            let records = records.len() as u64;
-            writer
-                .call(
-                    |written| TraceWriterMsg::Batch { lines, records, failed_nanos, written },
-                    Some(LOCAL_REPLY_TIMEOUT),
-                )
-                .await?;
+            let trace = TraceLines { lines, records: records.len() as u64, failed_nanos };
+            if !write_lines(writer, trace, &self.acks.supervisor).await? {
+                return Ok(());
+            }
         }
-        self.scheduler.cast(SchedulerMsg::BatchDone {
-            slot: self.index,
+        // Every walk of the batch has ended: none goes on.
+        let live = (!job.epoch.last).then(|| LiveSet::none(job.walks()));
+        let nanos = timeout.as_nanos() as u64;
+        let done = Done { walks: job.walks(), nanos, live, not_started: false };
+        self.acks.scheduler.cast(SchedulerMsg::BatchDone {
+            slot: self.acks.index,
             batch: job.id,
-            walks: job.walks(),
-            nanos: timeout.as_nanos() as u64,
-            live: None,
+            done,
         })?;
         Ok(())
     }

@@ -1,54 +1,76 @@
 //! Cluster runs: the same walks on `combtest-node serve` processes, reached
 //! through ractor_cluster, with the semantics of an in-process run.
 //!
-//! - [`serve`]: a node. It listens, authenticates coordinators by cookie,
-//!   and runs batches of the suites it was built with.
-//! - [`ClusterOptions`]: how a coordinator finds its nodes (addresses, or
-//!   `local_nodes` child processes); handed to a suite's run through
-//!   [`crate::suites::SuiteOptions`].
+//! - [`Cluster`]: a coordinator's membership, opened once
+//!   ([`Cluster::open`]) and borrowed by every run and soak round
+//!   ([`crate::suites::SuiteOptions::cluster`]): one session per node,
+//!   heartbeats, reconnection, restarts of local nodes.
+//! - [`serve`]: a node. It accepts connections (with an authentication
+//!   deadline and a cap on unauthenticated ones), authenticates coordinators
+//!   by cookie, and runs batches of the suites it was built with.
 //!
-//! ARCHITECTURE.md ("Cluster runs") has the protocol.
+//! The core runtime does not import this module: a run reaches its nodes
+//! through `RemoteWorkers` (implemented in `run`). ARCHITECTURE.md ("Cluster
+//! runs") has the protocol.
 
-pub(crate) mod connect;
+mod agent;
 pub mod cookie;
-pub mod local;
+pub mod launcher;
+mod link;
 pub(crate) mod logs;
-#[doc(hidden)]
-pub mod node;
+mod membership;
+pub(crate) mod node_run;
+pub(crate) mod run;
+mod transport;
 #[doc(hidden)]
 pub mod wire;
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs as _};
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 
-use crate::actors::node_agent::{AgentArgs, NodeAgent};
-use crate::cluster::wire::{AgentMsg, PROTOCOL_VERSION};
-use crate::suites::Suite;
+use crate::cluster::agent::{AgentArgs, Limits, NodeAgent, Sessions};
+use crate::cluster::membership::{MembershipArgs, MembershipMsg};
+use crate::cluster::transport::{Gate, kill_tree};
+use crate::cluster::wire::PROTOCOL_VERSION;
+use crate::model::membership::MemberSettings;
+use crate::model::space::{OrderError, Space};
 
-pub use local::LocalNodes;
-
-/// The cookie both sides use when none is set; only ever accepted on
-/// loopback addresses.
-pub(crate) const LOOPBACK_COOKIE: &str = "combtest-loopback";
+pub use launcher::{Launcher, LocalLauncher, Started};
+pub use node_run::{NodeRun, NodeRunSpec};
 
 /// Default heartbeat timeout: a node silent this long is lost.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where a run's walks go when they leave the process.
+/// What a node needs of a suite: its name and walk space, the fingerprint
+/// coordinators compare, and a run of it on this node. Every
+/// [`crate::suites::Suite`] is one.
+#[doc(hidden)]
+pub trait NodeSuite: Send + Sync {
+    /// The name to run it by.
+    fn name(&self) -> &str;
+    /// Its walk space.
+    fn space(&self) -> Result<&Space, OrderError>;
+    /// The walk order's fingerprint (what cluster nodes compare).
+    fn fingerprint(&self) -> Result<String, String>;
+    /// Sets up a run of this suite on a cluster node.
+    fn open_node_run(&self, spec: &NodeRunSpec) -> Result<Box<dyn NodeRun>, String>;
+}
+
+/// How a coordinator's cluster is made up.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClusterOptions {
     /// Nodes to connect to, `HOST:PORT`.
     pub nodes: Vec<String>,
-    /// Child nodes to start on 127.0.0.1 for the run (and stop after it).
+    /// Child nodes to start on 127.0.0.1 (and stop when the cluster closes).
     pub local_nodes: usize,
-    /// Shared secret; `None` is allowed only when every node is on loopback.
+    /// Shared secret; `None`: the per-user cookie file ([`cookie`]).
     pub cookie: Option<String>,
     /// A node that does not answer a heartbeat within this is lost.
     pub heartbeat_timeout: Duration,
@@ -56,18 +78,11 @@ pub struct ClusterOptions {
     pub program: Option<PathBuf>,
     /// Runner threads per node (default: each node's own default).
     pub node_threads: Option<usize>,
-    /// Restarts a lost node and returns its new address; the node then
-    /// rejoins the run in progress (soaks with local nodes).
-    #[doc(hidden)]
-    pub respawn: Option<Arc<dyn Respawn>>,
-}
-
-/// Restarts lost nodes during a run (a soak's local nodes).
-#[doc(hidden)]
-pub trait Respawn: Send + Sync + std::fmt::Debug {
-    /// Restarts node `name` (blocking; with backoff, within the restart
-    /// intensity) and returns its new address, or why it will not be.
-    fn respawn(&self, name: &str) -> Result<String, String>;
+    /// Restart intensity of local nodes: more restarts than this within
+    /// `restart_window` and the node is given up.
+    pub max_restarts: usize,
+    /// The restart intensity's window.
+    pub restart_window: Duration,
 }
 
 impl ClusterOptions {
@@ -80,7 +95,8 @@ impl ClusterOptions {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             program: None,
             node_threads: None,
-            respawn: None,
+            max_restarts: 10,
+            restart_window: Duration::from_secs(60),
         }
     }
 
@@ -112,30 +128,40 @@ impl ClusterOptions {
         self.node_threads = Some(threads);
         self
     }
+
+    /// Sets the restart intensity of local nodes.
+    pub fn restart_intensity(mut self, max_restarts: usize, window: Duration) -> Self {
+        self.max_restarts = max_restarts;
+        self.restart_window = window;
+        self
+    }
 }
 
-/// Why a cluster run could not start, or a node could not serve.
-#[derive(Debug, thiserror::Error)]
+/// Why a cluster could not open, a run on it could not start, or a node
+/// could not serve.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterError {
-    /// A node could not be reached.
-    #[error("cannot reach node {address}: {reason}")]
+    /// A node could not be reached (after retrying for the handshake's
+    /// time).
+    #[error("{reason}")]
     Unreachable {
         /// The node's address.
         address: String,
-        /// What went wrong.
+        /// What went wrong, naming the node.
         reason: String,
     },
-    /// A node closed the connection before authenticating.
-    #[error(
-        "node {address} closed the connection during authentication: the cookies differ \
-         (give both sides the same --cookie or COMBTEST_COOKIE)"
-    )]
+    /// A node refused the connection for good: another cookie, another
+    /// protocol, not a combtest node.
+    #[error("{reason}")]
     Rejected {
         /// The node's address.
         address: String,
+        /// Why, naming the node.
+        reason: String,
     },
-    /// A node refused the run (protocol, suite or fingerprint mismatch).
+    /// A node refused the run (protocol, suite or fingerprint mismatch, its
+    /// limits).
     #[error("node {node} refused the run: {reason}")]
     Refused {
         /// The node.
@@ -143,9 +169,9 @@ pub enum ClusterError {
         /// Its reason, naming both sides' versions or fingerprints.
         reason: String,
     },
-    /// A cookie is needed for this address.
-    #[error("{0}: a cookie is required off loopback (--cookie or COMBTEST_COOKIE)")]
-    CookieRequired(String),
+    /// No cookie could be had.
+    #[error("{0}")]
+    Cookie(String),
     /// The node cannot listen.
     #[error("cannot listen on {address}: {reason}")]
     Listen {
@@ -158,34 +184,217 @@ pub enum ClusterError {
     /// layer).
     #[error("{0}")]
     Local(String),
+    /// The run failed.
+    #[error(transparent)]
+    Run(Arc<crate::RunError>),
 }
 
-/// A connected node, as a run's NodeLink sees it.
-#[derive(Clone)]
-pub(crate) struct RemoteNode {
-    pub(crate) name: String,
-    pub(crate) agent: ActorRef<AgentMsg>,
-    /// The coordinator's session with it, closed when the node is lost.
-    pub(crate) session: Option<ActorRef<NodeSessionMessage>>,
-}
-
-/// The cookie to use: the one given, or the loopback default when every
-/// address is on loopback.
-pub(crate) fn effective_cookie(
-    cookie: Option<&str>,
-    addresses: &[String],
-) -> Result<String, ClusterError> {
-    match cookie {
-        Some(cookie) if !cookie.is_empty() => Ok(cookie.to_string()),
-        _ => match addresses.iter().find(|a| !is_loopback(a)) {
-            Some(address) => Err(ClusterError::CookieRequired(format!("node {address}"))),
-            None => Ok(LOOPBACK_COOKIE.to_string()),
-        },
+impl From<crate::RunError> for ClusterError {
+    fn from(error: crate::RunError) -> Self {
+        ClusterError::Run(Arc::new(error))
     }
 }
 
-fn is_loopback(address: &str) -> bool {
-    address.to_socket_addrs().is_ok_and(|mut addrs| addrs.all(|a| a.ip().is_loopback()))
+/// A coordinator's cluster: the membership of its nodes, opened once and
+/// shared by every run and soak round (clone the handle freely). Closing
+/// it (or dropping the last handle) ends every session and stops the nodes
+/// it started.
+#[derive(Clone)]
+pub struct Cluster(Arc<Inner>);
+
+struct Inner {
+    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    membership: ActorRef<MembershipMsg>,
+    coordinator: wire::Coordinator,
+    heartbeat_timeout: Duration,
+    node_threads: Option<usize>,
+    launcher: Option<Arc<dyn Launcher>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("coordinator", &format!("{:032x}", self.0.coordinator))
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Opens the cluster: starts the local nodes (if any), connects to every
+    /// node and waits until each has joined (retrying for the handshake's
+    /// time). An error names the node and what failed.
+    pub fn open(options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        let cookie = match &options.cookie {
+            Some(cookie) if !cookie.is_empty() => cookie.clone(),
+            _ => {
+                let home = std::env::var_os("HOME");
+                let path = cookie::default_path(home.as_deref())
+                    .ok_or_else(|| ClusterError::Cookie(cookie::CookieError::NoHome.to_string()))?;
+                let cookie = cookie::load_or_create(&path)
+                    .map_err(|e| ClusterError::Cookie(e.to_string()))?;
+                cookie.expose().to_string()
+            }
+        };
+        let launcher: Option<Arc<dyn Launcher>> = match options.local_nodes {
+            0 => None,
+            count => {
+                let program = match &options.program {
+                    Some(program) => program.clone(),
+                    None => std::env::current_exe().map_err(|e| {
+                        ClusterError::Local(format!("cannot find this program: {e}"))
+                    })?,
+                };
+                Some(Arc::new(LocalLauncher::new(count, program, &cookie, options.node_threads)))
+            }
+        };
+        Cluster::open_with(options, cookie, launcher)
+    }
+
+    /// [`open`](Self::open) with a cookie and a launcher of your own (which
+    /// starts `options.local_nodes` nodes).
+    pub fn open_with(
+        options: ClusterOptions,
+        cookie: String,
+        launcher: Option<Arc<dyn Launcher>>,
+    ) -> Result<Cluster, ClusterError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(crate::RunError::InsideRuntime.into());
+        }
+        let mut local = Vec::new();
+        if let Some(launcher) = &launcher {
+            for index in 0..launcher.count() {
+                local.push(launcher.start(index)?);
+            }
+        }
+        if options.nodes.is_empty() && local.is_empty() {
+            return Err(ClusterError::Local("a cluster needs at least one node".to_string()));
+        }
+        let runtime = crate::runtime::actor_runtime()
+            .map_err(|e| ClusterError::Local(format!("cannot start the async runtime: {e}")))?;
+        let coordinator: wire::Coordinator = rand::random();
+        let mut settings = MemberSettings::new(options.heartbeat_timeout.as_millis() as u64);
+        settings.max_restarts = options.max_restarts;
+        settings.restart_window = options.restart_window.as_millis() as u64;
+        let args = MembershipArgs {
+            coordinator,
+            cookie,
+            settings,
+            remote: options.nodes.clone(),
+            local,
+            launcher: launcher.clone(),
+        };
+        let membership = runtime.block_on(async {
+            let (membership, _) = Actor::spawn(None, membership::Membership, args)
+                .await
+                .map_err(|e| ClusterError::Local(format!("cannot start the membership: {e}")))?;
+            Ok::<_, ClusterError>(membership)
+        })?;
+        let cluster = Cluster(Arc::new(Inner {
+            handle: runtime.handle().clone(),
+            runtime: std::sync::Mutex::new(Some(runtime)),
+            membership,
+            coordinator,
+            heartbeat_timeout: options.heartbeat_timeout,
+            node_threads: options.node_threads,
+            launcher,
+        }));
+        let joined = cluster.block_on(async {
+            cluster
+                .0
+                .membership
+                .call(MembershipMsg::WaitJoined, Some(Duration::from_secs(60)))
+                .await
+        });
+        match joined {
+            Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(cluster),
+            Ok(ractor::rpc::CallResult::Success(Err(error))) => Err(error),
+            _ => Err(ClusterError::Local("the membership did not answer".to_string())),
+        }
+    }
+
+    /// Why the restart intensity stopped a local node, if it did.
+    pub fn restart_limit(&self) -> Option<String> {
+        self.ask(MembershipMsg::RestartLimit).flatten()
+    }
+
+    /// Each node's process id, when known (fault campaigns, tests).
+    pub fn node_pids(&self) -> Vec<Option<u32>> {
+        self.ask(MembershipMsg::Pids).unwrap_or_default()
+    }
+
+    /// The launcher's nodes' process ids, by launcher index.
+    pub fn local_pids(&self) -> Vec<Option<u32>> {
+        match &self.0.launcher {
+            Some(launcher) => (0..launcher.count()).map(|i| launcher.pid(i)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Ends every session and stops the nodes this cluster started.
+    pub fn close(&self) {
+        let _ = self.ask(MembershipMsg::Close);
+        if let Some(launcher) = &self.0.launcher {
+            for index in 0..launcher.count() {
+                launcher.stop(index);
+            }
+        }
+    }
+
+    fn ask<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(ractor::RpcReplyPort<T>) -> MembershipMsg,
+    ) -> Option<T> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return None;
+        }
+        let membership = self.0.membership.clone();
+        let answer = self
+            .block_on(async move { membership.call(message, Some(Duration::from_secs(10))).await });
+        match answer {
+            Ok(ractor::rpc::CallResult::Success(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.0.handle.block_on(future)
+    }
+
+    pub(crate) fn membership(&self) -> &ActorRef<MembershipMsg> {
+        &self.0.membership
+    }
+
+    pub(crate) fn coordinator(&self) -> wire::Coordinator {
+        self.0.coordinator
+    }
+
+    pub(crate) fn heartbeat_timeout(&self) -> Duration {
+        self.0.heartbeat_timeout
+    }
+
+    pub(crate) fn node_threads(&self) -> Option<usize> {
+        self.0.node_threads
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.membership.cast(MembershipMsg::Close(ractor::concurrency::oneshot().0.into()));
+        if let Some(launcher) = &self.launcher {
+            for index in 0..launcher.count() {
+                launcher.stop(index);
+            }
+        }
+        let runtime = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(runtime) = runtime {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// How `serve` runs.
@@ -194,47 +403,81 @@ fn is_loopback(address: &str) -> bool {
 pub struct ServeOptions {
     /// `HOST:PORT` to listen on; port 0 picks a free one.
     pub listen: String,
-    /// Shared secret; required unless `listen` is a loopback address.
-    pub cookie: Option<String>,
+    /// Shared secret coordinators must present.
+    pub cookie: String,
     /// The node's name in coordinators' reports and logs (default: its
     /// address).
     pub name: Option<String>,
     /// Runner threads per run (default: available parallelism).
     pub threads: Option<usize>,
+    /// Runs open at once.
+    pub max_runs: usize,
+    /// Runner threads over every open run.
+    pub max_threads: usize,
+    /// Connections waiting to authenticate at once (capped at a quarter of
+    /// the open-file limit).
+    pub max_pending: usize,
+    /// How long a connection may take to authenticate.
+    pub auth_timeout: Duration,
 }
 
 impl ServeOptions {
-    /// Listen on `listen`, with no cookie, name or thread count set.
-    pub fn new(listen: impl Into<String>) -> Self {
-        ServeOptions { listen: listen.into(), cookie: None, name: None, threads: None }
+    /// Listen on `listen` with `cookie`, and the default limits.
+    pub fn new(listen: impl Into<String>, cookie: impl Into<String>) -> Self {
+        ServeOptions {
+            listen: listen.into(),
+            cookie: cookie.into(),
+            name: None,
+            threads: None,
+            max_runs: 16,
+            max_threads: 256,
+            max_pending: 128,
+            auth_timeout: Duration::from_secs(5),
+        }
     }
 }
 
-/// Logs sessions that end before authenticating: a coordinator with the
-/// wrong cookie, or something that is not a coordinator at all.
-#[derive(Default)]
-struct SessionLog {
-    /// Sessions (by NodeServer node id) that authenticated.
-    authenticated: std::sync::Mutex<std::collections::HashSet<u64>>,
+/// A node's session events: the gate's authentications and closes, the
+/// coordinators' sessions, and what a close before authentication meant.
+struct NodeSessions {
+    gate: Arc<Gate>,
+    sessions: Arc<Sessions>,
 }
 
-impl NodeEventSubscription for SessionLog {
+fn peer_name(ses: &NodeServerSessionInformation) -> String {
+    ses.peer_name.as_ref().map_or_else(String::new, |n| n.name.clone())
+}
+
+impl NodeEventSubscription for NodeSessions {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
-        tracing::debug!(peer = %ses.peer_addr, "connection opened");
+        if self.gate.watch(&ses.peer_addr).is_none() {
+            // Not through the gate: ractor_cluster's own listener, which no
+            // coordinator is told of.
+            tracing::warn!(peer = %ses.peer_addr, "refusing a connection on the internal port");
+            kill_tree(&ses.actor.get_cell());
+        }
     }
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
-        tracing::info!(peer = %ses.peer_addr, "coordinator authenticated");
-        self.authenticated.lock().unwrap_or_else(|p| p.into_inner()).insert(ses.node_id);
+        if let Some(watch) = self.gate.watch(&ses.peer_addr) {
+            watch.authenticate();
+        }
+        let name = peer_name(&ses);
+        if let Some(coordinator) = Sessions::coordinator_of(&name) {
+            self.sessions.up(coordinator);
+        }
+        tracing::info!(peer = %ses.peer_addr, coordinator = %name, "coordinator authenticated");
     }
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        let was = self.authenticated.lock().unwrap_or_else(|p| p.into_inner()).remove(&ses.node_id);
-        if !was {
-            tracing::warn!(
-                peer = %ses.peer_addr,
-                "a connection closed before authenticating: wrong cookie, or not a combtest coordinator"
-            );
+        let Some(watch) = self.gate.forget(&ses.peer_addr) else { return };
+        if watch.authenticated.load(std::sync::atomic::Ordering::Acquire) {
+            let name = peer_name(&ses);
+            if let Some(coordinator) = Sessions::coordinator_of(&name) {
+                self.sessions.down(coordinator);
+            }
+            tracing::info!(peer = %ses.peer_addr, coordinator = %name, "coordinator disconnected");
         } else {
-            tracing::info!(peer = %ses.peer_addr, "coordinator disconnected");
+            let why = watch.pre_auth_close().at_node(self.gate.deadline);
+            tracing::warn!(peer = %ses.peer_addr, "a connection closed before authenticating: {why}");
         }
     }
 }
@@ -242,20 +485,18 @@ impl NodeEventSubscription for SessionLog {
 /// Serves `suites` as a node until the process is stopped. Prints one line
 /// on stdout when it listens: `combtest-node serving on ADDRESS as NAME
 /// (protocol N)`.
-pub fn serve(suites: Vec<Box<dyn Suite>>, options: ServeOptions) -> Result<(), ClusterError> {
+pub fn serve(suites: Vec<Box<dyn NodeSuite>>, options: ServeOptions) -> Result<(), ClusterError> {
     let address = resolve_listen(&options.listen)?;
-    let cookie = match options.cookie.as_deref() {
-        Some(cookie) if !cookie.is_empty() => cookie.to_string(),
-        _ if address.ip().is_loopback() => LOOPBACK_COOKIE.to_string(),
-        _ => return Err(ClusterError::CookieRequired(format!("listening on {address}"))),
-    };
+    if options.cookie.is_empty() {
+        return Err(ClusterError::Cookie("the cookie is empty".to_string()));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("combtest-node")
         .enable_all()
         .build()
         .map_err(|e| ClusterError::Local(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(serve_async(suites, options, address, cookie))
+    runtime.block_on(serve_async(suites, options, address))
 }
 
 fn resolve_listen(listen: &str) -> Result<SocketAddr, ClusterError> {
@@ -268,61 +509,62 @@ fn resolve_listen(listen: &str) -> Result<SocketAddr, ClusterError> {
 }
 
 async fn serve_async(
-    suites: Vec<Box<dyn Suite>>,
+    suites: Vec<Box<dyn NodeSuite>>,
     options: ServeOptions,
     address: SocketAddr,
-    cookie: String,
 ) -> Result<(), ClusterError> {
     let listen_error =
         |reason: String| ClusterError::Listen { address: address.to_string(), reason };
-    let ip: IpAddr = address.ip();
-    // ractor_cluster cannot report the port it bound, so a free port is
-    // picked here first; should another process take it in between, the
-    // bind fails and the next free port is tried.
-    let mut attempts = 0;
-    let (server, handle, port) = loop {
-        let port = match address.port() {
-            0 => std::net::TcpListener::bind((ip, 0))
-                .and_then(|l| l.local_addr())
-                .map_err(|e| listen_error(e.to_string()))?
-                .port(),
-            port => port,
-        };
-        let name = options.name.clone().unwrap_or_else(|| SocketAddr::new(ip, port).to_string());
-        let server = NodeServer::new(
-            port,
-            cookie.clone(),
-            name,
-            ip.to_string(),
-            None,
-            Some(NodeConnectionMode::Isolated),
-        )
-        .with_listen_addr(ip);
-        match Actor::spawn(None, server, ()).await {
-            Ok((server, handle)) => break (server, handle, port),
-            Err(error) if address.port() == 0 && attempts < 5 => {
-                attempts += 1;
-                tracing::debug!(%error, "port taken meanwhile; trying another");
-            }
-            Err(error) => return Err(listen_error(error.to_string())),
-        }
-    };
-    let bound = SocketAddr::new(ip, port);
+    let listener =
+        tokio::net::TcpListener::bind(address).await.map_err(|e| listen_error(e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| listen_error(e.to_string()))?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {bound} without TLS: the cluster's traffic (walks, options, states) is \
+             readable on the network"
+        );
+    }
     let name = options.name.clone().unwrap_or_else(|| bound.to_string());
+    // ractor_cluster binds a listener of its own: on loopback, at a port no
+    // one is told; sessions through it are refused (`NodeSessions`).
+    let server = NodeServer::new(
+        0,
+        options.cookie.clone(),
+        name.clone(),
+        bound.ip().to_string(),
+        None,
+        Some(NodeConnectionMode::Isolated),
+    )
+    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into());
+    let (server, handle) = Actor::spawn(None, server, ())
+        .await
+        .map_err(|e| ClusterError::Local(format!("cannot start the cluster layer: {e}")))?;
+    let gate =
+        Arc::new(Gate::new(transport::pending_cap(options.max_pending), options.auth_timeout));
+    let sessions = Arc::new(Sessions::default());
     let _ = server.cast(NodeServerMessage::SubscribeToEvents {
         id: "combtest-node".to_string(),
-        subscription: Box::new(SessionLog::default()),
+        subscription: Box::new(NodeSessions {
+            gate: Arc::clone(&gate),
+            sessions: Arc::clone(&sessions),
+        }),
     });
     let args = AgentArgs {
         name: name.clone(),
         suites: Arc::new(suites),
         runners: options.threads.unwrap_or_else(crate::runtime::default_threads),
+        limits: Limits {
+            max_runs: options.max_runs.max(1),
+            max_threads: options.max_threads.max(1),
+        },
         chunk: wire::CHUNK,
+        sessions,
     };
     let (_agent, agent_handle) = Actor::spawn(None, NodeAgent, args)
         .await
         .map_err(|e| ClusterError::Local(format!("cannot start the node agent: {e}")))?;
-    println!("{} {bound} as {name} (protocol {PROTOCOL_VERSION})", local::READY_PREFIX);
+    tokio::spawn(Arc::clone(&gate).accept_loop(listener, server));
+    println!("{} {bound} as {name} (protocol {PROTOCOL_VERSION})", launcher::READY_PREFIX);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     tokio::select! {

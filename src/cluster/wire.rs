@@ -21,7 +21,7 @@ use crate::model::space::Blocks;
 use crate::model::trace::RoundTag;
 
 /// Bumped whenever a `Request` or `Reply` changes shape or meaning.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest piece of a batch result in one reply.
 pub const CHUNK: usize = 1 << 20;
@@ -47,17 +47,27 @@ pub type RunKey = u128;
 /// Coordinator to node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
+    /// A coordinator's membership joins the node (once per connection).
+    Join { protocol: u32, coordinator: Coordinator },
     /// Open a run of `suite` on the node.
     Hello(Hello),
     /// Run walks `range` of `epoch`.
     RunBatch(BatchRequest),
     /// The rest of a batch result, from byte `offset`.
     Fetch { run: RunKey, batch: u64, offset: u64 },
-    /// Are you there? Answered with the node's pending log lines.
-    Ping { run: RunKey },
+    /// The membership's heartbeat: renews the leases of `runs` (the runs
+    /// this coordinator has open on the node) and collects their log lines.
+    Ping { coordinator: Coordinator, runs: Vec<RunKey> },
+    /// The run is stopping: start none of its batches not yet started
+    /// (they are answered `NotStarted`).
+    StopRun { run: RunKey },
     /// The run is over: drop its states and threads.
     EndRun { run: RunKey },
 }
+
+/// A coordinator's id: random per membership (per coordinator process, as
+/// the CLI holds one), the same over reconnections.
+pub type Coordinator = u128;
 
 /// Everything a node needs to take part in a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,7 +75,9 @@ pub struct Hello {
     pub protocol: u32,
     pub suite: String,
     pub fingerprint: String,
+    /// This opening of the run on this node (a rejoin uses a new key).
     pub run: RunKey,
+    pub coordinator: Coordinator,
     /// Runner threads on the node; `None` for the node's default.
     pub runners: Option<u32>,
     pub blocks: Blocks,
@@ -73,15 +85,12 @@ pub struct Hello {
     pub trace: bool,
     /// A soak round: trace lines carry it.
     pub round: Option<RoundTag>,
-    /// Forward the node's log lines up to this level (0 error … 4 trace).
+    /// Forward the run's log lines up to this level (0 error … 4 trace).
     pub log_level: u8,
     /// The run's lease: run nothing more, and drop the run, when not pinged
     /// for this long (the heartbeat timeout: the coordinator has declared
-    /// the node lost, or is gone).
+    /// the node lost, or is gone). At most `MAX_LEASE_MS`.
     pub lease_ms: u64,
-    /// The lease before the first ping (the coordinator may still be
-    /// opening the run on other nodes).
-    pub grace_ms: u64,
 }
 
 /// A batch of walks to run.
@@ -108,19 +117,25 @@ pub enum WireInstruction {
 /// Node to coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
+    /// The node took the coordinator's membership in: who it is.
+    Joined(Joined),
     /// The node takes part in the run.
-    Welcome { node: String, runners: u32 },
-    /// The node refuses the run; the reason says why, naming both sides'
-    /// versions or fingerprints.
+    Welcome { runners: u32 },
+    /// The node refuses the run (or the join); the reason says why, naming
+    /// both sides' versions or fingerprints.
     Refused(String),
     /// A batch ran. `total` is the length of its encoded `BatchResult`, of
     /// which `chunk` is the first part.
     Batch { total: u64, chunk: Vec<u8> },
     /// More of a batch result.
     Chunk(Vec<u8>),
-    /// The node is there; log lines (level 0 error … 4 trace, text) since
-    /// the last ping, and how many were dropped because the buffer was full.
-    Pong { logs: Vec<(u8, String)>, dropped: u64 },
+    /// The batch did not start: its run was asked to stop first.
+    NotStarted,
+    /// The node is there: the runs of the ping it does not have (any more),
+    /// and each run's log lines since the last ping.
+    Pong { unknown: Vec<RunKey>, logs: Vec<RunLogs> },
+    /// The run will start no more batches.
+    Stopping,
     /// The run is closed.
     Ended,
     /// The node has no such run (any more): its lease ran out.
@@ -128,6 +143,30 @@ pub enum Reply {
     /// The request could not be served.
     Error(String),
 }
+
+/// Who a node is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Joined {
+    /// Its name (`--name`, else its address).
+    pub node: String,
+    /// Random per node process: a restarted node is a new incarnation.
+    pub incarnation: u64,
+    /// Its process id (for logs and fault campaigns).
+    pub pid: u32,
+}
+
+/// A run's log lines from one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunLogs {
+    pub run: RunKey,
+    /// (level 0 error … 4 trace, text)
+    pub lines: Vec<(u8, String)>,
+    /// Lines dropped since the last ping (over the per-ping cap).
+    pub dropped: u64,
+}
+
+/// Longest lease a node grants (a coordinator asking for more is refused).
+pub const MAX_LEASE_MS: u64 = 10 * 60 * 1000;
 
 /// What a batch produced on a node.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -183,14 +222,48 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<
     postcard::from_bytes(body).map_err(|e| format!("malformed {what} ({} bytes): {e}", bytes.len()))
 }
 
+/// Why a call to a node gave no answer to go on with.
+#[derive(Debug)]
+pub(crate) enum Trouble {
+    /// The node or the connection is gone.
+    Lost(String),
+    /// The node no longer has the run (its lease ran out).
+    Expired(String),
+    /// The node answered with an error: a bug on one side.
+    Broken(String),
+}
+
+/// Calls a node's agent with one request (`timeout`: `None` waits as long
+/// as the connection lives).
+pub(crate) async fn call(
+    agent: &ractor::ActorRef<AgentMsg>,
+    request: Vec<u8>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Reply, Trouble> {
+    use ractor::rpc::CallResult;
+    match agent.call(|port| AgentMsg::Call(request, port), timeout).await {
+        Ok(CallResult::Success(bytes)) => match decode::<Reply>(&bytes, "reply") {
+            Ok(Reply::Error(error)) => Err(Trouble::Broken(error)),
+            Ok(Reply::Expired(why)) => Err(Trouble::Expired(why)),
+            Ok(reply) => Ok(reply),
+            Err(error) => Err(Trouble::Broken(error)),
+        },
+        Ok(CallResult::Timeout) => Err(Trouble::Lost(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout.unwrap_or_default())
+        ))),
+        Ok(CallResult::SenderError) | Err(_) => Err(Trouble::Lost("connection closed".to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn another_protocol_version_is_named() {
-        let mut bytes = encode(&Request::Ping { run: 1 });
-        assert!(matches!(decode::<Request>(&bytes, "request"), Ok(Request::Ping { run: 1 })));
+        let mut bytes = encode(&Request::EndRun { run: 1 });
+        assert!(matches!(decode::<Request>(&bytes, "request"), Ok(Request::EndRun { run: 1 })));
         bytes[..4].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
         let error = decode::<Request>(&bytes, "request").unwrap_err();
         assert!(error.contains(&format!("peer speaks {}", PROTOCOL_VERSION + 1)), "{error}");

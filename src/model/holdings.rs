@@ -203,6 +203,36 @@ impl Holdings {
         out
     }
 
+    /// The live walks of `range`, as id ranges.
+    pub fn live_ranges_in(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for (&start, held) in self.overlapping(&range) {
+            let from = start.max(range.start);
+            let to = held.end.min(range.end);
+            for live in held.live.slice(from - start..to - start).ranges(from) {
+                match out.last_mut() {
+                    Some(last) if last.end == live.start => last.end = live.end,
+                    _ => out.push(live),
+                }
+            }
+        }
+        out
+    }
+
+    /// Every live walk held anywhere, as id ranges.
+    pub fn live_ranges(&self) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        for (&start, held) in &self.entries {
+            for live in held.live.ranges(start) {
+                match out.last_mut() {
+                    Some(last) if last.end == live.start => last.end = live.end,
+                    _ => out.push(live),
+                }
+            }
+        }
+        out
+    }
+
     /// Live walks held anywhere.
     pub fn live(&self) -> u64 {
         self.entries.values().map(|h| h.live.count()).sum()

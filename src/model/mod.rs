@@ -3,9 +3,11 @@
 //! of it is tested without one.
 
 pub mod action;
+pub mod dispatch;
 pub mod epoch;
 pub mod holdings;
 pub mod junit;
+pub mod membership;
 pub mod outcome;
 pub mod sample;
 pub mod space;

@@ -39,6 +39,89 @@ impl AbortedWalks {
     }
 }
 
+/// Why a run stopped before every walk ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "reason")]
+#[non_exhaustive]
+pub enum StopReason {
+    /// Ctrl-C (or a caller's stop request).
+    Interrupted,
+    /// A soak's `--duration` (or `--rounds`) was up: a normal ending.
+    DurationEnded,
+    /// Nodes restarted more often than the restart intensity allows.
+    RestartLimit(String),
+    /// Every node was lost and none could be brought back.
+    AllNodesLost(String),
+}
+
+impl StopReason {
+    /// How the walks that did not finish count: a normal ending leaves them
+    /// `not_run`; any other stop aborts them.
+    pub fn fate(&self) -> Fate {
+        match self {
+            StopReason::DurationEnded => Fate::NotRun,
+            _ => Fate::Aborted,
+        }
+    }
+
+    /// What happened, for reasons: "the run was interrupted".
+    pub fn phrase(&self) -> String {
+        match self {
+            StopReason::Interrupted => "the run was interrupted".to_string(),
+            StopReason::DurationEnded => "the duration ended".to_string(),
+            StopReason::RestartLimit(why) => format!("the restart limit was reached ({why})"),
+            StopReason::AllNodesLost(why) => format!("every node was lost ({why})"),
+        }
+    }
+
+    /// The name of the ending in JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StopReason::Interrupted => "interrupted",
+            StopReason::DurationEnded => "duration",
+            StopReason::RestartLimit(_) => "restart_limit",
+            StopReason::AllNodesLost(_) => "all_nodes_lost",
+        }
+    }
+}
+
+/// How walks that did not finish are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fate {
+    /// Counted apart (`not_run`): the run ended as planned before them.
+    NotRun,
+    /// Counted as aborted: something went wrong.
+    Aborted,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// Every walk ended.
+    #[default]
+    Completed,
+    /// It was stopped; the walks that did not finish are `not_run` or
+    /// `aborted`, with their reasons.
+    Stopped(StopReason),
+}
+
+impl Ending {
+    /// The ending's name in JSON: `completed`, `duration`, `interrupted`,
+    /// `restart_limit`, `all_nodes_lost`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Ending::Completed => "completed",
+            Ending::Stopped(reason) => reason.name(),
+        }
+    }
+
+    /// Whether the run ended as planned (completed, or its duration was up).
+    pub fn is_normal(&self) -> bool {
+        matches!(self, Ending::Completed | Ending::Stopped(StopReason::DurationEnded))
+    }
+}
+
 /// Counts of outcomes, merged per batch (never per walk through shared
 /// memory).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +174,9 @@ pub struct Report<S = ()> {
     pub pruned: u64,
     /// Walks that could not be finished (see `aborted_walks`).
     pub aborted: u64,
+    /// Walks left unrun because the run ended as planned before them (a
+    /// soak's duration; see `not_run_walks`).
+    pub not_run: u64,
     /// Segments run.
     pub segments: u64,
     /// Serial actions run (once per epoch that has one).
@@ -103,6 +189,10 @@ pub struct Report<S = ()> {
     pub failed_walks: Vec<FailedWalk>,
     /// Every aborted walk, grouped by reason.
     pub aborted_walks: Vec<AbortedWalks>,
+    /// Every walk left unrun, grouped by reason.
+    pub not_run_walks: Vec<AbortedWalks>,
+    /// How the run ended.
+    pub ending: Ending,
     /// Final state of every walk that ran, by id, when gathering was asked
     /// for (pruned walks have none).
     pub states: BTreeMap<WalkId, S>,
@@ -116,14 +206,16 @@ pub struct Report<S = ()> {
 impl<S> Report<S> {
     /// Whether every walk id is accounted for exactly once.
     pub fn is_consistent(&self) -> bool {
-        self.passed + self.failed + self.cancelled + self.pruned + self.aborted == self.walks
+        self.passed + self.failed + self.cancelled + self.pruned + self.aborted + self.not_run
+            == self.walks
             && self.failed_walks.len() as u64 == self.failed
             && self.aborted_walks.iter().map(AbortedWalks::count).sum::<u64>() == self.aborted
+            && self.not_run_walks.iter().map(AbortedWalks::count).sum::<u64>() == self.not_run
     }
 
-    /// Whether no walk failed or was aborted.
+    /// Whether no walk failed or was aborted and the run ended as planned.
     pub fn success(&self) -> bool {
-        self.failed == 0 && self.aborted == 0
+        self.failed == 0 && self.aborted == 0 && self.ending.is_normal()
     }
 
     /// The report without its gathered states.
@@ -149,12 +241,15 @@ impl<S> Report<S> {
             cancelled: self.cancelled,
             pruned: self.pruned,
             aborted: self.aborted,
+            not_run: self.not_run,
             segments: self.segments,
             serial_actions: self.serial_actions,
             runner_restarts: self.runner_restarts,
             elapsed: self.elapsed,
             failed_walks: self.failed_walks,
             aborted_walks: self.aborted_walks,
+            not_run_walks: self.not_run_walks,
+            ending: self.ending,
             states,
             run_dir: self.run_dir,
             lost_nodes: self.lost_nodes,
@@ -167,6 +262,7 @@ impl<S> Report<S> {
         serial_actions: u64,
         mut failed_walks: Vec<FailedWalk>,
         aborted_walks: Vec<AbortedWalks>,
+        not_run_walks: Vec<AbortedWalks>,
         states: BTreeMap<WalkId, S>,
     ) -> Self {
         failed_walks.sort_unstable_by_key(|f| f.walk_id); // Ids are unique.
@@ -177,12 +273,15 @@ impl<S> Report<S> {
             cancelled: counts.cancelled,
             pruned: counts.pruned,
             aborted: counts.aborted,
+            not_run: not_run_walks.iter().map(AbortedWalks::count).sum(),
             segments: counts.segments,
             serial_actions,
             runner_restarts: 0,
             elapsed: Duration::ZERO,
             failed_walks,
             aborted_walks,
+            not_run_walks,
+            ending: Ending::Completed,
             states,
             run_dir: None,
             lost_nodes: Vec::new(),

@@ -280,6 +280,23 @@ pub struct Summary {
     /// Every aborted walk (as id ranges), grouped by reason.
     #[serde(default)]
     pub aborted_walks: Vec<AbortedWalks>,
+    /// Walks left unrun because the run ended as planned before them.
+    #[serde(default)]
+    pub not_run: u64,
+    /// They, as id ranges, grouped by reason.
+    #[serde(default)]
+    pub not_run_walks: Vec<AbortedWalks>,
+    /// How the run ended: `completed`, `duration`, `interrupted`,
+    /// `restart_limit` or `all_nodes_lost`.
+    #[serde(default = "completed")]
+    pub ending: String,
+    /// Why it was stopped, if it was.
+    #[serde(default)]
+    pub ending_reason: Option<String>,
+}
+
+fn completed() -> String {
+    "completed".to_string()
 }
 
 /// A failed walk in a [`Summary`].
@@ -317,6 +334,13 @@ impl Summary {
                 })
                 .collect(),
             aborted_walks: report.aborted_walks.clone(),
+            not_run: report.not_run,
+            not_run_walks: report.not_run_walks.clone(),
+            ending: report.ending.name().to_string(),
+            ending_reason: match &report.ending {
+                super::outcome::Ending::Stopped(reason) => Some(reason.phrase()),
+                super::outcome::Ending::Completed => None,
+            },
         }
     }
 }

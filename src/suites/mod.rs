@@ -3,18 +3,18 @@
 //! hands its own to [`crate::cli::main`].
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cluster::ClusterOptions;
-use crate::cluster::node::{NodeRun, NodeRunSpec, TypedNodeRun};
+use crate::cluster::node_run::{NodeRun, NodeRunSpec, TypedNodeRun};
+use crate::cluster::run::run_on_cluster;
+use crate::cluster::{Cluster, ClusterError, NodeSuite};
 use crate::exec::{ErasedOrder as _, Runnable};
 use crate::model::sample::WalkSample;
 use crate::model::trace::TraceEncoder;
-use crate::runtime::{RoundTrace, run_cluster};
-use crate::store::StateStore;
+use crate::runtime::{RoundTrace, RunStop};
 
 use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
@@ -55,8 +55,8 @@ pub struct SuiteOptions {
     pub log_dir: Option<PathBuf>,
     /// The run's id, when the caller picked it.
     pub run_id: Option<RunId>,
-    /// Run on cluster nodes instead of in this process.
-    pub cluster: Option<ClusterOptions>,
+    /// Run on this cluster's nodes instead of in this process.
+    pub cluster: Option<Cluster>,
     /// Cap on walks per batch (see [`RunOptions::max_batch`]).
     pub max_batch: Option<u64>,
     /// Keep every walk's final state (`run_with_states`).
@@ -68,10 +68,8 @@ pub struct SuiteOptions {
     /// A soak round: its trace lines go to the soak's file.
     #[doc(hidden)]
     pub round_trace: Option<RoundTrace>,
-    /// A soak's stop: when set, no more batches are dispatched, and the run
-    /// ends as interrupted once the walks in flight are done.
-    #[doc(hidden)]
-    pub interrupt: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Stops the run from outside (Ctrl-C, a soak's deadline).
+    pub stop: Option<RunStop>,
     /// A soak round: counts as walks end, for status lines.
     #[doc(hidden)]
     pub progress: Option<Arc<crate::actors::collector::Progress>>,
@@ -92,6 +90,9 @@ pub enum SuiteError {
     /// The run failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// A cluster run could not start (or its cluster failed).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The walk cannot be replayed.
     #[error(transparent)]
     Replay(#[from] ReplayError),
@@ -142,14 +143,11 @@ pub struct SuiteReplay {
 }
 
 /// A walk order with a name, a description and a setup: what `combtest-node`
-/// lists and runs. Build one with [`suite`].
-pub trait Suite: Send + Sync {
-    /// The name to run it by.
-    fn name(&self) -> &str;
+/// lists and runs. Build one with [`suite`]. (Its name, space and what a
+/// cluster node needs of it come from [`NodeSuite`].)
+pub trait Suite: NodeSuite {
     /// One line on what it tests.
     fn description(&self) -> &str;
-    /// Its walk space.
-    fn space(&self) -> Result<&Space, OrderError>;
     /// Sets up and runs every walk.
     fn run(&self, options: &SuiteOptions) -> Result<Report, SuiteError> {
         Ok(self.run_with_states(options)?.without_states())
@@ -160,12 +158,6 @@ pub trait Suite: Send + Sync {
         &self,
         options: &SuiteOptions,
     ) -> Result<Report<serde_json::Value>, SuiteError>;
-    /// The walk order's fingerprint (what cluster nodes compare).
-    #[doc(hidden)]
-    fn fingerprint(&self) -> Result<String, String>;
-    /// Sets up a run of this suite on a cluster node.
-    #[doc(hidden)]
-    fn open_node_run(&self, spec: &NodeRunSpec) -> Result<Box<dyn NodeRun>, String>;
     /// Sets up and replays one walk in this thread, calling `on_step`
     /// before each action.
     fn replay(
@@ -182,7 +174,7 @@ struct OrderSuite<S, C, F> {
     setup: F,
 }
 
-impl<S, C, F> Suite for OrderSuite<S, C, F>
+impl<S, C, F> NodeSuite for OrderSuite<S, C, F>
 where
     S: Clone + Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
     C: Chain<S>,
@@ -191,11 +183,47 @@ where
     fn name(&self) -> &str {
         &self.name
     }
-    fn description(&self) -> &str {
-        &self.description
-    }
+
     fn space(&self) -> Result<&Space, OrderError> {
         self.order.space()
+    }
+
+    fn fingerprint(&self) -> Result<String, String> {
+        crate::trace::order_fingerprint(&self.order).map_err(|e| e.to_string())
+    }
+
+    fn open_node_run(&self, spec: &NodeRunSpec) -> Result<Box<dyn NodeRun>, String> {
+        let fixture = (self.setup)()
+            .map_err(|reason| format!("setup of suite {} failed: {reason}", self.name))?;
+        let runnable = Runnable::new(self.order.clone()).map_err(|e| e.to_string())?;
+        let space = runnable.space().clone();
+        let encoder = match spec.trace {
+            true => {
+                let values = option_json(&self.order, &space).map_err(|e| e.to_string())?;
+                Some(TraceEncoder::new(spec.suite.clone(), space, values).with_round(spec.round))
+            }
+            false => None,
+        };
+        let run = TypedNodeRun::start(
+            Arc::new(runnable),
+            fixture.initial,
+            fixture.guard,
+            spec,
+            encoder,
+            encode_postcard::<S>,
+        )?;
+        Ok(Box::new(run))
+    }
+}
+
+impl<S, C, F> Suite for OrderSuite<S, C, F>
+where
+    S: Clone + Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
+    C: Chain<S>,
+    F: Fn() -> Result<Fixture<S>, String> + Send + Sync,
+{
+    fn description(&self) -> &str {
+        &self.description
     }
     fn run_with_states(
         &self,
@@ -225,7 +253,9 @@ where
             run_options = run_options.walk_timeout(timeout);
         }
         run_options = run_options.round_trace(options.round_trace.clone());
-        run_options = run_options.interrupt(options.interrupt.clone());
+        if let Some(stop) = &options.stop {
+            run_options = run_options.stop(stop.clone());
+        }
         run_options = run_options.progress(options.progress.clone());
         if options.round_trace.is_some() {
             run_options = run_options.name(&self.name);
@@ -233,11 +263,8 @@ where
         let report = match &options.cluster {
             None => run(&self.order, run_options)?,
             Some(cluster) => {
-                let mut cluster = cluster.clone();
-                if cluster.node_threads.is_none() {
-                    cluster.node_threads = options.threads;
-                }
-                run_cluster(&self.order, run_options, &cluster, &self.name)?
+                let threads = cluster.node_threads().or(options.threads);
+                run_on_cluster(cluster, &self.order, run_options, &self.name, threads)?
             }
         };
         drop(fixture.guard);
@@ -249,34 +276,6 @@ where
                 )))
             })
         })
-    }
-
-    fn fingerprint(&self) -> Result<String, String> {
-        crate::trace::order_fingerprint(&self.order).map_err(|e| e.to_string())
-    }
-
-    fn open_node_run(&self, spec: &NodeRunSpec) -> Result<Box<dyn NodeRun>, String> {
-        let fixture = (self.setup)()
-            .map_err(|reason| format!("setup of suite {} failed: {reason}", self.name))?;
-        let runnable = Runnable::new(self.order.clone()).map_err(|e| e.to_string())?;
-        let space = runnable.space().clone();
-        let encoder = match spec.trace {
-            true => {
-                let values = option_json(&self.order, &space).map_err(|e| e.to_string())?;
-                Some(TraceEncoder::new(spec.suite.clone(), space, values).with_round(spec.round))
-            }
-            false => None,
-        };
-        Ok(Box::new(TypedNodeRun {
-            order: Arc::new(runnable),
-            initial: Mutex::new(fixture.initial),
-            store: StateStore::new(),
-            spec: spec.clone(),
-            encoder,
-            encode_state: encode_postcard::<S>,
-            instruction: Mutex::new(None),
-            _guard: Mutex::new(fixture.guard),
-        }))
     }
 
     fn replay(

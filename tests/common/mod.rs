@@ -71,8 +71,16 @@ impl Action<Trail> for Moody {
 pub fn node(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_combtest-node"))
         .args(args)
+        .env("COMBTEST_COOKIE_FILE", cookie_file())
         .output()
         .expect("combtest-node starts")
+}
+
+/// The cookie file every process of this test binary shares (in a
+/// temporary directory: tests never touch the user's own cookie file).
+pub fn cookie_file() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("a temp dir")).path().join("cookie")
 }
 
 /// A process's standard output, as text.
