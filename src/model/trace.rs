@@ -971,13 +971,13 @@ mod tests {
 
         // Aborted walks have no record: walks 1 and 2 were aborted, so the
         // first missing one is 4.
-        let aborted = finished(meta(&space), 4, vec![1..3]);
+        let aborted = finished(meta(&space), 4, vec![2..3, 1..2]);
         assert_eq!(tally(&[0, 3, 4, 5]).finish(&aborted), Ok(4));
         assert_eq!(
             tally(&[0, 3, 5]).finish(&aborted),
             Err(TallyError::Count { found: 3, expected: 4, first_missing: Some(4) })
         );
-        let more = finished(meta(&space), 2, vec![2..6]);
+        let more = finished(meta(&space), 2, vec![2..4, 4..6]);
         assert_eq!(
             tally(&[0, 1, 2]).finish(&more),
             Err(TallyError::Count { found: 3, expected: 2, first_missing: None })
