@@ -252,7 +252,9 @@ fn a_crashed_trace_reports_its_cut_off_line_apart_and_every_whole_record_replays
 
     let run_dir = RunDir::open(&dir).unwrap();
     let mut records = run_dir.records().unwrap();
-    assert_eq!(records.by_ref().map(|r| r.unwrap()).count(), 35);
+    let read: Vec<(u64, TraceRecord)> = records.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(read.len(), 35);
+    assert_eq!(read.last().unwrap().0, 35);
     assert_eq!(records.torn_tail(), Some(&cut));
     let check = run_dir.check().unwrap();
     assert_eq!((check.records, check.torn_tail.as_ref(), check.finished), (35, Some(&cut), false));
