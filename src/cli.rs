@@ -26,7 +26,7 @@ use crate::model::trace::{Summary, TraceOutcome, TraceRecord};
 use crate::order::epoch_tree;
 use crate::replay::ModelCheck;
 use crate::suites::{ReplayStep, ReplayTarget, Suite, SuiteError, SuiteOptions};
-use crate::trace::{LOG_FILE, RunDir, RunId, TraceError, replay_command};
+use crate::trace::{LOG_FILE, RunDir, RunId, replay_command};
 
 /// Exit code: every walk passed, was cancelled or was pruned.
 pub const EXIT_OK: u8 = 0;
@@ -973,6 +973,22 @@ fn replay(
         );
         return EXIT_USAGE;
     };
+    // The whole trace is checked (the replay's `RunDir::find` checks it
+    // again), so that a cut-off last line is named even when the walk asked
+    // for is intact.
+    if let Some(run_dir) = &run_dir {
+        match run_dir.check() {
+            Ok(check) => {
+                if let Some(torn) = &check.torn_tail {
+                    eprintln!("warning: {torn}");
+                }
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                return EXIT_USAGE;
+            }
+        }
+    }
     let target = match &run_dir {
         Some(run) => ReplayTarget::Recorded { run, walk },
         None => ReplayTarget::Id(walk),
@@ -1057,27 +1073,9 @@ fn describe_record(record: &TraceRecord) -> String {
     text
 }
 
-/// `show`: the walks of a run directory, failed ones first.
-/// The records sorted by walk id, refusing a walk outside the run's space or
-/// recorded twice (the same checks `replay` makes on the walk it finds).
-fn checked_records(
-    run: &RunDir,
-    mut records: Vec<(u64, TraceRecord)>,
-) -> Result<Vec<TraceRecord>, TraceError> {
-    let walks = run.meta().walks;
-    let walks_file = run.path().join("walks.jsonl");
-    if let Some((_, record)) = records.iter().find(|(_, r)| r.walk_id >= walks) {
-        let (dir, walk) = (run.path().to_path_buf(), record.walk_id);
-        return Err(TraceError::NotInSpace { dir, walk, walks });
-    }
-    records.sort_by_key(|(line, record)| (record.walk_id, *line));
-    if let Some(pair) = records.windows(2).find(|p| p[0].1.walk_id == p[1].1.walk_id) {
-        let (walk, first, second) = (pair[0].1.walk_id, pair[0].0, pair[1].0);
-        return Err(TraceError::Duplicate { path: walks_file, walk, first, second });
-    }
-    Ok(records.into_iter().map(|(_, record)| record).collect())
-}
-
+/// `show`: the walks of a run directory, failed ones first, after the
+/// checks of `RunDir::trace` (a cut-off last line is skipped with a
+/// warning).
 fn show(dir: &Path, failed_only: bool, program: &str) -> u8 {
     let run = match RunDir::open(dir) {
         Ok(run) => run,
@@ -1086,21 +1084,30 @@ fn show(dir: &Path, failed_only: bool, program: &str) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let records = run.records().and_then(|records| records.collect::<Result<Vec<_>, _>>());
-    let records = match records.and_then(|records| checked_records(&run, records)) {
-        Ok(records) => records,
+    let trace = match run.trace() {
+        Ok(trace) => trace,
         Err(error) => {
             eprintln!("error: {error}");
             return EXIT_USAGE;
         }
     };
+    if let Some(torn) = &trace.check.torn_tail {
+        eprintln!("warning: {torn}");
+    }
+    let records = trace.records;
     let meta = run.meta();
     let serial: Vec<bool> = meta.walk_order.iter().map(|e| e.kind == EntryKind::Serial).collect();
     let mut out = std::io::stdout().lock();
-    let ended = meta.ended_at.as_deref().unwrap_or("(did not finish)");
+    let ended = match &meta.ended_at {
+        Some(at) => format!("ended {at}"),
+        None => format!(
+            "did not finish (it crashed, was killed or is still running): {} records read",
+            trace.check.records
+        ),
+    };
     let _ = writeln!(
         out,
-        "run {} of suite {}: {} walks, started {}, ended {ended}",
+        "run {} of suite {}: {} walks, started {}, {ended}",
         meta.run_id, meta.suite, meta.walks, meta.started_at
     );
     let (failed, others): (Vec<&TraceRecord>, Vec<&TraceRecord>) =

@@ -2,8 +2,11 @@
 //! `run.json` (at the start, and again at the end with the summary),
 //! `walks.jsonl` (one line per walk, appended batch by batch by the
 //! `TraceWriter` actor as outcomes arrive) and `junit.xml` (at the end).
-//! [`RunDir`] reads such a directory back and checks every line it hands
-//! out. The formats themselves are in `model::trace` and `model::junit`.
+//! [`RunDir`] reads such a directory back: it checks `run.json`, every line
+//! against it, and the whole file (no walk twice, a finished run's record
+//! count), and skips the cut-off last line a crash leaves ([`TornTail`]).
+//! The formats and the checks themselves (no I/O) are in `model::trace`
+//! and `model::junit`.
 
 use std::fmt;
 use std::fs::File;
@@ -16,8 +19,8 @@ use crate::model::junit::{self, JunitFailure, JunitRun};
 use crate::model::outcome::Report;
 use crate::model::space::Space;
 use crate::model::trace::{
-    EntryMeta, LineError, OptionJson, RunMeta, Summary, TRACE_FORMAT, TraceEncoder, TraceEnd,
-    TraceOutcome, TraceRecord, fingerprint, parse_line,
+    EntryMeta, LineError, OptionJson, RecordCheck, RunMeta, Summary, TRACE_FORMAT, TallyError,
+    TraceEncoder, TraceEnd, TraceOutcome, TraceRecord, TraceTally, fingerprint, parse_line,
 };
 use crate::order::{Chain, WalkOrder};
 
@@ -120,12 +123,41 @@ pub enum TraceError {
         walks: u64,
     },
     /// The walk id is in the space, but the trace has no record of it.
-    #[error("walk {walk} is in the run's space but not in {}: the run stopped before it ended", .path.display())]
+    #[error(
+        "walk {walk} is in the run's space but not in {}: {}",
+        .path.display(),
+        if *.finished {
+            "the run aborted it (run.json's summary says why)"
+        } else {
+            "the run stopped before it ended"
+        }
+    )]
     Absent {
         /// The file.
         path: PathBuf,
         /// The walk.
         walk: u64,
+        /// Whether the run finished (then the walk was aborted).
+        finished: bool,
+    },
+    /// A finished run's trace holds another number of records than
+    /// `run.json` counts.
+    #[error(
+        "{} has {found} records, but run.json says the run finished with {expected}: {}",
+        .path.display(),
+        count_gap(*.found, *.expected, *.first_missing, *.torn_line)
+    )]
+    RecordCount {
+        /// The file.
+        path: PathBuf,
+        /// Whole records in it.
+        found: u64,
+        /// The `records` of `run.json`.
+        expected: u64,
+        /// The smallest walk id neither recorded nor aborted, if any.
+        first_missing: Option<u64>,
+        /// Its cut-off last line, if it has one.
+        torn_line: Option<u64>,
     },
     /// An option cannot be serialized to JSON.
     #[error("cannot trace option {option} of {action} (entry {position}): {reason}")]
@@ -139,6 +171,22 @@ pub enum TraceError {
         /// The serde error.
         reason: String,
     },
+}
+
+/// How a trace's record count differs from `run.json`'s, for
+/// [`TraceError::RecordCount`].
+fn count_gap(found: u64, expected: u64, first_missing: Option<u64>, torn: Option<u64>) -> String {
+    if found > expected {
+        return format!("{} more than it wrote: the file was damaged", found - expected);
+    }
+    let mut text = format!("{} missing", expected - found);
+    if let Some(walk) = first_missing {
+        text += &format!(", the first is walk {walk}");
+    }
+    if let Some(line) = torn {
+        text += &format!(", and line {line} is cut off");
+    }
+    text + ": the file was damaged after the run"
 }
 
 impl TraceError {
@@ -350,16 +398,70 @@ pub(crate) fn trace_end(outcome: &WalkOutcome) -> TraceEnd<'_> {
     }
 }
 
-/// A run directory, read back: its `run.json`, and its `walks.jsonl` line by
-/// line, each line checked.
+/// A run directory, read back: its `run.json` (checked when opened), and
+/// its `walks.jsonl` line by line, each line checked against `run.json`.
+///
+/// A crash leaves `walks.jsonl` with a last line cut off (no newline at its
+/// end). Readers skip that line and report it apart as a [`TornTail`], so
+/// every whole record of a crashed run can be shown and replayed; any other
+/// bad line is an error. [`check`](Self::check), [`trace`](Self::trace) and
+/// [`find`](Self::find) read the whole file and also refuse a walk recorded
+/// twice and, for a finished run, a record count other than `run.json`'s.
 #[derive(Debug, Clone)]
 pub struct RunDir {
     path: PathBuf,
     meta: RunMeta,
+    check: RecordCheck,
+}
+
+/// The last line of a `walks.jsonl` that a crash cut off (it has no
+/// newline): readers skip it and report it, for a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The file.
+    pub path: PathBuf,
+    /// The line's number, from 1.
+    pub line: u64,
+}
+
+impl fmt::Display for TornTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} line {} is cut off (the run stopped while writing it); it is skipped",
+            self.path.display(),
+            self.line
+        )
+    }
+}
+
+/// What a pass over a whole `walks.jsonl` found, besides the records: see
+/// [`RunDir::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TraceCheck {
+    /// Whole records read (the torn tail is not one).
+    pub records: u64,
+    /// The cut-off last line, skipped.
+    pub torn_tail: Option<TornTail>,
+    /// Whether the run finished (`run.json` has its `ended_at`); only then
+    /// is the record count checked.
+    pub finished: bool,
+}
+
+/// Every record of a run directory, checked: see [`RunDir::trace`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Trace {
+    /// The records, sorted by walk id.
+    pub records: Vec<TraceRecord>,
+    /// What the pass found besides them.
+    pub check: TraceCheck,
 }
 
 impl RunDir {
-    /// Opens the run directory `path` and reads its `run.json`.
+    /// Opens the run directory `path` and reads its `run.json`, checking it
+    /// (see [`RecordCheck::new`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, TraceError> {
         let path = path.as_ref().to_path_buf();
         if !path.is_dir() {
@@ -376,7 +478,9 @@ impl RunDir {
             );
             return Err(TraceError::BadMeta { path: file, reason });
         }
-        Ok(RunDir { path, meta })
+        let check = RecordCheck::new(&meta)
+            .map_err(|e| TraceError::BadMeta { path: file, reason: e.to_string() })?;
+        Ok(RunDir { path, meta, check })
     }
 
     /// The directory.
@@ -389,8 +493,12 @@ impl RunDir {
         &self.meta
     }
 
-    /// Every record of `walks.jsonl`, in file order, each with its line
-    /// number; stops at the first line that cannot be used.
+    /// Every whole record of `walks.jsonl`, in file order, each with its line
+    /// number and checked against `run.json` ([`RecordCheck::check`]); stops
+    /// at the first line that cannot be used. A cut-off last line is not
+    /// yielded: [`Records::torn_tail`] reports it once the records are read.
+    /// Checks across lines (a walk recorded twice, the record count) are
+    /// [`check`](Self::check)'s.
     pub fn records(&self) -> Result<Records, TraceError> {
         let path = self.path.join(WALKS_FILE);
         let file = File::open(&path).map_err(|e| TraceError::io(&path, e))?;
@@ -398,32 +506,77 @@ impl RunDir {
             reader: BufReader::new(file),
             path,
             suite: self.meta.suite.clone(),
+            check: self.check.clone(),
             line: 0,
-            buffer: String::new(),
+            buffer: Vec::new(),
+            torn_tail: None,
             done: false,
         })
     }
 
-    /// The record of walk `walk`, after checking every line of the file.
+    /// Reads and checks the whole of `walks.jsonl`: every line as
+    /// [`records`](Self::records) does, no walk recorded twice, and, if the
+    /// run finished, as many records as `run.json` counts. The one pass
+    /// that [`trace`](Self::trace), [`find`](Self::find) (and so every
+    /// replay from a run directory) and the command line's `show` make.
+    pub fn check(&self) -> Result<TraceCheck, TraceError> {
+        self.scan(|_| {})
+    }
+
+    /// Every record of `walks.jsonl`, sorted by walk id, after the checks
+    /// of [`check`](Self::check).
+    pub fn trace(&self) -> Result<Trace, TraceError> {
+        let mut records = Vec::new();
+        let check = self.scan(|record| records.push(record))?;
+        records.sort_unstable_by_key(|r| r.walk_id);
+        Ok(Trace { records, check })
+    }
+
+    /// The record of walk `walk`, after the checks of
+    /// [`check`](Self::check): a trace that records any walk twice is
+    /// refused, whichever walk is asked for.
     pub fn find(&self, walk: u64) -> Result<TraceRecord, TraceError> {
         if walk >= self.meta.walks {
             let (dir, walks) = (self.path.clone(), self.meta.walks);
             return Err(TraceError::NotInSpace { dir, walk, walks });
         }
-        let mut found: Option<(u64, TraceRecord)> = None;
-        for item in self.records()? {
-            let (line, record) = item?;
+        let mut found = None;
+        let check = self.scan(|record| {
             if record.walk_id == walk {
-                if let Some((first, _)) = found {
-                    let path = self.path.join(WALKS_FILE);
-                    return Err(TraceError::Duplicate { path, walk, first, second: line });
-                }
-                found = Some((line, record));
+                found = Some(record);
             }
+        })?;
+        found.ok_or_else(|| TraceError::Absent {
+            path: self.path.join(WALKS_FILE),
+            walk,
+            finished: check.finished,
+        })
+    }
+
+    /// The checked pass over `walks.jsonl`, handing each record to `keep`.
+    fn scan(&self, mut keep: impl FnMut(TraceRecord)) -> Result<TraceCheck, TraceError> {
+        let mut records = self.records()?;
+        let mut tally = TraceTally::default();
+        for item in records.by_ref() {
+            let (line, record) = item?;
+            tally.add(record.walk_id, line);
+            keep(record);
         }
-        found
-            .map(|(_, record)| record)
-            .ok_or_else(|| TraceError::Absent { path: self.path.join(WALKS_FILE), walk })
+        let torn_tail = records.torn_tail().cloned();
+        let path = records.path;
+        let records = tally.finish(&self.meta).map_err(|error| match error {
+            TallyError::Duplicate { walk, first, second } => {
+                TraceError::Duplicate { path, walk, first, second }
+            }
+            TallyError::Count { found, expected, first_missing } => TraceError::RecordCount {
+                path,
+                found,
+                expected,
+                first_missing,
+                torn_line: torn_tail.as_ref().map(|t| t.line),
+            },
+        })?;
+        Ok(TraceCheck { records, torn_tail, finished: self.meta.ended_at.is_some() })
     }
 }
 
@@ -433,9 +586,27 @@ pub struct Records {
     reader: BufReader<File>,
     path: PathBuf,
     suite: String,
+    check: RecordCheck,
     line: u64,
-    buffer: String,
+    buffer: Vec<u8>,
+    torn_tail: Option<TornTail>,
     done: bool,
+}
+
+impl Records {
+    /// The cut-off last line, once the iterator has ended (it is skipped).
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
+    }
+
+    /// The record on the line in the buffer (with its newline).
+    fn parse(&self) -> Result<TraceRecord, LineError> {
+        let text = std::str::from_utf8(&self.buffer)
+            .map_err(|_| LineError::NotJson("not UTF-8 text".to_string()))?;
+        let record = parse_line(text, &self.suite)?;
+        self.check.check(&record)?;
+        Ok(record)
+    }
 }
 
 impl Iterator for Records {
@@ -446,23 +617,28 @@ impl Iterator for Records {
             return None;
         }
         self.buffer.clear();
-        let result = match self.reader.read_line(&mut self.buffer) {
+        // Bytes, not a `String`: a crash may cut a line inside a UTF-8
+        // character.
+        let result = match self.reader.read_until(b'\n', &mut self.buffer) {
             Ok(0) if self.line == 0 => Err(TraceError::Empty { path: self.path.clone() }),
             Ok(0) => {
                 self.done = true;
                 return None;
             }
+            Ok(_) if !self.buffer.ends_with(b"\n") => {
+                // Only the end of the file stops a line without its newline.
+                self.torn_tail = Some(TornTail { path: self.path.clone(), line: self.line + 1 });
+                self.done = true;
+                return None;
+            }
             Ok(_) => {
                 self.line += 1;
-                parse_line(&self.buffer, &self.suite).map(|r| (self.line, r)).map_err(|error| {
-                    TraceError::Line { path: self.path.clone(), line: self.line, error }
+                self.parse().map(|r| (self.line, r)).map_err(|error| TraceError::Line {
+                    path: self.path.clone(),
+                    line: self.line,
+                    error,
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(TraceError::Line {
-                path: self.path.clone(),
-                line: self.line + 1,
-                error: LineError::NotJson("not UTF-8 text".to_string()),
-            }),
             Err(source) => Err(TraceError::Io { path: self.path.clone(), source }),
         };
         self.done = result.is_err();

@@ -194,26 +194,33 @@ fn bad_run_directories_give_one_line_and_exit_2() {
     );
     expect_bad_input(&["show", "--run", s(&missing)], &["does not exist"]);
 
-    // Walk id outside the space; in the space but absent from the trace.
+    // Walk id outside the space; in the space but absent from the trace of
+    // a run that did not finish.
     expect_bad_input(&["replay", "--run", s(&dir), "--walk", "36"], &["walk 36", "0..36"]);
     let absent = copy_run(&dir, "absent");
+    unfinish(&absent);
     let mut removed = 0;
     edit_walks(&absent, |lines| removed = walk_of(&lines.remove(4)));
     expect_bad_input(
         &["replay", "--run", s(&absent), "--walk", &removed.to_string()],
-        &[&format!("walk {removed} is in the run's space but not in"), "walks.jsonl"],
+        &[
+            &format!("walk {removed} is in the run's space but not in"),
+            "walks.jsonl: the run stopped before it ended",
+        ],
     );
 
-    // Truncated mid-line: the last line lost its end.
+    // A finished run whose last line lost its end: the file was cut after
+    // the run, so a record is missing.
     let truncated = copy_run(&dir, "truncated");
     let path = truncated.join("walks.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() - 20]).unwrap();
-    expect_bad_input(
-        &["replay", "--run", s(&truncated), "--walk", "0"],
-        &["walks.jsonl line 36 is truncated"],
-    );
-    expect_bad_input(&["show", "--run", s(&truncated)], &["walks.jsonl line 36 is truncated"]);
+    let needles = [
+        "walks.jsonl has 35 records, but run.json says the run finished with 36: 1 missing",
+        "line 36 is cut off",
+    ];
+    expect_bad_input(&["replay", "--run", s(&truncated), "--walk", "0"], &needles);
+    expect_bad_input(&["show", "--run", s(&truncated)], &needles);
 
     // A line that is not JSON.
     let garbled = copy_run(&dir, "garbled");
@@ -265,10 +272,178 @@ fn bad_run_directories_give_one_line_and_exit_2() {
         let walk = walk_of(&lines[6]);
         lines[6] = lines[6].replace(&format!("\"walk_id\":{walk},"), "\"walk_id\":5000,");
     });
-    expect_bad_input(&["show", "--run", s(&outside)], &["walk 5000 is not in the space", "0..36"]);
+    let needles = ["walks.jsonl line 7 records walk 5000, which is not in the space", "0..36"];
+    expect_bad_input(&["show", "--run", s(&outside)], &needles);
+    expect_bad_input(&["replay", "--run", s(&outside), "--walk", "0"], &needles);
 
     // No run.json: not a run directory.
     let bare = copy_run(&dir, "bare");
     std::fs::remove_file(bare.join("run.json")).unwrap();
     expect_bad_input(&["replay", "--run", s(&bare), "--walk", "0"], &["run.json is missing"]);
+}
+
+/// Makes `dir` a run that did not finish, as a crash leaves it: `run.json`
+/// as the run's start wrote it (no `ended_at`, record count or summary).
+fn unfinish(dir: &Path) {
+    let path = dir.join("run.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fields = meta.as_object_mut().unwrap();
+    for key in ["ended_at", "records", "summary"] {
+        assert!(fields.remove(key).is_some(), "a finished run.json has {key}");
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&meta).unwrap()).unwrap();
+}
+
+/// Cuts the last line of `walks.jsonl` of `dir` in its middle, as a crash
+/// while writing it does; returns the walk it recorded.
+fn cut_last_line(dir: &Path) -> u64 {
+    let path = dir.join("walks.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let last = text.lines().last().unwrap();
+    let walk =
+        serde_json::from_str::<serde_json::Value>(last).unwrap()["walk_id"].as_u64().unwrap();
+    std::fs::write(&path, &text[..text.len() - last.len() / 2]).unwrap();
+    walk
+}
+
+#[test]
+fn a_crashed_runs_cut_off_last_line_is_skipped_with_a_warning() {
+    let (_logs, dir, _) = demo_run();
+    let crashed = copy_run(&dir, "crashed");
+    unfinish(&crashed);
+    let torn = cut_last_line(&crashed);
+    let warning = format!(
+        "warning: {} line 36 is cut off (the run stopped while writing it); it is skipped",
+        s(&crashed.join("walks.jsonl"))
+    );
+
+    // `show` lists the 35 whole records, says the run did not finish, and
+    // warns once about the cut-off line.
+    let output = node(&["show", "--run", s(&crashed)]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stderr(&output).trim_end(), warning);
+    let text = stdout(&output);
+    let header = text.lines().next().unwrap();
+    assert!(header.contains("did not finish") && header.contains("35 records read"), "{text}");
+    let walks: Vec<&str> = text.lines().filter(|l| l.starts_with("  walk ")).collect();
+    assert_eq!(walks.len(), 35, "{text}");
+    assert!(!walks.iter().any(|l| l.starts_with(&format!("  walk {torn}:"))), "{text}");
+
+    // An intact walk replays (with the warning); the cut-off one is not in
+    // the trace.
+    let intact = if torn == 27 { 29 } else { 27 };
+    let output = node(&["replay", "--run", s(&crashed), "--walk", &intact.to_string()]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(stderr(&output).trim_end(), warning);
+    assert!(stdout(&output).contains("outcome: failed at entry 3 (Checkout)"));
+    let output = node(&["replay", "--run", s(&crashed), "--walk", &torn.to_string()]);
+    assert_eq!(output.status.code(), Some(2));
+    let expected = format!(
+        "{warning}\nerror: walk {torn} is in the run's space but not in {}: the run stopped before it ended",
+        s(&crashed.join("walks.jsonl"))
+    );
+    assert_eq!(stderr(&output).trim_end(), expected);
+
+    // Only the last line may be cut off: in the middle, it is damage.
+    let middle = copy_run(&crashed, "middle");
+    edit_walks(&middle, |lines| {
+        let half = lines[9].len() / 2;
+        lines[9].truncate(half);
+    });
+    for args in
+        [&["show", "--run", s(&middle)][..], &["replay", "--run", s(&middle), "--walk", "0"]]
+    {
+        expect_bad_input(args, &["walks.jsonl line 10 is cut off", "the file was damaged"]);
+    }
+    let joined = copy_run(&crashed, "joined");
+    edit_walks(&joined, |lines| {
+        let tail = lines.remove(10);
+        let half = lines[9].len() / 2;
+        lines[9].truncate(half);
+        lines[9] += &tail;
+    });
+    expect_bad_input(
+        &["show", "--run", s(&joined)],
+        &["walks.jsonl line 10 is not a trace record"],
+    );
+}
+
+#[test]
+fn show_and_replay_refuse_a_trace_that_does_not_match_its_run_json() {
+    let (_logs, dir, _) = demo_run();
+    let walk_of = |line: &str| -> u64 {
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["walk_id"].as_u64().unwrap()
+    };
+    let first_walk =
+        walk_of(std::fs::read_to_string(dir.join("walks.jsonl")).unwrap().lines().next().unwrap());
+    let both = |run: &Path, needles: &[&str]| {
+        expect_bad_input(&["show", "--run", s(run)], needles);
+        expect_bad_input(&["replay", "--run", s(run), "--walk", &first_walk.to_string()], needles);
+    };
+
+    // A finished run with a line deleted.
+    let deleted = copy_run(&dir, "deleted");
+    let mut removed = 0;
+    edit_walks(&deleted, |lines| removed = walk_of(&lines.remove(5)));
+    both(
+        &deleted,
+        &[&format!(
+            "walks.jsonl has 35 records, but run.json says the run finished with 36: 1 missing, the first is walk {removed}"
+        )],
+    );
+
+    // A record whose actions were cut short.
+    let short = copy_run(&dir, "short");
+    let mut walk = 0;
+    edit_walks(&short, |lines| {
+        let mut record: serde_json::Value = serde_json::from_str(&lines[4]).unwrap();
+        walk = record["walk_id"].as_u64().unwrap();
+        record["actions"].as_array_mut().unwrap().pop();
+        lines[4] = record.to_string();
+    });
+    both(
+        &short,
+        &[&format!(
+            "walks.jsonl line 5 records walk {walk} with 3 actions, but the run's walk order has 4 entries"
+        )],
+    );
+
+    // An option index beyond its entry's options.
+    let beyond = copy_run(&dir, "beyond");
+    edit_walks(&beyond, |lines| {
+        let mut record: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        walk = record["walk_id"].as_u64().unwrap();
+        record["actions"][0]["option"] = 9.into();
+        lines[2] = record.to_string();
+    });
+    both(
+        &beyond,
+        &[&format!("walks.jsonl line 3 records walk {walk} with option 9 of Login (entry 0)")],
+    );
+
+    // A run.json that counts more walks than its walk order makes.
+    let big = copy_run(&dir, "big");
+    let meta = std::fs::read_to_string(big.join("run.json")).unwrap();
+    assert!(meta.contains("\"walks\": 36,"));
+    std::fs::write(big.join("run.json"), meta.replacen("\"walks\": 36,", "\"walks\": 48,", 1))
+        .unwrap();
+    both(&big, &["run.json is not a valid run.json: it counts 48 walks", "= 36"]);
+
+    // A line recorded twice: refused whichever walk is asked for.
+    let twice = copy_run(&dir, "twice");
+    let mut duplicated = 0;
+    edit_walks(&twice, |lines| {
+        duplicated = walk_of(&lines[3]);
+        let copy = lines[3].clone();
+        lines.insert(20, copy);
+    });
+    assert_ne!(duplicated, first_walk);
+    both(
+        &twice,
+        &[&format!("walks.jsonl has two records of walk {duplicated}, on lines 4 and 21")],
+    );
+    // In a run that did not finish too.
+    unfinish(&twice);
+    both(&twice, &[&format!("has two records of walk {duplicated}, on lines 4 and 21")]);
 }

@@ -9,9 +9,10 @@ use std::path::Path;
 
 use combtest::model::trace::{RunMeta, TraceOutcome, TraceRecord};
 use combtest::suites::demo;
+use combtest::trace::TornTail;
 use combtest::{
-    Action, ActionResult, ModelCheck, ReplayError, RunDir, RunOptions, WalkOrder, WalkOutcome,
-    cancel, run,
+    Action, ActionResult, ModelCheck, ReplayError, RunDir, RunOptions, TraceError, WalkOrder,
+    WalkOutcome, cancel, run,
 };
 use common::{Append, SerialAppend, Trail};
 use serde::{Deserialize, Serialize};
@@ -217,4 +218,97 @@ fn a_changed_walk_order_is_named_and_the_recorded_values_replay() {
     let error = other.replay_from_run(&run_dir, 1, Vec::new(), |_| {}).unwrap_err();
     assert!(matches!(error, ReplayError::Incompatible { walk: 1, entry: Some(1), .. }), "{error}");
     assert!(error.to_string().contains("recorded Knob"), "{error}");
+}
+
+/// A traced run of the demo suite; returns the log dir (keep it alive) and
+/// the run directory.
+fn demo_run() -> (tempfile::TempDir, std::path::PathBuf) {
+    let logs = tempfile::tempdir().unwrap();
+    let options = RunOptions::new(demo::Session::default()).threads(2).log_dir(logs.path());
+    let report = run(&demo::order(), options.name("demo")).unwrap();
+    let dir = report.run_dir.unwrap();
+    (logs, dir)
+}
+
+#[test]
+fn a_crashed_trace_reports_its_cut_off_line_apart_and_every_whole_record_replays() {
+    let (_logs, dir) = demo_run();
+    // What a crash leaves: run.json as the run's start wrote it, and a last
+    // line cut off inside a UTF-8 character (not even valid text).
+    let mut meta = read_meta(&dir);
+    (meta.ended_at, meta.records, meta.summary) = (None, None, None);
+    std::fs::write(dir.join("run.json"), serde_json::to_string(&meta).unwrap()).unwrap();
+    let path = dir.join("walks.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.pop().unwrap();
+    let torn: TraceRecord = serde_json::from_str(last).unwrap();
+    let mut bytes = lines.join("\n").into_bytes();
+    bytes.extend_from_slice(b"\n");
+    bytes.extend_from_slice(&last.as_bytes()[..40]);
+    bytes.extend_from_slice(&"é".as_bytes()[..1]);
+    std::fs::write(&path, bytes).unwrap();
+    let cut = TornTail { path: path.clone(), line: 36 };
+
+    let run_dir = RunDir::open(&dir).unwrap();
+    let mut records = run_dir.records().unwrap();
+    let read: Vec<(u64, TraceRecord)> = records.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(read.len(), 35);
+    assert_eq!(read.last().unwrap().0, 35);
+    assert_eq!(records.torn_tail(), Some(&cut));
+    let check = run_dir.check().unwrap();
+    assert_eq!((check.records, check.torn_tail.as_ref(), check.finished), (35, Some(&cut), false));
+    let trace = run_dir.trace().unwrap();
+    let ids: Vec<u64> = trace.records.iter().map(|r| r.walk_id).collect();
+    let expected: Vec<u64> = (0..36).filter(|&id| id != torn.walk_id).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        cut.to_string(),
+        format!(
+            "{} line 36 is cut off (the run stopped while writing it); it is skipped",
+            path.display()
+        )
+    );
+
+    let order = demo::order();
+    for &id in &ids {
+        let replayed = order.replay_from_run(&run_dir, id, demo::Session::default(), |_| {});
+        assert_eq!(replayed.unwrap().model, ModelCheck::Same, "walk {id}");
+    }
+    let error = order
+        .replay_from_run(&run_dir, torn.walk_id, demo::Session::default(), |_| {})
+        .unwrap_err();
+    assert!(
+        matches!(error, ReplayError::Trace(TraceError::Absent { walk, finished: false, .. }) if walk == torn.walk_id),
+        "{error}"
+    );
+}
+
+#[test]
+fn every_reader_refuses_a_walk_recorded_twice_with_the_same_error() {
+    let (_logs, dir) = demo_run();
+    let path = dir.join("walks.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let twice: TraceRecord = serde_json::from_str(lines[1]).unwrap();
+    lines.push(lines[1]);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let expected =
+        format!("{} has two records of walk {}, on lines 2 and 37", path.display(), twice.walk_id);
+
+    let run_dir = RunDir::open(&dir).unwrap();
+    let order = demo::order();
+    let mut messages =
+        vec![run_dir.check().unwrap_err().to_string(), run_dir.trace().unwrap_err().to_string()];
+    // Whichever walk is asked for, the duplicated one or not.
+    for walk in [twice.walk_id, (twice.walk_id + 1) % 36] {
+        let error = run_dir.find(walk).unwrap_err();
+        assert!(matches!(error, TraceError::Duplicate { first: 2, second: 37, .. }), "{error}");
+        messages.push(error.to_string());
+        let replayed = order.replay_from_run(&run_dir, walk, demo::Session::default(), |_| {});
+        messages.push(replayed.unwrap_err().to_string());
+    }
+    for message in messages {
+        assert_eq!(message, expected);
+    }
 }

@@ -19,6 +19,8 @@
 //! JSON. `action_index` is the failing or cancelling entry; `error` is set
 //! for failed walks only.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -378,13 +380,277 @@ pub struct RunMeta {
     pub summary: Option<Summary>,
 }
 
+/// Why a `run.json` cannot be read back: see [`RecordCheck::new`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaError {
+    /// The walk order has no entry.
+    #[error("its walk order is empty")]
+    NoEntries,
+    /// An entry of the walk order has no option.
+    #[error("entry {position} ({action}) of its walk order has no options")]
+    NoOptions {
+        /// The entry.
+        position: usize,
+        /// Its type name.
+        action: String,
+    },
+    /// `walks` is not the size of the walk order's space.
+    #[error("it counts {walks} walks, but its walk order's option counts make {}", product_text(.counts, *.space))]
+    WrongSize {
+        /// The `walks` field.
+        walks: u64,
+        /// The option count of each entry.
+        counts: Vec<u32>,
+        /// Their product, or `None` if it overflows a `u64`.
+        space: Option<u64>,
+    },
+    /// The run ended, but `run.json` does not say how many records it wrote.
+    #[error(
+        "it has an ended_at but no records count (a finished run states how many lines it wrote)"
+    )]
+    NoRecordCount,
+    /// More records than walks.
+    #[error("it counts {records} records, more than its {walks} walks")]
+    TooManyRecords {
+        /// The `records` field.
+        records: u64,
+        /// The `walks` field.
+        walks: u64,
+    },
+}
+
+/// `2 × 3 = 6`, or `2 × 3 × ... = more than 18446744073709551615`.
+fn product_text(counts: &[u32], space: Option<u64>) -> String {
+    let factors: Vec<String> = counts.iter().map(u32::to_string).collect();
+    match space {
+        Some(space) => format!("{} = {space}", factors.join(" × ")),
+        None => format!("{} = more than {}", factors.join(" × "), u64::MAX),
+    }
+}
+
+/// The checks every record of a run's `walks.jsonl` must pass against the
+/// run's `run.json`: its walk id lies in the space, it has one action per
+/// entry of the walk order, each of the entry's type and within its option
+/// count, and its options and branch are those of its walk id (the
+/// numbering of [`Space`]). Built once per run directory, from a `run.json`
+/// that it checks first.
+#[derive(Debug, Clone)]
+pub struct RecordCheck {
+    walks: u64,
+    entries: Vec<EntryMeta>,
+    /// The weight of each entry's option index in a walk id.
+    weights: Vec<u64>,
+    /// Positions of the serial entries, in walk order.
+    serials: Vec<usize>,
+}
+
+impl RecordCheck {
+    /// The checks of the records of a run described by `meta`, after
+    /// checking `meta` itself: a non-empty walk order whose option counts
+    /// multiply to `walks`, and, for a finished run, a record count no
+    /// greater than `walks`.
+    pub fn new(meta: &RunMeta) -> Result<Self, MetaError> {
+        let entries = &meta.walk_order;
+        if entries.is_empty() {
+            return Err(MetaError::NoEntries);
+        }
+        if let Some(position) = entries.iter().position(|e| e.options == 0) {
+            let action = entries[position].type_name.clone();
+            return Err(MetaError::NoOptions { position, action });
+        }
+        // The numbering of `Space`: serial entries are the most significant
+        // digits, then plain ones, each group in walk order.
+        let serials: Vec<usize> =
+            (0..entries.len()).filter(|&p| entries[p].kind == EntryKind::Serial).collect();
+        let plains = (0..entries.len()).filter(|&p| entries[p].kind == EntryKind::Plain);
+        let most_to_least: Vec<usize> = serials.iter().copied().chain(plains).collect();
+        let mut weights = vec![0u64; entries.len()];
+        let mut size = Some(1u64);
+        for &p in most_to_least.iter().rev() {
+            weights[p] = size.unwrap_or(0);
+            size = size.and_then(|s| s.checked_mul(u64::from(entries[p].options)));
+        }
+        if size != Some(meta.walks) {
+            let counts = entries.iter().map(|e| e.options).collect();
+            return Err(MetaError::WrongSize { walks: meta.walks, counts, space: size });
+        }
+        if meta.ended_at.is_some() {
+            match meta.records {
+                None => return Err(MetaError::NoRecordCount),
+                Some(records) if records > meta.walks => {
+                    return Err(MetaError::TooManyRecords { records, walks: meta.walks });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(RecordCheck { walks: meta.walks, entries: entries.clone(), weights, serials })
+    }
+
+    /// Checks one record against the run.
+    pub fn check(&self, record: &TraceRecord) -> Result<(), LineError> {
+        let walk = record.walk_id;
+        if walk >= self.walks {
+            return Err(LineError::OutsideSpace { walk, walks: self.walks });
+        }
+        if record.actions.len() != self.entries.len() {
+            let (found, expected) = (record.actions.len(), self.entries.len());
+            return Err(LineError::ActionCount { walk, found, expected });
+        }
+        let mut id = 0u64;
+        for (position, (action, entry)) in record.actions.iter().zip(&self.entries).enumerate() {
+            if action.type_name != entry.type_name {
+                return Err(LineError::OtherAction {
+                    walk,
+                    position,
+                    found: action.type_name.clone(),
+                    expected: entry.type_name.clone(),
+                });
+            }
+            if action.option >= entry.options {
+                return Err(LineError::OptionOutOfRange {
+                    walk,
+                    position,
+                    action: entry.type_name.clone(),
+                    option: action.option,
+                    options: entry.options,
+                });
+            }
+            // At most `walks - 1` in all: every option is below its count.
+            id += u64::from(action.option) * self.weights[position];
+        }
+        if id != walk {
+            return Err(LineError::OtherWalk { walk, options_of: id });
+        }
+        let branch: Vec<u32> = self.serials.iter().map(|&p| record.actions[p].option).collect();
+        if record.branch != branch {
+            return Err(LineError::OtherBranch {
+                walk,
+                found: record.branch.clone(),
+                expected: branch,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The walk ids of a trace's records, with their line numbers: finds a walk
+/// recorded twice, and the records a finished run's trace lacks. Holds 16
+/// bytes per record.
+#[derive(Debug, Clone, Default)]
+pub struct TraceTally {
+    /// (walk id, line) of every record.
+    seen: Vec<(u64, u64)>,
+}
+
+/// What [`TraceTally::finish`] found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TallyError {
+    /// A walk has two records.
+    #[error("has two records of walk {walk}, on lines {first} and {second}")]
+    Duplicate {
+        /// The walk.
+        walk: u64,
+        /// Line of the first record.
+        first: u64,
+        /// Line of the second.
+        second: u64,
+    },
+    /// A finished run's trace holds another number of records than
+    /// `run.json` counts.
+    #[error("has {found} records, but run.json says the run finished with {expected}")]
+    Count {
+        /// Records read.
+        found: u64,
+        /// The `records` field of `run.json`.
+        expected: u64,
+        /// The smallest walk id neither recorded nor aborted, when records
+        /// are missing.
+        first_missing: Option<u64>,
+    },
+}
+
+impl TraceTally {
+    /// Notes the record of walk `walk` on line `line`.
+    pub fn add(&mut self, walk: u64, line: u64) {
+        self.seen.push((walk, line));
+    }
+
+    /// Records noted so far.
+    pub fn records(&self) -> u64 {
+        self.seen.len() as u64
+    }
+
+    /// Checks the records noted against `meta`: no walk twice and, if the
+    /// run finished, as many records as `run.json` counts. Returns the
+    /// number of records.
+    pub fn finish(mut self, meta: &RunMeta) -> Result<u64, TallyError> {
+        self.seen.sort_unstable();
+        if let Some(pair) = self.seen.windows(2).find(|p| p[0].0 == p[1].0) {
+            let (walk, first, second) = (pair[0].0, pair[0].1, pair[1].1);
+            return Err(TallyError::Duplicate { walk, first, second });
+        }
+        let found = self.records();
+        match meta.records {
+            Some(expected) if meta.ended_at.is_some() && found != expected => {
+                let first_missing = (found < expected).then(|| {
+                    let ids: Vec<u64> = self.seen.iter().map(|&(walk, _)| walk).collect();
+                    let mut aborted: Vec<Range<u64>> = meta
+                        .summary
+                        .iter()
+                        .flat_map(|s| &s.aborted_walks)
+                        .flat_map(|a| a.walks.iter().cloned())
+                        .collect();
+                    aborted.sort_unstable_by_key(|r| r.start);
+                    first_unrecorded(&ids, &aborted, meta.walks)
+                });
+                Err(TallyError::Count { found, expected, first_missing: first_missing.flatten() })
+            }
+            _ => Ok(found),
+        }
+    }
+}
+
+/// The smallest walk id below `walks` that is neither in `ids` (sorted) nor
+/// in one of the `aborted` ranges (sorted by start).
+fn first_unrecorded(ids: &[u64], aborted: &[Range<u64>], walks: u64) -> Option<u64> {
+    let (mut next, mut i, mut a) = (0u64, 0, 0);
+    while next < walks {
+        while a < aborted.len() && aborted[a].end <= next {
+            a += 1;
+        }
+        if a < aborted.len() && aborted[a].start <= next {
+            next = aborted[a].end;
+            continue;
+        }
+        while i < ids.len() && ids[i] < next {
+            i += 1;
+        }
+        if i < ids.len() && ids[i] == next {
+            next += 1;
+            continue;
+        }
+        return Some(next);
+    }
+    None
+}
+
 /// Why one line of `walks.jsonl` cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LineError {
     /// The line has no final newline: the run stopped while writing it.
+    /// Readers (`crate::trace::RunDir`) skip such a last line as the torn
+    /// tail of a crashed run rather than failing on it.
     #[error("is truncated (no newline at its end): the run stopped while writing it")]
     Truncated,
+    /// The line ends before its record does, yet has its newline: only
+    /// the last line can be cut off by a crash, and that one has none.
+    #[error(
+        "is cut off (its record ends early) but is not the unfinished last line a crash leaves: the file was damaged"
+    )]
+    CutOff,
     /// The line is not a JSON trace record.
     #[error("is not a trace record: {0}")]
     NotJson(String),
@@ -396,16 +662,88 @@ pub enum LineError {
         /// The run's suite.
         expected: String,
     },
+    /// The record's walk id is outside the run's space.
+    #[error("records walk {walk}, which is not in the space of the run: valid ids are 0..{walks}")]
+    OutsideSpace {
+        /// The record's walk id.
+        walk: u64,
+        /// Walks in the run's space.
+        walks: u64,
+    },
+    /// The record has another number of actions than the walk order entries.
+    #[error(
+        "records walk {walk} with {found} actions, but the run's walk order has {expected} entries"
+    )]
+    ActionCount {
+        /// The record's walk id.
+        walk: u64,
+        /// Actions in the record.
+        found: usize,
+        /// Entries in the run's walk order.
+        expected: usize,
+    },
+    /// An action's type is not the one of its entry of the walk order.
+    #[error(
+        "records walk {walk} with {found} at entry {position}, but the run's walk order has {expected} there"
+    )]
+    OtherAction {
+        /// The record's walk id.
+        walk: u64,
+        /// The entry.
+        position: usize,
+        /// The record's type name.
+        found: String,
+        /// The walk order's.
+        expected: String,
+    },
+    /// An action's option index is not below its entry's option count.
+    #[error(
+        "records walk {walk} with option {option} of {action} (entry {position}), which has {options} options"
+    )]
+    OptionOutOfRange {
+        /// The record's walk id.
+        walk: u64,
+        /// The entry.
+        position: usize,
+        /// Its type name.
+        action: String,
+        /// The recorded option index.
+        option: u32,
+        /// The entry's option count.
+        options: u32,
+    },
+    /// The record's options are those of another walk id.
+    #[error("records walk {walk}, but its actions' options are those of walk {options_of}")]
+    OtherWalk {
+        /// The record's walk id.
+        walk: u64,
+        /// The walk id its options make.
+        options_of: u64,
+    },
+    /// The record's branch is not its serial actions' options.
+    #[error(
+        "records walk {walk} with branch {found:?}, but its serial actions' options are {expected:?}"
+    )]
+    OtherBranch {
+        /// The record's walk id.
+        walk: u64,
+        /// The recorded branch.
+        found: Vec<u32>,
+        /// The options of its serial actions.
+        expected: Vec<u32>,
+    },
 }
 
 /// Parses one line of `walks.jsonl` (with its newline, if it had one) of a
-/// run of suite `suite`.
+/// run of suite `suite`. Its checks against the run's walk order are
+/// [`RecordCheck::check`]'s.
 pub fn parse_line(line: &str, suite: &str) -> Result<TraceRecord, LineError> {
     let Some(text) = line.strip_suffix('\n') else {
         return Err(LineError::Truncated);
     };
-    let record: TraceRecord =
-        serde_json::from_str(text).map_err(|e| LineError::NotJson(e.to_string()))?;
+    let record: TraceRecord = serde_json::from_str(text).map_err(|e| {
+        if e.is_eof() { LineError::CutOff } else { LineError::NotJson(e.to_string()) }
+    })?;
     if record.suite != suite {
         return Err(LineError::OtherSuite { found: record.suite, expected: suite.to_string() });
     }
@@ -473,6 +811,212 @@ mod tests {
             parse_line(&line, "s"),
             Err(LineError::OtherSuite { found: "other".into(), expected: "s".into() })
         );
+    }
+
+    fn meta(space: &Space) -> RunMeta {
+        RunMeta {
+            format: TRACE_FORMAT,
+            run_id: "r".into(),
+            suite: "s".into(),
+            fingerprint: fingerprint(space, &values(space)),
+            library_version: "0".into(),
+            walk_order: EntryMeta::of(space),
+            walks: space.size(),
+            threads: 1,
+            started_at: "t0".into(),
+            ended_at: None,
+            records: None,
+            summary: None,
+        }
+    }
+
+    fn finished(mut meta: RunMeta, records: u64, aborted: Vec<Range<u64>>) -> RunMeta {
+        meta.ended_at = Some("t1".into());
+        meta.records = Some(records);
+        let reason = "node lost".to_string();
+        meta.summary = Some(Summary {
+            walks: meta.walks,
+            passed: records,
+            failed: 0,
+            cancelled: 0,
+            pruned: 0,
+            aborted: meta.walks.saturating_sub(records),
+            segments: 0,
+            serial_actions: 0,
+            runner_restarts: 0,
+            elapsed_s: 0.0,
+            failed_walks: Vec::new(),
+            aborted_walks: vec![AbortedWalks { walks: aborted, reason }],
+        });
+        meta
+    }
+
+    fn record_of(space: &Space, id: u64) -> TraceRecord {
+        let encoder = TraceEncoder::new("s".into(), space.clone(), values(space));
+        let mut out = Vec::new();
+        let end = TraceEnd { outcome: TraceOutcome::Passed, action_index: None, error: None };
+        encoder.encode(&mut out, id, end, 0, "local/0");
+        parse_line(std::str::from_utf8(&out).unwrap(), "s").unwrap()
+    }
+
+    #[test]
+    fn every_encoded_record_passes_the_record_check() {
+        // Mixed kinds: the check's numbering must be the space's.
+        let entry = |name, kind, n: usize| EntryInfo {
+            name,
+            kind,
+            options: (0..n).map(|i| i.to_string()).collect(),
+        };
+        let space = Space::new(vec![
+            entry("A", EntryKind::Plain, 2),
+            entry("X", EntryKind::Serial, 3),
+            entry("B", EntryKind::Plain, 4),
+            entry("Y", EntryKind::Serial, 2),
+        ])
+        .unwrap();
+        let check = RecordCheck::new(&meta(&space)).unwrap();
+        for id in 0..space.size() {
+            assert_eq!(check.check(&record_of(&space, id)), Ok(()), "walk {id}");
+        }
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_its_run_is_named() {
+        let space = space();
+        let check = RecordCheck::new(&meta(&space)).unwrap();
+        let good = record_of(&space, 3);
+
+        let mut short = good.clone();
+        short.actions.pop();
+        assert_eq!(
+            check.check(&short),
+            Err(LineError::ActionCount { walk: 3, found: 1, expected: 2 })
+        );
+        let text = check.check(&short).unwrap_err().to_string();
+        assert_eq!(text, "records walk 3 with 1 actions, but the run's walk order has 2 entries");
+
+        let mut outside = good.clone();
+        outside.walk_id = 6;
+        assert_eq!(check.check(&outside), Err(LineError::OutsideSpace { walk: 6, walks: 6 }));
+
+        let mut renamed = good.clone();
+        renamed.actions[1].type_name = "Z".into();
+        assert!(matches!(
+            check.check(&renamed),
+            Err(LineError::OtherAction { walk: 3, position: 1, .. })
+        ));
+
+        let mut beyond = good.clone();
+        beyond.actions[1].option = 3;
+        assert!(matches!(
+            check.check(&beyond),
+            Err(LineError::OptionOutOfRange { walk: 3, position: 1, option: 3, options: 3, .. })
+        ));
+
+        // Walk 3 is X=1, A=1; A=0 makes walk 2.
+        let mut other = good.clone();
+        other.actions[0].option = 0;
+        assert_eq!(check.check(&other), Err(LineError::OtherWalk { walk: 3, options_of: 2 }));
+
+        let mut branch = good;
+        branch.branch = vec![2];
+        assert_eq!(
+            check.check(&branch),
+            Err(LineError::OtherBranch { walk: 3, found: vec![2], expected: vec![1] })
+        );
+    }
+
+    #[test]
+    fn a_run_json_that_does_not_fit_its_walk_order_is_refused() {
+        let space = space();
+        let mut big = meta(&space);
+        big.walks = 7;
+        let error = RecordCheck::new(&big).unwrap_err();
+        assert_eq!(error, MetaError::WrongSize { walks: 7, counts: vec![2, 3], space: Some(6) });
+        assert_eq!(
+            error.to_string(),
+            "it counts 7 walks, but its walk order's option counts make 2 × 3 = 6"
+        );
+
+        let mut huge = meta(&space);
+        huge.walk_order[0].options = u32::MAX;
+        huge.walk_order[1].options = u32::MAX;
+        huge.walk_order.push(huge.walk_order[0].clone());
+        assert!(matches!(RecordCheck::new(&huge), Err(MetaError::WrongSize { space: None, .. })));
+
+        let mut empty = meta(&space);
+        empty.walk_order.clear();
+        assert_eq!(RecordCheck::new(&empty).unwrap_err(), MetaError::NoEntries);
+
+        let mut none = meta(&space);
+        none.walk_order[1].options = 0;
+        none.walks = 0;
+        assert!(matches!(RecordCheck::new(&none), Err(MetaError::NoOptions { position: 1, .. })));
+
+        let mut uncounted = finished(meta(&space), 6, Vec::new());
+        uncounted.records = None;
+        assert_eq!(RecordCheck::new(&uncounted).unwrap_err(), MetaError::NoRecordCount);
+        let over = finished(meta(&space), 7, Vec::new());
+        assert_eq!(
+            RecordCheck::new(&over).unwrap_err(),
+            MetaError::TooManyRecords { records: 7, walks: 6 }
+        );
+        assert!(RecordCheck::new(&finished(meta(&space), 6, Vec::new())).is_ok());
+    }
+
+    fn tally(walks: &[u64]) -> TraceTally {
+        let mut tally = TraceTally::default();
+        for (line, &walk) in walks.iter().enumerate() {
+            tally.add(walk, line as u64 + 1);
+        }
+        tally
+    }
+
+    #[test]
+    fn the_tally_refuses_a_walk_twice_and_a_finished_run_with_records_missing() {
+        let space = space();
+        let running = meta(&space);
+        assert_eq!(tally(&[4, 1, 0]).finish(&running), Ok(3));
+        assert_eq!(
+            tally(&[4, 1, 5, 1]).finish(&running),
+            Err(TallyError::Duplicate { walk: 1, first: 2, second: 4 })
+        );
+
+        let done = finished(meta(&space), 6, Vec::new());
+        assert_eq!(tally(&[5, 4, 3, 2, 1, 0]).finish(&done), Ok(6));
+        assert_eq!(
+            tally(&[5, 4, 3, 1, 0]).finish(&done),
+            Err(TallyError::Count { found: 5, expected: 6, first_missing: Some(2) })
+        );
+        assert_eq!(
+            tally(&[0, 1, 2, 3, 4, 5, 5]).finish(&done),
+            Err(TallyError::Duplicate { walk: 5, first: 6, second: 7 })
+        );
+
+        // Aborted walks have no record: walks 1 and 2 were aborted, so the
+        // first missing one is 4.
+        let aborted = finished(meta(&space), 4, vec![2..3, 1..2]);
+        assert_eq!(tally(&[0, 3, 4, 5]).finish(&aborted), Ok(4));
+        assert_eq!(
+            tally(&[0, 3, 5]).finish(&aborted),
+            Err(TallyError::Count { found: 3, expected: 4, first_missing: Some(4) })
+        );
+        let more = finished(meta(&space), 2, vec![2..4, 4..6]);
+        assert_eq!(
+            tally(&[0, 1, 2]).finish(&more),
+            Err(TallyError::Count { found: 3, expected: 2, first_missing: None })
+        );
+    }
+
+    #[test]
+    fn a_line_cut_off_before_its_newline_is_named_apart_from_other_garbage() {
+        let line = serde_json::to_string(&record_of(&space(), 3)).unwrap();
+        assert_eq!(
+            parse_line(&format!("{}\n", &line[..line.len() / 2]), "s"),
+            Err(LineError::CutOff)
+        );
+        assert_eq!(parse_line(&line[..line.len() / 2], "s"), Err(LineError::Truncated));
+        assert!(matches!(parse_line("{\"suite\":1}}\n", "s"), Err(LineError::NotJson(_))));
     }
 
     const PINNED: &str = "9f3e9bcb2228385b2438d6bf4db89d1f02eaa5dad9ecf1fa8a132df698a42da2";
