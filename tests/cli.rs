@@ -112,7 +112,8 @@ fn help_explains_and_exits_0() {
 fn the_readmes_serve_line_is_what_serve_prints() {
     // README shows the line `serve` prints when it listens; it names the
     // protocol version, which must be this build's.
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let sample = readme
         .lines()
         .find_map(|l| l.trim_start().strip_prefix("# prints: "))

@@ -599,7 +599,7 @@ impl TraceTally {
                     let mut aborted: Vec<Range<u64>> = meta
                         .summary
                         .iter()
-                        .flat_map(|s| &s.aborted_walks)
+                        .flat_map(|s| s.aborted_walks.iter().chain(&s.not_run_walks))
                         .flat_map(|a| a.walks.iter().cloned())
                         .collect();
                     aborted.sort_unstable_by_key(|r| r.start);
@@ -847,6 +847,10 @@ mod tests {
             elapsed_s: 0.0,
             failed_walks: Vec::new(),
             aborted_walks: vec![AbortedWalks { walks: aborted, reason }],
+            not_run: 0,
+            not_run_walks: Vec::new(),
+            ending: "completed".to_string(),
+            ending_reason: None,
         });
         meta
     }
