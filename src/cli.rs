@@ -92,6 +92,10 @@ enum Command {
         /// `log_dir` setting].
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
+        /// After Ctrl-C, how long the walks running may take to finish
+        /// before they are given up (reported aborted, "hung").
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        stop_grace: std::time::Duration,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -135,6 +139,10 @@ enum Command {
         /// closed.
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
         auth_timeout: std::time::Duration,
+        /// How long a run outlives its lease (suspended, waiting for a paused
+        /// coordinator), or its coordinator's last session.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        run_grace: std::time::Duration,
         /// Exit when standard input closes (how `run --local-nodes` makes sure
         /// its nodes never outlive it).
         #[arg(long, hide = true)]
@@ -202,6 +210,11 @@ enum Command {
         /// stderr).
         #[arg(long)]
         json: bool,
+        /// After Ctrl-C (or the end of --duration), how long the walks
+        /// running may take to finish before they are given up (reported
+        /// aborted, "hung").
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        stop_grace: std::time::Duration,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -360,7 +373,7 @@ where
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run { suite, json, cluster, .. } => {
+        Command::Run { suite, json, cluster, stop_grace, .. } => {
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
@@ -384,7 +397,7 @@ where
             options.cluster = cluster.clone();
             let stop = crate::RunStop::default();
             options.stop = Some(stop.clone());
-            watch_interrupts(InterruptTarget::Run(stop), "run");
+            watch_interrupts(InterruptTarget::Run(stop, stop_grace), "run");
             let code = run_suite(suite, &options, json, &program);
             if let Some(cluster) = cluster {
                 cluster.close();
@@ -398,6 +411,7 @@ where
             max_threads,
             max_pending,
             auth_timeout,
+            run_grace,
             exit_on_stdin_eof,
             cookie_stdin,
             ..
@@ -435,6 +449,7 @@ where
             options.max_threads = max_threads as usize;
             options.max_pending = max_pending as usize;
             options.auth_timeout = auth_timeout;
+            options.run_grace = run_grace;
             let suites: Vec<Box<dyn crate::cluster::NodeSuite>> =
                 suites.into_iter().map(|s| s as Box<dyn crate::cluster::NodeSuite>).collect();
             match crate::cluster::serve(suites, options) {
@@ -457,6 +472,7 @@ where
             restart_window,
             json,
             cluster,
+            stop_grace,
             ..
         } => {
             let Some(suite) = find_suite(&suites, &suite) else {
@@ -480,7 +496,7 @@ where
             options.run = run;
             options.log_dir = settings.log_dir.value.clone();
             options.stats_every = stats_every;
-            soak(suite, &options, json, &program)
+            soak(suite, &options, json, &program, stop_grace)
         }
         Command::Replay { run, suite, walk, step } => {
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
@@ -743,10 +759,16 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
 }
 
 /// `soak`: rounds until the limit or Ctrl-C; status lines, then a summary.
-fn soak(suite: &dyn Suite, options: &crate::soak::SoakOptions, json: bool, program: &str) -> u8 {
+fn soak(
+    suite: &dyn Suite,
+    options: &crate::soak::SoakOptions,
+    json: bool,
+    program: &str,
+    grace: std::time::Duration,
+) -> u8 {
     use crate::soak::{SoakReport, SoakStop};
-    let stop = SoakStop::default();
-    watch_interrupts(InterruptTarget::Soak(stop.clone()), "soak");
+    let stop = SoakStop::with_grace(grace);
+    watch_interrupts(InterruptTarget::Soak(stop.clone(), grace), "soak");
     let sample = options.sample.map_or("the whole space".to_string(), |k| format!("{k} walks"));
     eprintln!(
         "soak of suite {}: seed {} ({sample} per round); Ctrl-C stops it",
@@ -885,15 +907,15 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
     let _ = writeln!(out, "{verdict}");
 }
 
-/// What Ctrl-C stops.
+/// What Ctrl-C stops, and the grace the walks running get.
 enum InterruptTarget {
-    Run(crate::RunStop),
-    Soak(crate::soak::SoakStop),
+    Run(crate::RunStop, std::time::Duration),
+    Soak(crate::soak::SoakStop, std::time::Duration),
 }
 
-/// Ctrl-C: the first stops starting walks (those running get
-/// `crate::soak::STOP_GRACE` to finish, then are given up); the second gives
-/// them up at once. Either way the run or soak ends with its report.
+/// Ctrl-C: the first stops starting walks (those running get the grace to
+/// finish, then are given up); the second gives them up at once. Either way
+/// the run or soak ends with its report.
 fn watch_interrupts(target: InterruptTarget, what: &'static str) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
@@ -904,17 +926,19 @@ fn watch_interrupts(target: InterruptTarget, what: &'static str) {
     let Ok(mut interrupts) = runtime.block_on(async { signal(SignalKind::interrupt()) }) else {
         return;
     };
-    let grace = crate::soak::STOP_GRACE;
+    let grace = match &target {
+        InterruptTarget::Run(_, grace) | InterruptTarget::Soak(_, grace) => *grace,
+    };
     std::thread::spawn(move || {
         runtime.block_on(async move {
             let mut count = 0;
             while interrupts.recv().await.is_some() {
                 count += 1;
                 match &target {
-                    InterruptTarget::Soak(stop) => {
+                    InterruptTarget::Soak(stop, _) => {
                         stop.request();
                     }
-                    InterruptTarget::Run(stop) if count == 1 => {
+                    InterruptTarget::Run(stop, _) if count == 1 => {
                         stop.drain(crate::StopReason::Interrupted);
                         let stop = stop.clone();
                         std::thread::spawn(move || {
@@ -922,7 +946,7 @@ fn watch_interrupts(target: InterruptTarget, what: &'static str) {
                             stop.force(crate::StopReason::Interrupted);
                         });
                     }
-                    InterruptTarget::Run(stop) => stop.force(crate::StopReason::Interrupted),
+                    InterruptTarget::Run(stop, _) => stop.force(crate::StopReason::Interrupted),
                 }
                 if count == 1 {
                     eprintln!(

@@ -13,7 +13,7 @@
 //! **Every ending is a report.** The soak stops when its rounds or its
 //! duration are up (the round in progress is cut: its walks that did not
 //! start are `not_run`, a normal ending), on Ctrl-C ([`SoakStop`]: the
-//! first drains, the second, or [`STOP_GRACE`] later, gives up the walks
+//! first drains, the second, or a grace ([`STOP_GRACE`] by default) later, gives up the walks
 //! still running as hung), when the restart intensity gives a node up, or
 //! when every node is lost for good; walks that did not finish are then
 //! aborted with their reason. The report's [`SoakEnding`] says which.
@@ -99,15 +99,27 @@ impl SoakOptions {
 }
 
 /// Asks a soak to stop: the first request drains (no walk starts after it;
-/// those running finish, for at most [`STOP_GRACE`]), the second gives up
-/// the walks still running at once.
-#[derive(Debug, Clone, Default)]
+/// those running finish, for at most its grace), the second gives up the
+/// walks still running at once.
+#[derive(Debug, Clone)]
 pub struct SoakStop {
     requests: Arc<AtomicU8>,
     run: RunStop,
+    grace: Duration,
+}
+
+impl Default for SoakStop {
+    fn default() -> Self {
+        SoakStop::with_grace(STOP_GRACE)
+    }
 }
 
 impl SoakStop {
+    /// A stop whose drain waits at most `grace` for the walks running.
+    pub fn with_grace(grace: Duration) -> Self {
+        SoakStop { requests: Arc::default(), run: RunStop::default(), grace }
+    }
+
     /// Another request (Ctrl-C): returns how many there have been.
     pub fn request(&self) -> u8 {
         let count = self.requests.fetch_add(1, Ordering::SeqCst).saturating_add(1);
@@ -133,9 +145,9 @@ impl SoakStop {
     }
 
     fn force_later(&self, reason: StopReason) {
-        let run = self.run.clone();
+        let (run, grace) = (self.run.clone(), self.grace);
         std::thread::spawn(move || {
-            std::thread::sleep(STOP_GRACE);
+            std::thread::sleep(grace);
             run.force(reason);
         });
     }

@@ -19,11 +19,15 @@
 //!     it does not have and each run's log lines.
 //!   - `StopRun`: the run starts no more batches. `EndRun`: drops the run
 //!     (its states, threads and fixture).
-//! - `Sweep`, every second from itself: drops runs whose lease ran out (no
-//!   ping for the lease, by the wall clock: a node that was stopped must not
-//!   start batches behind a serial action the coordinator has moved on to)
-//!   and runs whose coordinator has had no session here for
-//!   [`SESSION_GRACE`].
+//! - **Leases.** A run whose coordinator has not pinged it for its lease (by
+//!   the wall clock: a node that was stopped must not start batches behind
+//!   a serial action the coordinator has moved on to) is *suspended*: it
+//!   starts no batch. A ping naming it revives it: the coordinator was
+//!   paused, not gone, and has moved nowhere without this node (a
+//!   coordinator that declared the node lost no longer names the run).
+//! - `Sweep`, every second from itself: drops runs suspended for
+//!   [`SESSION_GRACE`] and runs whose coordinator has had no session here
+//!   for as long; their queued batches are answered `Expired`.
 //! - Supervision: spawned by `serve`, which ends the process if it stops.
 //!   Runner threads that ran a panicking action are replaced by their pool.
 
@@ -37,7 +41,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cluster::NodeSuite;
 use crate::cluster::logs;
-use crate::cluster::node_run::{NodeAnswer, NodeRun, NodeRunSpec};
+use crate::cluster::node_run::{Admit, NodeAnswer, NodeRun, NodeRunSpec};
 use crate::cluster::wire::{
     self, AgentMsg, BatchRequest, Coordinator, Hello, Joined, MAX_LEASE_MS, PROTOCOL_VERSION,
     Reply, Request, RunKey,
@@ -72,6 +76,9 @@ pub(crate) struct AgentArgs {
     pub(crate) chunk: usize,
     /// Coordinators' sessions, kept by the node's session events.
     pub(crate) sessions: Arc<Sessions>,
+    /// How long a run outlives its lease, or its coordinator's last session
+    /// ([`SESSION_GRACE`]; shorter in tests).
+    pub(crate) grace: Duration,
 }
 
 pub(crate) struct AgentState {
@@ -92,6 +99,14 @@ struct RunEntry {
     pending: Arc<Mutex<HashMap<u64, Vec<u8>>>>,
     lease: Arc<Lease>,
     stopping: Arc<AtomicBool>,
+    /// Set when the run is dropped: batches waiting on it give up.
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for RunEntry {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 /// How long a run may go without hearing from its coordinator (wall
@@ -112,9 +127,15 @@ impl Lease {
         self.seen.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Not pinged for the lease: suspended.
     fn expired(&self) -> bool {
+        self.silent() > self.length
+    }
+
+    /// How long since the last ping.
+    fn silent(&self) -> Duration {
         let seen = Duration::from_millis(self.seen.load(Ordering::Relaxed));
-        self.epoch.elapsed() > seen + self.length
+        self.epoch.elapsed().saturating_sub(seen)
     }
 }
 
@@ -401,14 +422,17 @@ impl AgentState {
         };
         let pending = Arc::clone(&entry.pending);
         let (lease, stopping) = (Arc::clone(&entry.lease), Arc::clone(&entry.stopping));
+        let closed = Arc::clone(&entry.closed);
         let gate = Arc::new(move || {
-            if stopping.load(Ordering::Acquire) {
-                Some(Reply::NotStarted)
+            if closed.load(Ordering::Acquire) {
+                Admit::Skip(Reply::Expired("the run was dropped".to_string()))
+            } else if stopping.load(Ordering::Acquire) {
+                Admit::Skip(Reply::NotStarted)
             } else if lease.expired() {
-                // The coordinator has given this node up: run nothing more.
-                Some(Reply::Expired("the run's lease ran out".to_string()))
+                // Suspended: its coordinator has not been heard from.
+                Admit::Wait
             } else {
-                None
+                Admit::Run
             }
         });
         let size = self.args.chunk;
@@ -438,18 +462,20 @@ impl AgentState {
         );
     }
 
-    /// Drops the runs whose lease ran out, or whose coordinator is gone.
+    /// Drops the runs suspended too long, or whose coordinator is gone.
     fn sweep(&mut self) {
         let sessions = &self.args.sessions;
         self.runs().retain(|run, entry| {
-            let why = if entry.lease.expired() {
-                "its coordinator has not been heard from in time (lease)"
-            } else if sessions.gone(entry.coordinator, SESSION_GRACE) {
-                "its coordinator has had no session here for 30s"
+            let grace = self.args.grace;
+            let why = if entry.lease.silent() > entry.lease.length + grace {
+                "its coordinator has not pinged it for its lease and the grace after it"
+            } else if sessions.gone(entry.coordinator, grace) {
+                "its coordinator has had no session here for the grace"
             } else {
                 return true;
             };
-            tracing::warn!(run = %short(*run), "dropping a run: {why}");
+            let grace = humantime::format_duration(grace);
+            tracing::warn!(run = %short(*run), "dropping a run: {why} ({grace})");
             logs::close(*run);
             false
         });
@@ -504,6 +530,7 @@ fn open(
         pending: Arc::new(Mutex::new(HashMap::new())),
         lease: Arc::new(lease),
         stopping: Arc::new(AtomicBool::new(false)),
+        closed: Arc::new(AtomicBool::new(false)),
     };
     runs.lock().unwrap_or_else(|p| p.into_inner()).insert(hello.run, entry);
     Reply::Welcome { runners: runners as u32 }

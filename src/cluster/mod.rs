@@ -419,6 +419,9 @@ pub struct ServeOptions {
     pub max_pending: usize,
     /// How long a connection may take to authenticate.
     pub auth_timeout: Duration,
+    /// How long a run outlives its lease (suspended, waiting for its
+    /// coordinator to come back), or its coordinator's last session.
+    pub run_grace: Duration,
 }
 
 impl ServeOptions {
@@ -433,6 +436,7 @@ impl ServeOptions {
             max_threads: 256,
             max_pending: 128,
             auth_timeout: Duration::from_secs(5),
+            run_grace: agent::SESSION_GRACE,
         }
     }
 }
@@ -559,6 +563,7 @@ async fn serve_async(
         },
         chunk: wire::CHUNK,
         sessions,
+        grace: options.run_grace,
     };
     let (_agent, agent_handle) = Actor::spawn(None, NodeAgent, args)
         .await

@@ -34,10 +34,24 @@ pub enum NodeAnswer {
     Failed(String),
 }
 
-/// Decides, just before a batch starts, whether it may: `Some(reply)` to
-/// answer instead (the run is stopping, or its lease ran out).
+/// Whether a batch may start now.
 #[doc(hidden)]
-pub type Gate = Arc<dyn Fn() -> Option<Reply> + Send + Sync>;
+pub enum Admit {
+    /// It may.
+    Run,
+    /// Not yet: the run is suspended (its lease ran out; its coordinator
+    /// may have been paused and come back).
+    Wait,
+    /// Never: answer this instead (the run is stopping, or gone).
+    Skip(Reply),
+}
+
+/// Decides, just before a batch starts, whether it may.
+#[doc(hidden)]
+pub type Gate = Arc<dyn Fn() -> Admit + Send + Sync>;
+
+/// How often a batch of a suspended run looks again.
+const SUSPENDED_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A suite's run on a node, with the walk state's type erased.
 #[doc(hidden)]
@@ -124,9 +138,15 @@ impl<S: Clone + Send + 'static> NodeRun for TypedNodeRun<S> {
                 answer(NodeAnswer::Skipped(Reply::Expired("the run was closed".to_string())));
                 return Next::Go;
             };
-            if let Some(reply) = gate() {
-                answer(NodeAnswer::Skipped(reply));
-                return Next::Go;
+            loop {
+                match gate() {
+                    Admit::Run => break,
+                    Admit::Wait => std::thread::sleep(SUSPENDED_POLL),
+                    Admit::Skip(reply) => {
+                        answer(NodeAnswer::Skipped(reply));
+                        return Next::Go;
+                    }
+                }
             }
             let _scope = logs::Scope::enter(inner.run);
             match catch_unwind(AssertUnwindSafe(|| inner.execute(&request, initial))) {

@@ -274,7 +274,6 @@ impl<S> ClusterRun<S> {
 
 /// The run on one node.
 struct OnNode {
-    label: String,
     name: String,
     agent: ActorRef<crate::cluster::wire::AgentMsg>,
     key: RunKey,
@@ -291,8 +290,13 @@ pub(crate) struct ClusterRunState<S> {
     /// The run on each node it is open on, by member.
     nodes: HashMap<usize, OnNode>,
     links: HashMap<ActorId, usize>,
+    /// Members up, as the membership last said.
+    up: HashMap<usize, MemberView>,
     /// Members the run is being reopened on.
     opening: Vec<usize>,
+    /// Members that refused to reopen the run, with why: not asked again
+    /// until they come back anew.
+    refused: HashMap<usize, String>,
     /// Members given up for good.
     gave_up: HashMap<usize, String>,
     next_slot: usize,
@@ -336,7 +340,9 @@ impl<S: Clone + Send + 'static> Actor for ClusterRun<S> {
             ctx,
             nodes: HashMap::new(),
             links: HashMap::new(),
+            up: up.iter().map(|v| (v.member, v.clone())).collect(),
             opening: Vec::new(),
+            refused: HashMap::new(),
             gave_up: HashMap::new(),
             next_slot: workers.opened.len(),
             stopping: false,
@@ -357,9 +363,11 @@ impl<S: Clone + Send + 'static> Actor for ClusterRun<S> {
                 .any(|v| v.member == member && v.agent.get_id() == opened.view.agent.get_id());
             if !same {
                 let reason = "lost while the run started".to_string();
+                state.forget(member)?;
                 let _ = link.cast(NodeLinkMsg::Lost { reason, loss: Loss::Crash });
             }
         }
+        state.fill(&myself);
         Ok(state)
     }
 
@@ -410,18 +418,23 @@ impl<S: Clone + Send + 'static> Actor for ClusterRun<S> {
             }
             ClusterRunMsg::Opened { view, result } => {
                 state.opening.retain(|&m| m != view.member);
+                let current = state.up.get(&view.member).map(|v| v.agent.get_id());
                 match result {
-                    Ok((key, runners)) if !state.stopping => {
+                    // Still the same connection, and the run goes on.
+                    Ok((key, runners))
+                        if !state.stopping && current == Some(view.agent.get_id()) =>
+                    {
                         let opened = Opened { view, key, runners };
                         state.join(&myself, opened).await?;
                     }
                     Ok((key, _)) => end_runs(std::iter::once((view, key))).await,
                     Err(reason) => {
                         tracing::warn!(node = %view.label, %reason, "cannot reopen the run on a node");
-                        state.gave_up.insert(view.member, reason);
+                        state.refused.insert(view.member, reason);
                         myself.cast(ClusterRunMsg::CheckGivenUp)?;
                     }
                 }
+                state.fill(&myself);
             }
             ClusterRunMsg::CheckGivenUp => state.check_given_up(&myself).await?,
         }
@@ -430,7 +443,7 @@ impl<S: Clone + Send + 'static> Actor for ClusterRun<S> {
 
     async fn handle_supervisor_evt(
         &self,
-        _: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -448,10 +461,11 @@ impl<S: Clone + Send + 'static> Actor for ClusterRun<S> {
                 if let Some(member) = state.links.remove(&cell.get_id())
                     && state.nodes.get(&member).is_some_and(|n| n.link.get_id() == cell.get_id())
                 {
-                    state.nodes.remove(&member);
-                    let run = state.run;
-                    state.membership.cast(MembershipMsg::SetKey { run, member, key: None })?;
+                    state.forget(member)?;
                 }
+                // A node that is still up (it dropped the run, or a batch
+                // call failed while its connection lived) gets it again.
+                state.fill(&myself);
             }
             _ => {}
         }
@@ -492,7 +506,6 @@ impl<S: Clone + Send + 'static> ClusterRunState<S> {
         self.nodes.insert(
             opened.view.member,
             OnNode {
-                label: opened.view.label.clone(),
                 name: opened.view.name.clone(),
                 agent: opened.view.agent.clone(),
                 key: opened.key,
@@ -525,7 +538,6 @@ impl<S: Clone + Send + 'static> ClusterRunState<S> {
             endpoint: endpoint(&link),
         })?;
         self.all_lost = false;
-        self.gave_up.remove(&member);
         Ok(())
     }
 
@@ -535,8 +547,14 @@ impl<S: Clone + Send + 'static> ClusterRunState<S> {
         event: MemberEvent,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            MemberEvent::Up(view) => self.reopen(myself, view),
+            MemberEvent::Up(view) => {
+                // Up anew (a new connection): a refusal before is forgotten.
+                self.refused.remove(&view.member);
+                self.gave_up.remove(&view.member);
+                self.up.insert(view.member, view);
+            }
             MemberEvent::Lost { member, reason } => {
+                self.up.remove(&member);
                 if let Some(node) = self.forget(member)? {
                     let _ = node.link.cast(NodeLinkMsg::Lost { reason, loss: Loss::Crash });
                 }
@@ -545,25 +563,42 @@ impl<S: Clone + Send + 'static> ClusterRunState<S> {
                 if self.nodes.get(&member).is_some_and(|n| n.key == key)
                     && let Some(node) = self.forget(member)?
                 {
+                    // It answers: the run is opened there again (`fill`),
+                    // under a new key.
                     let reason = "the node dropped the run (its lease ran out)".to_string();
                     let _ = node.link.cast(NodeLinkMsg::Lost { reason, loss: Loss::Dropped });
-                    // It answers: open the run there again, under a new key.
-                    let view = MemberView {
-                        member,
-                        label: node.label,
-                        name: node.name,
-                        agent: node.agent,
-                    };
-                    self.reopen(myself, view);
                 }
             }
             MemberEvent::GaveUp { member, reason } => {
+                self.up.remove(&member);
                 self.gave_up.insert(member, reason);
                 myself.cast(ClusterRunMsg::CheckGivenUp)?;
             }
             MemberEvent::Logs { name, logs } => log_node_lines(&name, logs),
         }
+        self.fill(myself);
         Ok(())
+    }
+
+    /// Opens the run on every node that is up and has neither the run, nor
+    /// an opening under way, nor a refusal.
+    fn fill(&mut self, myself: &ActorRef<ClusterRunMsg>) {
+        if self.stopping {
+            return;
+        }
+        let missing: Vec<MemberView> = self
+            .up
+            .values()
+            .filter(|v| {
+                !self.nodes.contains_key(&v.member)
+                    && !self.opening.contains(&v.member)
+                    && !self.refused.contains_key(&v.member)
+            })
+            .cloned()
+            .collect();
+        for view in missing {
+            self.reopen(myself, view);
+        }
     }
 
     /// The run is no longer on `member`'s node: its key leaves the pings.
