@@ -4,9 +4,9 @@
 //! an unknown suite and garbage on the node's port. Every process a test
 //! starts is killed when its guard drops; every wait is bounded.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -14,113 +14,8 @@ use combtest::cluster::{Cluster, ClusterOptions};
 use combtest::suites::{SuiteOptions, builtin};
 
 mod common;
-use common::{cookie_file, example};
-
-/// Longest any one process of these tests may take.
-const BOUND: Duration = Duration::from_secs(120);
-
-const NODE: &str = env!("CARGO_BIN_EXE_combtest-node");
-
-/// A child process, killed (SIGCONT first, in case it is stopped) on drop.
-struct Proc {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        signal(&self.child, "CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// The next line on its stdout, waiting at most `BOUND`.
-    fn line(&self) -> String {
-        self.stdout.recv_timeout(BOUND).expect("the process printed a line in time")
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let _ = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
-}
-
-/// Starts `program serve` on 127.0.0.1, port 0, and returns it with its
-/// address (from its ready line).
-fn serve(program: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
-    let mut command = Command::new(program);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
-        .args(extra)
-        .env_remove("COMBTEST_COOKIE")
-        .env("COMBTEST_COOKIE_FILE", cookie_file())
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("the node starts");
-    let proc = Proc { stdout: lines(child.stdout.take().unwrap()), child };
-    let ready = proc.line();
-    let address = ready
-        .strip_prefix("combtest-node serving on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("not a ready line: {ready}"))
-        .to_string();
-    assert!(address.starts_with("127.0.0.1:"), "{ready}");
-    (proc, address)
-}
-
-/// Lines of `reader`, read on a thread of their own.
-fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(reader).lines() {
-            if sender.send(line.unwrap_or_default()).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
-}
-
-/// Runs a coordinator to the end (at most `BOUND`): exit code, stdout,
-/// stderr.
-fn coordinate(program: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let child = spawn_coordinator(program, args);
-    finish(child)
-}
-
-fn spawn_coordinator(program: &Path, args: &[&str]) -> Child {
-    Command::new(program)
-        .args(args)
-        .env_remove("COMBTEST_COOKIE")
-        .env("COMBTEST_COOKIE_FILE", cookie_file())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the coordinator starts")
-}
-
-fn finish(child: Child) -> (Option<i32>, String, String) {
-    let id = child.id();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    let Ok(output) = receiver.recv_timeout(BOUND) else {
-        let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
-        panic!("the coordinator did not finish within {BOUND:?}");
-    };
-    let output = output.unwrap();
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-    (output.status.code(), text(output.stdout), text(output.stderr))
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
+use common::example;
+use common::procs::{BOUND, NODE, coordinate, finish, json, lines, serve, spawn_coordinator};
 
 #[test]
 fn two_local_nodes_give_the_in_process_results_and_states() {
@@ -208,13 +103,10 @@ fn lose_a_node(signal_name: &str, marker: &str) -> u64 {
             "--log-dir",
             logs.path().to_str().unwrap(),
         ],
+        &[],
     );
-    loop {
-        if lost.line() == marker {
-            break;
-        }
-    }
-    signal(&lost.child, signal_name);
+    lost.wait_for(marker);
+    lost.signal(signal_name);
     let (code, out, err) = finish(coordinator);
     let report = json(&out);
     let walks = report["walks"].as_u64().unwrap();
@@ -223,6 +115,11 @@ fn lose_a_node(signal_name: &str, marker: &str) -> u64 {
     assert_eq!(walks, 200);
     assert_eq!(report["passed"].as_u64().unwrap() + aborted, walks, "{out}");
     assert!(err.contains("node lost"), "{err}");
+    if signal_name == "STOP" {
+        // A stopped process keeps its connection open: only the heartbeat
+        // can tell, and the reason says so.
+        assert!(err.contains("missed heartbeats"), "{err}");
+    }
     let run = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
     let records = std::fs::read_to_string(run.join("walks.jsonl")).unwrap();
     let mut ids: Vec<u64> = records.lines().map(|l| json(l)["walk_id"].as_u64().unwrap()).collect();
@@ -269,9 +166,10 @@ fn losing_every_node_ends_the_run_with_the_partial_report() {
     let coordinator = spawn_coordinator(
         &program,
         &["run", "--suite", "relay", "--nodes", &a, "--heartbeat-timeout", "1s"],
+        &[],
     );
     assert_eq!(only.line(), "relay: busy");
-    signal(&only.child, "KILL");
+    only.signal("KILL");
     let (code, out, err) = finish(coordinator);
     assert_eq!(code, Some(3), "{out}{err}");
     // The report is still the run's report, on stdout: every walk is in
@@ -283,7 +181,7 @@ fn losing_every_node_ends_the_run_with_the_partial_report() {
 
 #[test]
 fn a_wrong_cookie_fails_clearly_on_both_sides() {
-    let (mut node, a) = serve(Path::new(NODE), &["--cookie", "right"], &[]);
+    let (node, a) = serve(Path::new(NODE), &["--cookie", "right"], &[("COMBTEST_LOG", "info")]);
     let (code, out, err) = coordinate(
         Path::new(NODE),
         &["run", "--suite", "smoke", "--nodes", &a, "--cookie", "wrong"],
@@ -296,10 +194,7 @@ fn a_wrong_cookie_fails_clearly_on_both_sides() {
         &["run", "--suite", "smoke", "--nodes", &a, "--cookie", "right"],
     );
     assert_eq!(code, Some(0), "{out}{err}");
-    let _ = node.child.kill();
-    let mut node_err = String::new();
-    let _ = std::io::Read::read_to_string(&mut node.child.stderr.take().unwrap(), &mut node_err);
-    assert!(node_err.contains("closed before authenticating"), "{node_err}");
+    node.wait_stderr("closed before authenticating: wrong cookie");
 }
 
 #[test]
@@ -340,7 +235,7 @@ fn garbage_on_the_port_does_not_stop_the_node() {
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let _ = std::io::Read::read_to_end(&mut stream, &mut Vec::new());
     }
-    assert!(node.child.try_wait().unwrap().is_none(), "the node is still running");
+    assert!(node.alive(), "the node is still running");
     let (code, out, err) = coordinate(Path::new(NODE), &["run", "--suite", "smoke", "--nodes", &a]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("passed 9"), "{out}");

@@ -446,6 +446,9 @@ impl ServeOptions {
 struct NodeSessions {
     gate: Arc<Gate>,
     sessions: Arc<Sessions>,
+    /// Authenticated sessions by peer name (a name twice is a duplicate
+    /// connection: ractor_cluster keeps one).
+    names: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 fn peer_name(ses: &NodeServerSessionInformation) -> String {
@@ -469,12 +472,30 @@ impl NodeEventSubscription for NodeSessions {
         if let Some(coordinator) = Sessions::coordinator_of(&name) {
             self.sessions.up(coordinator);
         }
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let count = names.entry(name.clone()).or_default();
+        *count += 1;
+        if *count > 1 {
+            tracing::warn!(
+                peer = %ses.peer_addr,
+                "duplicate connection: a second session authenticated as {name}; one of them is \
+                 closed"
+            );
+        }
         tracing::info!(peer = %ses.peer_addr, coordinator = %name, "coordinator authenticated");
     }
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
         let Some(watch) = self.gate.forget(&ses.peer_addr) else { return };
         if watch.authenticated.load(std::sync::atomic::Ordering::Acquire) {
             let name = peer_name(&ses);
+            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = names.get_mut(&name) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    names.remove(&name);
+                }
+            }
+            drop(names);
             if let Some(coordinator) = Sessions::coordinator_of(&name) {
                 self.sessions.down(coordinator);
             }
@@ -551,6 +572,7 @@ async fn serve_async(
         subscription: Box::new(NodeSessions {
             gate: Arc::clone(&gate),
             sessions: Arc::clone(&sessions),
+            names: Default::default(),
         }),
     });
     let args = AgentArgs {

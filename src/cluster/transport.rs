@@ -212,7 +212,10 @@ impl PreAuthClose {
                 "it sent {} bytes but no valid handshake (not a combtest coordinator)",
                 self.bytes_received
             ),
-            1 if self.sent <= 1 => {
+            1 if self.sent == 0 => {
+                "its first frame was not a handshake (not a combtest coordinator)".to_string()
+            }
+            1 if self.sent == 1 => {
                 "refused: a session under its name is already open (duplicate connection)"
                     .to_string()
             }
@@ -405,7 +408,7 @@ impl Gate {
         listener: TcpListener,
         server: ActorRef<NodeServerMessage>,
     ) {
-        let mut last_report = Instant::now();
+        let mut last_report: Option<Instant> = None;
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -420,7 +423,8 @@ impl Gate {
             if self.pending() >= self.max_pending {
                 drop(stream);
                 let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-                if last_report.elapsed() >= Duration::from_secs(1) {
+                // The first refusal at once, then at most one line a second.
+                if last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                     tracing::warn!(
                         refused,
                         max_pending = self.max_pending,
@@ -428,7 +432,7 @@ impl Gate {
                          authenticate (--max-pending)",
                         self.max_pending
                     );
-                    last_report = Instant::now();
+                    last_report = Some(Instant::now());
                     self.refused.store(0, Ordering::Relaxed);
                 }
                 continue;
@@ -528,6 +532,7 @@ mod tests {
             "wrong cookie: its answer to our challenge did not match"
         );
         assert!(seen(1, 1, 10).at_node(deadline).contains("duplicate connection"));
+        assert!(seen(1, 0, 10).at_node(deadline).contains("not a combtest coordinator"));
         assert!(seen(0, 0, 10).at_node(deadline).contains("not a combtest coordinator"));
         let timed_out = PreAuthClose { deadline_passed: true, ..seen(0, 0, 5_000) };
         assert_eq!(timed_out.at_node(deadline), "no authentication within 5s: closed");

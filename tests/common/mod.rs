@@ -1,6 +1,8 @@
 //! Actions shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::process::{Command, Output};
 
 use combtest::{Action, ActionResult, Halt, SerialAction, cancel, fail};
