@@ -311,7 +311,7 @@ fn cluster_options(
         (None, nodes) => ClusterOptions::nodes(nodes.iter().map(ToString::to_string)),
     };
     options = options.heartbeat_timeout(settings.heartbeat_timeout.value);
-    let (cookie, _) = crate::cluster::cookie::in_force(settings).map_err(|e| e.to_string())?;
+    let (cookie, _) = crate::config::cookie::in_force(settings).map_err(|e| e.to_string())?;
     options = options.cookie(cookie.expose());
     if let Some(threads) = settings.threads.value {
         options = options.node_threads(threads as usize);
@@ -424,7 +424,7 @@ where
                 }
                 line.trim_end_matches(['\n', '\r']).to_string()
             } else {
-                match crate::cluster::cookie::in_force(&settings) {
+                match crate::config::cookie::in_force(&settings) {
                     Ok((cookie, source)) => {
                         tracing::info!("using {source}");
                         cookie.expose().to_string()

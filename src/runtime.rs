@@ -9,7 +9,9 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::actors::collector::Progress;
-use crate::actors::run_supervisor::{RunContext, RunSupervisor, RunSupervisorMsg, Workers};
+use crate::actors::run_supervisor::{
+    RunContext, RunFailure, RunSupervisor, RunSupervisorMsg, Workers,
+};
 use crate::exec::{ErasedOrder, Runnable};
 use crate::model::dispatch::StopKind;
 use crate::model::outcome::{Report, StopReason};
@@ -401,7 +403,7 @@ pub(crate) async fn run_on<S: Clone + Send + 'static>(
     // If this future is dropped mid-run, stop the actors with it.
     let guard = StopOnDrop(Some(supervisor.get_cell()));
     let result = report.await.unwrap_or_else(|_| {
-        Err(RunError::Internal("the run supervisor stopped without a report".to_string()))
+        Err(RunFailure::Internal("the run supervisor stopped without a report".to_string()))
     });
     if let Some(stop) = &options.stop {
         stop.unlisten();
@@ -409,7 +411,10 @@ pub(crate) async fn run_on<S: Clone + Send + 'static>(
     drop(guard);
     // The actors stop on their own; a hung runner's may take a moment.
     let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
-    let (mut report, totals) = result?;
+    let (mut report, totals) = result.map_err(|failure| match failure {
+        RunFailure::Internal(reason) => RunError::Internal(reason),
+        RunFailure::TraceWrite(reason) => RunError::TraceWrite(reason),
+    })?;
     if !report.is_consistent() {
         // Never hand over a report that loses or double-counts a walk.
         return Err(RunError::Internal(format!(

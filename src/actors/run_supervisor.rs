@@ -54,7 +54,6 @@ use crate::model::outcome::{AbortedWalks, Ending, Fate, Report, StopReason};
 use crate::model::sample::WalkSample;
 use crate::model::space::Blocks;
 use crate::model::trace::TraceEncoder;
-use crate::runtime::RunError;
 use crate::store::StateStore;
 use crate::trace::encode_batch;
 use crate::trace::{TraceTotals, WalksFile};
@@ -63,7 +62,16 @@ use crate::trace::{TraceTotals, WalksFile};
 pub(crate) const CREDITS_PER_RUNNER: usize = 2;
 
 /// What the caller gets: the report, and what the TraceWriter wrote.
-pub(crate) type RunResult<S> = Result<(Report<S>, Option<TraceTotals>), RunError>;
+pub(crate) type RunResult<S> = Result<(Report<S>, Option<TraceTotals>), RunFailure>;
+
+/// Why a run ended without a report (the runtime makes these `RunError`s).
+#[derive(Debug)]
+pub(crate) enum RunFailure {
+    /// An actor broke an invariant: a bug in combtest.
+    Internal(String),
+    /// `walks.jsonl` could not be written.
+    TraceWrite(String),
+}
 
 /// Events to the RunSupervisor.
 pub(crate) enum RunSupervisorMsg {
@@ -320,7 +328,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 state.finish(&myself, result);
             }
             RunSupervisorMsg::Fatal(reason) => {
-                state.finish(&myself, Err(RunError::Internal(reason)));
+                state.finish(&myself, Err(RunFailure::Internal(reason)));
             }
             RunSupervisorMsg::RunnerRestarted => state.restarts += 1,
             RunSupervisorMsg::AllSlotsLost => {
@@ -364,12 +372,12 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
                 state.restarts += 1;
                 if let Err(error) = state.spawn_runners(&myself, index..index + 1).await {
                     let reason = format!("could not replace walk runner {index}: {error}");
-                    state.finish(&myself, Err(RunError::Internal(reason)));
+                    state.finish(&myself, Err(RunFailure::Internal(reason)));
                 }
             }
             Some(role) => {
                 let reason = format!("the {role:?} actor stopped unexpectedly: {why}");
-                state.finish(&myself, Err(RunError::Internal(reason)));
+                state.finish(&myself, Err(RunFailure::Internal(reason)));
             }
             None => {}
         }
@@ -382,7 +390,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(reply) = state.reply.take() {
-            let _ = reply.send(Err(RunError::Internal("the run was stopped".to_string())));
+            let _ = reply.send(Err(RunFailure::Internal("the run was stopped".to_string())));
         }
         // Nothing runs by then but a hung walk's runner (its thread is
         // abandoned) or a walk timeout's wait: give them a moment, then kill.
@@ -415,7 +423,7 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
             .collector
             .call(CollectorMsg::Finish, Some(LOCAL_REPLY_TIMEOUT))
             .await
-            .map_err(|e| RunError::Internal(format!("cannot reach the collector: {e}")))?;
+            .map_err(|e| RunFailure::Internal(format!("cannot reach the collector: {e}")))?;
         match report {
             ractor::rpc::CallResult::Success(mut report) => {
                 report.runner_restarts = self.restarts;
@@ -423,10 +431,10 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
                 let writer = self.trace.as_ref().map(|(_, writer)| writer.clone());
                 finish_trace(writer).await.map(|totals| (report, totals))
             }
-            ractor::rpc::CallResult::Timeout => Err(RunError::Internal(
+            ractor::rpc::CallResult::Timeout => Err(RunFailure::Internal(
                 "the collector did not hand over the report in time".to_string(),
             )),
-            ractor::rpc::CallResult::SenderError => Err(RunError::Internal(
+            ractor::rpc::CallResult::SenderError => Err(RunFailure::Internal(
                 "the collector stopped before handing over the report".to_string(),
             )),
         }
@@ -546,19 +554,19 @@ impl<S: Send + 'static> Outcomes for CollectorOutcomes<S> {
 /// lines are in its mailbox by now.
 async fn finish_trace(
     writer: Option<ActorRef<TraceWriterMsg>>,
-) -> Result<Option<TraceTotals>, RunError> {
+) -> Result<Option<TraceTotals>, RunFailure> {
     let Some(writer) = writer else {
         return Ok(None);
     };
     let reply = writer
         .call(TraceWriterMsg::Finish, Some(LOCAL_REPLY_TIMEOUT))
         .await
-        .map_err(|e| RunError::Internal(format!("cannot reach the trace writer: {e}")))?;
+        .map_err(|e| RunFailure::Internal(format!("cannot reach the trace writer: {e}")))?;
     match reply {
         ractor::rpc::CallResult::Success(Ok(totals)) => Ok(Some(totals)),
         ractor::rpc::CallResult::Success(Err(error)) => {
-            Err(RunError::TraceWrite(format!("walks.jsonl: {error}")))
+            Err(RunFailure::TraceWrite(format!("walks.jsonl: {error}")))
         }
-        _ => Err(RunError::Internal("the trace writer did not finish in time".to_string())),
+        _ => Err(RunFailure::Internal("the trace writer did not finish in time".to_string())),
     }
 }

@@ -14,7 +14,6 @@
 //! runs") has the protocol.
 
 mod agent;
-pub mod cookie;
 pub mod launcher;
 mod link;
 pub(crate) mod logs;
@@ -70,7 +69,8 @@ pub struct ClusterOptions {
     pub nodes: Vec<String>,
     /// Child nodes to start on 127.0.0.1 (and stop when the cluster closes).
     pub local_nodes: usize,
-    /// Shared secret; `None`: the per-user cookie file ([`cookie`]).
+    /// Shared secret; `None`: the per-user cookie file
+    /// ([`crate::config::cookie`]).
     pub cookie: Option<String>,
     /// A node that does not answer a heartbeat within this is lost.
     pub heartbeat_timeout: Duration,
@@ -229,9 +229,11 @@ impl Cluster {
             Some(cookie) if !cookie.is_empty() => cookie.clone(),
             _ => {
                 let home = std::env::var_os("HOME");
-                let path = cookie::default_path(home.as_deref())
-                    .ok_or_else(|| ClusterError::Cookie(cookie::CookieError::NoHome.to_string()))?;
-                let cookie = cookie::load_or_create(&path)
+                let path =
+                    crate::config::cookie::default_path(home.as_deref()).ok_or_else(|| {
+                        ClusterError::Cookie(crate::config::cookie::CookieError::NoHome.to_string())
+                    })?;
+                let cookie = crate::config::cookie::load_or_create(&path)
                     .map_err(|e| ClusterError::Cookie(e.to_string()))?;
                 cookie.expose().to_string()
             }

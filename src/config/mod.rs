@@ -12,6 +12,8 @@
 //! unknown key or an invalid value anywhere is an error ([`ConfigError`]),
 //! not something that surfaces only once the overriding layer goes away.
 
+pub mod cookie;
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::num::NonZeroU64;
@@ -22,7 +24,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Value;
 
-use crate::cluster::cookie;
 use crate::runtime::{MAX_THREADS, default_threads};
 
 /// The settings file read from the working directory when no `--config`
@@ -152,7 +153,7 @@ pub struct Settings {
     pub cookie: Setting<Option<Cookie>>,
     /// The file holding the secret when `cookie` is not set; by default
     /// `$HOME/.combtest/cookie`, `None` only when `HOME` is not set either
-    /// (see [`crate::cluster::cookie`]).
+    /// (see [`cookie`]).
     pub cookie_file: Setting<Option<PathBuf>>,
     /// The address this node listens on for its cluster.
     pub listen: Setting<HostPort>,
@@ -954,7 +955,7 @@ mod tests {
 
     #[test]
     fn the_readme_example_sets_every_key() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let example = readme.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
         let settings = resolve(Some(&file(example)), no_env(), &Overrides::default()).unwrap();
         assert!(settings.to_string().lines().all(|l| l.ends_with("(file dir/combtest.toml)")));

@@ -25,7 +25,7 @@ use std::io::{ErrorKind, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Cookie, Settings, Source};
+use super::{Cookie, Settings, Source};
 
 /// The cookie file's path under the home directory.
 pub const IN_HOME: &str = ".combtest/cookie";
