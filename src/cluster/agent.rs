@@ -552,3 +552,236 @@ fn unknown_run(run: RunKey) -> Reply {
 fn short(id: u128) -> String {
     format!("{:08x}", (id >> 96) as u32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::link::{Answer, fetch_batch};
+    use crate::cluster::wire::{Trouble, WireInstruction, call};
+    use crate::model::epoch::{Epoch, EpochCursor};
+    use crate::model::space::Blocks;
+
+    fn suites() -> Vec<Box<dyn NodeSuite>> {
+        crate::suites::builtin().into_iter().map(|s| s as Box<dyn NodeSuite>).collect()
+    }
+
+    async fn agent(chunk: usize, limits: Limits) -> ActorRef<AgentMsg> {
+        let args = AgentArgs {
+            name: "test-node".to_string(),
+            suites: Arc::new(suites()),
+            runners: 2,
+            limits,
+            chunk,
+            sessions: Arc::default(),
+            grace: SESSION_GRACE,
+        };
+        Actor::spawn(None, NodeAgent, args).await.unwrap().0
+    }
+
+    const ROOMY: Limits = Limits { max_runs: 16, max_threads: 256 };
+
+    fn hello(suite: &str, run: RunKey) -> Hello {
+        let suites = suites();
+        let found = suites.iter().find(|s| s.name() == suite).unwrap();
+        let space = found.space().unwrap();
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            suite: suite.to_string(),
+            fingerprint: found.fingerprint().unwrap(),
+            run,
+            coordinator: 1,
+            runners: Some(2),
+            blocks: Blocks::for_space(space, 2),
+            gather: true,
+            trace: true,
+            round: None,
+            log_level: 1,
+            lease_ms: 60_000,
+        }
+    }
+
+    fn smoke_epoch() -> Epoch {
+        let space = crate::suites::smoke::suite().space().unwrap().clone();
+        EpochCursor::new(space).next_epoch(false).unwrap()
+    }
+
+    fn batch(run: RunKey, epoch: &Epoch, ranges: Vec<std::ops::Range<u64>>) -> Request {
+        Request::RunBatch(BatchRequest {
+            run,
+            batch: 1,
+            epoch: epoch.clone(),
+            instruction: WireInstruction::Run(None),
+            ranges,
+        })
+    }
+
+    async fn ask(agent: &ActorRef<AgentMsg>, request: &Request) -> Result<Reply, Trouble> {
+        call(agent, wire::encode(request), Some(Duration::from_secs(30))).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_result_comes_back_whole_in_small_chunks() {
+        let agent = agent(16, ROOMY).await;
+        let reply = ask(&agent, &Request::Hello(hello("smoke", 7))).await.unwrap();
+        assert!(matches!(reply, Reply::Welcome { runners: 2 }), "{reply:?}");
+        let epoch = smoke_epoch();
+        let request = batch(7, &epoch, vec![epoch.walks.clone()]);
+        let Answer::Ran(result) = fetch_batch(&agent, 7, 1, wire::encode(&request)).await.unwrap()
+        else {
+            panic!("the batch ran");
+        };
+        // Far more than one 16-byte chunk, fetched piece by piece.
+        assert!(wire::encode(&*result).len() > 16 * 4);
+        assert_eq!((result.walks, result.counts.passed, result.records), (9, 9, 9));
+        let mut sums: Vec<(u64, u32)> = result
+            .finals
+            .iter()
+            .map(|(id, bytes)| (*id, postcard::from_bytes(bytes).unwrap()))
+            .collect();
+        sums.sort_unstable();
+        // smoke: (0 + add) * scale, add in 0..3 (most significant), scale in 1..4.
+        let expected: Vec<(u64, u32)> =
+            (0..9).map(|id| (id, (id / 3) as u32 * (id % 3 + 1) as u32)).collect();
+        assert_eq!(sums, expected);
+        assert_eq!(result.lines.iter().filter(|&&b| b == b'\n').count(), 9);
+        // The result was fetched whole: nothing is left pending.
+        let again = ask(&agent, &Request::Fetch { run: 7, batch: 1, offset: 0 }).await;
+        assert!(matches!(again, Err(Trouble::Broken(_))), "{again:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopping_run_starts_nothing_and_an_ended_one_is_unknown() {
+        let agent = agent(wire::CHUNK, ROOMY).await;
+        assert!(matches!(
+            ask(&agent, &Request::Hello(hello("smoke", 5))).await,
+            Ok(Reply::Welcome { .. })
+        ));
+        let epoch = smoke_epoch();
+        let ping = Request::Ping { coordinator: 1, runs: vec![5, 6] };
+        let Ok(Reply::Pong { unknown, .. }) = ask(&agent, &ping).await else { panic!("a pong") };
+        assert_eq!(unknown, vec![6], "run 6 was never opened");
+        assert!(matches!(ask(&agent, &Request::StopRun { run: 5 }).await, Ok(Reply::Stopping)));
+        let stopped = ask(&agent, &batch(5, &epoch, vec![0..9])).await;
+        assert!(matches!(stopped, Ok(Reply::NotStarted)), "{stopped:?}");
+        assert!(matches!(ask(&agent, &Request::EndRun { run: 5 }).await, Ok(Reply::Ended)));
+        let ended = ask(&agent, &batch(5, &epoch, vec![0..9])).await;
+        assert!(matches!(&ended, Err(Trouble::Expired(e)) if e.contains("no run")), "{ended:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suspended_run_waits_for_its_coordinator_and_resumes_when_pinged() {
+        let agent = agent(wire::CHUNK, ROOMY).await;
+        let mut short = hello("smoke", 3);
+        short.lease_ms = 0; // At its minimum: 100 ms.
+        assert!(matches!(ask(&agent, &Request::Hello(short)).await, Ok(Reply::Welcome { .. })));
+        let epoch = smoke_epoch();
+        // Once the lease has run out (batches do not renew it; each is
+        // real work, no sleep), a batch waits instead of running...
+        let request = wire::encode(&batch(3, &epoch, vec![0..9]));
+        let waiting = loop {
+            let call = call(&agent, request.clone(), Some(Duration::from_millis(500)));
+            match call.await {
+                Ok(Reply::Batch { .. }) => {}
+                Err(Trouble::Lost(why)) if why.contains("no answer") => break true,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(waiting);
+        // ... and a ping naming the run revives it: the next batch runs.
+        let ping = Request::Ping { coordinator: 1, runs: vec![3] };
+        let Ok(Reply::Pong { unknown, .. }) = ask(&agent, &ping).await else { panic!("a pong") };
+        assert!(unknown.is_empty(), "a suspended run is still known");
+        let resumed = ask(&agent, &batch(3, &epoch, vec![0..9])).await;
+        assert!(matches!(resumed, Ok(Reply::Batch { .. })), "{resumed:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_nodes_limits_refuse_runs_beyond_them() {
+        let agent = agent(wire::CHUNK, Limits { max_runs: 1, max_threads: 3 }).await;
+        let mut greedy = hello("smoke", 1);
+        greedy.runners = Some(4);
+        let Ok(Reply::Refused(reason)) = ask(&agent, &Request::Hello(greedy)).await else {
+            panic!("more threads than the node has are refused");
+        };
+        assert!(reason.contains("only 3 of its --max-threads 3 are free"), "{reason}");
+        let mut forever = hello("smoke", 1);
+        forever.lease_ms = u64::MAX;
+        let Ok(Reply::Refused(reason)) = ask(&agent, &Request::Hello(forever)).await else {
+            panic!("an unbounded lease is refused");
+        };
+        assert!(reason.contains("longer than the 10m a node grants"), "{reason}");
+        assert!(matches!(
+            ask(&agent, &Request::Hello(hello("smoke", 1))).await,
+            Ok(Reply::Welcome { .. })
+        ));
+        let Ok(Reply::Refused(reason)) = ask(&agent, &Request::Hello(hello("smoke", 2))).await
+        else {
+            panic!("a run beyond --max-runs is refused");
+        };
+        assert!(reason.contains("--max-runs 1"), "{reason}");
+        // Overlapping ranges are refused, not run twice.
+        let epoch = smoke_epoch();
+        let overlapping = ask(&agent, &batch(1, &epoch, vec![0..5, 3..9])).await;
+        assert!(
+            matches!(&overlapping, Err(Trouble::Broken(e)) if e.contains("overlapping")),
+            "{overlapping:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_requests_get_answers_not_panics() {
+        let agent = agent(wire::CHUNK, ROOMY).await;
+        let timeout = Some(Duration::from_secs(30));
+        let mut garbage = PROTOCOL_VERSION.to_le_bytes().to_vec();
+        garbage.extend([0xff; 40]);
+        let garbage = call(&agent, garbage, timeout).await;
+        assert!(matches!(&garbage, Err(Trouble::Broken(e)) if e.contains("malformed request")));
+        let newer = call(&agent, (PROTOCOL_VERSION + 1).to_le_bytes().to_vec(), timeout).await;
+        assert!(matches!(&newer, Err(Trouble::Broken(e)) if e.contains("protocol version")));
+
+        let join = Request::Join { protocol: PROTOCOL_VERSION + 1, coordinator: 9 };
+        let Reply::Refused(reason) = ask(&agent, &join).await.unwrap() else {
+            panic!("a newer protocol cannot join");
+        };
+        assert!(reason.contains(&format!("speaks {}", PROTOCOL_VERSION + 1)), "{reason}");
+        let mut old = hello("smoke", 1);
+        old.protocol = PROTOCOL_VERSION + 1;
+        let Reply::Refused(reason) = ask(&agent, &Request::Hello(old)).await.unwrap() else {
+            panic!("a newer protocol is refused");
+        };
+        assert!(reason.contains(&format!("speaks {PROTOCOL_VERSION}")), "{reason}");
+
+        let mut other = hello("smoke", 1);
+        other.fingerprint = "0123abcd".to_string();
+        let Reply::Refused(reason) = ask(&agent, &Request::Hello(other)).await.unwrap() else {
+            panic!("another build of the suite is refused");
+        };
+        let ours = hello("smoke", 1).fingerprint;
+        assert!(reason.contains("0123abcd") && reason.contains(&ours), "{reason}");
+
+        let mut unknown = hello("smoke", 1);
+        unknown.suite = "nope".to_string();
+        let Reply::Refused(reason) = ask(&agent, &Request::Hello(unknown)).await.unwrap() else {
+            panic!("an unknown suite is refused");
+        };
+        assert!(reason.contains("no suite 'nope'") && reason.contains("smoke"), "{reason}");
+
+        // A batch of a run never opened, and one outside the space.
+        let mut epoch = smoke_epoch();
+        let stray = ask(&agent, &batch(99, &epoch, vec![0..9])).await;
+        assert!(matches!(&stray, Err(Trouble::Expired(e)) if e.contains("no run")));
+        assert!(matches!(
+            ask(&agent, &Request::Hello(hello("smoke", 2))).await,
+            Ok(Reply::Welcome { .. })
+        ));
+        epoch.walks = 0..1000;
+        let outside = ask(&agent, &batch(2, &epoch, vec![0..1000])).await;
+        assert!(
+            matches!(&outside, Err(Trouble::Broken(e)) if e.contains("does not fit")),
+            "{outside:?}"
+        );
+        // The agent still serves.
+        let pong = ask(&agent, &Request::Ping { coordinator: 1, runs: vec![2] }).await;
+        assert!(matches!(pong, Ok(Reply::Pong { .. })), "{pong:?}");
+    }
+}
