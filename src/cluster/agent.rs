@@ -554,6 +554,7 @@ fn short(id: u128) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::cluster::link::{Answer, fetch_batch};
