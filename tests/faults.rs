@@ -205,8 +205,9 @@ fn every_ending_prints_its_report() {
     assert_eq!(meta["summary"]["ending"], "all_nodes_lost", "{meta}");
     assert!(meta["ended_at"].is_string(), "{meta}");
 
-    // The restart limit stops a soak: the broken round's walks that never
-    // ran are listed, with the reason.
+    // The restart limit stops a soak (every round crashes nodes: the
+    // aborting walk, the hang; one restart is allowed in ten minutes): the
+    // broken round's walks that never ran are listed, with the reason.
     let (code, out, err) = coordinate(
         &program,
         &[

@@ -146,37 +146,6 @@ fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
 }
 
 #[test]
-fn too_many_node_restarts_stop_the_soak() {
-    // Every round crashes nodes (the aborting walk, the hang): with at most
-    // one restart a minute, the soak stops with the reason and its summary.
-    let program = example("cluster_node");
-    let (code, out, err) = run(
-        &program,
-        &[
-            "soak",
-            "--suite",
-            "chaos",
-            "--rounds",
-            "20",
-            "--local-nodes",
-            "2",
-            "--threads",
-            "1",
-            "--walk-timeout",
-            "1s",
-            "--max-restarts",
-            "1",
-            "--restart-window",
-            "10m",
-        ],
-        &[("CHAOS_ABORT", "1")],
-    );
-    assert_eq!(code, 3, "{out}{err}");
-    assert!(out.contains("STOPPED: more than 1 node restarts within 10m"), "{out}");
-    assert!(out.contains("rounds"), "{out}");
-}
-
-#[test]
 fn sampled_rounds_replay_with_their_seed() {
     let node = std::path::Path::new(env!("CARGO_BIN_EXE_combtest-node"));
     let args =
