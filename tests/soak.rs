@@ -9,34 +9,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
+use common::procs::{BOUND, finish, json, spawn_coordinator};
 use common::{cookie_file, example};
-
-const BOUND: Duration = Duration::from_secs(120);
 
 /// Runs `program args` to the end (at most `BOUND`), with `env`.
 fn run(program: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let child = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("COMBTEST_COOKIE")
-        .env("COMBTEST_COOKIE_FILE", cookie_file())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = child.id();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    let output = receiver.recv_timeout(BOUND).unwrap_or_else(|_| {
-        let _ = Command::new("kill").args(["-KILL", &id.to_string()]).status();
-        panic!("the soak did not end within {BOUND:?}");
-    });
-    let output = output.unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+    let (code, out, err) = finish(spawn_coordinator(program, args, env));
+    (code.unwrap_or(-1), out, err)
 }
 
 /// Walks that ended, by the totals.
@@ -44,9 +23,6 @@ fn walks_total(totals: &serde_json::Value) -> u64 {
     totals["walks"].as_u64().unwrap()
 }
 
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
 
 #[test]
 fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
