@@ -425,3 +425,46 @@ fn a_second_session_under_one_name_is_named_a_duplicate() {
         server.stop(None);
     });
 }
+
+/// Processes whose parent is `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // "pid (comm) state ppid ...": the fields after the command's ')'.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if after.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+#[test]
+fn the_cookie_never_shows_in_a_local_nodes_command_line_or_environment() {
+    // Local nodes get the coordinator's cookie on their standard input:
+    // not in /proc/PID/cmdline or /proc/PID/environ, which other users (or
+    // other processes of the user) can read.
+    let secret = format!("s3cret-{}", std::process::id());
+    let mut command = Command::new(NODE);
+    command
+        .args(["soak", "--suite", "smoke", "--local-nodes", "2", "--threads", "1"])
+        .args(["--duration", "60s", "--stats-every", "50ms"])
+        .env("COMBTEST_COOKIE", &secret);
+    let soak = start(command);
+    soak.wait_for_prefix("soak: ");
+    let nodes = children(soak.pid);
+    assert_eq!(nodes.len(), 2, "the local nodes: {nodes:?}");
+    for node in nodes {
+        let cmdline = std::fs::read(format!("/proc/{node}/cmdline")).unwrap();
+        let environ = std::fs::read(format!("/proc/{node}/environ")).unwrap();
+        let has = |bytes: &[u8]| bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!has(&cmdline), "the cookie is in node {node}'s command line");
+        assert!(!has(&environ), "the cookie is in node {node}'s environment");
+        assert!(String::from_utf8_lossy(&cmdline).contains("--cookie-stdin"));
+    }
+    soak.signal("INT");
+    let (code, out, err) = soak.finish();
+    assert!(matches!(code, Some(0) | Some(1)), "{out}{err}");
+}

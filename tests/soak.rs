@@ -23,7 +23,6 @@ fn walks_total(totals: &serde_json::Value) -> u64 {
     totals["walks"].as_u64().unwrap()
 }
 
-
 #[test]
 fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
     let program = example("cluster_node");

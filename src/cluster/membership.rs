@@ -32,7 +32,7 @@ use crate::clock::PauseClock;
 use crate::cluster::ClusterError;
 use crate::cluster::launcher::{Launcher, Started};
 use crate::cluster::run::{ClusterRunMsg, MemberEvent};
-use crate::cluster::transport::{Watch, connect, kill_tree};
+use crate::cluster::transport::{Transport, Watch, kill_tree};
 use crate::cluster::wire::{
     self, AGENT_GROUP, AgentMsg, Coordinator, Joined, PROTOCOL_VERSION, Reply, Request, RunKey,
     RunLogs, Trouble, call,
@@ -117,6 +117,7 @@ pub(crate) struct MembershipArgs {
     /// Local members, already started.
     pub(crate) local: Vec<Started>,
     pub(crate) launcher: Option<Arc<dyn Launcher>>,
+    pub(crate) transport: Arc<dyn Transport>,
 }
 
 pub(crate) struct Membership;
@@ -383,18 +384,18 @@ impl MembershipState {
         let address = self.members[member].address.clone();
         let cookie = self.args.cookie.clone();
         let coordinator = self.args.coordinator;
+        let transport = Arc::clone(&self.args.transport);
         let myself = myself.clone();
         tokio::spawn(async move {
+            let opening = open(&*transport, &address, &cookie, name, coordinator);
             let result =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, open(&address, &cookie, name, coordinator))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(ConnectFailure::Transient(format!(
-                            "cannot reach node {address}: no cluster handshake within {}s (is \
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, opening).await.unwrap_or_else(|_| {
+                    Err(ConnectFailure::Transient(format!(
+                        "cannot reach node {address}: no cluster handshake within {}s (is \
                              it a `combtest-node serve`?)",
-                            HANDSHAKE_TIMEOUT.as_secs()
-                        )))
-                    });
+                        HANDSHAKE_TIMEOUT.as_secs()
+                    )))
+                });
             let _ = myself.cast(MembershipMsg::Connected { member, attempt, result });
         });
     }
@@ -572,9 +573,10 @@ impl NodeEventSubscription for Forward {
     }
 }
 
-/// Opens one connection: a NodeServer named `name`, a watched TCP stream to
-/// `address`, the session, the node's agent, and `Join`.
+/// Opens one connection: a NodeServer named `name`, a watched stream to
+/// `address` from the transport, the session, the node's agent, and `Join`.
 async fn open(
+    transport: &dyn Transport,
     address: &str,
     cookie: &str,
     name: String,
@@ -602,8 +604,9 @@ async fn open(
     });
     let opened = async {
         subscribed.map_err(|e| unreachable(format!("cannot watch the session: {e}")))?;
-        let (stream, watch) = connect(address, HANDSHAKE_TIMEOUT).await.map_err(unreachable)?;
-        ractor_cluster::client_connect_external(&server, Box::new(stream))
+        let connection = transport.connect(address.to_string(), HANDSHAKE_TIMEOUT);
+        let (stream, watch) = connection.await.map_err(unreachable)?;
+        ractor_cluster::client_connect_external(&server, stream)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let session = match receiver.recv().await {

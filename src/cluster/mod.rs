@@ -285,6 +285,7 @@ impl Cluster {
             remote: options.nodes.clone(),
             local,
             launcher: launcher.clone(),
+            transport: Arc::new(transport::Tcp),
         };
         let membership = runtime.block_on(async {
             let (membership, _) = Actor::spawn(None, membership::Membership, args)

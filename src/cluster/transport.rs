@@ -231,41 +231,46 @@ pub(crate) struct GateCount {
     pending: AtomicUsize,
 }
 
-/// A TCP stream whose frames are counted and which can be closed from
-/// outside.
-pub(crate) struct Watched {
-    stream: TcpStream,
+/// A byte stream (TCP; TLS over it later) whose frames are counted and
+/// which can be closed from outside.
+pub(crate) struct Watched<T> {
+    stream: T,
     watch: Arc<Watch>,
 }
 
-impl Watched {
-    pub(crate) fn new(stream: TcpStream, watch: Arc<Watch>) -> Self {
+impl<T> Watched<T> {
+    pub(crate) fn new(stream: T, watch: Arc<Watch>) -> Self {
         Watched { stream, watch }
     }
 }
 
-struct WatchedRead {
-    inner: tokio::net::tcp::OwnedReadHalf,
+struct WatchedRead<T> {
+    inner: tokio::io::ReadHalf<T>,
     watch: Arc<Watch>,
     frames: FrameCounter,
 }
 
-struct WatchedWrite {
-    inner: tokio::net::tcp::OwnedWriteHalf,
+struct WatchedWrite<T> {
+    inner: tokio::io::WriteHalf<T>,
     watch: Arc<Watch>,
     frames: FrameCounter,
 }
 
-impl Drop for WatchedRead {
+impl<T> Drop for WatchedRead<T> {
     fn drop(&mut self) {
         // The session is gone: it never authenticated, or it did already.
         self.watch.settle();
     }
 }
 
-impl ClusterBidiStream for Watched {
+/// What a `Watched` stream may wrap.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+impl<T: Stream> ClusterBidiStream for Watched<T> {
     fn split(self: Box<Self>) -> (BoxRead, BoxWrite) {
-        let (read, write) = self.stream.into_split();
+        let (read, write) = tokio::io::split(self.stream);
         let reader = WatchedRead {
             inner: read,
             watch: Arc::clone(&self.watch),
@@ -281,7 +286,7 @@ impl ClusterBidiStream for Watched {
     }
 }
 
-impl AsyncRead for WatchedRead {
+impl<T: Stream> AsyncRead for WatchedRead<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -311,7 +316,7 @@ impl AsyncRead for WatchedRead {
     }
 }
 
-impl AsyncWrite for WatchedWrite {
+impl<T: Stream> AsyncWrite for WatchedWrite<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -335,11 +340,41 @@ impl AsyncWrite for WatchedWrite {
     }
 }
 
+/// How a coordinator reaches its nodes: plain TCP today ([`Tcp`]); a TLS
+/// transport wraps the same streams (its handshake inside the connection's
+/// time) without changing the membership.
+pub(crate) trait Transport: Send + Sync + 'static {
+    /// Opens a connection to `address` within `timeout`: the stream to hand
+    /// to a NodeServer, and its watch.
+    fn connect(
+        &self,
+        address: String,
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'static, Result<(Box<dyn ClusterBidiStream>, Arc<Watch>), String>>;
+}
+
+/// Plain TCP.
+pub(crate) struct Tcp;
+
+impl Transport for Tcp {
+    fn connect(
+        &self,
+        address: String,
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'static, Result<(Box<dyn ClusterBidiStream>, Arc<Watch>), String>>
+    {
+        Box::pin(async move {
+            let (stream, watch) = connect(&address, timeout).await?;
+            Ok((Box::new(stream) as Box<dyn ClusterBidiStream>, watch))
+        })
+    }
+}
+
 /// Opens a coordinator's TCP connection to `address`, within `timeout`.
 pub(crate) async fn connect(
     address: &str,
     timeout: Duration,
-) -> Result<(Watched, Arc<Watch>), String> {
+) -> Result<(Watched<TcpStream>, Arc<Watch>), String> {
     let resolved: SocketAddr = tokio::net::lookup_host(address)
         .await
         .map_err(|e| format!("cannot resolve it: {e}"))?

@@ -75,6 +75,16 @@ impl Proc {
         while self.line() != marker {}
     }
 
+    /// Waits (at most `BOUND`) for a line of stdout starting with `prefix`.
+    pub fn wait_for_prefix(&self, prefix: &str) -> String {
+        loop {
+            let line = self.line();
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
     /// Its stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.text.lock().unwrap().clone()
