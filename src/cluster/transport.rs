@@ -340,29 +340,25 @@ impl<T: Stream> AsyncWrite for WatchedWrite<T> {
     }
 }
 
+/// A connection being opened: the stream to hand to a NodeServer, and its
+/// watch.
+pub(crate) type Connecting =
+    futures::future::BoxFuture<'static, Result<(Box<dyn ClusterBidiStream>, Arc<Watch>), String>>;
+
 /// How a coordinator reaches its nodes: plain TCP today ([`Tcp`]); a TLS
 /// transport wraps the same streams (its handshake inside the connection's
 /// time) without changing the membership.
 pub(crate) trait Transport: Send + Sync + 'static {
     /// Opens a connection to `address` within `timeout`: the stream to hand
     /// to a NodeServer, and its watch.
-    fn connect(
-        &self,
-        address: String,
-        timeout: Duration,
-    ) -> futures::future::BoxFuture<'static, Result<(Box<dyn ClusterBidiStream>, Arc<Watch>), String>>;
+    fn connect(&self, address: String, timeout: Duration) -> Connecting;
 }
 
 /// Plain TCP.
 pub(crate) struct Tcp;
 
 impl Transport for Tcp {
-    fn connect(
-        &self,
-        address: String,
-        timeout: Duration,
-    ) -> futures::future::BoxFuture<'static, Result<(Box<dyn ClusterBidiStream>, Arc<Watch>), String>>
-    {
+    fn connect(&self, address: String, timeout: Duration) -> Connecting {
         Box::pin(async move {
             let (stream, watch) = connect(&address, timeout).await?;
             Ok((Box::new(stream) as Box<dyn ClusterBidiStream>, watch))
