@@ -185,7 +185,11 @@ impl Actor for Scheduler {
                 if let Some(endpoint) = state.endpoints.get_mut(slot) {
                     *endpoint = None;
                 }
-                state.model.slot_lost(slot, &node, &reason, loss)
+                let commands = state.model.slot_lost(slot, &node, &reason, loss);
+                // The lost node's batches are re-planned under new ids.
+                let model = &state.model;
+                state.jobs.retain(|id, _| model.is_outstanding(*id));
+                commands
             }
             SchedulerMsg::Stop { kind, reason } => state.model.stop(kind, reason),
         };

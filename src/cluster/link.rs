@@ -76,6 +76,8 @@ pub(crate) enum Answer {
 pub(crate) struct NodeLinkArgs<S> {
     pub(crate) slot: usize,
     pub(crate) member: usize,
+    /// The member's connection this run was opened over.
+    pub(crate) attempt: u32,
     /// The node's name and pid, for reasons and logs.
     pub(crate) label: String,
     pub(crate) agent: ActorRef<AgentMsg>,
@@ -140,8 +142,9 @@ impl<S: Send + 'static> Actor for NodeLink<S> {
                 Err(Trouble::Lost(why)) => {
                     // The membership decides whether the node is lost; this
                     // batch's result is gone either way.
-                    let member = state.args.member;
-                    state.args.membership.cast(MembershipMsg::Kill { member, reason: why })?;
+                    let (member, attempt) = (state.args.member, state.args.attempt);
+                    let kill = MembershipMsg::Kill { member, attempt, reason: why };
+                    state.args.membership.cast(kill)?;
                     Ok(())
                 }
                 Err(Trouble::Broken(why)) => {
@@ -155,11 +158,9 @@ impl<S: Send + 'static> Actor for NodeLink<S> {
                 // given up (a local one is killed and restarted).
                 let reason =
                     format!("a walk {}", crate::actors::walk_runner::timeout_error(timeout));
-                let member = state.args.member;
-                state
-                    .args
-                    .membership
-                    .cast(MembershipMsg::Kill { member, reason: reason.clone() })?;
+                let (member, attempt) = (state.args.member, state.args.attempt);
+                let kill = MembershipMsg::Kill { member, attempt, reason: reason.clone() };
+                state.args.membership.cast(kill)?;
                 state.lose(&myself, reason, Loss::TimedOut { batch: job.id, timeout })
             }
             NodeLinkMsg::Lost { reason, loss } => state.lose(&myself, reason, loss),

@@ -54,6 +54,8 @@ pub(crate) struct MemberView {
     pub(crate) label: String,
     /// Its name alone (log prefixes).
     pub(crate) name: String,
+    /// The connection it came up on (a later one is another view).
+    pub(crate) attempt: u32,
     pub(crate) agent: ActorRef<AgentMsg>,
 }
 
@@ -85,8 +87,9 @@ pub(crate) enum MembershipMsg {
     SetKey { run: u64, member: usize, key: Option<RunKey> },
     /// A run is over.
     Unregister { run: u64 },
-    /// A run gives a member up (a walk timed out on it).
-    Kill { member: usize, reason: String },
+    /// A run gives up connection `attempt` of a member (a walk timed out on
+    /// it, or a call failed); a later connection is not touched.
+    Kill { member: usize, attempt: u32, reason: String },
     /// Replies once every member is up or given up (or the join deadline
     /// passed): the first failure, if any.
     WaitJoined(RpcReplyPort<Result<(), ClusterError>>),
@@ -268,7 +271,10 @@ impl Actor for Membership {
             MembershipMsg::Unregister { run } => {
                 state.runs.remove(&run);
             }
-            MembershipMsg::Kill { member, reason } => {
+            MembershipMsg::Kill { member, attempt, reason } => {
+                if state.model.attempt(member) != attempt {
+                    return Ok(());
+                }
                 let commands = state.model.kill(member, reason, now_ms());
                 state.carry_out(&myself, commands);
             }
@@ -368,6 +374,7 @@ impl MembershipState {
             member,
             label: self.label(member),
             name: conn.joined.node.clone(),
+            attempt: self.model.attempt(member),
             agent: conn.agent.clone(),
         })
     }

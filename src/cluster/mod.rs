@@ -504,7 +504,16 @@ impl NodeEventSubscription for NodeSessions {
             }
             tracing::info!(peer = %ses.peer_addr, coordinator = %name, "coordinator disconnected");
         } else {
-            let why = watch.pre_auth_close().at_node(self.gate.deadline);
+            let name = peer_name(&ses);
+            let duplicate = !name.is_empty()
+                && self.names.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&name);
+            let why = match duplicate {
+                true => format!(
+                    "refused: a session under its name ({name}) is already open (duplicate \
+                     connection)"
+                ),
+                false => watch.pre_auth_close().at_node(self.gate.deadline),
+            };
             tracing::warn!(peer = %ses.peer_addr, "a connection closed before authenticating: {why}");
         }
     }

@@ -418,12 +418,10 @@ impl<S: Clone + Send + 'static> Actor for ClusterRun<S> {
             }
             ClusterRunMsg::Opened { view, result } => {
                 state.opening.retain(|&m| m != view.member);
-                let current = state.up.get(&view.member).map(|v| v.agent.get_id());
+                let current = state.up.get(&view.member).map(|v| v.attempt);
                 match result {
                     // Still the same connection, and the run goes on.
-                    Ok((key, runners))
-                        if !state.stopping && current == Some(view.agent.get_id()) =>
-                    {
+                    Ok((key, runners)) if !state.stopping && current == Some(view.attempt) => {
                         let opened = Opened { view, key, runners };
                         state.join(&myself, opened).await?;
                     }
@@ -489,6 +487,7 @@ impl<S: Clone + Send + 'static> ClusterRunState<S> {
         let args = NodeLinkArgs {
             slot,
             member: opened.view.member,
+            attempt: opened.view.attempt,
             label: opened.view.label.clone(),
             agent: opened.view.agent.clone(),
             run: opened.key,

@@ -563,6 +563,11 @@ impl Dispatch {
         self.outstanding.len()
     }
 
+    /// Whether `batch` is in flight.
+    pub fn is_outstanding(&self, batch: BatchId) -> bool {
+        self.outstanding.contains_key(&batch)
+    }
+
     /// The current epoch starts: run its segment (or, with `fail_branch`,
     /// fail its live walks) on every walk of it.
     pub fn start_epoch(
