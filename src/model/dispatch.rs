@@ -739,7 +739,10 @@ impl Dispatch {
     pub fn slot_lost(&mut self, slot: usize, node: &str, reason: &str, loss: Loss) -> Vec<Command> {
         let mut commands = Vec::new();
         let Some(home) = self.slots.get(slot).map(|s| s.home) else { return commands };
-        if self.slots[slot].lost {
+        // After `Ended` every walk is accounted for and the run is over: a
+        // node lost now (a link noticing late) has nothing of the run to
+        // lose, and reports nothing (`Ended` is the last command).
+        if self.slots[slot].lost || self.ended {
             return commands;
         }
         for s in self.slots.iter_mut().filter(|s| s.home == home) {
