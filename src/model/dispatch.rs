@@ -1058,6 +1058,11 @@ impl Dispatch {
             let id = self.send(slot, Arc::clone(&epoch), ranges, true, commands);
             self.isolated.insert(home, id);
         }
+        // Drain no more nodes than groups wait. A node drained for a group
+        // that then ran elsewhere (another node freed first) would stay
+        // drained, idle for good: and when it holds the only states of the
+        // next epoch's walks, the run would never end.
+        self.draining.truncate(self.groups.len());
         let Some(work) = &mut self.work else { return };
         let whole_blocks = !(work.epoch.first && work.epoch.last);
         for index in 0..self.slots.len() {
