@@ -744,7 +744,10 @@ impl Dispatch {
     pub fn slot_lost(&mut self, slot: usize, node: &str, reason: &str, loss: Loss) -> Vec<Command> {
         let mut commands = Vec::new();
         let Some(home) = self.slots.get(slot).map(|s| s.home) else { return commands };
-        if self.slots[slot].lost {
+        // After `Ended` every walk is accounted for and the run is over: a
+        // node lost now (a link noticing late) has nothing of the run to
+        // lose, and reports nothing (`Ended` is the last command).
+        if self.slots[slot].lost || self.ended {
             return commands;
         }
         for s in self.slots.iter_mut().filter(|s| s.home == home) {
@@ -1060,6 +1063,11 @@ impl Dispatch {
             let id = self.send(slot, Arc::clone(&epoch), ranges, true, commands);
             self.isolated.insert(home, id);
         }
+        // Drain no more nodes than groups wait. A node drained for a group
+        // that then ran elsewhere (another node freed first) would stay
+        // drained, idle for good: and when it holds the only states of the
+        // next epoch's walks, the run would never end.
+        self.draining.truncate(self.groups.len());
         let Some(work) = &mut self.work else { return };
         let whole_blocks = !(work.epoch.first && work.epoch.last);
         for index in 0..self.slots.len() {
