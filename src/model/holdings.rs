@@ -99,9 +99,47 @@ impl LiveSet {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
-    /// The bits of `offsets`.
+    /// The bits of `offsets` (word by word: batches of held walks record
+    /// their bits once per batch, and a run may hold millions).
     pub fn slice(&self, offsets: Range<u64>) -> LiveSet {
-        LiveSet::from_bits(offsets.map(|o| self.get(o)))
+        let len = offsets.end.saturating_sub(offsets.start);
+        if offsets.start == 0 && len == self.len {
+            return self.clone();
+        }
+        let shift = offsets.start % 64;
+        let first = (offsets.start / 64) as usize;
+        let words = len.div_ceil(64) as usize;
+        let mut out = Vec::with_capacity(words);
+        for i in 0..words {
+            let low = self.words.get(first + i).copied().unwrap_or(0) >> shift;
+            let high = match shift {
+                0 => 0,
+                _ => self.words.get(first + i + 1).copied().unwrap_or(0) << (64 - shift),
+            };
+            out.push(low | high);
+        }
+        if !len.is_multiple_of(64)
+            && let Some(last) = out.last_mut()
+        {
+            *last &= (1u64 << (len % 64)) - 1;
+        }
+        LiveSet { len, words: out }
+    }
+
+    /// Whether any walk of `offsets` is live (word by word).
+    pub fn any_in(&self, offsets: Range<u64>) -> bool {
+        let end = offsets.end.min(self.len);
+        let mut at = offsets.start;
+        while at < end {
+            let word = self.words[(at / 64) as usize] >> (at % 64);
+            let bits = (64 - at % 64).min(end - at);
+            let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            if word & mask != 0 {
+                return true;
+            }
+            at += bits;
+        }
+        false
     }
 
     /// The live walks as id ranges, the set starting at walk `start`.
@@ -162,8 +200,7 @@ impl Holdings {
         for (&start, held) in self.overlapping(&range) {
             let from = start.max(range.start);
             let to = held.end.min(range.end);
-            let any_live = (from - start..to - start).any(|o| held.live.get(o));
-            if !any_live {
+            if !held.live.any_in(from - start..to - start) {
                 continue;
             }
             match out.last_mut() {
@@ -278,6 +315,19 @@ mod tests {
         assert_eq!(set.count(), (0..130).filter(|i| i % 3 != 0 || *i == 129).count() as u64);
         assert_eq!(LiveSet::all(3).ranges(10), vec![10..13]);
         assert_eq!(LiveSet::from_bits([true, false, true, true]).ranges(0), vec![0..1, 2..4]);
+    }
+
+    #[test]
+    fn slices_and_any_in_agree_with_the_bits() {
+        let bits: Vec<bool> = (0..300).map(|i| (i * 7 + i / 5) % 3 == 0).collect();
+        let set = LiveSet::from_bits(bits.iter().copied());
+        for (from, to) in
+            [(0, 300), (0, 64), (1, 65), (63, 200), (64, 128), (130, 131), (299, 300), (5, 5)]
+        {
+            let slice = set.slice(from..to);
+            assert_eq!(slice, LiveSet::from_bits(bits[from as usize..to as usize].iter().copied()));
+            assert_eq!(set.any_in(from..to), bits[from as usize..to as usize].iter().any(|&b| b));
+        }
     }
 
     #[test]
