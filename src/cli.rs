@@ -652,6 +652,7 @@ fn exit_code(error: &SuiteError) -> u8 {
             | crate::RunError::Runtime(_)
             | crate::RunError::TraceWrite(_),
         ) => EXIT_INTERNAL,
+        SuiteError::Cluster(crate::cluster::ClusterError::NoNode(_)) => EXIT_INTERNAL,
         SuiteError::Cluster(crate::cluster::ClusterError::Run(error))
             if matches!(
                 **error,

@@ -339,6 +339,9 @@ pub fn soak(
     }
     let mut round = 0;
     loop {
+        if let Some(why) = soak.cluster.as_ref().and_then(Cluster::restart_limit) {
+            stop.stop(StopReason::RestartLimit(why));
+        }
         if let Some(reason) = stop.run.requested() {
             soak.end_with(&reason);
             break;
@@ -382,8 +385,14 @@ impl Soak<'_> {
         Ok(())
     }
 
-    /// The soak's ending for a stop's reason.
+    /// The soak's ending for a stop's reason. Every node lost because the
+    /// restart intensity gave them up is the restart limit.
     fn end_with(&mut self, reason: &StopReason) {
+        let limit = self.cluster.as_ref().and_then(Cluster::restart_limit);
+        let reason = match (reason, limit) {
+            (StopReason::AllNodesLost(_), Some(why)) => &StopReason::RestartLimit(why),
+            _ => reason,
+        };
         let (ending, why) = match reason {
             StopReason::DurationEnded => (SoakEnding::Duration, None),
             StopReason::Interrupted => (SoakEnding::Interrupted, None),
@@ -481,6 +490,11 @@ impl Soak<'_> {
                         true
                     }
                 }
+            }
+            Err(SuiteError::Cluster(crate::cluster::ClusterError::NoNode(why))) => {
+                self.report.ending = SoakEnding::AllNodesLost;
+                self.report.ending_reason = Some(why);
+                true
             }
             Err(error) => {
                 self.report.ending = SoakEnding::Broken;

@@ -172,6 +172,9 @@ pub enum ClusterError {
     /// No cookie could be had.
     #[error("{0}")]
     Cookie(String),
+    /// Every node is lost and none can come back (a run cannot start).
+    #[error("every node was lost ({0})")]
+    NoNode(String),
     /// The node cannot listen.
     #[error("cannot listen on {address}: {reason}")]
     Listen {

@@ -138,9 +138,6 @@ where
     let coordinator = cluster.coordinator();
     cluster.block_on(async move {
         let views = members_up(&membership).await?;
-        if views.is_empty() {
-            return Err(ClusterError::Local("no node of the cluster is up".to_string()));
-        }
         let run_id = options.run_id.unwrap_or_else(RunId::new);
         let options = options.run_id(run_id);
         let per_node = node_threads.unwrap_or_else(default_threads);
