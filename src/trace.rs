@@ -222,10 +222,10 @@ pub(crate) fn option_json<S: 'static, C: Chain<S>>(
 }
 
 /// The fingerprint of a walk order: see [`fingerprint`].
-pub fn order_fingerprint<S: 'static, C: Chain<S>>(
+pub(crate) fn order_fingerprint<S: 'static, C: Chain<S>>(
     order: &WalkOrder<S, C>,
-) -> Result<String, crate::RunError> {
-    let space = order.space()?;
+    space: &Space,
+) -> Result<String, TraceError> {
     Ok(fingerprint(space, &option_json(order, space)?))
 }
 

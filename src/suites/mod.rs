@@ -189,7 +189,8 @@ where
     }
 
     fn fingerprint(&self) -> Result<String, String> {
-        crate::trace::order_fingerprint(&self.order).map_err(|e| e.to_string())
+        let space = self.order.space().map_err(|e| e.to_string())?;
+        crate::trace::order_fingerprint(&self.order, space).map_err(|e| e.to_string())
     }
 
     fn open_node_run(&self, spec: &NodeRunSpec) -> Result<Box<dyn NodeRun>, String> {
