@@ -23,6 +23,7 @@ use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
 use crate::model::space::EntryKind;
 use crate::model::trace::{Summary, TraceOutcome, TraceRecord};
+use crate::model::triage::{GroupSummary, SHOWN_GROUPS, render_groups};
 use crate::order::epoch_tree;
 use crate::replay::ModelCheck;
 use crate::suites::{ReplayStep, ReplayTarget, Suite, SuiteError, SuiteOptions};
@@ -245,6 +246,11 @@ enum Command {
         /// Only the failed walks.
         #[arg(long)]
         failed: bool,
+        /// Only the failure groups: each with its count, minimal walk,
+        /// conditions and replay command (from `run.json`; for a run that
+        /// did not finish, grouped from `walks.jsonl` without conditions).
+        #[arg(long, conflicts_with = "failed")]
+        groups: bool,
     },
     /// Print the effective settings and where each came from.
     #[command(long_about = crate::config::HELP)]
@@ -501,7 +507,7 @@ where
         Command::Replay { run, suite, walk, step } => {
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
         }
-        Command::Show { run, failed } => show(&run, failed, &program),
+        Command::Show { run, failed, groups } => show(&run, failed, groups, &program),
         Command::Config => {
             let _ = write!(std::io::stdout(), "{settings}");
             EXIT_OK
@@ -599,9 +605,6 @@ fn list(suites: &[Box<dyn Suite>], max_epochs: usize) -> u8 {
     EXIT_OK
 }
 
-/// Failed walks shown in the human summary before abbreviating.
-const SHOWN_FAILURES: usize = 20;
-
 fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &str) -> u8 {
     let threads = options.threads.unwrap_or_else(crate::default_threads);
     let place = match &options.cluster {
@@ -620,7 +623,9 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &st
     };
     let mut out = std::io::stdout().lock();
     if json {
-        let text = serde_json::to_string(&Summary::of(&report)).expect("plain data serializes");
+        let summary =
+            Summary::of(&report).with_replay(|id| replay_for(suite, &report, program, id));
+        let text = serde_json::to_string(&summary).expect("plain data serializes");
         let _ = writeln!(out, "{text}");
     } else {
         let _ = write!(out, "{}", human_summary(suite, &report, &place, program));
@@ -667,6 +672,15 @@ fn exit_code(error: &SuiteError) -> u8 {
     }
 }
 
+/// The command that replays walk `id` of a run: from its run directory
+/// when it has one, else by suite.
+fn replay_for(suite: &dyn Suite, report: &Report, program: &str, id: u64) -> String {
+    match &report.run_dir {
+        Some(dir) => replay_command(program, dir, id),
+        None => format!("{program} replay --suite {} --walk {id}", suite.name()),
+    }
+}
+
 fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
@@ -695,33 +709,12 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
     if let crate::Ending::Stopped(reason) = &report.ending {
         let _ = writeln!(s, "stopped: {}", reason.phrase());
     }
-    if !report.failed_walks.is_empty() {
-        let _ = writeln!(s, "failed walks ({}):", report.failed_walks.len());
-        for failure in report.failed_walks.iter().take(SHOWN_FAILURES) {
-            let _ = writeln!(
-                s,
-                "  walk {}: {} (entry {}) failed: {}",
-                failure.walk_id, failure.action, failure.action_index, failure.error
-            );
-            if let Ok(walk) = suite
-                .space()
-                .map_err(|_| ())
-                .and_then(|sp| sp.walk(failure.walk_id.0).map_err(|_| ()))
-            {
-                let _ = writeln!(s, "    {walk}");
-            }
-            let id = failure.walk_id.0;
-            let command = match &report.run_dir {
-                Some(dir) => replay_command(program, dir, id),
-                None => format!("{program} replay --suite {} --walk {id}", suite.name()),
-            };
-            let _ = writeln!(s, "    replay: {command}");
-        }
-        if report.failed_walks.len() > SHOWN_FAILURES {
-            let more = report.failed_walks.len() - SHOWN_FAILURES;
-            let _ = writeln!(s, "  ... and {more} more (use --json for all)");
-        }
-    }
+    let summary = Summary::of(report).with_replay(|id| replay_for(suite, report, program, id));
+    s.push_str(&render_groups(
+        &summary.failure_groups,
+        SHOWN_GROUPS,
+        " (use --json for all, or show --groups on a traced run)",
+    ));
     let groups = report
         .aborted_walks
         .iter()
@@ -862,27 +855,26 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
          short {}",
         t.passed, t.failed, t.cancelled, t.pruned, t.aborted, t.not_run, t.interrupted_rounds
     );
-    for failure in report.failures.iter().take(SHOWN_FAILURES) {
-        let _ = writeln!(
-            out,
-            "  round {}: walk {}: {} failed: {}\n    replay: {program} replay --suite {} --walk {}",
-            failure.round,
-            failure.walk_id,
-            failure.action,
-            failure.error,
-            report.suite,
-            failure.walk_id
-        );
+    let mut groups = report.failure_groups.clone();
+    for group in &mut groups {
+        let id = group.minimal_walk.walk_id;
+        group.minimal_walk.replay =
+            Some(format!("{program} replay --suite {} --walk {id}", report.suite));
     }
-    if t.failed as usize > SHOWN_FAILURES {
-        let _ = writeln!(out, "  ... and {} more failures", t.failed as usize - SHOWN_FAILURES);
+    let more = if report.failure_groups_dropped > 0 {
+        format!(" (and {} groups not kept)", report.failure_groups_dropped)
+    } else {
+        " (use --json for all)".to_string()
+    };
+    for line in render_groups(&groups, SHOWN_GROUPS, &more).lines() {
+        let _ = writeln!(out, "  {line}");
     }
     let groups = report
         .aborted
         .iter()
         .map(|g| ("aborted", g))
         .chain(report.not_run.iter().map(|g| ("left", g)));
-    for (what, group) in groups.take(SHOWN_FAILURES) {
+    for (what, group) in groups.take(SHOWN_GROUPS) {
         let _ = writeln!(
             out,
             "  round {}: {what} {} walks: {}",
@@ -1098,10 +1090,96 @@ fn describe_record(record: &TraceRecord) -> String {
     text
 }
 
+/// Failure groups from a trace's failed records, for a run whose
+/// `run.json` has no summary (it did not finish): signatures, counts and
+/// minimal walks as a finished run has them; conditions need every walk's
+/// outcome, so they say they are not available.
+fn groups_of_records(
+    records: &[TraceRecord],
+    meta: &crate::model::trace::RunMeta,
+    replay: impl Fn(u64) -> String,
+) -> Vec<GroupSummary> {
+    use crate::model::triage::{ConditionsSummary, MinimalWalk, StepSummary, normalise};
+    let mut groups: Vec<GroupSummary> = Vec::new();
+    let simplicity =
+        |r: &TraceRecord| (r.actions.iter().filter(|a| a.option != 0).count(), r.walk_id);
+    let mut minimal: Vec<&TraceRecord> = Vec::new();
+    let mut failed: Vec<&TraceRecord> =
+        records.iter().filter(|r| r.outcome == TraceOutcome::Failed).collect();
+    failed.sort_by_key(|r| r.walk_id);
+    for record in failed {
+        let index = record.action_index.unwrap_or(0);
+        let action = meta.walk_order.get(index).map_or("?", |e| e.type_name.as_str());
+        let error = normalise(record.error.as_deref().unwrap_or(""));
+        let signature = format!("{action} (entry {index}): {error}");
+        match groups.iter().position(|g| g.signature == signature) {
+            Some(i) => {
+                let g = &mut groups[i];
+                g.count += 1;
+                if g.walk_ids.len() < crate::model::triage::SAMPLE_IDS {
+                    g.walk_ids.push(record.walk_id);
+                }
+                if simplicity(record) < simplicity(minimal[i]) {
+                    minimal[i] = record;
+                }
+            }
+            None => {
+                groups.push(GroupSummary {
+                    signature,
+                    action_index: index,
+                    action: action.to_string(),
+                    error,
+                    count: 1,
+                    walk_ids: vec![record.walk_id],
+                    minimal_walk: MinimalWalk {
+                        walk_id: record.walk_id,
+                        actions: Vec::new(),
+                        error: String::new(),
+                        replay: None,
+                    },
+                    conditions: ConditionsSummary {
+                        found: false,
+                        terms: Vec::new(),
+                        sampled: false,
+                        text: "conditions not available: the run did not finish".to_string(),
+                    },
+                    first_round: None,
+                    last_round: None,
+                });
+                minimal.push(record);
+            }
+        }
+    }
+    for (g, record) in groups.iter_mut().zip(minimal) {
+        g.minimal_walk = MinimalWalk {
+            walk_id: record.walk_id,
+            actions: record
+                .actions
+                .iter()
+                .enumerate()
+                .map(|(position, a)| StepSummary {
+                    position,
+                    action: a.type_name.clone(),
+                    serial: meta
+                        .walk_order
+                        .get(position)
+                        .is_some_and(|e| e.kind == EntryKind::Serial),
+                    option: a.option,
+                    label: a.value.to_string(),
+                })
+                .collect(),
+            error: record.error.clone().unwrap_or_default(),
+            replay: Some(replay(record.walk_id)),
+        };
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+    groups
+}
+
 /// `show`: the walks of a run directory, failed ones first, after the
 /// checks of `RunDir::trace` (a cut-off last line is skipped with a
 /// warning).
-fn show(dir: &Path, failed_only: bool, program: &str) -> u8 {
+fn show(dir: &Path, failed_only: bool, groups: bool, program: &str) -> u8 {
     let run = match RunDir::open(dir) {
         Ok(run) => run,
         Err(error) => {
@@ -1121,6 +1199,23 @@ fn show(dir: &Path, failed_only: bool, program: &str) -> u8 {
     }
     let records = trace.records;
     let meta = run.meta();
+    if groups {
+        let groups = match &meta.summary {
+            Some(summary) => summary.failure_groups.clone(),
+            None => groups_of_records(&records, meta, |id| replay_command(program, run.path(), id)),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "run {} of suite {}: {} walks", meta.run_id, meta.suite, meta.walks);
+        match groups.is_empty() {
+            true => {
+                let _ = writeln!(out, "no failed walk");
+            }
+            false => {
+                let _ = write!(out, "{}", render_groups(&groups, usize::MAX, ""));
+            }
+        }
+        return EXIT_OK;
+    }
     let serial: Vec<bool> = meta.walk_order.iter().map(|e| e.kind == EntryKind::Serial).collect();
     let mut out = std::io::stdout().lock();
     let ended = match &meta.ended_at {

@@ -18,6 +18,7 @@ use crate::model::epoch::{Epoch, SerialStep};
 use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
 use crate::model::space::{Blocks, Space, WalkId};
+use crate::model::triage::Neither;
 use crate::model::walk::WalkView;
 use crate::order::{Chain, PanicMark, Pinned, SerialValue, WalkOrder, take_panic_position};
 
@@ -84,6 +85,8 @@ pub(crate) enum BatchInput<S> {
 pub(crate) struct BatchOutput<S> {
     pub(crate) counts: Counts,
     pub(crate) failed: Vec<FailedWalk>,
+    /// Cancelled and pruned walks, as ranges (for the failure triage).
+    pub(crate) neither: Vec<Range<u64>>,
     /// Final states of walks that ended here, when gathering.
     pub(crate) finals: Vec<(WalkId, S)>,
     /// States of walks that go on to a later segment, block by block.
@@ -594,6 +597,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                         let state = if fresh {
                             if chain.prune(&WalkView::new(id, digits, &lookup)) {
                                 tally.local.pruned += 1;
+                                Neither::push_id(&mut out.neither, id);
                                 if trace {
                                     out.records.push(WalkRecord {
                                         id: WalkId(id),
@@ -666,6 +670,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                                     match halt {
                                         Halt::Cancel => {
                                             tally.local.cancelled += 1;
+                                            Neither::push_id(&mut out.neither, id);
                                             trace.then_some(WalkOutcome::Cancelled {
                                                 action_index: position,
                                             })
@@ -726,6 +731,7 @@ impl<S> BatchOutput<S> {
         BatchOutput {
             counts: Counts::default(),
             failed: Vec::new(),
+            neither: Vec::new(),
             finals: Vec::new(),
             held: Vec::new(),
             panic: None,

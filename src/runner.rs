@@ -79,6 +79,8 @@ pub(crate) struct BatchPipeline<S> {
 pub(crate) struct Ran<S> {
     pub(crate) counts: Counts,
     pub(crate) failed: Vec<FailedWalk>,
+    /// Cancelled and pruned walks, as ranges.
+    pub(crate) neither: Vec<Range<u64>>,
     pub(crate) finals: Vec<(WalkId, S)>,
     /// `walks.jsonl` lines and how many, with a log dir.
     pub(crate) lines: Vec<u8>,
@@ -144,6 +146,7 @@ impl<S: Clone + Send + 'static> BatchPipeline<S> {
         Ran {
             counts: out.counts,
             failed: out.failed,
+            neither: out.neither,
             finals: out.finals,
             records: out.records.len() as u64,
             lines,

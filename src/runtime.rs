@@ -451,7 +451,7 @@ pub(crate) async fn run_on<S: Clone + Send + 'static>(
             )));
         }
         if let Some(session) = session {
-            report.run_dir = Some(session.finish(&report, &space, &totals)?);
+            report.run_dir = Some(session.finish(&report, &totals)?);
         }
     }
     Ok(report)

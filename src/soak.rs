@@ -21,7 +21,9 @@
 //! Memory stays flat: a round's report is folded into running totals and
 //! dropped; only the first [`KEPT_FAILURES`] failures are kept (every one is
 //! in `walks.jsonl` with a log dir), and the aborted and unrun walks'
-//! ranges up to [`KEPT_GROUPS`] groups.
+//! ranges up to [`KEPT_GROUPS`] groups. Failures are aggregated across
+//! rounds into failure groups (count, first and last round seen, the
+//! simplest walk any round found), up to [`KEPT_GROUPS`] groups.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ use crate::cluster::{Cluster, ClusterOptions};
 use crate::model::outcome::{AbortedWalks, Ending, Report, StopReason};
 use crate::model::sample::{WalkSample, round_seed};
 use crate::model::trace::RoundTag;
+use crate::model::triage::GroupSummary;
 use crate::runtime::{RoundTrace, RunError, RunStop};
 use crate::suites::{Suite, SuiteError, SuiteOptions};
 
@@ -241,6 +244,14 @@ pub struct SoakReport {
     pub totals: SoakTotals,
     /// The first failures.
     pub failures: Vec<SoakFailure>,
+    /// The failures of every round grouped by signature, largest first:
+    /// count over the rounds, first and last round seen, the simplest
+    /// walk any round found, and the conditions of the round that first
+    /// saw the group (in sampled rounds, of its sampled walks).
+    pub failure_groups: Vec<GroupSummary>,
+    /// Failure groups not kept (over [`KEPT_GROUPS`]); their walks still
+    /// count in `totals.failed`.
+    pub failure_groups_dropped: u64,
     /// Aborted walks, by round and reason.
     pub aborted: Vec<RoundWalks>,
     /// Walks not run (the round the duration cut), by round and reason.
@@ -314,6 +325,8 @@ pub fn soak(
             aborted: Vec::new(),
             not_run: Vec::new(),
             groups_dropped: 0,
+            failure_groups: Vec::new(),
+            failure_groups_dropped: 0,
             ending: SoakEnding::Completed,
             ending_reason: None,
             dir: None,
@@ -517,6 +530,11 @@ impl Soak<'_> {
         totals.not_run += report.not_run;
         totals.runner_restarts += report.runner_restarts;
         totals.nodes_lost += report.lost_nodes.len() as u64;
+        for group in &report.failure_groups {
+            self.group(round, GroupSummary::of(group, None));
+        }
+        // Largest first; a stable sort keeps first-seen order among equals.
+        self.report.failure_groups.sort_by_key(|g| std::cmp::Reverse(g.count));
         let room = KEPT_FAILURES.saturating_sub(self.report.failures.len());
         self.report.failures.extend(report.failed_walks.into_iter().take(room).map(|f| {
             SoakFailure {
@@ -537,6 +555,34 @@ impl Soak<'_> {
                     self.report.groups_dropped += 1;
                 }
             }
+        }
+    }
+
+    /// Folds a round's failure group into the soak's.
+    fn group(&mut self, round: u64, mut group: GroupSummary) {
+        let groups = &mut self.report.failure_groups;
+        let full = groups.len() >= KEPT_GROUPS;
+        match groups.iter_mut().find(|g| g.signature == group.signature) {
+            Some(kept) => {
+                kept.count += group.count;
+                kept.last_round = Some(round);
+                let simplicity = |g: &GroupSummary| {
+                    let m = &g.minimal_walk;
+                    (m.actions.iter().filter(|a| a.option != 0).count(), m.walk_id)
+                };
+                if simplicity(&group) < simplicity(kept) {
+                    kept.minimal_walk = group.minimal_walk;
+                }
+                if !kept.conditions.found && group.conditions.found {
+                    kept.conditions = group.conditions;
+                }
+            }
+            None if !full => {
+                group.first_round = Some(round);
+                group.last_round = Some(round);
+                groups.push(group);
+            }
+            None => self.report.failure_groups_dropped += 1,
         }
     }
 

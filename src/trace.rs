@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::exec::{WalkOutcome, WalkRecord};
-use crate::model::junit::{self, JunitFailure, JunitRun};
+use crate::model::junit::{self, JunitGroup, JunitRun};
 use crate::model::outcome::Report;
 use crate::model::space::Space;
 use crate::model::trace::{
@@ -304,28 +304,24 @@ impl TraceSession {
     pub(crate) fn finish<S>(
         mut self,
         report: &Report<S>,
-        space: &Space,
         totals: &TraceTotals,
     ) -> Result<PathBuf, TraceError> {
         self.meta.ended_at = Some(now());
         self.meta.records = Some(totals.records);
-        self.meta.summary = Some(Summary::of(report));
-        self.write_meta()?;
+        let program = program_name();
+        let summary = Summary::of(report).with_replay(|id| replay_command(&program, &self.dir, id));
         let nanos: std::collections::HashMap<u64, u64> =
             totals.failed_nanos.iter().copied().collect();
-        let failures = report
-            .failed_walks
+        let groups = summary
+            .failure_groups
             .iter()
-            .map(|f| JunitFailure {
-                walk_id: f.walk_id.0,
-                action: f.action.to_string(),
-                action_index: f.action_index,
-                error: f.error.clone(),
-                walk: space.walk(f.walk_id.0).map(|w| w.to_string()).unwrap_or_default(),
-                replay: replay_command(&program_name(), &self.dir, f.walk_id.0),
-                seconds: nanos.get(&f.walk_id.0).map_or(0.0, |&n| n as f64 / 1e9),
+            .map(|g| JunitGroup {
+                group: g.clone(),
+                seconds: nanos.get(&g.minimal_walk.walk_id).map_or(0.0, |&n| n as f64 / 1e9),
             })
             .collect();
+        self.meta.summary = Some(summary);
+        self.write_meta()?;
         let run = JunitRun {
             suite: self.meta.suite.clone(),
             run_id: self.meta.run_id.clone(),
@@ -341,7 +337,7 @@ impl TraceSession {
                 report.aborted
             ),
             aborted: report.aborted,
-            failures,
+            groups,
         };
         let path = self.dir.join(JUNIT_FILE);
         std::fs::write(&path, junit::render(&run)).map_err(|e| TraceError::io(&path, e))?;

@@ -40,6 +40,7 @@ fn json_output_has_at_least_the_documented_keys() {
         "aborted_walks",
         "not_run_walks",
         "ending",
+        "failure_groups",
     ] {
         assert!(object.contains_key(key), "{key} missing: {value}");
     }
@@ -57,15 +58,37 @@ fn json_output_has_at_least_the_documented_keys() {
         assert_eq!(keys, ["action", "error", "walk_id"]);
         assert_eq!(failure["action"], "Checkout");
     }
+    let groups = value["failure_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    let group = &groups[0];
+    for key in ["signature", "count", "walk_ids", "minimal_walk", "conditions"] {
+        assert!(group.get(key).is_some(), "{key} missing: {group}");
+    }
+    assert_eq!(group["count"], 2);
+    assert_eq!(group["walk_ids"], serde_json::json!([27, 29]));
+    assert_eq!(group["minimal_walk"]["walk_id"], 27);
+    assert_eq!(group["minimal_walk"]["replay"], "combtest-node replay --suite demo --walk 27");
+    assert_eq!(group["conditions"]["found"], true);
+    let terms: Vec<&str> = group["conditions"]["terms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(terms, ["Login", "Pricing", "Checkout"]);
 }
 
 #[test]
-fn human_summary_names_each_failed_walk() {
+fn human_summary_shows_failure_groups_with_their_minimal_walks() {
     let output = node(&["run", "--suite", "demo"]);
     assert_eq!(output.status.code(), Some(1));
     let text = stdout(&output);
     assert!(text.contains("passed 20  failed 2  cancelled 8  pruned 6  aborted 0"), "{text}");
-    assert!(text.contains("walk 27: Checkout (entry 3) failed: charged 360 cents"), "{text}");
+    assert!(text.contains("failure groups: 1 (2 failed walks)"), "{text}");
+    assert!(
+        text.contains("minimal walk 27: Checkout (entry 3) failed: charged 360 cents"),
+        "{text}"
+    );
     assert!(text.contains("[Login=Bob, AddItems=AddItems(1), *Pricing=Discount"), "{text}");
     assert!(text.trim_end().ends_with("FAIL"));
 }

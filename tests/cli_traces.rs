@@ -35,31 +35,50 @@ fn s(path: &Path) -> &str {
 }
 
 #[test]
-fn a_traced_run_prints_a_replay_command_per_failed_walk_and_writes_its_files() {
+fn a_traced_run_prints_its_failure_groups_and_writes_them_to_its_files() {
     let (_logs, dir, output) = demo_run();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let text = stdout(&output);
-    for walk in [27, 29] {
-        let command = format!("replay: combtest-node replay --run {} --walk {walk}", s(&dir));
-        assert!(text.contains(&command), "{text}");
-    }
+    // One group (the two failures differ only in numbers), its minimal
+    // walk replayed from the run directory.
+    let command = format!("replay: combtest-node replay --run {} --walk 27", s(&dir));
+    assert!(text.contains(&command), "{text}");
+    assert!(text.contains("walks 27, 29"), "{text}");
     for file in ["walks.jsonl", "run.json", "junit.xml", "combtest.log"] {
         assert!(dir.join(file).is_file(), "{file} is missing");
     }
     let log = std::fs::read_to_string(dir.join("combtest.log")).unwrap();
     assert!(log.contains("run starts") && log.contains("run ends"), "{log}");
 
-    // The JUnit file parses: one case per failed walk plus the summary.
+    // The JUnit file parses: one case per failure group plus the summary.
     let xml = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
     let doc = roxmltree::Document::parse(&xml).expect("junit.xml is well-formed XML");
     let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
-    assert_eq!((suite.attribute("tests"), suite.attribute("failures")), (Some("3"), Some("2")));
+    assert_eq!((suite.attribute("tests"), suite.attribute("failures")), (Some("2"), Some("1")));
     let cases: Vec<_> = suite.children().filter(|n| n.has_tag_name("testcase")).collect();
     let names: Vec<&str> = cases.iter().map(|c| c.attribute("name").unwrap()).collect();
-    assert_eq!(names, ["walk 27", "walk 29", "summary"]);
+    let group =
+        "group 1: Checkout (entry 3): charged <n> cents for <n> items at <n>% off, expected <n>";
+    assert_eq!(names, [group, "summary"]);
     let failure = cases[0].children().find(|n| n.has_tag_name("failure")).unwrap();
-    assert!(failure.attribute("message").unwrap().contains("charged 360 cents"));
-    assert!(failure.text().unwrap().contains("--walk 27"));
+    assert!(failure.attribute("message").unwrap().starts_with("2 walks failed: Checkout"));
+    let body = failure.text().unwrap();
+    for part in [
+        "fails whenever Login=Bob and Pricing=Discount and Checkout=Voucher",
+        "minimal walk 27: [Login=Bob",
+        "error: charged 360 cents",
+        "--walk 27",
+        "walks: 27, 29",
+    ] {
+        assert!(body.contains(part), "{part}: {body}");
+    }
+
+    // `show --groups` prints the same group from run.json.
+    let output = node(&["show", "--run", s(&dir), "--groups"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let shown = stdout(&output);
+    assert!(shown.contains("[1] 2 walks: Checkout (entry 3): charged <n> cents"), "{shown}");
+    assert!(shown.contains(&command), "{shown}");
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! batches per runner.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,12 +19,19 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::model::outcome::{AbortedWalks, Counts, FailedWalk, Fate, Report};
 use crate::model::space::WalkId;
+use crate::model::triage::Triage;
 
 /// Events and requests to the Collector.
 pub(crate) enum CollectorMsg<S> {
     /// A batch finished: its counts, failures and (when gathering) the final
     /// states of the walks that ended in it.
-    BatchOutcome { counts: Counts, failed: Vec<FailedWalk>, finals: Vec<(WalkId, S)> },
+    BatchOutcome {
+        counts: Counts,
+        failed: Vec<FailedWalk>,
+        /// Cancelled and pruned walks, as ranges.
+        neither: Vec<Range<u64>>,
+        finals: Vec<(WalkId, S)>,
+    },
     /// Walks that will not end (their node was lost with their state, or
     /// the run stopped before them), from the Scheduler: aborted, or not run.
     Unfinished(AbortedWalks, Fate),
@@ -56,6 +64,7 @@ pub(crate) struct CollectorState<S> {
     lost_nodes: Vec<String>,
     states: BTreeMap<WalkId, S>,
     progress: Option<Arc<Progress>>,
+    triage: Option<Triage>,
 }
 
 /// Counts of a run in progress, readable from any thread (a soak's status
@@ -82,17 +91,19 @@ pub struct Progress {
 impl<S: Send + 'static> Actor for Collector<S> {
     type Msg = CollectorMsg<S>;
     type State = CollectorState<S>;
-    /// Walks in the run, and where to show progress (a soak's status).
-    type Arguments = (u64, Option<Arc<Progress>>);
+    /// Walks in the run, where to show progress (a soak's status), and
+    /// the triage of its failures.
+    type Arguments = (u64, Option<Arc<Progress>>, Triage);
 
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
-        (walks, progress): (u64, Option<Arc<Progress>>),
+        (walks, progress, triage): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(CollectorState {
             walks,
             progress,
+            triage: Some(triage),
             counts: Counts::default(),
             serial_actions: 0,
             failed: Vec::new(),
@@ -110,7 +121,13 @@ impl<S: Send + 'static> Actor for Collector<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CollectorMsg::BatchOutcome { counts, failed, finals } => {
+            CollectorMsg::BatchOutcome { counts, failed, neither, finals } => {
+                if let Some(triage) = &mut state.triage {
+                    triage.failed(&failed);
+                    if !neither.is_empty() {
+                        triage.neither(neither);
+                    }
+                }
                 if let Some(progress) = &state.progress {
                     progress.ended.fetch_add(counts.ended(), Ordering::Relaxed);
                     progress.passed.fetch_add(counts.passed, Ordering::Relaxed);
@@ -163,6 +180,10 @@ impl<S: Send + 'static> Actor for Collector<S> {
                     std::mem::take(&mut state.states),
                 );
                 report.lost_nodes = std::mem::take(&mut state.lost_nodes);
+                if let Some(triage) = state.triage.take() {
+                    let unfinished = report.aborted_walks.iter().chain(&report.not_run_walks);
+                    report.failure_groups = triage.groups(&report.failed_walks, unfinished);
+                }
                 let _ = reply.send(report);
             }
         }

@@ -54,6 +54,7 @@ use crate::model::outcome::{AbortedWalks, Ending, Fate, Report, StopReason};
 use crate::model::sample::WalkSample;
 use crate::model::space::Blocks;
 use crate::model::trace::TraceEncoder;
+use crate::model::triage::Triage;
 use crate::store::StateStore;
 use crate::trace::encode_batch;
 use crate::trace::{TraceTotals, WalksFile};
@@ -226,9 +227,14 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
         let mut roles = HashMap::new();
 
         let walks = ctx.sample.as_ref().map_or(space.size(), WalkSample::len);
-        let (collector, _) =
-            Actor::spawn_linked(None, Collector::new(), (walks, ctx.progress.clone()), me.clone())
-                .await?;
+        let triage = Triage::new(space.clone(), ctx.sample.as_ref().map(WalkSample::ids));
+        let (collector, _) = Actor::spawn_linked(
+            None,
+            Collector::new(),
+            (walks, ctx.progress.clone(), triage),
+            me.clone(),
+        )
+        .await?;
         roles.insert(collector.get_id(), Role::Collector);
         let trace = match ctx.trace {
             Some((encoder, file)) => {
@@ -527,7 +533,12 @@ impl<S: Send + 'static> Outcomes for CollectorOutcomes<S> {
         let (counts, failed, records) =
             failed_walks(epoch, ids, action, error, std::time::Duration::ZERO);
         self.collector
-            .cast(CollectorMsg::BatchOutcome { counts, failed, finals: Vec::new() })
+            .cast(CollectorMsg::BatchOutcome {
+                counts,
+                failed,
+                neither: Vec::new(),
+                finals: Vec::new(),
+            })
             .map_err(|e| e.to_string())?;
         if let Some((encoder, writer)) = &self.trace {
             let mut lines = Vec::new();

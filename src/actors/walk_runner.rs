@@ -176,6 +176,7 @@ impl<S: Clone + Send + 'static> Batches<S> {
         let _ = self.collector.cast(CollectorMsg::BatchOutcome {
             counts: ran.counts,
             failed: ran.failed,
+            neither: ran.neither,
             finals: ran.finals,
         });
         let done = Done { walks: ran.walks, nanos: ran.nanos, live: ran.live, not_started: false };
@@ -472,6 +473,7 @@ impl<S: Clone + Send + 'static> Stuck<'_, S> {
         self.batches.collector.cast(CollectorMsg::BatchOutcome {
             counts,
             failed,
+            neither: Vec::new(),
             finals: Vec::new(),
         })?;
         if let (Some(encoder), Some(writer)) = (&pipeline.encoder, &self.acks.writer) {

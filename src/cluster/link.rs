@@ -292,6 +292,7 @@ impl<S: Send + 'static> LinkState<S> {
         args.collector.cast(CollectorMsg::BatchOutcome {
             counts: result.counts,
             failed,
+            neither: result.neither.into_iter().map(|(start, end)| start..end).collect(),
             finals,
         })?;
         if let Some(writer) = &args.writer {

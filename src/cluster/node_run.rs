@@ -252,6 +252,7 @@ impl<S: Clone + Send + 'static> Inner<S> {
         Ok(BatchResult {
             counts: ran.counts,
             failed,
+            neither: ran.neither.into_iter().map(|r| (r.start, r.end)).collect(),
             finals,
             lines: ran.lines,
             records: ran.records,

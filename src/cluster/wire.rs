@@ -21,7 +21,7 @@ use crate::model::space::Blocks;
 use crate::model::trace::RoundTag;
 
 /// Bumped whenever a `Request` or `Reply` changes shape or meaning.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Largest piece of a batch result in one reply.
 pub const CHUNK: usize = 1 << 20;
@@ -173,6 +173,8 @@ pub const MAX_LEASE_MS: u64 = 10 * 60 * 1000;
 pub struct BatchResult {
     pub counts: Counts,
     pub failed: Vec<WireFailure>,
+    /// Cancelled and pruned walks, as (start, end) id ranges.
+    pub neither: Vec<(u64, u64)>,
     /// Final states of walks that ended, when gathering (postcard of `S`).
     pub finals: Vec<(u64, Vec<u8>)>,
     /// `walks.jsonl` lines, when tracing.

@@ -1,5 +1,6 @@
-//! `junit.xml`: a run as JUnit XML for CI systems. One test case per failed
-//! walk, plus one summary case that fails only if walks were aborted.
+//! `junit.xml`: a run as JUnit XML for CI systems. One test case per failure
+//! group (its minimal walk, conditions and replay command), plus one summary
+//! case that fails only if walks were aborted.
 //!
 //! The shape is the common denominator that Jenkins, GitLab and GitHub
 //! reporters accept: `<testsuites>` holding one `<testsuite>` with
@@ -9,22 +10,15 @@
 
 use std::fmt::Write as _;
 
-/// A failed walk, as one test case.
+use super::triage::{GroupSummary, steps_line};
+
+/// A failure group, as one test case: its minimal walk, conditions and
+/// replay command.
 #[derive(Debug, Clone)]
-pub struct JunitFailure {
-    /// The walk's id.
-    pub walk_id: u64,
-    /// The failing action's type name.
-    pub action: String,
-    /// Its position in the walk order.
-    pub action_index: usize,
-    /// The error text.
-    pub error: String,
-    /// The walk's actions, one line.
-    pub walk: String,
-    /// How to replay it.
-    pub replay: String,
-    /// Its duration, in seconds (0 if unknown).
+pub struct JunitGroup {
+    /// The group.
+    pub group: GroupSummary,
+    /// Its minimal walk's duration, in seconds (0 if unknown).
     pub seconds: f64,
 }
 
@@ -43,15 +37,15 @@ pub struct JunitRun {
     pub counts: String,
     /// Walks aborted (the summary case fails if any).
     pub aborted: u64,
-    /// Every failed walk.
-    pub failures: Vec<JunitFailure>,
+    /// Every failure group, largest first.
+    pub groups: Vec<JunitGroup>,
 }
 
 /// Renders `run` as a JUnit XML document.
 pub fn render(run: &JunitRun) -> String {
     let class = format!("combtest.{}", run.suite);
-    let tests = run.failures.len() + 1;
-    let failures = run.failures.len() + usize::from(run.aborted > 0);
+    let tests = run.groups.len() + 1;
+    let failures = run.groups.len() + usize::from(run.aborted > 0);
     let mut x = String::new();
     let _ = writeln!(x, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
@@ -71,22 +65,35 @@ pub fn render(run: &JunitRun) -> String {
         r#"    <properties><property name="run_id" value="{}"/></properties>"#,
         escape(&run.run_id)
     );
-    for f in &run.failures {
+    for (i, case) in run.groups.iter().enumerate() {
+        let g = &case.group;
         let _ = writeln!(
             x,
-            r#"    <testcase name="walk {}" classname="{}" time="{:.6}">"#,
-            f.walk_id,
+            r#"    <testcase name="group {}: {}" classname="{}" time="{:.6}">"#,
+            i + 1,
+            escape(&g.signature),
             escape(&class),
-            f.seconds
+            case.seconds
         );
-        let message = format!("{} (entry {}) failed: {}", f.action, f.action_index, f.error);
+        let message = format!("{} walks failed: {}", g.count, g.signature);
+        let m = &g.minimal_walk;
+        let mut body = vec![
+            g.conditions.text.clone(),
+            format!("minimal walk {}: {}", m.walk_id, steps_line(&m.actions)),
+            format!("error: {}", m.error),
+        ];
+        if let Some(replay) = &m.replay {
+            body.push(format!("replay: {replay}"));
+        }
+        let ids: Vec<String> = g.walk_ids.iter().map(u64::to_string).collect();
+        body.push(format!("walks: {}", ids.join(", ")));
+        let body: Vec<String> = body.iter().map(|line| escape(line)).collect();
         let _ = writeln!(
             x,
-            r#"      <failure message="{}" type="{}">{}&#10;{}</failure>"#,
+            r#"      <failure message="{}" type="{}">{}</failure>"#,
             escape(&message),
-            escape(&f.action),
-            escape(&f.walk),
-            escape(&f.replay)
+            escape(&g.action),
+            body.join("&#10;")
         );
         let _ = writeln!(x, "    </testcase>");
     }
@@ -143,15 +150,28 @@ mod tests {
     }
 
     #[test]
-    fn counts_one_case_per_failure_plus_the_summary() {
-        let failure = JunitFailure {
-            walk_id: 7,
-            action: "Write".into(),
+    fn counts_one_case_per_group_plus_the_summary() {
+        let group = GroupSummary {
+            signature: "Write (entry 2): byte <n> differs <oops>".into(),
             action_index: 2,
-            error: "byte 3 differs <oops>".into(),
-            walk: "walk 7: [..]".into(),
-            replay: "combtest-node replay --suite fs --walk 7".into(),
-            seconds: 0.001,
+            action: "Write".into(),
+            error: "byte <n> differs <oops>".into(),
+            count: 3,
+            walk_ids: vec![7, 9, 12],
+            minimal_walk: super::super::triage::MinimalWalk {
+                walk_id: 7,
+                actions: Vec::new(),
+                error: "byte 3 differs <oops>".into(),
+                replay: Some("combtest-node replay --suite fs --walk 7".into()),
+            },
+            conditions: super::super::triage::ConditionsSummary {
+                found: false,
+                terms: Vec::new(),
+                sampled: false,
+                text: "no conjunction".into(),
+            },
+            first_round: None,
+            last_round: None,
         };
         let run = JunitRun {
             suite: "fs".into(),
@@ -160,11 +180,13 @@ mod tests {
             seconds: 1.5,
             counts: "passed 1".into(),
             aborted: 0,
-            failures: vec![failure],
+            groups: vec![JunitGroup { group, seconds: 0.001 }],
         };
         let xml = render(&run);
         assert!(xml.contains(r#"tests="2" failures="1""#), "{xml}");
         assert!(xml.contains("byte 3 differs &lt;oops&gt;"), "{xml}");
+        assert!(xml.contains("3 walks failed: Write (entry 2)"), "{xml}");
+        assert!(xml.contains("replay: combtest-node replay --suite fs --walk 7"), "{xml}");
         assert_eq!(xml.matches("<testcase ").count(), 2);
     }
 }

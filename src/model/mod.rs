@@ -12,4 +12,5 @@ pub mod outcome;
 pub mod sample;
 pub mod space;
 pub mod trace;
+pub mod triage;
 pub mod walk;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::space::WalkId;
+use super::triage::FailureGroup;
 
 /// A walk that failed: which action, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -187,6 +188,10 @@ pub struct Report<S = ()> {
     pub elapsed: Duration,
     /// Every failed walk, by id.
     pub failed_walks: Vec<FailedWalk>,
+    /// The failed walks grouped by signature (failing entry, normalised
+    /// error), largest first, each with its minimal walk and the options
+    /// that induce it (see `model::triage`).
+    pub failure_groups: Vec<FailureGroup>,
     /// Every aborted walk, grouped by reason.
     pub aborted_walks: Vec<AbortedWalks>,
     /// Every walk left unrun, grouped by reason.
@@ -247,6 +252,7 @@ impl<S> Report<S> {
             runner_restarts: self.runner_restarts,
             elapsed: self.elapsed,
             failed_walks: self.failed_walks,
+            failure_groups: self.failure_groups,
             aborted_walks: self.aborted_walks,
             not_run_walks: self.not_run_walks,
             ending: self.ending,
@@ -279,6 +285,7 @@ impl<S> Report<S> {
             runner_restarts: 0,
             elapsed: Duration::ZERO,
             failed_walks,
+            failure_groups: Vec::new(),
             aborted_walks,
             not_run_walks,
             ending: Ending::Completed,

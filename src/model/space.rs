@@ -245,7 +245,6 @@ impl Space {
     }
 
     /// The positions of the digits, least significant first.
-    #[cfg(test)]
     pub(crate) fn significance(&self) -> &[usize] {
         &self.step_order
     }

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::outcome::{AbortedWalks, Report};
 use super::space::{EntryKind, Space};
+use super::triage::GroupSummary;
 
 /// Version of the trace format, stored in `run.json`.
 pub const TRACE_FORMAT: u32 = 1;
@@ -295,6 +296,10 @@ pub struct Summary {
     /// Why it was stopped, if it was.
     #[serde(default)]
     pub ending_reason: Option<String>,
+    /// The failed walks grouped by signature, largest first, each with its
+    /// minimal walk and conditions.
+    #[serde(default)]
+    pub failure_groups: Vec<GroupSummary>,
 }
 
 fn completed() -> String {
@@ -343,7 +348,20 @@ impl Summary {
                 super::outcome::Ending::Stopped(reason) => Some(reason.phrase()),
                 super::outcome::Ending::Completed => None,
             },
+            failure_groups: report
+                .failure_groups
+                .iter()
+                .map(|g| GroupSummary::of(g, None))
+                .collect(),
         }
+    }
+
+    /// The summary with the command that replays each group's minimal walk.
+    pub fn with_replay(mut self, replay: impl Fn(u64) -> String) -> Self {
+        for group in &mut self.failure_groups {
+            group.minimal_walk.replay = Some(replay(group.minimal_walk.walk_id));
+        }
+        self
     }
 }
 
@@ -851,6 +869,7 @@ mod tests {
             not_run_walks: Vec::new(),
             ending: "completed".to_string(),
             ending_reason: None,
+            failure_groups: Vec::new(),
         });
         meta
     }

@@ -1,0 +1,935 @@
+//! Failures a person can act on: failed walks grouped by what failed and
+//! how, the simplest walk of each group, and the options that induce it.
+//!
+//! - **Signature**: the failing entry (position and type) and the error
+//!   text with its volatile parts normalised ([`normalise`]: numbers, hex,
+//!   UUIDs, temporary paths).
+//! - **Minimal walk** of a group: the walk with the fewest non-zero option
+//!   indices, then the lowest id (all of a group's walks failed at the same
+//!   entry, so they ran the same number of actions).
+//! - **Conditions**: one conjunction of at most [`MAX_TERMS`] terms
+//!   (entry ∈ option set), over entries at or before the failing one, that
+//!   every walk of the group satisfies and no *counter-walk* does. A
+//!   counter-walk ran past the failing entry without this failure: it
+//!   passed, or it failed later or otherwise. Cancelled and pruned walks
+//!   count as neither, and so do walks that failed before the entry. The
+//!   search is greedy (each step adds the term that leaves the fewest
+//!   counter-walks, then terms that turn out unneeded are dropped), so the
+//!   conjunction is small but not guaranteed minimal.
+//!
+//! Counting counter-walks needs no per-walk memory: passing walks are the
+//! *universe* (the space, or a soak round's sample) minus the walks that
+//! did not pass, and those are either failed (listed in the report anyway)
+//! or kept as id ranges ([`Neither`]: cancelled and pruned; aborted and not
+//! run). The number of walks of a range that satisfy a conjunction is
+//! computed from its digits, in O(entries). So the memory grows with the
+//! failures and with the runs of cancelled or pruned ids, never with the
+//! walks that passed; the result depends only on the walks' outcomes, not
+//! on threads or the order batches arrived in.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use super::outcome::{AbortedWalks, FailedWalk};
+use super::space::{Space, WalkId};
+use super::walk::Walk;
+
+/// Most terms in a group's conditions.
+pub const MAX_TERMS: usize = 4;
+
+/// Walk ids kept per group (the lowest ones).
+pub const SAMPLE_IDS: usize = 5;
+
+/// Groups whose conditions are searched (the largest ones); the others say
+/// they were not analysed.
+pub const ANALYSED_GROUPS: usize = 50;
+
+/// Ranges of cancelled or pruned walks a run keeps for the conditions;
+/// past this many (after merging neighbours), conditions are not searched.
+pub const MAX_NEITHER_RANGES: usize = 1 << 22;
+
+/// What a group of failures has in common.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Signature {
+    /// Position of the failing entry in the walk order.
+    pub action_index: usize,
+    /// Its type name.
+    pub action: String,
+    /// The error text, normalised ([`normalise`]).
+    pub error: String,
+}
+
+impl Signature {
+    /// The signature of a failed walk.
+    pub fn of(failed: &FailedWalk) -> Self {
+        Signature {
+            action_index: failed.action_index,
+            action: failed.action.to_string(),
+            error: normalise(&failed.error),
+        }
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (entry {}): {}", self.action, self.action_index, self.error)
+    }
+}
+
+/// One term of a group's conditions: the entry at `position` takes one of
+/// `options`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// Position in the walk order.
+    pub position: usize,
+    /// The entry's type name.
+    pub action: String,
+    /// Option indices, ascending.
+    pub options: Vec<u32>,
+    /// Their `Debug` texts.
+    pub labels: Vec<String>,
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.labels.as_slice() {
+            [one] => write!(f, "{}={}", self.action, one),
+            many => write!(f, "{} in {{{}}}", self.action, many.join(", ")),
+        }
+    }
+}
+
+/// The options that induce a group's failure, as far as the run shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum Conditions {
+    /// Every walk that satisfies all `terms` (and reached the failing
+    /// entry) failed this way; no term, when the entry fails whatever the
+    /// options. `sampled`: the run ran a sample, and this speaks only of
+    /// the walks that ran.
+    Found { terms: Vec<Condition>, sampled: bool },
+    /// No conjunction of at most [`MAX_TERMS`] terms separates the group
+    /// from the walks that went past its entry; or it was not searched.
+    NotFound { reason: String },
+}
+
+impl fmt::Display for Conditions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Conditions::Found { terms, sampled } => {
+                if terms.is_empty() {
+                    f.write_str("fails whenever it runs, whatever the options")?;
+                } else {
+                    let terms: Vec<String> = terms.iter().map(ToString::to_string).collect();
+                    write!(
+                        f,
+                        "fails whenever {}, whatever the other entries",
+                        terms.join(" and ")
+                    )?;
+                }
+                if *sampled {
+                    f.write_str(" (among the sampled walks that ran)")?;
+                }
+                Ok(())
+            }
+            Conditions::NotFound { reason } => f.write_str(reason),
+        }
+    }
+}
+
+/// Failed walks that share a [`Signature`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailureGroup {
+    /// What they have in common.
+    pub signature: Signature,
+    /// How many walks.
+    pub count: u64,
+    /// The lowest of their ids (at most [`SAMPLE_IDS`]).
+    pub walk_ids: Vec<WalkId>,
+    /// The simplest of them: fewest non-zero option indices, then lowest id.
+    pub minimal: Walk,
+    /// The minimal walk's own error text (not normalised).
+    pub minimal_error: String,
+    /// The options that induce the failure.
+    pub conditions: Conditions,
+}
+
+/// Ranges of walk ids that count neither for nor against a failure's
+/// conditions, or that did not pass: cancelled and pruned walks, kept by
+/// the collector as batches report them.
+#[derive(Debug, Clone, Default)]
+pub struct Neither {
+    ranges: Vec<Range<u64>>,
+    merged_len: usize,
+    overflowed: bool,
+}
+
+impl Neither {
+    /// Appends `id` to `ranges`, extending the last range when adjacent
+    /// (what a batch's loop calls per cancelled or pruned walk).
+    #[inline]
+    pub fn push_id(ranges: &mut Vec<Range<u64>>, id: u64) {
+        match ranges.last_mut() {
+            Some(last) if last.end == id => last.end += 1,
+            _ => ranges.push(id..id + 1),
+        }
+    }
+
+    /// Adds a batch's ranges; merges neighbours when the list has doubled,
+    /// and gives up (conditions are then not searched) past
+    /// [`MAX_NEITHER_RANGES`].
+    pub fn extend(&mut self, ranges: impl IntoIterator<Item = Range<u64>>) {
+        if self.overflowed {
+            return;
+        }
+        self.ranges.extend(ranges);
+        if self.ranges.len() > 2 * self.merged_len.max(1024) {
+            self.merge();
+            if self.ranges.len() > MAX_NEITHER_RANGES {
+                self.ranges = Vec::new();
+                self.overflowed = true;
+            }
+        }
+    }
+
+    fn merge(&mut self) {
+        self.ranges = merge_ranges(std::mem::take(&mut self.ranges));
+        self.merged_len = self.ranges.len();
+    }
+}
+
+/// Sorts ranges and merges those that touch or overlap.
+fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_unstable_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// Groups the failures of a run as walks end: which signatures were seen
+/// (for live progress) and the ranges that count as neither; then, at the
+/// end, the groups with their minimal walks and conditions.
+#[derive(Debug, Clone)]
+pub struct Triage {
+    space: Space,
+    /// The walks that ran or were to run: the space, or a sample's ids.
+    universe: Vec<Range<u64>>,
+    sampled: bool,
+    neither: Neither,
+    seen: HashSet<Signature>,
+}
+
+impl Triage {
+    /// A triage of a run over `space`; of the walks of `sample` only, when
+    /// the run ran a sample.
+    pub fn new(space: Space, sample: Option<&[u64]>) -> Self {
+        let (universe, sampled) = match sample {
+            Some(ids) => {
+                let mut ranges = Vec::new();
+                for &id in ids {
+                    Neither::push_id(&mut ranges, id);
+                }
+                (ranges, true)
+            }
+            None => (std::iter::once(0..space.size()).collect(), false),
+        };
+        Triage { space, universe, sampled, neither: Neither::default(), seen: HashSet::new() }
+    }
+
+    /// Notes a batch's failures; returns how many signatures are new.
+    pub fn failed(&mut self, failed: &[FailedWalk]) -> u64 {
+        let before = self.seen.len();
+        for f in failed {
+            let signature = Signature::of(f);
+            if !self.seen.contains(&signature) {
+                self.seen.insert(signature);
+            }
+        }
+        (self.seen.len() - before) as u64
+    }
+
+    /// Notes a batch's cancelled and pruned walks.
+    pub fn neither(&mut self, ranges: Vec<Range<u64>>) {
+        self.neither.extend(ranges);
+    }
+
+    /// The groups of `failed`, largest first (then by entry, then error),
+    /// each with its minimal walk and, for the [`ANALYSED_GROUPS`] largest,
+    /// its conditions. `unfinished`: the aborted and not-run walks.
+    pub fn groups<'a>(
+        mut self,
+        failed: &[FailedWalk],
+        unfinished: impl IntoIterator<Item = &'a AbortedWalks>,
+    ) -> Vec<FailureGroup> {
+        let mut by_signature: BTreeMap<Signature, Vec<&FailedWalk>> = BTreeMap::new();
+        for f in failed {
+            by_signature.entry(Signature::of(f)).or_default().push(f);
+        }
+        let mut groups: Vec<(Signature, Vec<&FailedWalk>)> = by_signature.into_iter().collect();
+        groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+        if groups.is_empty() {
+            return Vec::new();
+        }
+        let overflowed = self.neither.overflowed;
+        let mut excluded = std::mem::take(&mut self.neither.ranges);
+        for walks in unfinished {
+            excluded.extend(walks.walks.iter().cloned());
+        }
+        let counter = Counter {
+            space: &self.space,
+            universe: &self.universe,
+            excluded: merge_ranges(excluded),
+        };
+        // Every failed walk's digits, once.
+        let digits: BTreeMap<u64, Vec<u32>> = failed
+            .iter()
+            .filter_map(|f| self.space.digits(f.walk_id.0).ok().map(|d| (f.walk_id.0, d)))
+            .collect();
+        groups
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (signature, mut walks))| {
+                walks.sort_unstable_by_key(|f| f.walk_id);
+                let minimal = walks
+                    .iter()
+                    .min_by_key(|f| {
+                        let nonzero = digits
+                            .get(&f.walk_id.0)
+                            .map_or(usize::MAX, |d| d.iter().filter(|&&x| x != 0).count());
+                        (nonzero, f.walk_id)
+                    })
+                    .expect("a group has a walk");
+                let conditions = if rank >= ANALYSED_GROUPS {
+                    Conditions::NotFound {
+                        reason: format!(
+                            "not searched: only the {ANALYSED_GROUPS} largest groups are analysed"
+                        ),
+                    }
+                } else if overflowed {
+                    Conditions::NotFound {
+                        reason: format!(
+                            "not searched: more than {MAX_NEITHER_RANGES} runs of cancelled or pruned walks"
+                        ),
+                    }
+                } else {
+                    self.search(&signature, &walks, failed, &digits, &counter)
+                };
+                FailureGroup {
+                    count: walks.len() as u64,
+                    walk_ids: walks.iter().take(SAMPLE_IDS).map(|f| f.walk_id).collect(),
+                    minimal: self
+                        .space
+                        .walk(minimal.walk_id.0)
+                        .unwrap_or(Walk { id: minimal.walk_id, steps: Vec::new() }),
+                    minimal_error: minimal.error.clone(),
+                    signature,
+                    conditions,
+                }
+            })
+            .collect()
+    }
+
+    /// The greedy search for one group's conditions.
+    fn search(
+        &self,
+        signature: &Signature,
+        group: &[&FailedWalk],
+        failed: &[FailedWalk],
+        digits: &BTreeMap<u64, Vec<u32>>,
+        counter: &Counter<'_>,
+    ) -> Conditions {
+        let p = signature.action_index;
+        let radix = self.space.option_counts();
+        let entries = p.min(self.space.len() - 1) + 1;
+        // The options the group takes at each entry up to its own.
+        let mut taken: Vec<Vec<bool>> =
+            (0..entries).map(|e| vec![false; radix[e] as usize]).collect();
+        for f in group {
+            if let Some(d) = digits.get(&f.walk_id.0) {
+                for (e, t) in taken.iter_mut().enumerate() {
+                    t[d[e] as usize] = true;
+                }
+            }
+        }
+        // Failed walks that are not counter-walks: this group, and walks that
+        // failed before its entry. They did not pass, so they leave the count
+        // of walks that passed or went past the entry.
+        let in_group: HashSet<u64> = group.iter().map(|f| f.walk_id.0).collect();
+        let not_against: Vec<&Vec<u32>> = failed
+            .iter()
+            .filter(|f| in_group.contains(&f.walk_id.0) || f.action_index < p)
+            .filter_map(|f| digits.get(&f.walk_id.0))
+            .collect();
+        let count = |terms: &[usize]| -> u64 {
+            let allowed = Allowed::new(&self.space, terms, &taken);
+            // The universe less the excluded ranges is the walks that passed
+            // or failed; less the failed ones that are not counter-walks.
+            let not_against_in = not_against.iter().filter(|d| allowed.admits(d)).count() as u64;
+            counter.count(&allowed) - not_against_in
+        };
+        // Only terms that exclude something are candidates.
+        let candidates: Vec<usize> =
+            (0..entries).filter(|&e| taken[e].iter().any(|&t| !t)).collect();
+        let mut terms: Vec<usize> = Vec::new();
+        let mut left = count(&terms);
+        while left > 0 && terms.len() < MAX_TERMS {
+            let best = candidates
+                .iter()
+                .filter(|e| !terms.contains(e))
+                .map(|&e| {
+                    let mut with = terms.clone();
+                    with.push(e);
+                    (count(&with), e)
+                })
+                .min();
+            match best {
+                Some((n, e)) if n < left => {
+                    terms.push(e);
+                    left = n;
+                }
+                _ => {
+                    // No one term helps; all the rest together may (walks
+                    // that only a combination excludes), if they fit.
+                    let mut all = terms.clone();
+                    all.extend(candidates.iter().filter(|e| !terms.contains(e)));
+                    if all.len() <= MAX_TERMS {
+                        left = count(&all);
+                        terms = all;
+                    }
+                    break;
+                }
+            }
+        }
+        if left > 0 {
+            let sample = if self.sampled { " among the sampled walks that ran" } else { "" };
+            return Conditions::NotFound {
+                reason: format!(
+                    "no conjunction of at most {MAX_TERMS} conditions on the entries up to {} separates these failures from the {left} walks{sample} that went past it",
+                    signature.action
+                ),
+            };
+        }
+        // Drop terms the others make unneeded, earliest added first.
+        let mut i = 0;
+        while i < terms.len() {
+            let mut without = terms.clone();
+            without.remove(i);
+            if count(&without) == 0 {
+                terms = without;
+            } else {
+                i += 1;
+            }
+        }
+        terms.sort_unstable();
+        let entries = self.space.entries();
+        let terms = terms
+            .into_iter()
+            .map(|e| {
+                let options: Vec<u32> = (0..radix[e]).filter(|&o| taken[e][o as usize]).collect();
+                Condition {
+                    position: e,
+                    action: entries[e].name.to_string(),
+                    labels: options
+                        .iter()
+                        .map(|&o| entries[e].options[o as usize].clone())
+                        .collect(),
+                    options,
+                }
+            })
+            .collect();
+        Conditions::Found { terms, sampled: self.sampled }
+    }
+}
+
+/// A conjunction: for each entry, whether each option is allowed (all are,
+/// for entries without a term).
+struct Allowed {
+    /// Per entry: `None` when unconstrained, else one flag per option.
+    options: Vec<Option<Vec<bool>>>,
+}
+
+impl Allowed {
+    fn new(space: &Space, terms: &[usize], taken: &[Vec<bool>]) -> Self {
+        let mut options = vec![None; space.len()];
+        for &e in terms {
+            options[e] = Some(taken[e].clone());
+        }
+        Allowed { options }
+    }
+
+    fn admits(&self, digits: &[u32]) -> bool {
+        self.options.iter().zip(digits).all(|(o, &d)| o.as_ref().is_none_or(|o| o[d as usize]))
+    }
+
+    /// Allowed options of entry `e` below `below`.
+    fn below(&self, e: usize, below: u32) -> u64 {
+        match &self.options[e] {
+            None => u64::from(below),
+            Some(o) => o[..below as usize].iter().filter(|&&t| t).count() as u64,
+        }
+    }
+
+    fn allows(&self, e: usize, option: u32) -> bool {
+        self.options[e].as_ref().is_none_or(|o| o[option as usize])
+    }
+}
+
+/// Counts the walks of the universe, less the excluded ranges, that a
+/// conjunction admits: per range, from the digits of its ends.
+struct Counter<'a> {
+    space: &'a Space,
+    universe: &'a [Range<u64>],
+    /// Sorted, merged, inside the universe.
+    excluded: Vec<Range<u64>>,
+}
+
+impl Counter<'_> {
+    fn count(&self, allowed: &Allowed) -> u64 {
+        let order: Vec<usize> = self.space.significance().iter().rev().copied().collect();
+        let radix = self.space.option_counts();
+        // suffix[j]: walks admitted per combination of the digits after the
+        // j-th most significant.
+        let mut suffix = vec![1u64; order.len() + 1];
+        for j in (0..order.len()).rev() {
+            suffix[j] = suffix[j + 1] * allowed.below(order[j], radix[order[j]]);
+        }
+        let mut digits = vec![0u32; self.space.len()];
+        let mut below = |x: u64| -> u64 {
+            // Admitted walks with ids in [0, x).
+            if x >= self.space.size() {
+                return suffix[0];
+            }
+            self.space.decode_into(x, &mut digits).expect("inside the space");
+            let mut n = 0;
+            for (j, &e) in order.iter().enumerate() {
+                n += allowed.below(e, digits[e]) * suffix[j + 1];
+                if !allowed.allows(e, digits[e]) {
+                    break;
+                }
+            }
+            n
+        };
+        let mut total = 0u64;
+        for r in self.universe {
+            total += below(r.end) - below(r.start);
+        }
+        for r in &self.excluded {
+            total -= below(r.end) - below(r.start);
+        }
+        total
+    }
+}
+
+/// A [`FailureGroup`] as plain data: in `run --json`, `run.json`,
+/// `soak.json`, and what every human rendering reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// The signature, one line: `Action (entry N): normalised error`.
+    pub signature: String,
+    /// Position of the failing entry.
+    pub action_index: usize,
+    /// Its type name.
+    pub action: String,
+    /// The normalised error text.
+    pub error: String,
+    /// Failed walks in the group (in a soak: over every round).
+    pub count: u64,
+    /// The lowest of their ids (in a soak: of the round that first saw it).
+    pub walk_ids: Vec<u64>,
+    /// The simplest walk of the group.
+    pub minimal_walk: MinimalWalk,
+    /// The options that induce the failure.
+    pub conditions: ConditionsSummary,
+    /// In a soak: the first round that saw the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_round: Option<u64>,
+    /// In a soak: the last round that saw the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_round: Option<u64>,
+}
+
+/// A group's minimal walk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinimalWalk {
+    /// Its id.
+    pub walk_id: u64,
+    /// Its actions, in walk order.
+    pub actions: Vec<StepSummary>,
+    /// Its own error text.
+    pub error: String,
+    /// The command that replays it, where one is known.
+    #[serde(default)]
+    pub replay: Option<String>,
+}
+
+/// One entry of a minimal walk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSummary {
+    /// Position in the walk order.
+    pub position: usize,
+    /// The entry's type name.
+    pub action: String,
+    /// Whether it is a serial action.
+    pub serial: bool,
+    /// The chosen option's index.
+    pub option: u32,
+    /// Its `Debug` text.
+    pub label: String,
+}
+
+/// A group's conditions as plain data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionsSummary {
+    /// Whether a conjunction was found.
+    pub found: bool,
+    /// Its terms (empty when none was found, or when none is needed).
+    pub terms: Vec<Condition>,
+    /// Whether it speaks only of a sample's walks.
+    pub sampled: bool,
+    /// The conditions in words (or why there are none).
+    pub text: String,
+}
+
+impl GroupSummary {
+    /// The summary of `group`; `replay` makes the command that replays a walk.
+    pub fn of(group: &FailureGroup, replay: Option<&dyn Fn(WalkId) -> String>) -> Self {
+        let (found, terms, sampled) = match &group.conditions {
+            Conditions::Found { terms, sampled } => (true, terms.clone(), *sampled),
+            Conditions::NotFound { .. } => (false, Vec::new(), false),
+        };
+        GroupSummary {
+            signature: group.signature.to_string(),
+            action_index: group.signature.action_index,
+            action: group.signature.action.clone(),
+            error: group.signature.error.clone(),
+            count: group.count,
+            walk_ids: group.walk_ids.iter().map(|id| id.0).collect(),
+            minimal_walk: MinimalWalk {
+                walk_id: group.minimal.id.0,
+                actions: group
+                    .minimal
+                    .steps
+                    .iter()
+                    .map(|s| StepSummary {
+                        position: s.position,
+                        action: s.name.to_string(),
+                        serial: s.kind == super::space::EntryKind::Serial,
+                        option: s.option,
+                        label: s.label.clone(),
+                    })
+                    .collect(),
+                error: group.minimal_error.clone(),
+                replay: replay.map(|r| r(group.minimal.id)),
+            },
+            conditions: ConditionsSummary {
+                found,
+                terms,
+                sampled,
+                text: group.conditions.to_string(),
+            },
+            first_round: None,
+            last_round: None,
+        }
+    }
+}
+
+/// Groups shown by the human renderings before "and N more groups".
+pub const SHOWN_GROUPS: usize = 10;
+
+/// The groups for people: the largest `shown` (each: signature and count,
+/// conditions, minimal walk with its error and replay command, a few walk
+/// ids), then how many more there are, never one line per failed walk.
+pub fn render_groups(groups: &[GroupSummary], shown: usize, more: &str) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if groups.is_empty() {
+        return s;
+    }
+    let walks: u64 = groups.iter().map(|g| g.count).sum();
+    let _ = writeln!(
+        s,
+        "failure groups: {} ({} failed {})",
+        groups.len(),
+        walks,
+        if walks == 1 { "walk" } else { "walks" }
+    );
+    for (i, g) in groups.iter().take(shown).enumerate() {
+        let count = if g.count == 1 { "1 walk".to_string() } else { format!("{} walks", g.count) };
+        let rounds = match (g.first_round, g.last_round) {
+            (Some(first), Some(last)) if first == last => format!(", round {first}"),
+            (Some(first), Some(last)) => format!(", rounds {first}-{last}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "  [{}] {count}{rounds}: {}", i + 1, g.signature);
+        let _ = writeln!(s, "      {}", g.conditions.text);
+        let m = &g.minimal_walk;
+        let _ = writeln!(
+            s,
+            "      minimal walk {}: {} (entry {}) failed: {}",
+            m.walk_id, g.action, g.action_index, m.error
+        );
+        let _ = writeln!(s, "        {}", steps_line(&m.actions));
+        if let Some(replay) = &m.replay {
+            let _ = writeln!(s, "        replay: {replay}");
+        }
+        if g.count > 1 {
+            let ids: Vec<String> = g.walk_ids.iter().map(u64::to_string).collect();
+            let etc = if g.count > g.walk_ids.len() as u64 { ", ..." } else { "" };
+            let _ = writeln!(s, "      walks {}{etc}", ids.join(", "));
+        }
+    }
+    if groups.len() > shown {
+        let _ = writeln!(s, "  ... and {} more groups{more}", groups.len() - shown);
+    }
+    s
+}
+
+/// A walk's actions on one line: `[A=a, *S=s, ...]` (serial ones starred).
+pub fn steps_line(steps: &[StepSummary]) -> String {
+    let list: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{}{}={}", if s.serial { "*" } else { "" }, s.action, s.label))
+        .collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// The error text with its volatile parts replaced: UUIDs by `<uuid>`,
+/// temporary paths by `<path>`, `0x…` and long hex words by `<hex>`,
+/// numbers by `<n>`. Digits inside identifiers (`u32`, `Add2`) stay.
+///
+/// Four fixed token shapes, scanned by hand: a regex crate would add a
+/// dependency and its compile time for these dozen lines.
+pub fn normalise(error: &str) -> String {
+    let bytes = error.as_bytes();
+    let mut out = String::with_capacity(error.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let prev_word = i > 0 && is_word(bytes[i - 1]);
+        if !prev_word {
+            if let Some(len) = uuid_len(&bytes[i..]) {
+                out.push_str("<uuid>");
+                i += len;
+                continue;
+            }
+            if bytes[i] == b'/'
+                && let Some(len) = temp_path_len(&bytes[i..])
+            {
+                out.push_str("<path>");
+                i += len;
+                continue;
+            }
+            if let Some(len) = hex_len(&bytes[i..]) {
+                out.push_str("<hex>");
+                i += len;
+                continue;
+            }
+            if let Some(len) = number_len(&bytes[i..]) {
+                out.push_str("<n>");
+                i += len;
+                continue;
+            }
+        }
+        // Copy one character (UTF-8 aware).
+        let ch = error[i..].chars().next().expect("inside the text");
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The length of the word (alphanumeric run) at the start of `s`.
+fn word_end(s: &[u8]) -> usize {
+    s.iter().position(|&b| !is_word(b)).unwrap_or(s.len())
+}
+
+fn uuid_len(s: &[u8]) -> Option<usize> {
+    const GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+    let mut i = 0;
+    for (g, &len) in GROUPS.iter().enumerate() {
+        if g > 0 {
+            if s.get(i) != Some(&b'-') {
+                return None;
+            }
+            i += 1;
+        }
+        if s.len() < i + len || !s[i..i + len].iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        i += len;
+    }
+    (s.get(i).is_none_or(|&b| !is_word(b))).then_some(i)
+}
+
+/// A path in a temporary directory, up to whitespace or a quote.
+fn temp_path_len(s: &[u8]) -> Option<usize> {
+    let end = s
+        .iter()
+        .position(|&b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'' | b'`' | b',' | b')'))
+        .unwrap_or(s.len());
+    let path = std::str::from_utf8(&s[..end]).ok()?;
+    let path = path.trim_end_matches(['.', ':', ';']);
+    let temp = ["/tmp/", "/var/tmp/", "/var/folders/", "/private/var/folders/", "/dev/shm/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        || path.split('/').any(|c| c.starts_with(".tmp"));
+    temp.then_some(path.len())
+}
+
+/// `0x` and hex digits, or a word of at least 8 hex digits with both a
+/// digit and a letter (a hash).
+fn hex_len(s: &[u8]) -> Option<usize> {
+    let end = word_end(s);
+    let word = &s[..end];
+    if word.len() > 2 && (word.starts_with(b"0x") || word.starts_with(b"0X")) {
+        return word[2..].iter().all(u8::is_ascii_hexdigit).then_some(end);
+    }
+    (word.len() >= 8
+        && word.iter().all(u8::is_ascii_hexdigit)
+        && word.iter().any(u8::is_ascii_digit)
+        && word.iter().any(u8::is_ascii_alphabetic))
+    .then_some(end)
+}
+
+/// A number: optional minus, digits, optional fraction; not followed by a
+/// letter (`3rd`, `2x` stay words).
+fn number_len(s: &[u8]) -> Option<usize> {
+    let mut i = usize::from(s.first() == Some(&b'-'));
+    let digits = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    i += digits;
+    if s.get(i) == Some(&b'.') && s.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        i += 1 + s[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+    }
+    if s.get(i).is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_') {
+        return None;
+    }
+    Some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::space::{EntryInfo, EntryKind};
+
+    #[test]
+    fn volatile_parts_are_normalised() {
+        assert_eq!(normalise("balance -12 below 0.5"), "balance <n> below <n>");
+        assert_eq!(normalise("at 0xdeadBEEF, hash 3f9a0c1e77"), "at <hex>, hash <hex>");
+        assert_eq!(normalise("run 123e4567-e89b-12d3-a456-426614174000 gone"), "run <uuid> gone");
+        assert_eq!(
+            normalise("cannot open /tmp/.tmpA1b2C3/db/7.log: denied"),
+            "cannot open <path>: denied"
+        );
+        assert_eq!(normalise("'/home/x/.tmpZz9/f'"), "'<path>'");
+        // Digits inside words, and words after numbers, stay.
+        assert_eq!(normalise("u32 Add2 3rd x1 2x"), "u32 Add2 3rd x1 2x");
+        assert_eq!(normalise("/usr/lib/7"), "/usr/lib/<n>");
+        assert_eq!(normalise("héllo 5 wörld"), "héllo <n> wörld");
+        assert_eq!(normalise("deadbeef cafe"), "deadbeef cafe");
+    }
+
+    fn space(radix: &[u32]) -> Space {
+        let names = ["A", "B", "C", "D", "E", "F"];
+        Space::new(
+            radix
+                .iter()
+                .enumerate()
+                .map(|(i, &r)| EntryInfo {
+                    name: names[i],
+                    kind: EntryKind::Plain,
+                    options: (0..r).map(|o| format!("{}{o}", names[i])).collect(),
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn fail(space: &Space, id: u64, at: usize, error: &str) -> FailedWalk {
+        FailedWalk {
+            walk_id: WalkId(id),
+            action_index: at,
+            action: space.entries()[at].name,
+            error: error.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_two_entry_bug_is_named_exactly() {
+        // Fails at C whenever A=1 and B=2, whatever C and D.
+        let space = space(&[3, 3, 2, 2]);
+        let failed: Vec<FailedWalk> = (0..space.size())
+            .filter(|&id| {
+                let d = space.digits(id).unwrap();
+                d[0] == 1 && d[1] == 2
+            })
+            .map(|id| fail(&space, id, 2, &format!("broke at {id}")))
+            .collect();
+        let groups = Triage::new(space.clone(), None).groups(&failed, []);
+        assert_eq!(groups.len(), 1);
+        let g = &groups[0];
+        assert_eq!(g.count, 4);
+        assert_eq!(g.signature.error, "broke at <n>");
+        assert_eq!(g.minimal.option_indices(), vec![1, 2, 0, 0]);
+        let Conditions::Found { terms, sampled: false } = &g.conditions else {
+            panic!("{:?}", g.conditions)
+        };
+        let terms: Vec<(usize, Vec<u32>)> =
+            terms.iter().map(|t| (t.position, t.options.clone())).collect();
+        assert_eq!(terms, vec![(0, vec![1]), (1, vec![2])]);
+        assert_eq!(
+            g.conditions.to_string(),
+            "fails whenever A=A1 and B=B2, whatever the other entries"
+        );
+    }
+
+    #[test]
+    fn no_conjunction_says_so() {
+        // A xor B: no conjunction over A and B covers {01, 10} only.
+        let space = space(&[2, 2]);
+        let failed = vec![fail(&space, 1, 1, "x"), fail(&space, 2, 1, "x")];
+        let groups = Triage::new(space, None).groups(&failed, []);
+        assert!(
+            matches!(&groups[0].conditions, Conditions::NotFound { reason } if reason.contains("no conjunction")),
+            "{:?}",
+            groups[0].conditions
+        );
+    }
+
+    #[test]
+    fn cancelled_and_pruned_walks_count_as_neither() {
+        // Fails at B when A=1, except walks 3 (A=1,B=1) are pruned: still
+        // "whenever A=1".
+        let space = space(&[2, 2]);
+        let failed = vec![fail(&space, 2, 1, "x")];
+        let mut triage = Triage::new(space.clone(), None);
+        triage.neither(std::iter::once(3..4).collect());
+        let groups = triage.groups(&failed, []);
+        assert_eq!(
+            groups[0].conditions.to_string(),
+            "fails whenever A=A1, whatever the other entries"
+        );
+        // Without knowing walk 3 was pruned, it would be a counter-walk.
+        let groups = Triage::new(space, None).groups(&failed, []);
+        assert_eq!(
+            groups[0].conditions.to_string(),
+            "fails whenever A=A1 and B=B0, whatever the other entries"
+        );
+    }
+}
