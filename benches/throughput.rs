@@ -2,7 +2,7 @@
 //! beside a bare hand-written loop measured in the same process run.
 //!
 //! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
-//! (workloads: W1 W1b W2 W3 W4 W5 W6; default all, 5 runs each).
+//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7; default all, 5 runs each).
 //!
 //! Prints one JSON line per workload on stdout (the median run, with the
 //! min and max walk rates) and a table on stderr. Every run of a workload is
@@ -65,6 +65,28 @@ impl Action<K> for AddOrFail {
         // After the first action, k is the first action's option.
         if s.k == 3 && self.0 == 7 {
             return fail("3 then 7");
+        }
+        s.k = std::hint::black_box(s.k + self.0);
+        Ok(())
+    }
+}
+
+/// W7's last action: cancels every walk whose own option is 5 (10% of the
+/// walks, scattered: one id in ten), fails the one walk whose options are
+/// all 0 but its own, 7.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct AddCancelOrFail(u64);
+
+impl Action<K> for AddCancelOrFail {
+    fn options() -> Vec<Self> {
+        (0..10).map(Self).collect()
+    }
+    #[inline]
+    fn run(&self, s: &mut K) -> ActionResult {
+        match self.0 {
+            5 => return combtest::cancel(),
+            7 if s.k == 0 => return fail("all zero then 7"),
+            _ => {}
         }
         s.k = std::hint::black_box(s.k + self.0);
         Ok(())
@@ -535,9 +557,19 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             let exact = report.failed == 10_000 && got == expected && failed == 10_000;
             assert!(exact, "W4: {} failures, bare {failed}", report.failed);
             assert_eq!(report.passed, passed);
+            // One group, whose conditions are exactly the planted bug.
+            let groups = &report.failure_groups;
+            let conditions = groups.first().map(|g| g.conditions.to_string());
+            let expected =
+                "fails whenever Add=Add(3) and AddOrFail=AddOrFail(7), whatever the other entries";
+            assert!(
+                groups.len() == 1 && conditions.as_deref() == Some(expected),
+                "W4 groups: {conditions:?}"
+            );
             let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
             out.insert("failures".into(), json!(report.failed));
             out.insert("failures_exact".into(), json!(exact));
+            out.insert("groups".into(), json!(groups.len()));
             out
         }
         "W5big" | "W5small" => {
@@ -559,6 +591,43 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             };
             result(workload, walks, threads, elapsed, None)
         }
+        "W7big" | "W7small" => {
+            // W5's orders, the last action replaced: 10% of walks cancelled
+            // one id in ten (the worst case of the triage's cancelled
+            // ranges: one range per cancelled walk) and one failure, whose
+            // conditions are searched at the end.
+            let big = workload == "W7big";
+            let order = WalkOrder::<K>::new()
+                .then::<Add<1, 10>>()
+                .then::<Add<2, 10>>()
+                .then::<Add<3, 10>>();
+            let (report, threads, elapsed) = if big {
+                let order = order
+                    .then::<Add<4, 10>>()
+                    .then::<Add<5, 10>>()
+                    .then::<Add<6, 10>>()
+                    .then::<AddCancelOrFail>();
+                let ((report, threads), elapsed) =
+                    timed(|| run_order(&order, RunOptions::default()));
+                (report, threads, elapsed)
+            } else {
+                let order = order.then::<AddCancelOrFail>();
+                let ((report, threads), elapsed) =
+                    timed(|| run_order(&order, RunOptions::default()));
+                (report, threads, elapsed)
+            };
+            assert_eq!((report.failed, report.cancelled), (1, report.walks / 10));
+            assert!(
+                report.failure_groups.len() == 1
+                    && matches!(
+                        report.failure_groups[0].conditions,
+                        combtest::model::triage::Conditions::Found { .. }
+                    ),
+                "W7 groups: {:?}",
+                report.failure_groups
+            );
+            result(workload, report.walks, threads, elapsed, None)
+        }
         "W6" => {
             let node = env!("CARGO_BIN_EXE_combtest-node");
             let (status, elapsed) =
@@ -570,7 +639,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             out
         }
         other => {
-            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6");
+            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7");
             std::process::exit(2);
         }
     }
@@ -626,11 +695,11 @@ fn median(runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, 
 const RANGED: [&str; 5] = ["walks_per_s", "ratio_vs_bare", "ratio_vs_w1", "ceiling", "parallelism"];
 
 fn measure(workload: &str, runs: usize) -> serde_json::Map<String, Value> {
-    if workload == "W5" {
-        let big = median((0..runs).map(|_| run_child("W5big")).collect());
-        let small = median((0..runs).map(|_| run_child("W5small")).collect());
+    if workload == "W5" || workload == "W7" {
+        let big = median((0..runs).map(|_| run_child(&format!("{workload}big"))).collect());
+        let small = median((0..runs).map(|_| run_child(&format!("{workload}small"))).collect());
         let mut out = big.clone();
-        out.insert("workload".into(), json!("W5"));
+        out.insert("workload".into(), json!(workload));
         out.insert("peak_rss_mb".into(), big["peak_rss_mb"].clone());
         out.insert("small_walks".into(), small["walks"].clone());
         out.insert("small_peak_rss_mb".into(), small["peak_rss_mb"].clone());
@@ -702,7 +771,7 @@ fn main() {
         }
     }
     if workloads.is_empty() {
-        workloads = ["W1", "W1b", "W2", "W3", "W4", "W5", "W6"].map(String::from).to_vec();
+        workloads = ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7"].map(String::from).to_vec();
     }
     eprintln!(
         "{:<4} {:>9} {:>4} {:>11} {:>13} {:>5} {:>11} {:>6}  notes (medians)",

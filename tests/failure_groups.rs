@@ -187,3 +187,34 @@ fn a_soak_of_twenty_rounds_aggregates_its_groups() {
     );
     assert!(report.failure_groups[0].conditions.found);
 }
+
+#[test]
+fn a_sampled_soak_speaks_only_of_the_walks_that_ran() {
+    let suite = suite("bank", "two planted bugs", order(), || Ok(Fixture::new(Account::default())));
+    let mut limit = SoakLimit::default();
+    limit.rounds = Some(5);
+    let mut options = SoakOptions::new(limit);
+    options.seed = 7;
+    options.sample = Some(40);
+    options.run.threads = Some(2);
+    let report = soak(suite.as_ref(), &options, &SoakStop::default(), &|_, _| {}).unwrap();
+    assert_eq!(report.totals.walks, 200);
+    let counted: u64 = report.failure_groups.iter().map(|g| g.count).sum();
+    assert_eq!(counted, report.totals.failed);
+    assert!(!report.failure_groups.is_empty(), "40 of 54 walks per round include a failing one");
+    assert!(
+        report.failure_groups.iter().any(|g| g.conditions.found),
+        "{:?}",
+        report.failure_groups
+    );
+    for group in &report.failure_groups {
+        assert!(group.conditions.sampled || !group.conditions.found, "{group:?}");
+        if group.conditions.found {
+            assert!(
+                group.conditions.text.ends_with("(among the sampled walks that ran)"),
+                "{}",
+                group.conditions.text
+            );
+        }
+    }
+}
