@@ -560,8 +560,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             // One group, whose conditions are exactly the planted bug.
             let groups = &report.failure_groups;
             let conditions = groups.first().map(|g| g.conditions.to_string());
-            let expected =
-                "fails whenever Add=Add(3) and AddOrFail=AddOrFail(7), whatever the other entries";
+            let expected = "fails whenever Add<1, 10>=Add(3) and AddOrFail=AddOrFail(7), whatever the other entries";
             assert!(
                 groups.len() == 1 && conditions.as_deref() == Some(expected),
                 "W4 groups: {conditions:?}"
