@@ -27,7 +27,7 @@
 //! walks that passed; the result depends only on the walks' outcomes, not
 //! on threads or the order batches arrived in.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 
@@ -250,7 +250,15 @@ impl Triage {
     /// Notes a batch's failures; returns how many signatures are new.
     pub fn failed(&mut self, failed: &[FailedWalk]) -> u64 {
         let before = self.seen.len();
+        let mut last: Option<(usize, &str)> = None;
         for f in failed {
+            // Failures of one bug often repeat their text exactly: normalise
+            // once per run of the same text.
+            let raw = (f.action_index, f.error.as_str());
+            if last == Some(raw) {
+                continue;
+            }
+            last = Some(raw);
             let signature = Signature::of(f);
             if !self.seen.contains(&signature) {
                 self.seen.insert(signature);
@@ -272,15 +280,50 @@ impl Triage {
         failed: &[FailedWalk],
         unfinished: impl IntoIterator<Item = &'a AbortedWalks>,
     ) -> Vec<FailureGroup> {
-        let mut by_signature: BTreeMap<Signature, Vec<&FailedWalk>> = BTreeMap::new();
-        for f in failed {
-            by_signature.entry(Signature::of(f)).or_default().push(f);
-        }
-        let mut groups: Vec<(Signature, Vec<&FailedWalk>)> = by_signature.into_iter().collect();
-        groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
-        if groups.is_empty() {
+        if failed.is_empty() {
             return Vec::new();
         }
+        // Each failure's group: its text normalised once per distinct raw
+        // text, not once per failure.
+        let mut by_raw: HashMap<(usize, &str), usize> = HashMap::new();
+        let mut by_signature: HashMap<Signature, usize> = HashMap::new();
+        let mut signatures: Vec<Signature> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut group_of: Vec<usize> = Vec::with_capacity(failed.len());
+        let mut last: Option<((usize, &str), usize)> = None;
+        for (i, f) in failed.iter().enumerate() {
+            let raw = (f.action_index, f.error.as_str());
+            if let Some((last_raw, g)) = last
+                && last_raw == raw
+            {
+                members[g].push(i);
+                group_of.push(g);
+                continue;
+            }
+            let g = *by_raw.entry(raw).or_insert_with(|| {
+                let signature = Signature::of(f);
+                *by_signature.entry(signature.clone()).or_insert_with(|| {
+                    signatures.push(signature);
+                    members.push(Vec::new());
+                    signatures.len() - 1
+                })
+            });
+            last = Some((raw, g));
+            members[g].push(i);
+            group_of.push(g);
+        }
+        // Every failed walk's digits, once, flat (`n` per walk; a walk
+        // outside the space, which cannot happen, keeps zeros).
+        let n = self.space.len();
+        let mut digits = vec![0u32; failed.len() * n];
+        for (f, d) in failed.iter().zip(digits.chunks_mut(n)) {
+            let _ = self.space.decode_into(f.walk_id.0, d);
+        }
+        let failures = Failures { failed, digits: &digits, n, group_of: &group_of };
+        let mut order: Vec<usize> = (0..signatures.len()).collect();
+        order.sort_by(|&a, &b| {
+            members[b].len().cmp(&members[a].len()).then_with(|| signatures[a].cmp(&signatures[b]))
+        });
         let overflowed = self.neither.overflowed;
         let mut excluded = std::mem::take(&mut self.neither.ranges);
         for walks in unfinished {
@@ -291,25 +334,20 @@ impl Triage {
             universe: &self.universe,
             excluded: merge_ranges(excluded),
         };
-        // Every failed walk's digits, once.
-        let digits: BTreeMap<u64, Vec<u32>> = failed
-            .iter()
-            .filter_map(|f| self.space.digits(f.walk_id.0).ok().map(|d| (f.walk_id.0, d)))
-            .collect();
-        groups
+        order
             .into_iter()
             .enumerate()
-            .map(|(rank, (signature, mut walks))| {
-                walks.sort_unstable_by_key(|f| f.walk_id);
-                let minimal = walks
+            .map(|(rank, g)| {
+                let mut walks = std::mem::take(&mut members[g]);
+                walks.sort_unstable_by_key(|&i| failed[i].walk_id);
+                let minimal = *walks
                     .iter()
-                    .min_by_key(|f| {
-                        let nonzero = digits
-                            .get(&f.walk_id.0)
-                            .map_or(usize::MAX, |d| d.iter().filter(|&&x| x != 0).count());
-                        (nonzero, f.walk_id)
+                    .min_by_key(|&&i| {
+                        let nonzero = failures.digits(i).iter().filter(|&&x| x != 0).count();
+                        (nonzero, failed[i].walk_id)
                     })
                     .expect("a group has a walk");
+                let signature = signatures[g].clone();
                 let conditions = if rank >= ANALYSED_GROUPS {
                     Conditions::NotFound {
                         reason: format!(
@@ -323,16 +361,17 @@ impl Triage {
                         ),
                     }
                 } else {
-                    self.search(&signature, &walks, failed, &digits, &counter)
+                    self.search(&signature, g, &walks, &failures, &counter)
                 };
+                let minimal_id = failed[minimal].walk_id;
                 FailureGroup {
                     count: walks.len() as u64,
-                    walk_ids: walks.iter().take(SAMPLE_IDS).map(|f| f.walk_id).collect(),
+                    walk_ids: walks.iter().take(SAMPLE_IDS).map(|&i| failed[i].walk_id).collect(),
                     minimal: self
                         .space
-                        .walk(minimal.walk_id.0)
-                        .unwrap_or(Walk { id: minimal.walk_id, steps: Vec::new() }),
-                    minimal_error: minimal.error.clone(),
+                        .walk(minimal_id.0)
+                        .unwrap_or(Walk { id: minimal_id, steps: Vec::new() }),
+                    minimal_error: failed[minimal].error.clone(),
                     signature,
                     conditions,
                 }
@@ -340,13 +379,14 @@ impl Triage {
             .collect()
     }
 
-    /// The greedy search for one group's conditions.
+    /// The greedy search for the conditions of group `g` (its failures'
+    /// indices in `walks`).
     fn search(
         &self,
         signature: &Signature,
-        group: &[&FailedWalk],
-        failed: &[FailedWalk],
-        digits: &BTreeMap<u64, Vec<u32>>,
+        g: usize,
+        walks: &[usize],
+        failures: &Failures<'_>,
         counter: &Counter<'_>,
     ) -> Conditions {
         let p = signature.action_index;
@@ -355,21 +395,18 @@ impl Triage {
         // The options the group takes at each entry up to its own.
         let mut taken: Vec<Vec<bool>> =
             (0..entries).map(|e| vec![false; radix[e] as usize]).collect();
-        for f in group {
-            if let Some(d) = digits.get(&f.walk_id.0) {
-                for (e, t) in taken.iter_mut().enumerate() {
-                    t[d[e] as usize] = true;
-                }
+        for &i in walks {
+            let d = failures.digits(i);
+            for (e, t) in taken.iter_mut().enumerate() {
+                t[d[e] as usize] = true;
             }
         }
         // Failed walks that are not counter-walks: this group, and walks that
         // failed before its entry. They did not pass, so they leave the count
         // of walks that passed or went past the entry.
-        let in_group: HashSet<u64> = group.iter().map(|f| f.walk_id.0).collect();
-        let not_against: Vec<&Vec<u32>> = failed
-            .iter()
-            .filter(|f| in_group.contains(&f.walk_id.0) || f.action_index < p)
-            .filter_map(|f| digits.get(&f.walk_id.0))
+        let not_against: Vec<&[u32]> = (0..failures.failed.len())
+            .filter(|&i| failures.group_of[i] == g || failures.failed[i].action_index < p)
+            .map(|i| failures.digits(i))
             .collect();
         let count = |terms: &[usize]| -> u64 {
             let allowed = Allowed::new(&self.space, terms, &taken);
@@ -449,6 +486,21 @@ impl Triage {
             })
             .collect();
         Conditions::Found { terms, sampled: self.sampled }
+    }
+}
+
+/// The failed walks of a run, with their digits and groups.
+struct Failures<'a> {
+    failed: &'a [FailedWalk],
+    /// `n` digits per failed walk, in order.
+    digits: &'a [u32],
+    n: usize,
+    group_of: &'a [usize],
+}
+
+impl Failures<'_> {
+    fn digits(&self, i: usize) -> &[u32] {
+        &self.digits[i * self.n..(i + 1) * self.n]
     }
 }
 
