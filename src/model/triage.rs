@@ -329,11 +329,9 @@ impl Triage {
         for walks in unfinished {
             excluded.extend(walks.walks.iter().cloned());
         }
-        let counter = Counter {
-            space: &self.space,
-            universe: &self.universe,
-            excluded: merge_ranges(excluded),
-        };
+        let excluded = merge_ranges(excluded);
+        let counter = Counter::new(&self.space, &self.universe, &excluded);
+        drop(excluded);
         order
             .into_iter()
             .enumerate()
@@ -507,48 +505,100 @@ impl Failures<'_> {
 /// A conjunction: for each entry, whether each option is allowed (all are,
 /// for entries without a term).
 struct Allowed {
-    /// Per entry: `None` when unconstrained, else one flag per option.
-    options: Vec<Option<Vec<bool>>>,
+    /// Per entry: `None` when unconstrained, else how many options below
+    /// each index are allowed (`radix + 1` prefix counts).
+    below: Vec<Option<Vec<u32>>>,
 }
 
 impl Allowed {
     fn new(space: &Space, terms: &[usize], taken: &[Vec<bool>]) -> Self {
-        let mut options = vec![None; space.len()];
+        let mut below = vec![None; space.len()];
         for &e in terms {
-            options[e] = Some(taken[e].clone());
+            let mut prefix = Vec::with_capacity(taken[e].len() + 1);
+            let mut n = 0;
+            prefix.push(0);
+            for &t in &taken[e] {
+                n += u32::from(t);
+                prefix.push(n);
+            }
+            below[e] = Some(prefix);
         }
-        Allowed { options }
+        Allowed { below }
     }
 
-    fn admits(&self, digits: &[u32]) -> bool {
-        self.options.iter().zip(digits).all(|(o, &d)| o.as_ref().is_none_or(|o| o[d as usize]))
+    fn admits<D: Copy + Into<u32>>(&self, digits: &[D]) -> bool {
+        self.below.iter().zip(digits).all(|(b, &d)| self.allows_in(b, d.into()))
+    }
+
+    fn allows_in(&self, below: &Option<Vec<u32>>, option: u32) -> bool {
+        below.as_ref().is_none_or(|p| p[option as usize + 1] > p[option as usize])
     }
 
     /// Allowed options of entry `e` below `below`.
     fn below(&self, e: usize, below: u32) -> u64 {
-        match &self.options[e] {
+        match &self.below[e] {
             None => u64::from(below),
-            Some(o) => o[..below as usize].iter().filter(|&&t| t).count() as u64,
+            Some(p) => u64::from(p[below as usize]),
         }
     }
 
     fn allows(&self, e: usize, option: u32) -> bool {
-        self.options[e].as_ref().is_none_or(|o| o[option as usize])
+        self.allows_in(&self.below[e], option)
     }
 }
 
 /// Counts the walks of the universe, less the excluded ranges, that a
-/// conjunction admits: per range, from the digits of its ends.
+/// conjunction admits. Ranges of one walk (scattered cancels, a sample's
+/// ids) are decoded once and tested digit by digit; longer ranges are
+/// counted from the digits of their ends.
 struct Counter<'a> {
     space: &'a Space,
-    universe: &'a [Range<u64>],
-    /// Sorted, merged, inside the universe.
-    excluded: Vec<Range<u64>>,
+    /// Positions, most significant first.
+    order: Vec<usize>,
+    /// Ranges of more than one walk, and whether each is excluded.
+    spans: Vec<(Range<u64>, bool)>,
+    /// Single walks: the universe's first, then from `excluded_from` the
+    /// excluded ones; their digits, `space.len()` per walk.
+    singles: Vec<u16>,
+    excluded_from: usize,
+    /// Single walks whose digits do not fit `u16` (an entry with more
+    /// than 65,536 options), and whether each is excluded.
+    wide: Vec<(u64, bool)>,
 }
 
-impl Counter<'_> {
+impl<'a> Counter<'a> {
+    fn new(space: &'a Space, universe: &[Range<u64>], excluded: &[Range<u64>]) -> Self {
+        let narrow = space.option_counts().iter().all(|&r| r <= 1 << 16);
+        let n = space.len();
+        let mut counter = Counter {
+            space,
+            order: space.significance().iter().rev().copied().collect(),
+            spans: Vec::new(),
+            singles: Vec::new(),
+            excluded_from: 0,
+            wide: Vec::new(),
+        };
+        let mut digits = vec![0u32; n];
+        for (ranges, out) in [(universe, false), (excluded, true)] {
+            if out {
+                counter.excluded_from = counter.singles.len() / n.max(1);
+            }
+            for r in ranges {
+                if r.end - r.start != 1 {
+                    counter.spans.push((r.clone(), out));
+                } else if narrow {
+                    space.decode_into(r.start, &mut digits).expect("inside the space");
+                    counter.singles.extend(digits.iter().map(|&d| d as u16));
+                } else {
+                    counter.wide.push((r.start, out));
+                }
+            }
+        }
+        counter
+    }
+
     fn count(&self, allowed: &Allowed) -> u64 {
-        let order: Vec<usize> = self.space.significance().iter().rev().copied().collect();
+        let order = &self.order;
         let radix = self.space.option_counts();
         // suffix[j]: walks admitted per combination of the digits after the
         // j-th most significant.
@@ -572,14 +622,22 @@ impl Counter<'_> {
             }
             n
         };
-        let mut total = 0u64;
-        for r in self.universe {
-            total += below(r.end) - below(r.start);
+        let (mut total, mut out) = (0u64, 0u64);
+        for (r, excluded) in &self.spans {
+            let n = below(r.end) - below(r.start);
+            if *excluded { out += n } else { total += n }
         }
-        for r in &self.excluded {
-            total -= below(r.end) - below(r.start);
+        for (&id, excluded) in self.wide.iter().map(|(id, e)| (id, e)) {
+            let n = below(id + 1) - below(id);
+            if *excluded { out += n } else { total += n }
         }
-        total
+        let n = self.space.len().max(1);
+        for (i, d) in self.singles.chunks(n).enumerate() {
+            if allowed.admits(d) {
+                if i >= self.excluded_from { out += 1 } else { total += 1 }
+            }
+        }
+        total - out
     }
 }
 
