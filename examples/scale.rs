@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use combtest::{Action, ActionResult, Chain, RunOptions, WalkOrder, run};
+use combtest::{Action, ActionResult, Entries, RunOptions, WalkOrder, run};
 use serde::{Deserialize, Serialize};
 
 /// The walk state: one integer.
@@ -29,7 +29,7 @@ impl<const T: u8> Action<Sum> for Add<T> {
     }
 }
 
-fn measure<C: Chain<Sum>>(order: WalkOrder<Sum, C>, bare: impl FnOnce() -> u64) {
+fn measure<C: Entries<Sum>>(order: WalkOrder<Sum, C>, bare: impl FnOnce() -> u64) {
     let report = run(&order, RunOptions::default()).expect("the run completes");
     let rate = report.walks as f64 / report.elapsed.as_secs_f64();
     let started = Instant::now();

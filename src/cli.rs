@@ -97,6 +97,11 @@ enum Command {
         /// before they are given up (reported aborted, "hung").
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
         stop_grace: std::time::Duration,
+        /// When stderr is not a terminal, print a progress line there this
+        /// often (walks done of total, rate, ETA, failed, failure groups);
+        /// 0s never. On a terminal a live bar shows the same.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        progress_every: std::time::Duration,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -379,7 +384,7 @@ where
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run { suite, json, cluster, stop_grace, .. } => {
+        Command::Run { suite, json, cluster, stop_grace, progress_every, .. } => {
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
@@ -404,7 +409,12 @@ where
             let stop = crate::RunStop::default();
             options.stop = Some(stop.clone());
             watch_interrupts(InterruptTarget::Run(stop, stop_grace), "run");
+            let progress = std::sync::Arc::new(crate::actors::collector::Progress::default());
+            options.progress = Some(progress.clone());
+            let total = suite.space().map_or(0, crate::model::space::Space::size);
+            let shown = ShowProgress::start(progress, total, progress_every);
             let code = run_suite(suite, &options, json, &program);
+            shown.stop();
             if let Some(cluster) = cluster {
                 cluster.close();
             }
@@ -631,6 +641,97 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &st
         let _ = write!(out, "{}", human_summary(suite, &report, &place, program));
     }
     report_code(&report)
+}
+
+/// A run's live progress on stderr: an indicatif bar on a terminal, else a
+/// plain line every `every` (none before the first interval, so short runs
+/// print nothing). Never on stdout, so it never mixes with `--json`.
+struct ShowProgress {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ShowProgress {
+    fn start(
+        progress: std::sync::Arc<crate::actors::collector::Progress>,
+        total: u64,
+        every: std::time::Duration,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if !terminal && every.is_zero() {
+            return ShowProgress { done, thread: None };
+        }
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let bar = terminal.then(|| {
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:30.cyan/blue} {human_pos}/{human_len} walks {per_sec} ETA {eta} {msg}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            });
+            let tick = std::time::Duration::from_millis(200)
+                .min(every.max(std::time::Duration::from_millis(10)));
+            let mut next_line = every;
+            while !stop.load(Ordering::Acquire) {
+                std::thread::park_timeout(tick);
+                let ended = progress.ended.load(Ordering::Relaxed);
+                let failed = progress.failed.load(Ordering::Relaxed);
+                let groups = progress.groups.load(Ordering::Relaxed);
+                let failures = format!(
+                    "failed {failed} in {groups} {}",
+                    if groups == 1 { "group" } else { "groups" }
+                );
+                match &bar {
+                    Some(bar) => {
+                        bar.set_position(ended);
+                        bar.set_message(failures);
+                    }
+                    None if started.elapsed() >= next_line => {
+                        next_line += every;
+                        eprintln!("{}", progress_line(ended, total, started.elapsed(), &failures));
+                    }
+                    None => {}
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        ShowProgress { done, thread: Some(thread) }
+    }
+
+    fn stop(self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One plain progress line: `progress: 1200 of 5000 walks (24%), 310
+/// walks/s, ETA 12s, failed 3 in 1 group`.
+fn progress_line(ended: u64, total: u64, elapsed: std::time::Duration, failures: &str) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { ended as f64 / secs } else { 0.0 };
+    let percent = if total > 0 { ended as f64 * 100.0 / total as f64 } else { 0.0 };
+    let eta = match rate > 0.0 && total >= ended {
+        true => humantime::format_duration(std::time::Duration::from_secs(
+            ((total - ended) as f64 / rate).ceil() as u64,
+        ))
+        .to_string(),
+        false => "unknown".to_string(),
+    };
+    format!(
+        "progress: {ended} of {total} walks ({percent:.0}%), {rate:.0} walks/s, ETA {eta}, {failures}"
+    )
 }
 
 /// The exit code of a run's report: 0 nothing failed, aborted or left

@@ -47,7 +47,18 @@ pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
 pub use model::outcome::{AbortedWalks, Ending, FailedWalk, Report, StopReason};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
-pub use order::{Chain, WalkError, WalkOrder, epoch_tree};
+pub use order::{Chain, Entries, WalkError, WalkOrder, epoch_tree};
 pub use replay::{ModelCheck, Replay, ReplayError, RunReplay};
-pub use runtime::{MAX_THREADS, RunError, RunOptions, RunStop, default_threads, run, run_async};
+pub use runtime::{
+    MAX_THREADS, RunError, RunOptions, RunStop, check, check_with, default_threads, run, run_async,
+};
+
+/// What a suite and a test need, in one import: `use combtest::prelude::*;`.
+pub mod prelude {
+    pub use crate::model::triage::{Conditions, FailureGroup};
+    pub use crate::{
+        Action, ActionResult, Entries, Halt, Report, RunOptions, SerialAction, WalkId, WalkOrder,
+        WalkView, cancel, check, check_with, fail, run,
+    };
+}
 pub use trace::{RunDir, RunId, TraceError};

@@ -171,6 +171,35 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     fn run_decoded(&self, position: usize, option: &Decoded, state: &mut S) -> ActionResult;
 }
 
+/// The entries of a walk order, as a type: what [`WalkOrder::then`] and
+/// [`WalkOrder::serial`] build, one type per walk order. Name it as
+/// `impl Entries<S>` to return a walk order from a function:
+///
+/// ```
+/// use combtest::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Add(u32);
+/// impl Action<u32> for Add {
+///     fn options() -> Vec<Self> { (1..=3).map(Add).collect() }
+///     fn run(&self, sum: &mut u32) -> ActionResult { *sum += self.0; Ok(()) }
+/// }
+///
+/// fn order() -> WalkOrder<u32, impl Entries<u32>> {
+///     WalkOrder::new().then::<Add>().then::<Add>()
+/// }
+///
+/// assert_eq!(order().size().unwrap(), 9);
+/// ```
+///
+/// Implemented for every walk order's entries and only for them (its
+/// methods are the library's own); a struct that keeps a walk order is
+/// generic over it: `struct Model<C: Entries<u32>> { order: WalkOrder<u32, C> }`.
+pub trait Entries<S>: Chain<S> {}
+
+impl<S, C: Chain<S>> Entries<S> for C {}
+
 /// A recorded option, deserialized into its entry's type (for replaying a
 /// trace after the walk order changed).
 #[doc(hidden)]

@@ -16,8 +16,8 @@ use crate::exec::{ErasedOrder, Runnable};
 use crate::model::dispatch::StopKind;
 use crate::model::outcome::{Report, StopReason};
 use crate::model::sample::{SampleError, WalkSample};
-use crate::model::space::Blocks;
 use crate::model::space::OrderError;
+use crate::model::space::{Blocks, WalkId};
 use crate::model::trace::{RoundTag, TraceEncoder};
 use crate::order::{Chain, WalkOrder};
 use crate::trace::{RunId, TraceError, TraceTarget, option_json};
@@ -285,6 +285,57 @@ pub enum RunError {
     /// The sample does not fit the walk order, or cannot be traced.
     #[error("invalid sample: {0}")]
     Sample(#[from] SampleError),
+}
+
+/// Runs every walk of `order` from clones of `initial`, and panics with
+/// the report (its failure groups, each with its minimal walk, the options
+/// that induce it and how to replay it) unless every walk passed, was
+/// cancelled or was pruned: the one call for a `#[test]`.
+///
+/// ```should_panic
+/// use combtest::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Push(u8);
+/// impl Action<Vec<u8>> for Push {
+///     fn options() -> Vec<Self> { (0..3).map(Push).collect() }
+///     fn run(&self, v: &mut Vec<u8>) -> ActionResult {
+///         v.push(self.0);
+///         if v == &[2, 2] { return fail("two 2s in a row") }
+///         Ok(())
+///     }
+/// }
+///
+/// check(&WalkOrder::new().then::<Push>().then::<Push>(), Vec::new());
+/// ```
+///
+/// A walk order that cannot run (an empty one, say) panics too, with the
+/// reason. Returns the report when the check passes.
+#[track_caller]
+pub fn check<S, C>(order: &WalkOrder<S, C>, initial: S) -> Report<S>
+where
+    S: Clone + Send + 'static,
+    C: Chain<S>,
+{
+    check_with(order, RunOptions::new(initial))
+}
+
+/// [`check`] with options (threads, a log dir, a walk timeout, ...).
+#[track_caller]
+pub fn check_with<S, C>(order: &WalkOrder<S, C>, options: RunOptions<S>) -> Report<S>
+where
+    S: Clone + Send + 'static,
+    C: Chain<S>,
+{
+    match run(order, options) {
+        Err(error) => panic!("combtest: the walk order could not run: {error}"),
+        Ok(report) if report.success() => report,
+        Ok(report) => {
+            let replay = |id: WalkId| format!("order.replay({id}, initial)");
+            panic!("combtest: {}", report.render(Some(&replay)))
+        }
+    }
 }
 
 /// Runs every walk of `order`, blocking until the report is ready. Creates

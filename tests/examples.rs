@@ -57,3 +57,39 @@ fn scale_keeps_every_walk() {
     let (code, _) = run("scale", &["5"]);
     assert_eq!(code, Some(2));
 }
+
+#[test]
+fn a_long_run_prints_progress_lines_on_stderr_only() {
+    // relay: 10 x 2 x 10 = 200 walks of two 2 ms hops, on one thread: at
+    // least 0.8 s of sleeping, so a 100 ms interval passes several times.
+    let output = Command::new(example("cluster_node"))
+        .args(["run", "--suite", "relay", "--threads", "1", "--progress-every", "100ms", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    // stdout is the suite's own marks ("relay: busy", "relay: late") and the
+    // one JSON object, untouched by progress.
+    let (json, marks) = stdout.trim().lines().partition::<Vec<&str>, _>(|l| l.starts_with('{'));
+    assert!(marks.iter().all(|l| l.starts_with("relay: ")), "{stdout}");
+    assert_eq!(json.len(), 1, "{stdout}");
+    let value: serde_json::Value = serde_json::from_str(json[0]).unwrap();
+    assert_eq!(value["walks"], 200);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("progress: ")).collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for line in &lines {
+        assert!(line.contains(" of 200 walks ("), "{line}");
+        assert!(line.contains("walks/s, ETA "), "{line}");
+        assert!(line.ends_with("failed 0 in 0 groups"), "{line}");
+    }
+    // No colour codes off a terminal.
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+
+    // 0s: never.
+    let output = Command::new(example("cluster_node"))
+        .args(["run", "--suite", "relay", "--threads", "1", "--progress-every", "0s"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8(output.stderr).unwrap().contains("progress: "));
+}

@@ -93,7 +93,7 @@ impl Action<Account> for Close {
     }
 }
 
-fn order() -> WalkOrder<Account, impl combtest::Chain<Account>> {
+fn order() -> WalkOrder<Account, impl combtest::Entries<Account>> {
     WalkOrder::new().then::<Deposit>().then::<Withdraw>().then::<Audit>().then::<Close>()
 }
 
@@ -217,4 +217,16 @@ fn a_sampled_soak_speaks_only_of_the_walks_that_ran() {
             );
         }
     }
+}
+
+#[test]
+fn live_progress_counts_groups_as_failures_arrive() {
+    let suite = suite("bank", "two planted bugs", order(), || Ok(Fixture::new(Account::default())));
+    let mut options = combtest::suites::SuiteOptions::default();
+    options.progress = Some(Default::default());
+    let report = suite.run(&options).unwrap();
+    let progress = options.progress.as_ref().unwrap();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&progress.groups), 2);
+    assert_eq!((load(&progress.failed), load(&progress.ended)), (9, report.walks));
 }

@@ -124,7 +124,7 @@ impl Action<Ledger> for Settle {
 
 /// `steady`: 6 x 4 x 4 x 3 x 4 = 1,152 walks that never fail, panic or
 /// cancel by themselves.
-fn steady() -> WalkOrder<Ledger, impl combtest::Chain<Ledger>> {
+fn steady() -> WalkOrder<Ledger, impl combtest::Entries<Ledger>> {
     WalkOrder::new().then::<Open>().then::<Post>().then::<Hold>().serial::<Rate>().then::<Settle>()
 }
 

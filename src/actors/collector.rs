@@ -86,6 +86,8 @@ pub struct Progress {
     pub cancelled: AtomicU64,
     /// Of which aborted.
     pub aborted: AtomicU64,
+    /// Failure groups (distinct signatures) seen so far.
+    pub groups: AtomicU64,
 }
 
 impl<S: Send + 'static> Actor for Collector<S> {
@@ -123,7 +125,10 @@ impl<S: Send + 'static> Actor for Collector<S> {
         match message {
             CollectorMsg::BatchOutcome { counts, failed, neither, finals } => {
                 if let Some(triage) = &mut state.triage {
-                    triage.failed(&failed);
+                    let new = triage.failed(&failed);
+                    if let Some(progress) = &state.progress {
+                        progress.groups.fetch_add(new, Ordering::Relaxed);
+                    }
                     if !neither.is_empty() {
                         triage.neither(neither);
                     }

@@ -2,6 +2,7 @@
 //! `Err`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::space::WalkId;
-use super::triage::FailureGroup;
+use super::triage::{FailureGroup, GroupSummary, SHOWN_GROUPS, render_groups};
 
 /// A walk that failed: which action, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -293,5 +294,71 @@ impl<S> Report<S> {
             run_dir: None,
             lost_nodes: Vec::new(),
         }
+    }
+}
+
+/// Aborted or unrun walk groups shown in a report's text.
+const SHOWN_UNFINISHED: usize = 10;
+
+impl<S> Report<S> {
+    /// The report as text: the verdict, the counts, the failure groups
+    /// (largest first, each with its minimal walk and conditions, and with
+    /// `replay(id)` under its minimal walk when given), then the aborted
+    /// and unrun walks by reason. What [`Display`](fmt::Display) prints,
+    /// without replay lines.
+    pub fn render(&self, replay: Option<&dyn Fn(WalkId) -> String>) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let verdict = match &self.ending {
+            Ending::Stopped(StopReason::AllNodesLost(_)) => "INCOMPLETE",
+            _ if self.success() => "PASS",
+            _ if self.failed == 0 && self.aborted == 0 => "STOPPED",
+            _ => "FAIL",
+        };
+        let how = match &self.ending {
+            Ending::Completed => "completed".to_string(),
+            Ending::Stopped(reason) => format!("stopped: {}", reason.phrase()),
+        };
+        let _ = writeln!(
+            s,
+            "{verdict}: {} of {} walks failed, {} aborted ({how}, {:.3} s)",
+            self.failed,
+            self.walks,
+            self.aborted,
+            self.elapsed.as_secs_f64()
+        );
+        let not_run = match self.not_run {
+            0 => String::new(),
+            n => format!(", not run {n}"),
+        };
+        let _ = writeln!(
+            s,
+            "  passed {}, failed {}, cancelled {}, pruned {}, aborted {}{not_run}",
+            self.passed, self.failed, self.cancelled, self.pruned, self.aborted
+        );
+        let groups: Vec<GroupSummary> =
+            self.failure_groups.iter().map(|g| GroupSummary::of(g, replay)).collect();
+        s.push_str(&render_groups(&groups, SHOWN_GROUPS, " (see Report::failure_groups)"));
+        let unfinished = self
+            .aborted_walks
+            .iter()
+            .map(|a| ("aborted", a))
+            .chain(self.not_run_walks.iter().map(|a| ("not run", a)));
+        for (shown, (what, walks)) in unfinished.enumerate() {
+            if shown == SHOWN_UNFINISHED {
+                let _ = writeln!(s, "  ... and more (see Report::aborted_walks, not_run_walks)");
+                break;
+            }
+            let first =
+                walks.walks.first().map_or(String::new(), |r| format!(", from walk {}", r.start));
+            let _ = writeln!(s, "{what}: {} walks{first}: {}", walks.count(), walks.reason);
+        }
+        s
+    }
+}
+
+impl<S> fmt::Display for Report<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(None))
     }
 }

@@ -20,6 +20,18 @@ use thiserror::Error;
 #[serde(transparent)]
 pub struct WalkId(pub u64);
 
+impl From<u64> for WalkId {
+    fn from(id: u64) -> Self {
+        WalkId(id)
+    }
+}
+
+impl From<WalkId> for u64 {
+    fn from(id: WalkId) -> Self {
+        id.0
+    }
+}
+
 impl fmt::Display for WalkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -91,13 +91,21 @@ pub struct Condition {
     pub options: Vec<u32>,
     /// Their `Debug` texts.
     pub labels: Vec<String>,
+    /// Whether the walk order has this action type at more than one
+    /// position (the text then names the position: `Insert[1]`).
+    #[serde(default)]
+    pub repeated: bool,
 }
 
 impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.repeated {
+            true => format!("{}[{}]", self.action, self.position),
+            false => self.action.clone(),
+        };
         match self.labels.as_slice() {
-            [one] => write!(f, "{}={}", self.action, one),
-            many => write!(f, "{} in {{{}}}", self.action, many.join(", ")),
+            [one] => write!(f, "{name}={one}"),
+            many => write!(f, "{name} in {{{}}}", many.join(", ")),
         }
     }
 }
@@ -475,6 +483,7 @@ impl Triage {
                 Condition {
                     position: e,
                     action: entries[e].name.to_string(),
+                    repeated: entries.iter().filter(|x| x.name == entries[e].name).count() > 1,
                     labels: options
                         .iter()
                         .map(|&o| entries[e].options[o as usize].clone())

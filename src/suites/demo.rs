@@ -7,7 +7,7 @@
 
 use crate::model::action::{Action, ActionResult, Halt, SerialAction, cancel};
 use crate::model::walk::WalkView;
-use crate::order::{Chain, WalkOrder};
+use crate::order::{Entries, WalkOrder};
 use crate::suites::{Fixture, Suite};
 use serde::{Deserialize, Serialize};
 
@@ -151,7 +151,7 @@ impl Action<Session> for Checkout {
 }
 
 /// The demo walk order: `Login, AddItems, *Pricing, Checkout`.
-pub fn order() -> WalkOrder<Session, impl Chain<Session>> {
+pub fn order() -> WalkOrder<Session, impl Entries<Session>> {
     WalkOrder::new().then::<Login>().then::<AddItems>().serial::<Pricing>().then::<Checkout>()
 }
 

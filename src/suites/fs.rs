@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::model::action::{Action, ActionResult, Halt, SerialAction};
-use crate::order::{Chain, WalkOrder};
+use crate::order::{Entries, WalkOrder};
 use crate::suites::{Fixture, Suite};
 use serde::{Deserialize, Serialize};
 
@@ -285,7 +285,7 @@ impl Action<FsState> for Close {
 
 /// The filesystem walk order:
 /// `Open, Write, *Checkpoint, Overwrite, Truncate, Rename, Sync, Close`.
-pub fn order() -> WalkOrder<FsState, impl Chain<FsState>> {
+pub fn order() -> WalkOrder<FsState, impl Entries<FsState>> {
     WalkOrder::new()
         .then::<Open>()
         .then::<Write>()

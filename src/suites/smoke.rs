@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::action::{Action, ActionResult};
-use crate::order::{Chain, WalkOrder};
+use crate::order::{Entries, WalkOrder};
 use crate::suites::{Fixture, Suite};
 
 /// Adds its option to the walk's sum.
@@ -36,7 +36,7 @@ impl Action<u32> for Scale {
 }
 
 /// The smoke walk order: `Add, Scale`.
-pub fn order() -> WalkOrder<u32, impl Chain<u32>> {
+pub fn order() -> WalkOrder<u32, impl Entries<u32>> {
     WalkOrder::new().then::<Add>().then::<Scale>()
 }
 
