@@ -20,6 +20,7 @@ use clap::{ArgAction, Parser, Subcommand};
 
 use crate::config::{BatchSize, ConfigError, Cookie, HostPort, Overrides, Settings, Verbosity};
 use crate::exec::WalkOutcome;
+use crate::model::count;
 use crate::model::outcome::Report;
 use crate::model::space::EntryKind;
 use crate::model::trace::{Summary, TraceOutcome, TraceRecord};
@@ -95,12 +96,12 @@ enum Command {
         log_dir: Option<PathBuf>,
         /// After Ctrl-C, how long the walks running may take to finish
         /// before they are given up (reported aborted, "hung").
-        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
         stop_grace: std::time::Duration,
         /// When stderr is not a terminal, print a progress line there this
         /// often (walks done of total, rate, ETA, failed, failure groups);
         /// 0s never. On a terminal a live bar shows the same.
-        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_arg)]
         progress_every: std::time::Duration,
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -143,11 +144,11 @@ enum Command {
         max_pending: u32,
         /// How long a connection may take to authenticate before it is
         /// closed.
-        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration_arg)]
         auth_timeout: std::time::Duration,
         /// How long a run outlives its lease (suspended, waiting for a paused
         /// coordinator), or its coordinator's last session.
-        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
         run_grace: std::time::Duration,
         /// Exit when standard input closes (how `run --local-nodes` makes sure
         /// its nodes never outlive it).
@@ -175,7 +176,7 @@ enum Command {
         #[arg(long)]
         suite: String,
         /// How long to keep starting rounds (e.g. 8h, 90s).
-        #[arg(long, value_parser = humantime::parse_duration, required_unless_present = "rounds")]
+        #[arg(long, value_parser = duration_arg, required_unless_present = "rounds")]
         duration: Option<std::time::Duration>,
         /// How many rounds to run (with or without --duration: whichever
         /// comes first).
@@ -193,7 +194,7 @@ enum Command {
         /// A walk segment running longer fails ("timed out after D"); its
         /// runner is replaced (in-process, the stuck thread is abandoned: use
         /// --local-nodes to have its process killed and restarted).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
         walk_timeout: Option<std::time::Duration>,
         /// Runner threads (per node with nodes).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
@@ -203,14 +204,14 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         log_dir: Option<PathBuf>,
         /// How often to print a status line (between rounds).
-        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
         stats_every: std::time::Duration,
         /// Restart intensity: more local node restarts than this within
         /// --restart-window stops the soak.
         #[arg(long, default_value_t = 10)]
         max_restarts: usize,
         /// The restart intensity's window.
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration_arg)]
         restart_window: std::time::Duration,
         /// Print the final report as one JSON object (status lines go to
         /// stderr).
@@ -219,7 +220,7 @@ enum Command {
         /// After Ctrl-C (or the end of --duration), how long the walks
         /// running may take to finish before they are given up (reported
         /// aborted, "hung").
-        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_arg)]
         stop_grace: std::time::Duration,
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -288,7 +289,7 @@ struct ClusterArgs {
     /// still in their first segment run again elsewhere; walks whose state it
     /// held past a serial action are reported aborted
     /// [setting: heartbeat_timeout, default 10s].
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
     heartbeat_timeout: Option<std::time::Duration>,
     /// Cap on walks per batch, or `auto`: about 4 ms of work each
     /// [setting: batch_size].
@@ -517,7 +518,7 @@ where
         Command::Replay { run, suite, walk, step } => {
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
         }
-        Command::Show { run, failed, groups } => show(&run, failed, groups, &program),
+        Command::Show { run, failed, groups } => show(&suites, &run, failed, groups, &program),
         Command::Config => {
             let _ = write!(std::io::stdout(), "{settings}");
             EXIT_OK
@@ -618,7 +619,7 @@ fn list(suites: &[Box<dyn Suite>], max_epochs: usize) -> u8 {
 fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &str) -> u8 {
     let threads = options.threads.unwrap_or_else(crate::default_threads);
     let place = match &options.cluster {
-        None => format!("{threads} runner threads"),
+        None => count(threads as u64, "runner thread"),
         Some(cluster) => {
             let nodes = cluster.node_pids().len();
             format!("{nodes} node{}", if nodes == 1 { "" } else { "s" })
@@ -734,6 +735,15 @@ fn progress_line(ended: u64, total: u64, elapsed: std::time::Duration, failures:
     )
 }
 
+/// A duration on the command line (`30s`, `500ms`, `5m`, `1h30m`), with an
+/// error that says what is accepted (humantime's own says "expected number
+/// at 0").
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|_| {
+        "not a duration: use a number and a unit, such as 30s, 500ms, 5m or 1h30m".to_string()
+    })
+}
+
 /// The exit code of a run's report: 0 nothing failed, aborted or left
 /// unfinished; 1 walks failed or were aborted (an interrupted run's
 /// unfinished walks are); 3 every node was lost.
@@ -789,9 +799,9 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
     let rate = if secs > 0.0 { report.walks as f64 / secs } else { 0.0 };
     let _ = writeln!(
         s,
-        "suite {}: {} walks in {secs:.3} s ({rate:.0} walks/s) on {place}",
+        "suite {}: {} in {secs:.3} s ({rate:.0} walks/s) on {place}",
         suite.name(),
-        report.walks
+        count(report.walks, "walk")
     );
     let not_run = match report.not_run {
         0 => String::new(),
@@ -823,7 +833,7 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
         .chain(report.not_run_walks.iter().map(|a| ("not run:", a)));
     for (what, aborted) in groups {
         let what = if what == "aborted" { "aborted" } else { "left" };
-        let _ = writeln!(s, "{what} {} walks: {}", aborted.count(), aborted.reason);
+        let _ = writeln!(s, "{what} {}: {}", count(aborted.count(), "walk"), aborted.reason);
         let shown: Vec<String> = aborted
             .walks
             .iter()
@@ -864,7 +874,7 @@ fn soak(
     use crate::soak::{SoakReport, SoakStop};
     let stop = SoakStop::with_grace(grace);
     watch_interrupts(InterruptTarget::Soak(stop.clone(), grace), "soak");
-    let sample = options.sample.map_or("the whole space".to_string(), |k| format!("{k} walks"));
+    let sample = options.sample.map_or("the whole space".to_string(), |k| count(k, "walk"));
     eprintln!(
         "soak of suite {}: seed {} ({sample} per round); Ctrl-C stops it",
         suite.name(),
@@ -924,11 +934,11 @@ fn soak(
 fn status_line(report: &crate::soak::SoakReport) -> String {
     let t = &report.totals;
     format!(
-        "soak: {} elapsed, {} rounds, {} walks ({:.0} walks/s), failed {}, cancelled {}, \
+        "soak: {} elapsed, {}, {} ({:.0} walks/s), failed {}, cancelled {}, \
          aborted {}, runner restarts {}, nodes lost {}, rss {:.1} MiB",
         humantime::format_duration(std::time::Duration::from_secs(t.elapsed_s as u64)),
-        t.rounds,
-        t.walks,
+        count(t.rounds, "round"),
+        count(t.walks, "walk"),
         t.walks_per_s,
         t.failed,
         t.cancelled,
@@ -978,9 +988,9 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
     for (what, group) in groups.take(SHOWN_GROUPS) {
         let _ = writeln!(
             out,
-            "  round {}: {what} {} walks: {}",
+            "  round {}: {what} {}: {}",
             group.round,
-            group.walks.count(),
+            count(group.walks.count(), "walk"),
             group.walks.reason
         );
     }
@@ -1112,20 +1122,21 @@ fn replay(
         None => ReplayTarget::Id(walk),
     };
     let mut out = std::io::stdout();
-    let _ = match &run_dir {
-        Some(dir) => {
-            writeln!(out, "replaying walk {walk} of suite {name}, run {}", dir.meta().run_id)
-        }
-        None => writeln!(out, "replaying walk {walk} of suite {name} (current walk order)"),
+    let header = match &run_dir {
+        Some(dir) => format!("replaying walk {walk} of suite {name}, run {}", dir.meta().run_id),
+        None => format!("replaying walk {walk} of suite {name} (current walk order)"),
     };
+    // The header comes with the first step: a walk that cannot be replayed
+    // (out of the space, absent from the trace) prints only its error.
+    let mut header = Some(header);
     let mut stdin = std::io::stdin().lock();
     let mut on_step = |s: &ReplayStep| {
+        if let Some(header) = header.take() {
+            let _ = writeln!(out, "{header}");
+        }
         let mark = if s.kind == EntryKind::Serial { "*" } else { "" };
-        let _ = writeln!(
-            out,
-            "  [{}] {mark}{} = {} (option {})",
-            s.position, s.name, s.value, s.option
-        );
+        let _ =
+            writeln!(out, "  [{}] {mark}{}={} (option {})", s.position, s.name, s.label, s.option);
         if step {
             let _ = write!(out, "      press Enter to run it ");
             let _ = out.flush();
@@ -1141,6 +1152,9 @@ fn replay(
         }
     };
     let mut out = std::io::stdout().lock();
+    if let Some(header) = header.take() {
+        let _ = writeln!(out, "{header}"); // No step ran (a pruned walk).
+    }
     if let Some(ModelCheck::Changed(how)) = &replayed.model {
         let _ = writeln!(
             out,
@@ -1198,6 +1212,7 @@ fn describe_record(record: &TraceRecord) -> String {
 fn groups_of_records(
     records: &[TraceRecord],
     meta: &crate::model::trace::RunMeta,
+    label: &dyn Fn(usize, &crate::model::trace::TraceAction) -> String,
     replay: impl Fn(u64) -> String,
 ) -> Vec<GroupSummary> {
     use crate::model::triage::{ConditionsSummary, MinimalWalk, StepSummary, normalise};
@@ -1266,7 +1281,7 @@ fn groups_of_records(
                         .get(position)
                         .is_some_and(|e| e.kind == EntryKind::Serial),
                     option: a.option,
-                    label: a.value.to_string(),
+                    label: label(position, a),
                 })
                 .collect(),
             error: record.error.clone().unwrap_or_default(),
@@ -1280,7 +1295,13 @@ fn groups_of_records(
 /// `show`: the walks of a run directory, failed ones first, after the
 /// checks of `RunDir::trace` (a cut-off last line is skipped with a
 /// warning).
-fn show(dir: &Path, failed_only: bool, groups: bool, program: &str) -> u8 {
+fn show(
+    suites: &[Box<dyn Suite>],
+    dir: &Path,
+    failed_only: bool,
+    groups: bool,
+    program: &str,
+) -> u8 {
     let run = match RunDir::open(dir) {
         Ok(run) => run,
         Err(error) => {
@@ -1300,13 +1321,30 @@ fn show(dir: &Path, failed_only: bool, groups: bool, program: &str) -> u8 {
     }
     let records = trace.records;
     let meta = run.meta();
+    // Options as `run` prints them (their `Debug` text) when this binary
+    // has the run's suite with the same walk order; else as recorded (JSON).
+    let labels: Option<Vec<Vec<String>>> = suites
+        .iter()
+        .find(|s| s.name() == meta.suite)
+        .filter(|s| s.fingerprint().is_ok_and(|f| f == meta.fingerprint))
+        .and_then(|s| s.space().ok())
+        .map(|space| space.entries().iter().map(|e| e.options.clone()).collect());
+    let label = |position: usize, a: &crate::model::trace::TraceAction| -> String {
+        labels
+            .as_ref()
+            .and_then(|l| l.get(position)?.get(a.option as usize).cloned())
+            .unwrap_or_else(|| a.value.to_string())
+    };
     if groups {
         let groups = match &meta.summary {
             Some(summary) => summary.failure_groups.clone(),
-            None => groups_of_records(&records, meta, |id| replay_command(program, run.path(), id)),
+            None => groups_of_records(&records, meta, &label, |id| {
+                replay_command(program, run.path(), id)
+            }),
         };
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "run {} of suite {}: {} walks", meta.run_id, meta.suite, meta.walks);
+        let walks = count(meta.walks, "walk");
+        let _ = writeln!(out, "run {} of suite {}: {walks}", meta.run_id, meta.suite);
         match groups.is_empty() {
             true => {
                 let _ = writeln!(out, "no failed walk");
@@ -1328,8 +1366,11 @@ fn show(dir: &Path, failed_only: bool, groups: bool, program: &str) -> u8 {
     };
     let _ = writeln!(
         out,
-        "run {} of suite {}: {} walks, started {}, {ended}",
-        meta.run_id, meta.suite, meta.walks, meta.started_at
+        "run {} of suite {}: {}, started {}, {ended}",
+        meta.run_id,
+        meta.suite,
+        count(meta.walks, "walk"),
+        meta.started_at
     );
     let (failed, others): (Vec<&TraceRecord>, Vec<&TraceRecord>) =
         records.iter().partition(|r| r.outcome == TraceOutcome::Failed);
@@ -1340,7 +1381,7 @@ fn show(dir: &Path, failed_only: bool, groups: bool, program: &str) -> u8 {
             .enumerate()
             .map(|(p, a)| {
                 let mark = if serial.get(p) == Some(&true) { "*" } else { "" };
-                format!("{mark}{}={}", a.type_name, a.value)
+                format!("{mark}{}={}", a.type_name, label(p, a))
             })
             .collect();
         list.join(", ")

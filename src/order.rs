@@ -806,10 +806,10 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} walks, {} entries, {} segments per walk",
-        space.size(),
-        space.len(),
-        space.segments_per_walk()
+        "{}, {}, {} per walk",
+        crate::model::count(space.size(), "walk"),
+        crate::model::count(space.len() as u64, "entry"),
+        crate::model::count(space.segments_per_walk() as u64, "segment")
     );
     for (position, entry) in space.entries().iter().enumerate() {
         let kind = match entry.kind {

@@ -165,7 +165,8 @@ pub struct SoakTotals {
     pub rounds: u64,
     /// Walks accounted for over all rounds (ended, aborted or not run).
     pub walks: u64,
-    /// Walks per second since the previous statistics.
+    /// Walks per second since the previous statistics; in the final
+    /// report, over the whole soak.
     pub walks_per_s: f64,
     /// Outcomes over all rounds.
     pub passed: u64,
@@ -375,6 +376,10 @@ pub fn soak(
         }
     }
     soak.stats();
+    // The final rate is the whole soak's, not the last interval's (which
+    // may hold no walk at all).
+    let totals = &mut soak.report.totals;
+    totals.walks_per_s = totals.walks as f64 / totals.elapsed_s.max(1e-9);
     soak.write_meta();
     if let Some(cluster) = soak.cluster.take() {
         cluster.close();

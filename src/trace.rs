@@ -62,6 +62,14 @@ pub enum TraceError {
         /// The directory.
         path: PathBuf,
     },
+    /// A file was given where the run directory was expected.
+    #[error("{} is a file: pass its run directory, {}", .path.display(), .dir.display())]
+    FileNotDir {
+        /// The file.
+        path: PathBuf,
+        /// The directory that holds it.
+        dir: PathBuf,
+    },
     /// A file of the run directory is missing.
     #[error("{} is missing: not a complete run directory", .path.display())]
     MissingFile {
@@ -460,6 +468,10 @@ impl RunDir {
     /// (see [`RecordCheck::new`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, TraceError> {
         let path = path.as_ref().to_path_buf();
+        if path.is_file() {
+            let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            return Err(TraceError::FileNotDir { path, dir });
+        }
         if !path.is_dir() {
             return Err(TraceError::MissingDir { path });
         }

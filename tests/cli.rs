@@ -163,3 +163,49 @@ fn the_readmes_serve_line_is_what_serve_prints() {
     };
     assert_eq!(shape(line.trim()), shape(sample), "README: {sample}\nserve: {line}");
 }
+
+#[test]
+fn small_things_a_new_user_tripped_on() {
+    // Singular where it is one.
+    let output = node(&["run", "--suite", "smoke", "--threads", "1"]);
+    let text = stdout(&output);
+    assert!(text.starts_with("suite smoke: 9 walks in "), "{text}");
+    assert!(text.contains(" on 1 runner thread\n"), "{text}");
+
+    // A bad duration says what is accepted, on one line.
+    for args in [
+        &["run", "--suite", "smoke", "--stop-grace", "abc"][..],
+        &["soak", "--suite", "smoke", "--duration", "10x"][..],
+    ] {
+        let output = node(args);
+        assert_eq!(output.status.code(), Some(2));
+        let first = stderr(&output).lines().next().unwrap_or_default().to_string();
+        assert!(
+            first.ends_with(
+                "not a duration: use a number and a unit, such as 30s, 500ms, 5m or 1h30m"
+            ),
+            "{first}"
+        );
+    }
+
+    // A walk outside the space: the error alone, no header before it.
+    let output = node(&["replay", "--suite", "demo", "--walk", "99"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stdout(&output), "");
+    assert_eq!(
+        stderr(&output).trim(),
+        "error: walk id 99 is not in the space: valid ids are 0..36"
+    );
+
+    // --run given the trace file instead of its directory.
+    let logs = tempfile::tempdir().unwrap();
+    node(&["run", "--suite", "demo", "--log-dir", logs.path().to_str().unwrap()]);
+    let dir = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let file = dir.join("walks.jsonl");
+    let output = node(&["replay", "--run", file.to_str().unwrap(), "--walk", "1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output).trim(),
+        format!("error: {} is a file: pass its run directory, {}", file.display(), dir.display())
+    );
+}

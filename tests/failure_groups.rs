@@ -170,6 +170,9 @@ fn a_soak_of_twenty_rounds_aggregates_its_groups() {
     let report = soak(suite.as_ref(), &options, &SoakStop::default(), &|_, _| {}).unwrap();
     assert_eq!(report.totals.rounds, 20);
     assert_eq!(report.totals.failed, 180);
+    // The final rate is the whole soak's.
+    let t = &report.totals;
+    assert!(t.walks_per_s > 0.0 && (t.walks_per_s * t.elapsed_s - t.walks as f64).abs() < 1.0);
     let groups: Vec<String> = report
         .failure_groups
         .iter()

@@ -75,7 +75,7 @@ pub fn render(run: &JunitRun) -> String {
             escape(&class),
             case.seconds
         );
-        let message = format!("{} walks failed: {}", g.count, g.signature);
+        let message = format!("{} failed: {}", super::count(g.count, "walk"), g.signature);
         let m = &g.minimal_walk;
         let mut body = vec![
             g.conditions.text.clone(),

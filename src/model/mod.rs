@@ -14,3 +14,27 @@ pub mod space;
 pub mod trace;
 pub mod triage;
 pub mod walk;
+
+/// `n` and its noun, singular or plural: "1 walk", "2 walks", "0 walks",
+/// "3 entries".
+pub(crate) fn count(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => match noun.strip_suffix('y') {
+            Some(stem) if !stem.ends_with(['a', 'e', 'o', 'u']) => format!("{n} {stem}ies"),
+            _ => format!("{n} {noun}s"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_are_singular_or_plural() {
+        assert_eq!(super::count(1u64, "walk"), "1 walk");
+        assert_eq!(super::count(0u64, "walk"), "0 walks");
+        assert_eq!(super::count(3u64, "entry"), "3 entries");
+        assert_eq!(super::count(2u64, "day"), "2 days");
+        assert_eq!(super::count(2u64, "runner thread"), "2 runner threads");
+    }
+}

@@ -321,9 +321,9 @@ impl<S> Report<S> {
         };
         let _ = writeln!(
             s,
-            "{verdict}: {} of {} walks failed, {} aborted ({how}, {:.3} s)",
+            "{verdict}: {} of {} failed, {} aborted ({how}, {:.3} s)",
             self.failed,
-            self.walks,
+            super::count(self.walks, "walk"),
             self.aborted,
             self.elapsed.as_secs_f64()
         );
@@ -351,7 +351,8 @@ impl<S> Report<S> {
             }
             let first =
                 walks.walks.first().map_or(String::new(), |r| format!(", from walk {}", r.start));
-            let _ = writeln!(s, "{what}: {} walks{first}: {}", walks.count(), walks.reason);
+            let n = super::count(walks.count(), "walk");
+            let _ = writeln!(s, "{what}: {n}{first}: {}", walks.reason);
         }
         s
     }

@@ -776,15 +776,10 @@ pub fn render_groups(groups: &[GroupSummary], shown: usize, more: &str) -> Strin
         return s;
     }
     let walks: u64 = groups.iter().map(|g| g.count).sum();
-    let _ = writeln!(
-        s,
-        "failure groups: {} ({} failed {})",
-        groups.len(),
-        walks,
-        if walks == 1 { "walk" } else { "walks" }
-    );
+    let _ =
+        writeln!(s, "failure groups: {} ({})", groups.len(), super::count(walks, "failed walk"));
     for (i, g) in groups.iter().take(shown).enumerate() {
-        let count = if g.count == 1 { "1 walk".to_string() } else { format!("{} walks", g.count) };
+        let count = super::count(g.count, "walk");
         let rounds = match (g.first_round, g.last_round) {
             (Some(first), Some(last)) if first == last => format!(", round {first}"),
             (Some(first), Some(last)) => format!(", rounds {first}-{last}"),

@@ -126,6 +126,10 @@ pub struct ReplayStep {
     pub option: u32,
     /// The option, as JSON.
     pub value: String,
+    /// The option for people: its `Debug` text, as `run` and `show` print
+    /// it (the JSON of the recorded value when the walk order changed
+    /// since the run).
+    pub label: String,
 }
 
 /// The result of a suite's replay.
@@ -300,6 +304,7 @@ where
                         kind: s.kind,
                         option: s.option,
                         value: values[s.position][s.option as usize].get().to_string(),
+                        label: s.label.clone(),
                     })
                     .collect();
                 let replay = self
@@ -312,6 +317,7 @@ where
             ReplayTarget::Recorded { run, walk } => {
                 let record = run.find(walk).map_err(ReplayError::from)?;
                 let kinds = &run.meta().walk_order;
+                let same_order = self.fingerprint().is_ok_and(|f| f == run.meta().fingerprint);
                 let steps: Vec<ReplayStep> = record
                     .actions
                     .iter()
@@ -322,6 +328,10 @@ where
                         kind: kinds.get(position).map_or(EntryKind::Plain, |e| e.kind),
                         option: a.option,
                         value: a.value.to_string(),
+                        label: match same_order {
+                            true => space.entries()[position].options[a.option as usize].clone(),
+                            false => a.value.to_string(),
+                        },
                     })
                     .collect();
                 let replayed = self
