@@ -487,7 +487,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
             progress.out.failed.push(FailedWalk {
                 walk_id: WalkId(id),
                 action_index: position,
-                action,
+                action: action.into(),
                 error,
             });
             progress.out.panic.get_or_insert(text);
@@ -686,7 +686,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                                             out.failed.push(FailedWalk {
                                                 walk_id: WalkId(id),
                                                 action_index: position,
-                                                action,
+                                                action: action.into(),
                                                 error,
                                             });
                                             outcome

@@ -777,9 +777,10 @@ impl<S: 'static, C: Chain<S>> WalkOrder<S, C> {
         Ok(self.space()?.segments_per_walk())
     }
 
-    /// The walk with id `id`, built in O(walk order length).
-    pub fn walk(&self, id: u64) -> Result<Walk, WalkError> {
-        Ok(self.space()?.walk(id)?)
+    /// The walk with id `id` (a [`WalkId`] or its `u64`), built in O(walk
+    /// order length).
+    pub fn walk(&self, id: impl Into<WalkId>) -> Result<Walk, WalkError> {
+        Ok(self.space()?.walk(id.into().0)?)
     }
 
     /// The id of the walk choosing `options` (one option index per entry).

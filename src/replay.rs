@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use crate::exec::{WalkOutcome, panic_message};
 use crate::model::action::{ActionResult, Halt};
 use crate::model::epoch::SerialStep;
-use crate::model::space::{EntryKind, Space};
+use crate::model::space::{EntryKind, Space, WalkId};
 use crate::model::trace::{OptionJson, TraceRecord, fingerprint};
 use crate::model::walk::{OptionLookup, WalkView};
 use crate::order::{Chain, Decoded, Pinned, WalkError, WalkOrder, take_panic_position};
@@ -32,10 +32,11 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
     /// right after it runs.
     pub fn replay_with(
         &self,
-        id: u64,
+        id: impl Into<WalkId>,
         initial: S,
         mut on_step: impl FnMut(usize),
     ) -> Result<Replay<S>, crate::order::WalkError> {
+        let id = id.into().0;
         let space = self.space()?;
         let digits = space.digits(id)?;
         let chain = self.chain();
@@ -59,8 +60,13 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
         }))
     }
 
-    /// Replays walk `id` alone; see [`replay_with`](Self::replay_with).
-    pub fn replay(&self, id: u64, initial: S) -> Result<Replay<S>, crate::order::WalkError> {
+    /// Replays walk `id` alone (a [`WalkId`] or its `u64`); see
+    /// [`replay_with`](Self::replay_with).
+    pub fn replay(
+        &self,
+        id: impl Into<WalkId>,
+        initial: S,
+    ) -> Result<Replay<S>, crate::order::WalkError> {
         self.replay_with(id, initial, |_| {})
     }
 
@@ -77,7 +83,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
     pub fn replay_from_run(
         &self,
         run: &RunDir,
-        walk: u64,
+        walk: impl Into<WalkId>,
         initial: S,
         on_step: impl FnMut(usize),
     ) -> Result<RunReplay<S>, ReplayError> {

@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use crate::actors::collector::Progress;
 use crate::cluster::{Cluster, ClusterOptions};
-use crate::model::outcome::{AbortedWalks, Ending, Report, StopReason};
+use crate::model::outcome::{AbortedWalks, Ending, FailedWalk, Report, StopReason};
 use crate::model::sample::{WalkSample, round_seed};
 use crate::model::trace::RoundTag;
 use crate::model::triage::GroupSummary;
@@ -190,17 +190,14 @@ pub struct SoakTotals {
     pub rss_kib: u64,
 }
 
-/// A failed walk of a soak.
+/// A failed walk of a soak, with its round.
 #[derive(Debug, Clone, Serialize)]
 pub struct SoakFailure {
     /// The round.
     pub round: u64,
-    /// The walk.
-    pub walk_id: u64,
-    /// The failing action.
-    pub action: String,
-    /// Its error.
-    pub error: String,
+    /// The walk, its failing action and error.
+    #[serde(flatten)]
+    pub walk: FailedWalk,
 }
 
 /// How a soak ended.
@@ -541,14 +538,9 @@ impl Soak<'_> {
         // Largest first; a stable sort keeps first-seen order among equals.
         self.report.failure_groups.sort_by_key(|g| std::cmp::Reverse(g.count));
         let room = KEPT_FAILURES.saturating_sub(self.report.failures.len());
-        self.report.failures.extend(report.failed_walks.into_iter().take(room).map(|f| {
-            SoakFailure {
-                round,
-                walk_id: f.walk_id.0,
-                action: f.action.to_string(),
-                error: f.error,
-            }
-        }));
+        self.report.failures.extend(
+            report.failed_walks.into_iter().take(room).map(|walk| SoakFailure { round, walk }),
+        );
         for (list, groups) in [
             (&mut self.report.aborted, report.aborted_walks),
             (&mut self.report.not_run, report.not_run_walks),

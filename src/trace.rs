@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use crate::exec::{WalkOutcome, WalkRecord};
 use crate::model::junit::{self, JunitGroup, JunitRun};
 use crate::model::outcome::Report;
-use crate::model::space::Space;
+use crate::model::space::{Space, WalkId};
 use crate::model::trace::{
     EntryMeta, LineError, OptionJson, RecordCheck, RunMeta, Summary, TRACE_FORMAT, TallyError,
     TraceEncoder, TraceEnd, TraceOutcome, TraceRecord, TraceTally, fingerprint, parse_line,
@@ -543,7 +543,8 @@ impl RunDir {
     /// The record of walk `walk`, after the checks of
     /// [`check`](Self::check): a trace that records any walk twice is
     /// refused, whichever walk is asked for.
-    pub fn find(&self, walk: u64) -> Result<TraceRecord, TraceError> {
+    pub fn find(&self, walk: impl Into<WalkId>) -> Result<TraceRecord, TraceError> {
+        let walk = walk.into().0;
         if walk >= self.meta.walks {
             let (dir, walks) = (self.path.clone(), self.meta.walks);
             return Err(TraceError::NotInSpace { dir, walk, walks });

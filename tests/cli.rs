@@ -55,7 +55,7 @@ fn json_output_has_at_least_the_documented_keys() {
     for failure in failed {
         let mut keys: Vec<&str> = failure.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["action", "error", "walk_id"]);
+        assert_eq!(keys, ["action", "action_index", "error", "walk_id"]);
         assert_eq!(failure["action"], "Checkout");
     }
     let groups = value["failure_groups"].as_array().unwrap();

@@ -111,7 +111,7 @@ fn a_single_failing_action() {
     assert_eq!(report.failed_walks.len(), 1);
     let failure = &report.failed_walks[0];
     assert_eq!(failure.walk_id.0, 0);
-    assert_eq!((failure.action_index, failure.action), (0, "AlwaysFails"));
+    assert_eq!((failure.action_index, failure.action.as_ref()), (0, "AlwaysFails"));
     assert_eq!(failure.error, "this action always fails");
     assert!(!report.success());
 }

@@ -107,7 +107,7 @@ fn a_panicking_prune_fails_the_walk_at_the_pruning_entry() {
     let report = run(&order, RunOptions::default()).unwrap();
     assert_eq!((report.passed, report.failed), (8, 4));
     for failure in &report.failed_walks {
-        assert_eq!((failure.action_index, failure.action), (1, "PrunePanics"));
+        assert_eq!((failure.action_index, failure.action.as_ref()), (1, "PrunePanics"));
         assert!(failure.error.contains("prune cannot cope with option 2"), "{}", failure.error);
     }
     run_and_replay_agree(order);
@@ -185,7 +185,7 @@ fn a_panic_payload_that_panics_when_dropped_fails_only_its_walk() {
     assert!(report.is_consistent());
     assert_eq!((report.passed, report.failed), (3, 3));
     for failure in &report.failed_walks {
-        assert_eq!((failure.action_index, failure.action), (1, "PanicsNastily"));
+        assert_eq!((failure.action_index, failure.action.as_ref()), (1, "PanicsNastily"));
         assert_eq!(failure.error, "panicked: non-string panic payload");
     }
     let replay = order.replay(1, Trail::default()).unwrap();

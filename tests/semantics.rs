@@ -67,7 +67,7 @@ fn cancel_fail_and_panic_end_only_their_walk() {
     assert!(report.runner_restarts >= 1, "a panic replaces its runner");
     for failure in &report.failed_walks {
         let walk = order.walk(failure.walk_id.0).unwrap();
-        assert_eq!((failure.action_index, failure.action), (1, "Moody"));
+        assert_eq!((failure.action_index, failure.action.as_ref()), (1, "Moody"));
         match walk.steps[1].option {
             1 => assert_eq!(failure.error, "moody refuses"),
             2 => assert_eq!(failure.error, "panicked: moody panics"),
@@ -120,7 +120,7 @@ fn a_failing_serial_action_fails_only_its_branch() {
     assert!(report.is_consistent());
     for failure in &report.failed_walks {
         assert!((24..48).contains(&failure.walk_id.0));
-        assert_eq!((failure.action_index, failure.action), (1, "FlakyConfig"));
+        assert_eq!((failure.action_index, failure.action.as_ref()), (1, "FlakyConfig"));
         assert_eq!(failure.error, "config 1 cannot be applied");
     }
     // Serial actions: FlakyConfig x2, then SerialAppend x2 under branch 0

@@ -76,7 +76,7 @@ proptest! {
                 Fate::Failed { at, kind } => failed.push(FailedWalk {
                     walk_id: WalkId(id),
                     action_index: at,
-                    action: NAMES[at],
+                    action: NAMES[at].into(),
                     error: format!("bug {kind} at {id}"),
                 }),
                 Fate::Neither => Neither::push_id(&mut neither, id),

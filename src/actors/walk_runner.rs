@@ -426,7 +426,12 @@ pub(crate) fn failed_walks(
         Counts { failed: ids.len() as u64, segments: ids.len() as u64, ..Counts::default() };
     let failed = ids
         .iter()
-        .map(|&id| FailedWalk { walk_id: WalkId(id), action_index, action, error: error.clone() })
+        .map(|&id| FailedWalk {
+            walk_id: WalkId(id),
+            action_index,
+            action: action.into(),
+            error: error.clone(),
+        })
         .collect();
     let records = ids
         .iter()

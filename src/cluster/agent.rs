@@ -620,6 +620,45 @@ mod tests {
         call(agent, wire::encode(request), Some(Duration::from_secs(30))).await
     }
 
+    /// A node that says no refuses the run; a node gone while the run opens
+    /// is lost, which the run survives (the nemesis found a soak broken by
+    /// a stopped node's connection closing during the opening, reported as
+    /// a refusal).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_tells_a_refusal_from_a_loss() {
+        use crate::cluster::membership::MemberView;
+        use crate::cluster::run::{NotOpened, open_on};
+        let view = |agent: ActorRef<AgentMsg>| MemberView {
+            member: 0,
+            label: "test-node".to_string(),
+            name: "test-node".to_string(),
+            attempt: 0,
+            agent,
+        };
+        let live = agent(16, ROOMY).await;
+        let mut other = hello("smoke", 0);
+        other.fingerprint = "another build".to_string();
+        let refused = open_on(&view(live.clone()), &other).await;
+        assert!(
+            matches!(refused, Err(NotOpened::Refused(ref r)) if r.contains("fingerprint")),
+            "{:?}",
+            refused.as_ref().err()
+        );
+        assert!(open_on(&view(live.clone()), &hello("smoke", 0)).await.is_ok());
+
+        let gone = agent(16, ROOMY).await;
+        gone.stop(None);
+        while gone.get_status() != ractor::ActorStatus::Stopped {
+            tokio::task::yield_now().await;
+        }
+        let lost = open_on(&view(gone), &hello("smoke", 0)).await;
+        assert!(
+            matches!(lost, Err(NotOpened::Lost(ref r)) if r.contains("lost while opening the run")),
+            "{:?}",
+            lost.as_ref().err()
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_result_comes_back_whole_in_small_chunks() {
         let agent = agent(16, ROOMY).await;

@@ -279,14 +279,12 @@ impl<S: Send + 'static> LinkState<S> {
             .failed
             .into_iter()
             .map(|f| FailedWalk {
-                walk_id: WalkId(f.walk),
-                action_index: f.action_index,
                 // Same fingerprint, same names; anything else is the state.
                 action: match entries.get(f.action_index) {
-                    Some(entry) if entry.name == f.action => entry.name,
-                    _ => WALK_STATE_ACTION,
+                    Some(entry) if entry.name == f.action => entry.name.into(),
+                    _ => WALK_STATE_ACTION.into(),
                 },
-                error: f.error,
+                ..f
             })
             .collect();
         args.collector.cast(CollectorMsg::BatchOutcome {

@@ -12,9 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use crate::cluster::logs;
-use crate::cluster::wire::{
-    BatchRequest, BatchResult, Reply, RunKey, WireFailure, WireInstruction,
-};
+use crate::cluster::wire::{BatchRequest, BatchResult, Reply, RunKey, WireInstruction};
 use crate::exec::{BatchSettings, ErasedOrder, Instruction};
 use crate::model::epoch::EpochId;
 use crate::model::space::Blocks;
@@ -239,16 +237,7 @@ impl<S: Clone + Send + 'static> Inner<S> {
                 .map_err(|e| format!("cannot encode the final state of walk {}: {e}", walk.0))?;
             finals.push((walk.0, bytes));
         }
-        let failed = ran
-            .failed
-            .into_iter()
-            .map(|f| WireFailure {
-                walk: f.walk_id.0,
-                action_index: f.action_index,
-                action: f.action.to_string(),
-                error: f.error,
-            })
-            .collect();
+        let failed = ran.failed;
         Ok(BatchResult {
             counts: ran.counts,
             failed,

@@ -35,7 +35,9 @@ use crate::actors::run_supervisor::{
 use crate::actors::scheduler::{Endpoint, SchedulerMsg};
 use crate::cluster::link::{NodeLink, NodeLinkArgs, NodeLinkMsg};
 use crate::cluster::membership::{MemberView, MembershipMsg};
-use crate::cluster::wire::{self, Hello, PROTOCOL_VERSION, Reply, Request, RunKey, RunLogs, call};
+use crate::cluster::wire::{
+    self, Hello, PROTOCOL_VERSION, Reply, Request, RunKey, RunLogs, Trouble, call,
+};
 use crate::cluster::{Cluster, ClusterError};
 use crate::exec::{ErasedOrder, Runnable};
 use crate::model::dispatch::{Loss, SlotSpec};
@@ -85,9 +87,28 @@ pub(crate) struct Opened {
     pub(crate) runners: usize,
 }
 
+/// Why a run could not be opened on a node.
+#[derive(Debug)]
+pub(crate) enum NotOpened {
+    /// The node answered no (protocol, suite, fingerprint, its limits), or
+    /// something no retry changes.
+    Refused(String),
+    /// The node or its connection went away while opening: a loss, which
+    /// the membership handles (the run opens there when it is up again).
+    Lost(String),
+}
+
+impl NotOpened {
+    fn reason(self) -> String {
+        match self {
+            NotOpened::Refused(reason) | NotOpened::Lost(reason) => reason,
+        }
+    }
+}
+
 /// Opens the run on `view`'s node under a fresh key: `Welcome` gives its
 /// runner threads; anything else is why not.
-pub(crate) async fn open_on(view: &MemberView, hello: &Hello) -> Result<Opened, String> {
+pub(crate) async fn open_on(view: &MemberView, hello: &Hello) -> Result<Opened, NotOpened> {
     let mut hello = hello.clone();
     hello.run = uuid::Uuid::new_v4().as_u128();
     let request = wire::encode(&Request::Hello(hello.clone()));
@@ -95,9 +116,14 @@ pub(crate) async fn open_on(view: &MemberView, hello: &Hello) -> Result<Opened, 
         Ok(Reply::Welcome { runners }) => {
             Ok(Opened { view: view.clone(), key: hello.run, runners: runners as usize })
         }
-        Ok(Reply::Refused(reason)) => Err(reason),
-        Ok(other) => Err(format!("unexpected answer to the handshake: {other:?}")),
-        Err(trouble) => Err(format!("{trouble:?}")),
+        Ok(Reply::Refused(reason)) => Err(NotOpened::Refused(reason)),
+        Ok(other) => {
+            Err(NotOpened::Refused(format!("unexpected answer to the handshake: {other:?}")))
+        }
+        Err(Trouble::Lost(why) | Trouble::Expired(why)) => {
+            Err(NotOpened::Lost(format!("lost while opening the run: {why}")))
+        }
+        Err(Trouble::Broken(why)) => Err(NotOpened::Refused(why)),
     }
 }
 
@@ -157,14 +183,19 @@ where
             log_level: crate::cluster::logs::current_level(),
             lease_ms: heartbeat_timeout.as_millis() as u64,
         };
-        // Every node at once; any refusal ends the run before it starts.
+        // Every node at once; any refusal ends the run before it starts. A
+        // node lost while opening is a loss like any other: the run goes on
+        // without it and opens there when the membership has it up again.
         let answers = futures::future::join_all(views.iter().map(|v| open_on(v, &hello))).await;
         let mut opened = Vec::new();
         let mut refusal = None;
         for (view, answer) in views.iter().zip(answers) {
             match answer {
                 Ok(node) => opened.push(node),
-                Err(reason) => {
+                Err(NotOpened::Lost(reason)) => {
+                    tracing::warn!(node = %view.label, %reason, "node lost as the run opened");
+                }
+                Err(NotOpened::Refused(reason)) => {
                     refusal
                         .get_or_insert(ClusterError::Refused { node: view.label.clone(), reason });
                 }
@@ -620,6 +651,7 @@ impl<S: Clone + Send + 'static> ClusterRunState<S> {
         let myself = myself.clone();
         tokio::spawn(async move {
             let result = open_on(&view, &hello).await.map(|o| (o.key, o.runners));
+            let result = result.map_err(NotOpened::reason);
             let _ = myself.cast(ClusterRunMsg::Opened { view, result });
         });
     }

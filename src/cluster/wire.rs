@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::epoch::Epoch;
 use crate::model::holdings::LiveSet;
-use crate::model::outcome::Counts;
+use crate::model::outcome::{Counts, FailedWalk};
 use crate::model::space::Blocks;
 use crate::model::trace::RoundTag;
 
@@ -172,7 +172,9 @@ pub const MAX_LEASE_MS: u64 = 10 * 60 * 1000;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BatchResult {
     pub counts: Counts,
-    pub failed: Vec<WireFailure>,
+    /// Failed walks (their action names are resolved against the
+    /// coordinator's own walk order on arrival).
+    pub failed: Vec<FailedWalk>,
     /// Cancelled and pruned walks, as (start, end) id ranges.
     pub neither: Vec<(u64, u64)>,
     /// Final states of walks that ended, when gathering (postcard of `S`).
@@ -188,16 +190,6 @@ pub struct BatchResult {
     pub nanos: u64,
     /// An action panicked: the runner thread was replaced.
     pub restarted: bool,
-}
-
-/// A failed walk on the wire (the action's name is resolved against the
-/// coordinator's own walk order).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WireFailure {
-    pub walk: u64,
-    pub action_index: usize,
-    pub action: String,
-    pub error: String,
 }
 
 /// Encodes a request or reply: the protocol version (4 bytes, little

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::triage::{GroupSummary, steps_line};
+use super::failures::{GroupSummary, steps_line};
 
 /// A failure group, as one test case: its minimal walk, conditions and
 /// replay command.

@@ -5,6 +5,7 @@
 pub mod action;
 pub mod dispatch;
 pub mod epoch;
+pub mod failures;
 pub mod holdings;
 pub mod junit;
 pub mod membership;

@@ -9,18 +9,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::failures::{FailureGroup, GroupSummary, SHOWN_GROUPS, render_groups};
 use super::space::WalkId;
-use super::triage::{FailureGroup, GroupSummary, SHOWN_GROUPS, render_groups};
 
-/// A walk that failed: which action, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A walk that failed: which action, and why. The one failed-walk type of
+/// the report, `run --json` and `run.json` (`failed_walks`), a soak's
+/// report (with its round) and the wire between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailedWalk {
     /// The walk's id.
     pub walk_id: WalkId,
     /// Position of the failing action in the walk order.
     pub action_index: usize,
-    /// Type name of the failing action.
-    pub action: &'static str,
+    /// Type name of the failing action (borrowed from the walk order in a
+    /// run; owned when read back from JSON).
+    pub action: std::borrow::Cow<'static, str>,
     /// The error text (for a panic: "panicked: " and the panic message).
     pub error: String,
 }

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::outcome::{AbortedWalks, Report};
+use super::failures::GroupSummary;
+use super::outcome::{AbortedWalks, FailedWalk, Report};
 use super::space::{EntryKind, Space};
-use super::triage::GroupSummary;
 
 /// Version of the trace format, stored in `run.json`.
 pub const TRACE_FORMAT: u32 = 1;
@@ -279,7 +279,7 @@ pub struct Summary {
     /// Wall time, in seconds.
     pub elapsed_s: f64,
     /// Every failed walk.
-    pub failed_walks: Vec<SummaryFailure>,
+    pub failed_walks: Vec<FailedWalk>,
     /// Every aborted walk (as id ranges), grouped by reason.
     #[serde(default)]
     pub aborted_walks: Vec<AbortedWalks>,
@@ -306,17 +306,6 @@ fn completed() -> String {
     "completed".to_string()
 }
 
-/// A failed walk in a [`Summary`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SummaryFailure {
-    /// The walk's id.
-    pub walk_id: u64,
-    /// The failing action's type name.
-    pub action: String,
-    /// The error.
-    pub error: String,
-}
-
 impl Summary {
     /// The summary of a report.
     pub fn of<S>(report: &Report<S>) -> Self {
@@ -331,15 +320,7 @@ impl Summary {
             serial_actions: report.serial_actions,
             runner_restarts: report.runner_restarts,
             elapsed_s: report.elapsed.as_secs_f64(),
-            failed_walks: report
-                .failed_walks
-                .iter()
-                .map(|f| SummaryFailure {
-                    walk_id: f.walk_id.0,
-                    action: f.action.to_string(),
-                    error: f.error.clone(),
-                })
-                .collect(),
+            failed_walks: report.failed_walks.clone(),
             aborted_walks: report.aborted_walks.clone(),
             not_run: report.not_run,
             not_run_walks: report.not_run_walks.clone(),
