@@ -104,7 +104,7 @@ fn run(threads: usize) -> Report<Account> {
 
 fn terms(g: &FailureGroup) -> Vec<(usize, Vec<u32>)> {
     match &g.conditions {
-        Conditions::Found { terms, sampled: false } => {
+        Conditions::Found { terms, sampled: false, conservative: false } => {
             terms.iter().map(|t| (t.position, t.options.clone())).collect()
         }
         other => panic!("no conditions: {other:?}"),

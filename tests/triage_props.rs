@@ -112,7 +112,7 @@ proptest! {
                 _ => false,
             };
             match &g.conditions {
-                Conditions::Found { terms, sampled: s } => {
+                Conditions::Found { terms, sampled: s, conservative: false } => {
                     prop_assert_eq!(*s, sampled);
                     prop_assert!(terms.len() <= MAX_TERMS);
                     let admits = |id: u64| {

@@ -67,8 +67,16 @@ pub enum Conditions {
     /// Every walk that satisfies all `terms` (and reached the failing
     /// entry) failed this way; no term, when the entry fails whatever the
     /// options. `sampled`: the run ran a sample, and this speaks only of
-    /// the walks that ran.
-    Found { terms: Vec<Condition>, sampled: bool },
+    /// the walks that ran. `conservative`: the run had too many runs of
+    /// cancelled or pruned walks to keep them apart, so they were counted
+    /// as walks that passed (the conditions still hold; they may be more
+    /// than needed, and some groups may have none).
+    Found {
+        terms: Vec<Condition>,
+        sampled: bool,
+        #[serde(default)]
+        conservative: bool,
+    },
     /// No conjunction of at most 4 terms (`model::triage::MAX_TERMS`) separates the group
     /// from the walks that went past its entry; or it was not searched.
     NotFound { reason: String },
@@ -77,7 +85,7 @@ pub enum Conditions {
 impl fmt::Display for Conditions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Conditions::Found { terms, sampled } => {
+            Conditions::Found { terms, sampled, conservative } => {
                 if terms.is_empty() {
                     f.write_str("fails whenever it runs, whatever the options")?;
                 } else {
@@ -90,6 +98,11 @@ impl fmt::Display for Conditions {
                 }
                 if *sampled {
                     f.write_str(" (among the sampled walks that ran)")?;
+                }
+                if *conservative {
+                    f.write_str(
+                        " (cancelled and pruned walks counted as passing: too many to keep)",
+                    )?;
                 }
                 Ok(())
             }
@@ -190,7 +203,7 @@ impl GroupSummary {
     /// The summary of `group`; `replay` makes the command that replays a walk.
     pub fn of(group: &FailureGroup, replay: Option<&dyn Fn(WalkId) -> String>) -> Self {
         let (found, terms, sampled) = match &group.conditions {
-            Conditions::Found { terms, sampled } => (true, terms.clone(), *sampled),
+            Conditions::Found { terms, sampled, .. } => (true, terms.clone(), *sampled),
             Conditions::NotFound { .. } => (false, Vec::new(), false),
         };
         GroupSummary {

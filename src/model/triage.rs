@@ -48,9 +48,13 @@ pub const SAMPLE_IDS: usize = 5;
 /// they were not analysed.
 pub const ANALYSED_GROUPS: usize = 50;
 
-/// Ranges of cancelled or pruned walks a run keeps for the conditions;
-/// past this many (after merging neighbours), conditions are not searched.
-pub const MAX_NEITHER_RANGES: usize = 1 << 22;
+/// Ranges of cancelled or pruned walks a run keeps for the conditions (1
+/// MiB of them). When more than half of this many remain after merging
+/// neighbours, they are all dropped and the search counts those walks as
+/// passing: its conditions still hold, and say so
+/// ([`Conditions::Found`]'s `conservative`). So the triage's memory has a
+/// bound that does not depend on the number of walks.
+pub const MAX_NEITHER_RANGES: usize = 1 << 16;
 
 impl Signature {
     /// The signature of a failed walk.
@@ -85,16 +89,18 @@ impl Neither {
     }
 
     /// Adds a batch's ranges; merges neighbours when the list has doubled,
-    /// and gives up (conditions are then not searched) past
-    /// [`MAX_NEITHER_RANGES`].
+    /// and drops them all past [`MAX_NEITHER_RANGES`].
     pub fn extend(&mut self, ranges: impl IntoIterator<Item = Range<u64>>) {
         if self.overflowed {
             return;
         }
         self.ranges.extend(ranges);
-        if self.ranges.len() > 2 * self.merged_len.max(1024) {
+        let len = self.ranges.len();
+        if len > 2 * self.merged_len.max(1024) || len > MAX_NEITHER_RANGES {
             self.merge();
-            if self.ranges.len() > MAX_NEITHER_RANGES {
+            // Over half the cap even merged: the next merges would come
+            // ever sooner; give up keeping them.
+            if self.ranges.len() > MAX_NEITHER_RANGES / 2 {
                 self.ranges = Vec::new();
                 self.overflowed = true;
             }
@@ -256,14 +262,8 @@ impl Triage {
                             "not searched: only the {ANALYSED_GROUPS} largest groups are analysed"
                         ),
                     }
-                } else if overflowed {
-                    Conditions::NotFound {
-                        reason: format!(
-                            "not searched: more than {MAX_NEITHER_RANGES} runs of cancelled or pruned walks"
-                        ),
-                    }
                 } else {
-                    self.search(&signature, g, &walks, &failures, &counter)
+                    self.search(&signature, g, &walks, &failures, &counter, overflowed)
                 };
                 let minimal_id = failed[minimal].walk_id;
                 FailureGroup {
@@ -290,6 +290,7 @@ impl Triage {
         walks: &[usize],
         failures: &Failures<'_>,
         counter: &Counter<'_>,
+        conservative: bool,
     ) -> Conditions {
         let p = signature.action_index;
         let radix = self.space.option_counts();
@@ -352,9 +353,13 @@ impl Triage {
         }
         if left > 0 {
             let sample = if self.sampled { " among the sampled walks that ran" } else { "" };
+            let counted = match conservative {
+                true => " (cancelled and pruned walks counted as passing: too many to keep)",
+                false => "",
+            };
             return Conditions::NotFound {
                 reason: format!(
-                    "no conjunction of at most {MAX_TERMS} conditions on the entries up to {} separates these failures from the {left} walks{sample} that went past it",
+                    "no conjunction of at most {MAX_TERMS} conditions on the entries up to {} separates these failures from the {left} walks{sample} that went past it{counted}",
                     signature.action
                 ),
             };
@@ -388,7 +393,7 @@ impl Triage {
                 }
             })
             .collect();
-        Conditions::Found { terms, sampled: self.sampled }
+        Conditions::Found { terms, sampled: self.sampled, conservative }
     }
 }
 
@@ -593,7 +598,7 @@ mod tests {
         assert_eq!(g.count, 4);
         assert_eq!(g.signature.error, "broke at <n>");
         assert_eq!(g.minimal.option_indices(), vec![1, 2, 0, 0]);
-        let Conditions::Found { terms, sampled: false } = &g.conditions else {
+        let Conditions::Found { terms, sampled: false, conservative: false } = &g.conditions else {
             panic!("{:?}", g.conditions)
         };
         let terms: Vec<(usize, Vec<u32>)> =
@@ -602,6 +607,34 @@ mod tests {
         assert_eq!(
             g.conditions.to_string(),
             "fails whenever A=A1 and B=B2, whatever the other entries"
+        );
+    }
+
+    #[test]
+    fn too_many_scattered_cancels_are_dropped_and_the_conditions_stay_sound() {
+        // 200,000 walks; every odd id cancelled (100,000 one-walk ranges,
+        // over the cap); walks with A=1 and an even id fail at C.
+        let space = space(&[2, 50_000, 2]);
+        let mut triage = Triage::new(space.clone(), None);
+        for chunk in (0..space.size()).filter(|id| id % 2 == 1).collect::<Vec<_>>().chunks(1000) {
+            triage.neither(chunk.iter().map(|&id| id..id + 1).collect());
+        }
+        assert!(triage.neither.overflowed && triage.neither.ranges.capacity() == 0);
+        let failed: Vec<FailedWalk> =
+            (100_000..200_000).step_by(2).map(|id| fail(&space, id, 2, "x")).collect();
+        let groups = triage.groups(&failed, []);
+        let Conditions::Found { terms, conservative: true, .. } = &groups[0].conditions else {
+            panic!("{:?}", groups[0].conditions)
+        };
+        // Sound: every walk the terms admit failed or was cancelled.
+        let terms: Vec<(usize, Vec<u32>)> =
+            terms.iter().map(|t| (t.position, t.options.clone())).collect();
+        assert_eq!(terms, [(0, vec![1]), (2, vec![0])]);
+        assert!(
+            groups[0]
+                .conditions
+                .to_string()
+                .ends_with("(cancelled and pruned walks counted as passing: too many to keep)")
         );
     }
 
