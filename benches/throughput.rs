@@ -513,7 +513,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
                 .then::<Add<5, 100>>();
             let ((report, threads), elapsed) = timed(|| run_order(&order, RunOptions::default()));
             let rss = peak_rss_mb();
-            assert_eq!((report.passed, report.serial_actions), (1_000_000, 2));
+            assert_eq!((report.counts.passed, report.serial_actions), (1_000_000, 2));
             let (n, bare) = timed(bare_serial);
             assert_eq!(n, 1_000_000);
             let (n, held) = timed(bare_held);
@@ -554,9 +554,9 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             let ((passed, failed), bare) = timed(|| bare_adds(true));
             let expected: BTreeSet<u64> = (0..10_000).map(|x| 370_000 + x).collect();
             let got: BTreeSet<u64> = report.failed_walks.iter().map(|f| f.walk_id.0).collect();
-            let exact = report.failed == 10_000 && got == expected && failed == 10_000;
-            assert!(exact, "W4: {} failures, bare {failed}", report.failed);
-            assert_eq!(report.passed, passed);
+            let exact = report.counts.failed == 10_000 && got == expected && failed == 10_000;
+            assert!(exact, "W4: {} failures, bare {failed}", report.counts.failed);
+            assert_eq!(report.counts.passed, passed);
             // One group, whose conditions are exactly the planted bug.
             let groups = &report.failure_groups;
             let conditions = groups.first().map(|g| g.conditions.to_string());
@@ -566,7 +566,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
                 "W4 groups: {conditions:?}"
             );
             let mut out = result(workload, 1_000_000, threads, elapsed, Some(bare));
-            out.insert("failures".into(), json!(report.failed));
+            out.insert("failures".into(), json!(report.counts.failed));
             out.insert("failures_exact".into(), json!(exact));
             out.insert("groups".into(), json!(groups.len()));
             out
@@ -615,7 +615,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
                     timed(|| run_order(&order, RunOptions::default()));
                 (report, threads, elapsed)
             };
-            assert_eq!((report.failed, report.cancelled), (1, report.walks / 10));
+            assert_eq!((report.counts.failed, report.counts.cancelled), (1, report.walks / 10));
             // The failure needs every option of the walk: 4 terms in the
             // small space, 7 (more than a conjunction may have) in the big.
             let found = report

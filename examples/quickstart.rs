@@ -45,6 +45,6 @@ fn main() {
     let report = run(&order, RunOptions::default()).expect("the walk order is valid");
     println!(
         "{} walks: {} passed, {} cancelled, {} failed",
-        report.walks, report.passed, report.cancelled, report.failed
+        report.walks, report.counts.passed, report.counts.cancelled, report.counts.failed
     );
 }

@@ -40,12 +40,12 @@ fn measure<C: Entries<Sum>>(order: WalkOrder<Sum, C>, bare: impl FnOnce() -> u64
          \"bare_walks_per_s\": {bare_rate:.0}, \"ratio_vs_bare\": {:.2}, \"peak_rss_mb\": {:.1}, \
          \"checksum\": {checksum}}}",
         report.walks,
-        report.passed,
+        report.counts.passed,
         report.elapsed.as_secs_f64(),
         rate / bare_rate,
         peak_rss_mb()
     );
-    assert!(report.is_consistent() && report.passed == report.walks);
+    assert!(report.is_consistent() && report.counts.passed == report.walks);
 }
 
 /// A hand-written loop over the same space: clone the state, run each

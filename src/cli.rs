@@ -752,7 +752,7 @@ fn report_code(report: &Report) -> u8 {
         crate::Ending::Stopped(
             crate::StopReason::AllNodesLost(_) | crate::StopReason::RestartLimit(_),
         ) => EXIT_INTERNAL,
-        _ if report.failed == 0 && report.aborted == 0 => EXIT_OK,
+        _ if report.counts.failed == 0 && report.counts.aborted == 0 => EXIT_OK,
         _ => EXIT_WALKS_FAILED,
     }
 }
@@ -810,12 +810,16 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
     let _ = writeln!(
         s,
         "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}{not_run}",
-        report.passed, report.failed, report.cancelled, report.pruned, report.aborted
+        report.counts.passed,
+        report.counts.failed,
+        report.counts.cancelled,
+        report.counts.pruned,
+        report.counts.aborted
     );
     let _ = writeln!(
         s,
         "  segments {}  serial actions {}  runner restarts {}",
-        report.segments, report.serial_actions, report.runner_restarts
+        report.counts.segments, report.serial_actions, report.runner_restarts
     );
     if let crate::Ending::Stopped(reason) = &report.ending {
         let _ = writeln!(s, "stopped: {}", reason.phrase());
@@ -856,7 +860,7 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
     }
     let verdict = match &report.ending {
         crate::Ending::Stopped(crate::StopReason::AllNodesLost(_)) => "INCOMPLETE",
-        _ if report.failed == 0 && report.aborted == 0 => "PASS",
+        _ if report.counts.failed == 0 && report.counts.aborted == 0 => "PASS",
         _ => "FAIL",
     };
     let _ = writeln!(s, "{verdict}");
@@ -940,9 +944,9 @@ fn status_line(report: &crate::soak::SoakReport) -> String {
         count(t.rounds, "round"),
         count(t.walks, "walk"),
         t.walks_per_s,
-        t.failed,
-        t.cancelled,
-        t.aborted,
+        t.counts.failed,
+        t.counts.cancelled,
+        t.counts.aborted,
         t.runner_restarts,
         t.nodes_lost,
         t.rss_kib as f64 / 1024.0
@@ -964,7 +968,13 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
         out,
         "  passed {}  failed {}  cancelled {}  pruned {}  aborted {}  not run {}  rounds cut \
          short {}",
-        t.passed, t.failed, t.cancelled, t.pruned, t.aborted, t.not_run, t.interrupted_rounds
+        t.counts.passed,
+        t.counts.failed,
+        t.counts.cancelled,
+        t.counts.pruned,
+        t.counts.aborted,
+        t.not_run,
+        t.interrupted_rounds
     );
     let mut groups = report.failure_groups.clone();
     for group in &mut groups {

@@ -472,21 +472,21 @@ pub(crate) async fn run_on<S: Clone + Send + 'static>(
             "the report does not account for every walk exactly once: {} walks, {} passed, \
              {} failed ({} listed), {} cancelled, {} pruned, {} aborted, {} not run",
             report.walks,
-            report.passed,
-            report.failed,
+            report.counts.passed,
+            report.counts.failed,
             report.failed_walks.len(),
-            report.cancelled,
-            report.pruned,
-            report.aborted,
+            report.counts.cancelled,
+            report.counts.pruned,
+            report.counts.aborted,
             report.not_run,
         )));
     }
     report.elapsed = started.elapsed();
     tracing::info!(
         walks = report.walks,
-        passed = report.passed,
-        failed = report.failed,
-        aborted = report.aborted,
+        passed = report.counts.passed,
+        failed = report.counts.failed,
+        aborted = report.counts.aborted,
         not_run = report.not_run,
         ending = report.ending.name(),
         elapsed_s = report.elapsed.as_secs_f64(),
@@ -494,7 +494,7 @@ pub(crate) async fn run_on<S: Clone + Send + 'static>(
     );
     if session.is_some() || append {
         let totals = totals.unwrap_or_default();
-        let ended = report.walks - report.aborted - report.not_run;
+        let ended = report.walks - report.counts.aborted - report.not_run;
         if totals.records != ended {
             return Err(RunError::Internal(format!(
                 "the trace holds {} records for {ended} walks that ended",

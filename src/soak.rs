@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use crate::actors::collector::Progress;
 use crate::cluster::{Cluster, ClusterOptions};
-use crate::model::outcome::{AbortedWalks, Ending, FailedWalk, Report, StopReason};
+use crate::model::outcome::{AbortedWalks, Counts, Ending, FailedWalk, Report, StopReason};
 use crate::model::sample::{WalkSample, round_seed};
 use crate::model::trace::RoundTag;
 use crate::model::triage::GroupSummary;
@@ -168,16 +168,9 @@ pub struct SoakTotals {
     /// Walks per second since the previous statistics; in the final
     /// report, over the whole soak.
     pub walks_per_s: f64,
-    /// Outcomes over all rounds.
-    pub passed: u64,
-    /// Failed walks.
-    pub failed: u64,
-    /// Cancelled walks.
-    pub cancelled: u64,
-    /// Pruned walks.
-    pub pruned: u64,
-    /// Aborted walks.
-    pub aborted: u64,
+    /// Outcomes over all rounds (in JSON, flat: `passed`, `failed`, ...).
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Walks of the round cut by the end of the duration that did not run.
     pub not_run: u64,
     /// Runner restarts (after an action panicked or a walk timed out).
@@ -269,8 +262,8 @@ impl SoakReport {
     /// (its rounds or duration were up, or it was stopped with nothing
     /// unfinished).
     pub fn success(&self) -> bool {
-        self.totals.failed == 0
-            && self.totals.aborted == 0
+        self.totals.counts.failed == 0
+            && self.totals.counts.aborted == 0
             && matches!(
                 self.ending,
                 SoakEnding::Completed | SoakEnding::Duration | SoakEnding::Interrupted
@@ -473,11 +466,11 @@ impl Soak<'_> {
                     let mut snapshot = base.clone();
                     let totals = &mut snapshot.totals;
                     totals.walks += progress.ended.load(Ordering::Relaxed);
-                    totals.passed += progress.passed.load(Ordering::Relaxed);
-                    totals.failed += progress.failed.load(Ordering::Relaxed);
-                    totals.cancelled += progress.cancelled.load(Ordering::Relaxed);
-                    totals.pruned += progress.pruned.load(Ordering::Relaxed);
-                    totals.aborted += progress.aborted.load(Ordering::Relaxed);
+                    totals.counts.passed += progress.passed.load(Ordering::Relaxed);
+                    totals.counts.failed += progress.failed.load(Ordering::Relaxed);
+                    totals.counts.cancelled += progress.cancelled.load(Ordering::Relaxed);
+                    totals.counts.pruned += progress.pruned.load(Ordering::Relaxed);
+                    totals.counts.aborted += progress.aborted.load(Ordering::Relaxed);
                     totals.not_run += progress.not_run.load(Ordering::Relaxed);
                     totals.elapsed_s = started.elapsed().as_secs_f64();
                     let secs = last.0.elapsed().as_secs_f64();
@@ -524,11 +517,11 @@ impl Soak<'_> {
         let totals = &mut self.report.totals;
         totals.rounds += 1;
         totals.walks += report.walks;
-        totals.passed += report.passed;
-        totals.failed += report.failed;
-        totals.cancelled += report.cancelled;
-        totals.pruned += report.pruned;
-        totals.aborted += report.aborted;
+        totals.counts.passed += report.counts.passed;
+        totals.counts.failed += report.counts.failed;
+        totals.counts.cancelled += report.counts.cancelled;
+        totals.counts.pruned += report.counts.pruned;
+        totals.counts.aborted += report.counts.aborted;
         totals.not_run += report.not_run;
         totals.runner_restarts += report.runner_restarts;
         totals.nodes_lost += report.lost_nodes.len() as u64;

@@ -338,13 +338,13 @@ impl TraceSession {
             counts: format!(
                 "{} walks: passed {} failed {} cancelled {} pruned {} aborted {}",
                 report.walks,
-                report.passed,
-                report.failed,
-                report.cancelled,
-                report.pruned,
-                report.aborted
+                report.counts.passed,
+                report.counts.failed,
+                report.counts.cancelled,
+                report.counts.pruned,
+                report.counts.aborted
             ),
-            aborted: report.aborted,
+            aborted: report.counts.aborted,
             groups,
         };
         let path = self.dir.join(JUNIT_FILE);

@@ -146,15 +146,15 @@ proptest! {
             }
         }
         prop_assert!(report.is_consistent());
-        prop_assert_eq!(report.passed + report.failed + report.cancelled + report.pruned
-            + report.aborted, report.walks);
+        prop_assert_eq!(report.counts.passed + report.counts.failed + report.counts.cancelled + report.counts.pruned
+            + report.counts.aborted, report.walks);
         prop_assert_eq!(
-            [report.passed, report.cancelled, report.failed, report.pruned],
+            [report.counts.passed, report.counts.cancelled, report.counts.failed, report.counts.pruned],
             expected
         );
         let failed: BTreeSet<u64> = report.failed_walks.iter().map(|f| f.walk_id.0).collect();
         prop_assert_eq!(failed, expected_failed);
-        prop_assert_eq!(report.aborted, 0);
+        prop_assert_eq!(report.counts.aborted, 0);
         // Each final state is its own walk's: it ran that walk's options,
         // in order (all of them if the walk passed), whatever ended the
         // walks held beside it.

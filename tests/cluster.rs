@@ -35,7 +35,15 @@ fn two_local_nodes_give_the_in_process_results_and_states() {
         let there = suite.run_with_states(&cluster).unwrap();
         assert!(there.is_consistent());
         let counts = |r: &combtest::Report<serde_json::Value>| {
-            (r.walks, r.passed, r.failed, r.cancelled, r.pruned, r.aborted, r.segments)
+            (
+                r.walks,
+                r.counts.passed,
+                r.counts.failed,
+                r.counts.cancelled,
+                r.counts.pruned,
+                r.counts.aborted,
+                r.counts.segments,
+            )
         };
         assert_eq!(counts(&here), counts(&there), "{name}");
         assert_eq!(here.serial_actions, there.serial_actions, "{name}");

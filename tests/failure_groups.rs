@@ -123,7 +123,7 @@ fn two_bugs_give_two_groups_with_exact_minimal_walks_and_conditions() {
     assert!(report.is_consistent());
     // Bug 1: Deposit=0, Withdraw=50: ids 12..18 (pruning needs
     // Withdraw=10). Bug 2: Deposit=50, Audit=Strict, Close=Yes: 41, 47, 53.
-    assert_eq!(report.failed, 9, "{:?}", report.failed_walks);
+    assert_eq!(report.counts.failed, 9, "{:?}", report.failed_walks);
     let groups = &report.failure_groups;
     assert_eq!(groups.len(), 2, "{groups:#?}");
 
@@ -156,8 +156,11 @@ fn groups_do_not_depend_on_threads_or_batch_order() {
     let one = run(1);
     let four = run(4);
     assert_eq!(one.failure_groups, four.failure_groups);
-    assert_eq!((one.pruned, one.cancelled), (four.pruned, four.cancelled));
-    assert!(one.pruned > 0 && one.cancelled > 0, "the suite prunes and cancels");
+    assert_eq!(
+        (one.counts.pruned, one.counts.cancelled),
+        (four.counts.pruned, four.counts.cancelled)
+    );
+    assert!(one.counts.pruned > 0 && one.counts.cancelled > 0, "the suite prunes and cancels");
 }
 
 #[test]
@@ -169,7 +172,7 @@ fn a_soak_of_twenty_rounds_aggregates_its_groups() {
     options.run.threads = Some(2);
     let report = soak(suite.as_ref(), &options, &SoakStop::default(), &|_, _| {}).unwrap();
     assert_eq!(report.totals.rounds, 20);
-    assert_eq!(report.totals.failed, 180);
+    assert_eq!(report.totals.counts.failed, 180);
     // The final rate is the whole soak's.
     let t = &report.totals;
     assert!(t.walks_per_s > 0.0 && (t.walks_per_s * t.elapsed_s - t.walks as f64).abs() < 1.0);
@@ -203,7 +206,7 @@ fn a_sampled_soak_speaks_only_of_the_walks_that_ran() {
     let report = soak(suite.as_ref(), &options, &SoakStop::default(), &|_, _| {}).unwrap();
     assert_eq!(report.totals.walks, 200);
     let counted: u64 = report.failure_groups.iter().map(|g| g.count).sum();
-    assert_eq!(counted, report.totals.failed);
+    assert_eq!(counted, report.totals.counts.failed);
     assert!(!report.failure_groups.is_empty(), "40 of 54 walks per round include a failing one");
     assert!(
         report.failure_groups.iter().any(|g| g.conditions.found),

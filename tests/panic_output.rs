@@ -32,7 +32,7 @@ fn action_panics_do_not_reach_the_panic_hook() {
     }));
     let order = WalkOrder::<u32>::new().then::<Explode>();
     let report = run(&order, RunOptions::default().threads(2)).unwrap();
-    assert_eq!((report.failed, report.passed), (10, 10));
+    assert_eq!((report.counts.failed, report.counts.passed), (10, 10));
     assert!(report.failed_walks.iter().all(|f| f.error.starts_with("panicked: boom")));
     assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 0, "a walk's panic reached the hook");
 

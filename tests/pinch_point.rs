@@ -105,7 +105,7 @@ fn serial_actions_are_global_pinch_points() {
         .then::<Work<2, 4, 4>>();
     let walks = 3 * 2 * 3 * 3 * 2 * 4;
     let report = run(&order, RunOptions::default().threads(8)).unwrap();
-    assert_eq!((report.walks, report.passed), (walks, walks));
+    assert_eq!((report.walks, report.counts.passed), (walks, walks));
     assert!(VIOLATIONS.lock().unwrap().is_empty(), "{:?}", VIOLATIONS.lock().unwrap());
     // Every plain action of every walk ran once.
     assert_eq!(PLAIN_RUNS.load(Ordering::Relaxed) as u64, walks * 4);

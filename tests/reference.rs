@@ -25,7 +25,7 @@ fn two_serial_actions_972_walks() {
     assert_eq!(order.segments_per_walk().unwrap(), 3);
     let report = run(&order, gathered()).unwrap();
     assert!(report.is_consistent());
-    assert_eq!((report.walks, report.passed, report.segments), (972, 972, 2916));
+    assert_eq!((report.walks, report.counts.passed, report.counts.segments), (972, 972, 2916));
     assert_eq!(report.serial_actions, 2 + 2 * 2);
     assert_eq!(report.states.len(), 972);
     for (id, trail) in &report.states {
@@ -53,7 +53,10 @@ fn leading_and_trailing_serial_108_walks() {
     assert_eq!(order.size().unwrap(), 108);
     assert_eq!(order.segments_per_walk().unwrap(), 2);
     let report = run(&order, gathered()).unwrap();
-    assert_eq!((report.passed, report.segments, report.serial_actions), (108, 216, 2 + 4));
+    assert_eq!(
+        (report.counts.passed, report.counts.segments, report.serial_actions),
+        (108, 216, 2 + 4)
+    );
     for (id, trail) in &report.states {
         let walk = order.walk(id.0).unwrap();
         assert_eq!(trail, &expected_trail(&[1, 2, 3, 4, 5], &walk.option_indices()));
@@ -69,7 +72,7 @@ fn no_serial_actions_81_walks() {
         .then::<Append<4, 3>>();
     assert_eq!(order.segments_per_walk().unwrap(), 1);
     let report = run(&order, gathered()).unwrap();
-    assert_eq!((report.walks, report.passed, report.segments), (81, 81, 81));
+    assert_eq!((report.walks, report.counts.passed, report.counts.segments), (81, 81, 81));
     assert_eq!(report.serial_actions, 0);
     assert_eq!(report.states.len(), 81);
 }
@@ -83,7 +86,7 @@ fn append_suite_1500_walks_4500_segments() {
         .then::<Append<4, 3>>()
         .serial::<SerialAppend<5, 2>>();
     let report = run(&order, gathered()).unwrap();
-    assert_eq!((report.walks, report.passed, report.segments), (1500, 1500, 4500));
+    assert_eq!((report.walks, report.counts.passed, report.counts.segments), (1500, 1500, 4500));
     assert_eq!(report.serial_actions, 5 + 5 * 2);
     for (id, trail) in &report.states {
         let walk = order.walk(id.0).unwrap();
@@ -107,7 +110,7 @@ impl Action<Trail> for AlwaysFails {
 fn a_single_failing_action() {
     let order = WalkOrder::<Trail>::new().then::<AlwaysFails>();
     let report = run(&order, RunOptions::default()).unwrap();
-    assert_eq!((report.walks, report.failed, report.passed), (1, 1, 0));
+    assert_eq!((report.walks, report.counts.failed, report.counts.passed), (1, 1, 0));
     assert_eq!(report.failed_walks.len(), 1);
     let failure = &report.failed_walks[0];
     assert_eq!(failure.walk_id.0, 0);

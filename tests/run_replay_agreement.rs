@@ -93,7 +93,7 @@ fn a_cancelling_serial_action_fails_its_branch_in_runs_and_replays() {
         .serial::<CancelsOnOne>()
         .then::<Append<3, 2>>();
     let report = run(&order, RunOptions::default()).unwrap();
-    assert_eq!((report.passed, report.failed), (4, 4));
+    assert_eq!((report.counts.passed, report.counts.failed), (4, 4));
     assert!(report.failed_walks.iter().all(|f| f.error == "serial action cancelled its branch"));
     run_and_replay_agree(order);
 }
@@ -105,7 +105,7 @@ fn a_panicking_prune_fails_the_walk_at_the_pruning_entry() {
         .then::<PrunePanics>()
         .then::<Append<3, 2>>();
     let report = run(&order, RunOptions::default()).unwrap();
-    assert_eq!((report.passed, report.failed), (8, 4));
+    assert_eq!((report.counts.passed, report.counts.failed), (8, 4));
     for failure in &report.failed_walks {
         assert_eq!((failure.action_index, failure.action.as_ref()), (1, "PrunePanics"));
         assert!(failure.error.contains("prune cannot cope with option 2"), "{}", failure.error);
@@ -147,7 +147,7 @@ fn a_state_that_panics_on_drop_is_counted_once() {
     // The armed walks (second Arm = true) fail when their state is dropped;
     // each walk is counted once.
     assert!(report.is_consistent());
-    assert_eq!((report.walks, report.passed, report.failed), (4, 2, 2));
+    assert_eq!((report.walks, report.counts.passed, report.counts.failed), (4, 2, 2));
     for failure in &report.failed_walks {
         assert_eq!(failure.action, "(walk state)");
         assert!(failure.error.contains("blew up"), "{}", failure.error);
@@ -183,7 +183,7 @@ fn a_panic_payload_that_panics_when_dropped_fails_only_its_walk() {
     let order = WalkOrder::<Trail>::new().then::<Append<1, 3>>().then::<PanicsNastily>();
     let report = run(&order, RunOptions::default().threads(2)).unwrap();
     assert!(report.is_consistent());
-    assert_eq!((report.passed, report.failed), (3, 3));
+    assert_eq!((report.counts.passed, report.counts.failed), (3, 3));
     for failure in &report.failed_walks {
         assert_eq!((failure.action_index, failure.action.as_ref()), (1, "PanicsNastily"));
         assert_eq!(failure.error, "panicked: non-string panic payload");

@@ -36,7 +36,7 @@ fn pruned_walks_never_run() {
         .then::<Picky>();
     let report = run(&order, RunOptions::default().gather_states(true).threads(2)).unwrap();
     // 2 serial options x (first = 0, Picky = 1) = 2 pruned walks.
-    assert_eq!((report.walks, report.pruned, report.passed), (24, 2, 22));
+    assert_eq!((report.walks, report.counts.pruned, report.counts.passed), (24, 2, 22));
     assert!(report.is_consistent());
     for id in 0..24u64 {
         let walk = order.walk(id).unwrap();
@@ -49,7 +49,7 @@ fn pruned_walks_never_run() {
         }
     }
     // Pruned walks run no segment: 22 walks x 2 segments.
-    assert_eq!(report.segments, 44);
+    assert_eq!(report.counts.segments, 44);
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn cancel_fail_and_panic_end_only_their_walk() {
     let report = run(&order, RunOptions::default().gather_states(true).threads(2)).unwrap();
     // 32 walks; Moody's option picks the outcome for a quarter each.
     assert_eq!(report.walks, 32);
-    assert_eq!((report.cancelled, report.failed, report.passed), (8, 16, 8));
+    assert_eq!((report.counts.cancelled, report.counts.failed, report.counts.passed), (8, 16, 8));
     assert!(report.is_consistent());
     assert!(report.runner_restarts >= 1, "a panic replaces its runner");
     for failure in &report.failed_walks {
@@ -76,7 +76,7 @@ fn cancel_fail_and_panic_end_only_their_walk() {
     }
     // Segment 1 (after the serial action) ran only for walks still alive:
     // 32 first segments + 8 second segments.
-    assert_eq!(report.segments, 40);
+    assert_eq!(report.counts.segments, 40);
     for (id, trail) in &report.states {
         let options = order.walk(id.0).unwrap().option_indices();
         if options[1] == 3 {
@@ -116,7 +116,7 @@ fn a_failing_serial_action_fails_only_its_branch() {
         .then::<Append<4, 2>>();
     let report = run(&order, RunOptions::default().gather_states(true).threads(2)).unwrap();
     // 48 walks: branch FlakyConfig=0 (ids 0..24) passes, branch 1 fails.
-    assert_eq!((report.walks, report.passed, report.failed), (48, 24, 24));
+    assert_eq!((report.walks, report.counts.passed, report.counts.failed), (48, 24, 24));
     assert!(report.is_consistent());
     for failure in &report.failed_walks {
         assert!((24..48).contains(&failure.walk_id.0));
@@ -221,7 +221,7 @@ async fn run_async_inside_a_runtime() {
     // The blocking variant refuses to nest runtimes, with a clear error.
     assert!(matches!(run(&order, RunOptions::default()), Err(combtest::RunError::InsideRuntime)));
     let report = combtest::run_async(&order, RunOptions::default().threads(4)).await.unwrap();
-    assert_eq!(report.passed, 9);
+    assert_eq!(report.counts.passed, 9);
 }
 
 /// Never returns for option 1 (and for option 2 once the walk's trail says
@@ -262,7 +262,7 @@ fn a_walk_past_its_timeout_fails_and_the_run_goes_on() {
     // 3 x 2 x 3 = 18 walks: first = 1 hangs in segment 0 (6 walks); first =
     // 2 with last = 1 hangs after the serial action (2 walks).
     assert_eq!(
-        (report.walks, report.failed, report.passed),
+        (report.walks, report.counts.failed, report.counts.passed),
         (18, 8, 10),
         "{:?}",
         report.failed_walks
@@ -316,12 +316,12 @@ fn batches_queued_behind_a_panic_run_exactly_once() {
     // its own, in every branch.
     assert_eq!(report.walks, 160_000);
     assert!(report.is_consistent());
-    assert_eq!((report.failed, report.passed), (2_000, 158_000));
+    assert_eq!((report.counts.failed, report.counts.passed), (2_000, 158_000));
     assert!(report.runner_restarts >= 1);
     // Every walk ran its first segment exactly once, and the walks that
     // passed it their second.
     assert_eq!(SPARSE_RUNS.load(std::sync::atomic::Ordering::Relaxed), 160_000);
-    assert_eq!(report.segments, 160_000 + 158_000);
+    assert_eq!(report.counts.segments, 160_000 + 158_000);
     for failure in &report.failed_walks {
         assert_eq!(failure.error, "panicked: sparse panic");
     }

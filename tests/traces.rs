@@ -130,14 +130,14 @@ fn panics_and_runner_restarts_still_give_one_record_per_walk() {
     let mut ids: Vec<u64> = records.iter().map(|r| r.walk_id).collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..report.walks).collect::<Vec<_>>());
-    assert_eq!(count(&records, TraceOutcome::Failed), report.failed);
+    assert_eq!(count(&records, TraceOutcome::Failed), report.counts.failed);
     for record in records.iter().filter(|r| r.outcome == TraceOutcome::Failed) {
         assert_eq!(record.error.as_deref(), Some("panicked: shaky panics"));
         assert_eq!(record.actions[2].value, serde_json::json!(1));
     }
     let meta = read_meta(&dir);
     assert_eq!(meta.suite, "default");
-    assert_eq!(meta.summary.unwrap().failed, report.failed);
+    assert_eq!(meta.summary.unwrap().failed, report.counts.failed);
 }
 
 /// Two versions of one action type: the short type name is the same, the

@@ -169,21 +169,12 @@ impl Counts {
 pub struct Report<S = ()> {
     /// Walks in the space.
     pub walks: u64,
-    /// Walks that passed.
-    pub passed: u64,
-    /// Walks that failed.
-    pub failed: u64,
-    /// Walks cancelled by an action.
-    pub cancelled: u64,
-    /// Walks pruned before running.
-    pub pruned: u64,
-    /// Walks that could not be finished (see `aborted_walks`).
-    pub aborted: u64,
+    /// How the walks ended: passed, failed, cancelled, pruned, aborted, and
+    /// the segments run.
+    pub counts: Counts,
     /// Walks left unrun because the run ended as planned before them (a
     /// soak's duration; see `not_run_walks`).
     pub not_run: u64,
-    /// Segments run.
-    pub segments: u64,
     /// Serial actions run (once per epoch that has one).
     pub serial_actions: u64,
     /// Walk runners restarted by their supervisor after a panic.
@@ -215,16 +206,22 @@ pub struct Report<S = ()> {
 impl<S> Report<S> {
     /// Whether every walk id is accounted for exactly once.
     pub fn is_consistent(&self) -> bool {
-        self.passed + self.failed + self.cancelled + self.pruned + self.aborted + self.not_run
+        self.counts.passed
+            + self.counts.failed
+            + self.counts.cancelled
+            + self.counts.pruned
+            + self.counts.aborted
+            + self.not_run
             == self.walks
-            && self.failed_walks.len() as u64 == self.failed
-            && self.aborted_walks.iter().map(AbortedWalks::count).sum::<u64>() == self.aborted
+            && self.failed_walks.len() as u64 == self.counts.failed
+            && self.aborted_walks.iter().map(AbortedWalks::count).sum::<u64>()
+                == self.counts.aborted
             && self.not_run_walks.iter().map(AbortedWalks::count).sum::<u64>() == self.not_run
     }
 
     /// Whether no walk failed or was aborted and the run ended as planned.
     pub fn success(&self) -> bool {
-        self.failed == 0 && self.aborted == 0 && self.ending.is_normal()
+        self.counts.failed == 0 && self.counts.aborted == 0 && self.ending.is_normal()
     }
 
     /// The report without its gathered states.
@@ -245,13 +242,8 @@ impl<S> Report<S> {
             .collect::<Result<BTreeMap<_, _>, E>>()?;
         Ok(Report {
             walks: self.walks,
-            passed: self.passed,
-            failed: self.failed,
-            cancelled: self.cancelled,
-            pruned: self.pruned,
-            aborted: self.aborted,
+            counts: self.counts,
             not_run: self.not_run,
-            segments: self.segments,
             serial_actions: self.serial_actions,
             runner_restarts: self.runner_restarts,
             elapsed: self.elapsed,
@@ -278,13 +270,8 @@ impl<S> Report<S> {
         failed_walks.sort_unstable_by_key(|f| f.walk_id); // Ids are unique.
         Report {
             walks,
-            passed: counts.passed,
-            failed: counts.failed,
-            cancelled: counts.cancelled,
-            pruned: counts.pruned,
-            aborted: counts.aborted,
+            counts,
             not_run: not_run_walks.iter().map(AbortedWalks::count).sum(),
-            segments: counts.segments,
             serial_actions,
             runner_restarts: 0,
             elapsed: Duration::ZERO,
@@ -315,7 +302,7 @@ impl<S> Report<S> {
         let verdict = match &self.ending {
             Ending::Stopped(StopReason::AllNodesLost(_)) => "INCOMPLETE",
             _ if self.success() => "PASS",
-            _ if self.failed == 0 && self.aborted == 0 => "STOPPED",
+            _ if self.counts.failed == 0 && self.counts.aborted == 0 => "STOPPED",
             _ => "FAIL",
         };
         let how = match &self.ending {
@@ -325,9 +312,9 @@ impl<S> Report<S> {
         let _ = writeln!(
             s,
             "{verdict}: {} of {} failed, {} aborted ({how}, {:.3} s)",
-            self.failed,
+            self.counts.failed,
             super::count(self.walks, "walk"),
-            self.aborted,
+            self.counts.aborted,
             self.elapsed.as_secs_f64()
         );
         let not_run = match self.not_run {
@@ -337,7 +324,11 @@ impl<S> Report<S> {
         let _ = writeln!(
             s,
             "  passed {}, failed {}, cancelled {}, pruned {}, aborted {}{not_run}",
-            self.passed, self.failed, self.cancelled, self.pruned, self.aborted
+            self.counts.passed,
+            self.counts.failed,
+            self.counts.cancelled,
+            self.counts.pruned,
+            self.counts.aborted
         );
         let groups: Vec<GroupSummary> =
             self.failure_groups.iter().map(|g| GroupSummary::of(g, replay)).collect();

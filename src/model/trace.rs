@@ -311,12 +311,12 @@ impl Summary {
     pub fn of<S>(report: &Report<S>) -> Self {
         Summary {
             walks: report.walks,
-            passed: report.passed,
-            failed: report.failed,
-            cancelled: report.cancelled,
-            pruned: report.pruned,
-            aborted: report.aborted,
-            segments: report.segments,
+            passed: report.counts.passed,
+            failed: report.counts.failed,
+            cancelled: report.counts.cancelled,
+            pruned: report.counts.pruned,
+            aborted: report.counts.aborted,
+            segments: report.counts.segments,
             serial_actions: report.serial_actions,
             runner_restarts: report.runner_restarts,
             elapsed_s: report.elapsed.as_secs_f64(),
