@@ -19,6 +19,9 @@
 //! switch (the moments the tests kill it), and
 //! `CLUSTER_NODE_VARIANT=1` gives `relay` one more option, as a node built
 //! from a different version of the suite would.
+//!
+//! `dead` has a branch none of whose walks is left when its serial action
+//! comes (they are all pruned): that serial action is skipped.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +136,41 @@ impl Action<Vec<u32>> for Poke {
     }
 }
 
+/// `dead`'s first action: prunes every walk whose `Switch` is 2.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Prep(u32);
+
+impl Action<Vec<u32>> for Prep {
+    fn options() -> Vec<Self> {
+        (0..2).map(Prep).collect()
+    }
+    fn prune(&self, walk: &combtest::WalkView<'_>) -> bool {
+        walk.get::<Switch>().is_some_and(|s| s.0 == 2)
+    }
+    fn run(&self, path: &mut Vec<u32>) -> ActionResult {
+        path.push(self.0);
+        Ok(())
+    }
+}
+
+/// `dead`'s serial action (3 options).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Switch(u32);
+
+impl SerialAction<Vec<u32>> for Switch {
+    type Value = u32;
+    fn options() -> Vec<Self> {
+        (0..3).map(Switch).collect()
+    }
+    fn run(&self) -> Result<u32, Halt> {
+        Ok(self.0)
+    }
+    fn apply(&self, value: &u32, path: &mut Vec<u32>) -> ActionResult {
+        path.push(*value);
+        Ok(())
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let relay = WalkOrder::new().then::<Hop>().serial::<Mode>().then::<Hop>();
     let mut suites = builtin();
@@ -146,6 +184,12 @@ fn main() -> std::process::ExitCode {
         "chaos",
         "200 walks, of which 2 panic, 1 hangs and (with CHAOS_ABORT=1) 1 aborts the process",
         WalkOrder::new().then::<Target>().then::<Poke>(),
+        || Ok(Fixture::new(Vec::new())),
+    ));
+    suites.push(suite(
+        "dead",
+        "12 walks; the branch Switch=2 is all pruned, so its serial action is skipped",
+        WalkOrder::new().then::<Prep>().serial::<Switch>().then::<Prep>(),
         || Ok(Fixture::new(Vec::new())),
     ));
     combtest::cli::main(suites)

@@ -816,9 +816,13 @@ fn human_summary(suite: &dyn Suite, report: &Report, place: &str, program: &str)
         report.counts.pruned,
         report.counts.aborted
     );
+    let skipped = match report.serial_skipped {
+        0 => String::new(),
+        n => format!(" (skipped {n}: no live walk in their branch)"),
+    };
     let _ = writeln!(
         s,
-        "  segments {}  serial actions {}  runner restarts {}",
+        "  segments {}  serial actions {}{skipped}  runner restarts {}",
         report.counts.segments, report.serial_actions, report.runner_restarts
     );
     if let crate::Ending::Stopped(reason) = &report.ending {

@@ -77,6 +77,26 @@ fn a_traced_cluster_run_writes_one_record_per_walk() {
 }
 
 #[test]
+fn a_dead_branch_skips_its_serial_action_on_nodes_as_in_process() {
+    // `dead`: Prep x Switch(3) x Prep; Switch=2's walks are all pruned in
+    // the first segment, so Switch=2 never runs.
+    let program = example("cluster_node");
+    for extra in [&[][..], &["--local-nodes", "2"][..]] {
+        let mut args = vec!["run", "--suite", "dead", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = coordinate(&program, &args);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let report = json(out.trim());
+        assert_eq!((report["passed"].as_u64(), report["pruned"].as_u64()), (Some(8), Some(4)));
+        assert_eq!(
+            (report["serial_actions"].as_u64(), report["serial_skipped"].as_u64()),
+            (Some(2), Some(1)),
+            "{extra:?}: {out}"
+        );
+    }
+}
+
+#[test]
 fn node_logs_reach_the_coordinator_prefixed_with_the_node() {
     let program = example("cluster_node");
     let (code, out, err) =

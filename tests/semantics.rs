@@ -124,8 +124,8 @@ fn a_failing_serial_action_fails_only_its_branch() {
         assert_eq!(failure.error, "config 1 cannot be applied");
     }
     // Serial actions: FlakyConfig x2, then SerialAppend x2 under branch 0
-    // only; branch 1's later epochs are skipped.
-    assert_eq!(report.serial_actions, 4);
+    // only; branch 1's later epochs are skipped, and counted.
+    assert_eq!((report.serial_actions, report.serial_skipped), (4, 2));
     // Failed walks keep the state they had: only their first segment ran.
     for id in 24..48u64 {
         let trail = &report.states[&combtest::WalkId(id)];
@@ -324,5 +324,76 @@ fn batches_queued_behind_a_panic_run_exactly_once() {
     assert_eq!(report.counts.segments, 160_000 + 158_000);
     for failure in &report.failed_walks {
         assert_eq!(failure.error, "panicked: sparse panic");
+    }
+}
+
+/// Counts the runs of a serial action, across threads.
+static GATE_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A serial action with 3 options that counts its runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Gate(u32);
+
+impl SerialAction<Trail> for Gate {
+    type Value = u32;
+    fn options() -> Vec<Self> {
+        (0..3).map(Gate).collect()
+    }
+    fn run(&self) -> Result<u32, Halt> {
+        GATE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.0)
+    }
+    fn apply(&self, value: &u32, trail: &mut Trail) -> ActionResult {
+        trail.push((5, *value));
+        Ok(())
+    }
+}
+
+/// Prunes every walk whose Gate is 2, and cancels every walk whose trail
+/// holds SerialAppend<1, 2>'s value 1 (applied before it).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Doom(u32);
+
+impl Action<Trail> for Doom {
+    fn options() -> Vec<Self> {
+        (0..2).map(Doom).collect()
+    }
+    fn prune(&self, walk: &WalkView<'_>) -> bool {
+        walk.get::<Gate>() == Some(&Gate(2))
+    }
+    fn run(&self, trail: &mut Trail) -> ActionResult {
+        if trail.contains(&(1, 1)) {
+            return combtest::cancel();
+        }
+        trail.push((6, self.0));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_branch_with_no_live_walk_runs_no_more_serial_actions() {
+    // SerialAppend<1, 2> x [Doom] x Gate(3) x [Append]: in branch
+    // SerialAppend=1 every walk is cancelled by Doom, and in Gate=2 every
+    // walk was pruned: those Gate runs are skipped (DESIGN §8).
+    let order = WalkOrder::<Trail>::new()
+        .serial::<SerialAppend<1, 2>>()
+        .then::<Doom>()
+        .serial::<Gate>()
+        .then::<Append<7, 2>>();
+    for threads in [1, 3] {
+        GATE_RUNS.store(0, std::sync::atomic::Ordering::Relaxed);
+        let report = run(&order, RunOptions::default().threads(threads)).unwrap();
+        assert!(report.is_consistent());
+        // 2 x 2 x 3 x 2 = 24 walks: branch 1 (12) cancelled, but its Gate=2
+        // walks (4) pruned; branch 0: Gate=2's 4 pruned, 8 pass.
+        assert_eq!(report.walks, 24);
+        assert_eq!(
+            (report.counts.passed, report.counts.cancelled, report.counts.pruned),
+            (8, 8, 8)
+        );
+        // Gate runs only in branch 0, for Gate=0 and 1; skipped: branch 0's
+        // Gate=2 (all pruned) and branch 1's three (all cancelled or pruned).
+        assert_eq!(GATE_RUNS.load(std::sync::atomic::Ordering::Relaxed), 2, "threads {threads}");
+        assert_eq!((report.serial_actions, report.serial_skipped), (2 + 2, 4), "threads {threads}");
     }
 }

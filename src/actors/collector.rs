@@ -39,6 +39,9 @@ pub(crate) enum CollectorMsg<S> {
     NodeLost(String),
     /// The SerialBarrier ran one serial action.
     SerialRan,
+    /// The SerialBarrier skipped this many serial actions: no walk of their
+    /// branch was live.
+    SerialSkipped(u64),
     /// Every epoch is done: hand over the report.
     Finish(RpcReplyPort<Report<S>>),
 }
@@ -58,6 +61,7 @@ pub(crate) struct CollectorState<S> {
     walks: u64,
     counts: Counts,
     serial_actions: u64,
+    serial_skipped: u64,
     failed: Vec<FailedWalk>,
     aborted: Vec<AbortedWalks>,
     not_run: Vec<AbortedWalks>,
@@ -108,6 +112,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
             triage: Some(triage),
             counts: Counts::default(),
             serial_actions: 0,
+            serial_skipped: 0,
             failed: Vec::new(),
             aborted: Vec::new(),
             not_run: Vec::new(),
@@ -174,6 +179,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
             }
             CollectorMsg::NodeLost(node) => state.lost_nodes.push(node),
             CollectorMsg::SerialRan => state.serial_actions += 1,
+            CollectorMsg::SerialSkipped(n) => state.serial_skipped += n,
             CollectorMsg::Finish(reply) => {
                 let mut report = Report::from_parts(
                     state.walks,
@@ -185,6 +191,7 @@ impl<S: Send + 'static> Actor for Collector<S> {
                     std::mem::take(&mut state.states),
                 );
                 report.lost_nodes = std::mem::take(&mut state.lost_nodes);
+                report.serial_skipped = state.serial_skipped;
                 if let Some(triage) = state.triage.take() {
                     let unfinished = report.aborted_walks.iter().chain(&report.not_run_walks);
                     report.failure_groups = triage.groups(&report.failed_walks, unfinished);

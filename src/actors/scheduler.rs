@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::serial_barrier::SerialBarrierMsg;
@@ -95,6 +95,9 @@ pub(crate) enum SchedulerMsg {
     NodeLost { slot: usize, node: String, reason: String, loss: Loss },
     /// Stop dispatching (see `Dispatch::stop`).
     Stop { kind: StopKind, reason: StopReason },
+    /// Whether any walk of the range is still live (from the SerialBarrier,
+    /// between epochs: nothing runs, so the answer is final).
+    AnyLive { walks: Range<u64>, reply: RpcReplyPort<bool> },
 }
 
 // Local only: never crosses a node.
@@ -192,6 +195,10 @@ impl Actor for Scheduler {
                 commands
             }
             SchedulerMsg::Stop { kind, reason } => state.model.stop(kind, reason),
+            SchedulerMsg::AnyLive { walks, reply } => {
+                let _ = reply.send(state.model.any_live(walks));
+                return Ok(());
+            }
         };
         state.carry_out(commands)
     }

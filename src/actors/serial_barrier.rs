@@ -12,6 +12,11 @@
 //! - A serial action that fails (or panics) turns its epoch into a
 //!   `FailBranch` instruction: every live walk of the branch fails with the
 //!   serial action's error, and the Planner skips the branch's subtree.
+//! - A branch with no live walk left (DESIGN §8): before the serial action
+//!   of an epoch whose walks already ran a segment, it asks the Scheduler
+//!   (`AnyLive`, between epochs, so the answer is final); with none, the
+//!   serial action does not run, the epoch is not released, the Planner
+//!   skips the subtree, and the Collector counts them (`SerialSkipped`).
 //! - Supervised by the RunSupervisor; its failure ends the run.
 
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use crate::actors::planner::PlannerMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::SchedulerMsg;
 use crate::exec::{ErasedOrder, Instruction};
-use crate::model::epoch::EpochId;
+use crate::model::epoch::{Epoch, EpochId};
 
 /// Events to the SerialBarrier.
 pub(crate) enum SerialBarrierMsg {
@@ -58,8 +63,9 @@ pub(crate) struct BarrierState<S> {
     scheduler: Option<ActorRef<SchedulerMsg>>,
     /// The epoch released to the Scheduler and not yet done.
     running: Option<EpochId>,
-    /// Whether the last epoch's serial action failed (skip its subtree).
-    last_failed: bool,
+    /// Whether the last epoch's subtree is skipped (its serial action
+    /// failed, or its branch had no live walk).
+    skip_subtree: bool,
 }
 
 impl<S: Send + 'static> Actor for SerialBarrier<S> {
@@ -72,7 +78,7 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
         _: ActorRef<Self::Msg>,
         args: SerialBarrierArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(BarrierState { args, scheduler: None, running: None, last_failed: false })
+        Ok(BarrierState { args, scheduler: None, running: None, skip_subtree: false })
     }
 
     async fn handle(
@@ -100,22 +106,50 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
 }
 
 impl<S: Send + 'static> BarrierState<S> {
+    /// Whether any walk of the epoch's branch is still live.
+    async fn any_live(&self, epoch: &Epoch) -> Result<bool, ActorProcessingErr> {
+        let scheduler = self.scheduler.as_ref().expect("advance runs only after Start");
+        let walks = epoch.walks.clone();
+        match scheduler
+            .call(|reply| SchedulerMsg::AnyLive { walks, reply }, Some(LOCAL_REPLY_TIMEOUT))
+            .await?
+        {
+            ractor::rpc::CallResult::Success(live) => Ok(live),
+            other => Err(format!("the scheduler did not answer: {other:?}").into()),
+        }
+    }
+
     /// Moves to the next epoch: runs its serial action, if any, and releases
     /// it; or reports that every epoch is done.
     async fn advance(&mut self) -> Result<(), ActorProcessingErr> {
-        let skip_subtree = std::mem::take(&mut self.last_failed);
-        let next = self
-            .args
-            .planner
-            .call(|reply| PlannerMsg::NextEpoch { skip_subtree, reply }, Some(LOCAL_REPLY_TIMEOUT))
-            .await?;
-        let epoch = match next {
-            ractor::rpc::CallResult::Success(Some(epoch)) => epoch,
-            ractor::rpc::CallResult::Success(None) => {
-                self.args.supervisor.cast(RunSupervisorMsg::EpochsDone)?;
-                return Ok(());
+        let epoch = loop {
+            let skip_subtree = std::mem::take(&mut self.skip_subtree);
+            let next = self
+                .args
+                .planner
+                .call(
+                    |reply| PlannerMsg::NextEpoch { skip_subtree, reply },
+                    Some(LOCAL_REPLY_TIMEOUT),
+                )
+                .await?;
+            let epoch = match next {
+                ractor::rpc::CallResult::Success(Some(epoch)) => epoch,
+                ractor::rpc::CallResult::Success(None) => {
+                    self.args.supervisor.cast(RunSupervisorMsg::EpochsDone)?;
+                    return Ok(());
+                }
+                other => return Err(format!("the planner did not answer: {other:?}").into()),
+            };
+            if epoch.serial.is_none() || epoch.first || self.any_live(&epoch).await? {
+                break epoch;
             }
-            other => return Err(format!("the planner did not answer: {other:?}").into()),
+            // No walk of the branch is live: neither this serial action nor
+            // any below it runs.
+            let skipped = 1 + self.args.order.space().serial_epochs_below(epoch.level);
+            tracing::debug!(epoch = epoch.id.0, branch = ?epoch.branch, skipped,
+                "no live walk in the branch; its serial actions are skipped");
+            self.args.collector.cast(CollectorMsg::SerialSkipped(skipped))?;
+            self.skip_subtree = true;
         };
         let instruction = match epoch.serial {
             None => Instruction::Run(None),
@@ -128,7 +162,13 @@ impl<S: Send + 'static> BarrierState<S> {
                     Err(error) => {
                         tracing::warn!(epoch = epoch.id.0, branch = ?epoch.branch, %error,
                             "serial action failed; failing its branch");
-                        self.last_failed = true;
+                        self.skip_subtree = true;
+                        // Its walks fail here: the serial actions below
+                        // have no live walk left.
+                        let below = self.args.order.space().serial_epochs_below(epoch.level);
+                        if below > 0 {
+                            self.args.collector.cast(CollectorMsg::SerialSkipped(below))?;
+                        }
                         Instruction::FailBranch(error)
                     }
                 }

@@ -570,6 +570,12 @@ impl Dispatch {
 
     /// The current epoch starts: run its segment (or, with `fail_branch`,
     /// fail its live walks) on every walk of it.
+    /// Whether any walk of `range` is still live (held between epochs):
+    /// a branch with none left runs no more serial actions.
+    pub fn any_live(&self, range: Range<u64>) -> bool {
+        self.holdings.any_live_in(range)
+    }
+
     pub fn start_epoch(
         &mut self,
         epoch: Arc<Epoch>,

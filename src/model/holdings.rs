@@ -240,6 +240,15 @@ impl Holdings {
         out
     }
 
+    /// Whether any walk of `range` is held and live.
+    pub fn any_live_in(&self, range: Range<u64>) -> bool {
+        self.overlapping(&range).any(|(&start, held)| {
+            let from = start.max(range.start);
+            let to = held.end.min(range.end);
+            from < to && held.live.any_in(from - start..to - start)
+        })
+    }
+
     /// The live walks of `range`, as id ranges.
     pub fn live_ranges_in(&self, range: Range<u64>) -> Vec<Range<u64>> {
         let mut out: Vec<Range<u64>> = Vec::new();

@@ -177,6 +177,10 @@ pub struct Report<S = ()> {
     pub not_run: u64,
     /// Serial actions run (once per epoch that has one).
     pub serial_actions: u64,
+    /// Serial actions not run because no walk of their branch was left
+    /// live (all cancelled, failed, pruned or aborted before them); their
+    /// epochs are skipped too.
+    pub serial_skipped: u64,
     /// Walk runners restarted by their supervisor after a panic.
     pub runner_restarts: u64,
     /// Wall time of the run.
@@ -245,6 +249,7 @@ impl<S> Report<S> {
             counts: self.counts,
             not_run: self.not_run,
             serial_actions: self.serial_actions,
+            serial_skipped: self.serial_skipped,
             runner_restarts: self.runner_restarts,
             elapsed: self.elapsed,
             failed_walks: self.failed_walks,
@@ -273,6 +278,7 @@ impl<S> Report<S> {
             counts,
             not_run: not_run_walks.iter().map(AbortedWalks::count).sum(),
             serial_actions,
+            serial_skipped: 0,
             runner_restarts: 0,
             elapsed: Duration::ZERO,
             failed_walks,

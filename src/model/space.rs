@@ -261,6 +261,18 @@ impl Space {
         &self.step_order
     }
 
+    /// Epochs with a serial action strictly below a branch at `level`: the
+    /// ones a dead branch's skip leaves out.
+    pub fn serial_epochs_below(&self, level: usize) -> u64 {
+        let mut count = 0u64;
+        let mut branches = 1u64;
+        for &position in self.serials.iter().skip(level) {
+            branches = branches.saturating_mul(u64::from(self.radix[position]));
+            count = count.saturating_add(branches);
+        }
+        count
+    }
+
     /// The branch of a walk at level `level`: its first `level` serial options.
     pub fn branch_of(&self, digits: &[u32], level: usize) -> Vec<u32> {
         self.serials[..level].iter().map(|&p| digits[p]).collect()

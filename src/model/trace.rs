@@ -274,6 +274,9 @@ pub struct Summary {
     pub segments: u64,
     /// Serial actions run.
     pub serial_actions: u64,
+    /// Serial actions skipped: no walk of their branch was left live.
+    #[serde(default)]
+    pub serial_skipped: u64,
     /// Runner restarts.
     pub runner_restarts: u64,
     /// Wall time, in seconds.
@@ -318,6 +321,7 @@ impl Summary {
             aborted: report.counts.aborted,
             segments: report.counts.segments,
             serial_actions: report.serial_actions,
+            serial_skipped: report.serial_skipped,
             runner_restarts: report.runner_restarts,
             elapsed_s: report.elapsed.as_secs_f64(),
             failed_walks: report.failed_walks.clone(),
@@ -842,6 +846,7 @@ mod tests {
             aborted: meta.walks.saturating_sub(records),
             segments: 0,
             serial_actions: 0,
+            serial_skipped: 0,
             runner_restarts: 0,
             elapsed_s: 0.0,
             failed_walks: Vec::new(),
