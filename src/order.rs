@@ -504,7 +504,7 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     fn prune(&self, walk: &WalkView<'_>) -> bool {
         self.tail.prune(walk) || {
             let mark = EntryMark::<S, T>::new();
-            let pruned = self.head.prune(walk.option_at(T::LEN), walk);
+            let pruned = self.head.prune(walk.option_at(T::LEN), &walk.at_entry(T::LEN));
             std::mem::forget(mark);
             pruned
         }
@@ -603,7 +603,8 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         if position == T::LEN { self.head.decode(value) } else { self.tail.decode(position, value) }
     }
     fn prune_decoded(&self, options: &[Decoded], walk: &WalkView<'_>) -> bool {
-        self.tail.prune_decoded(options, walk) || self.head.prune_decoded(&options[T::LEN], walk)
+        self.tail.prune_decoded(options, walk)
+            || self.head.prune_decoded(&options[T::LEN], &walk.at_entry(T::LEN))
     }
     fn run_decoded(&self, position: usize, option: &Decoded, state: &mut S) -> ActionResult {
         if position == T::LEN {

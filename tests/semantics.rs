@@ -397,3 +397,35 @@ fn a_branch_with_no_live_walk_runs_no_more_serial_actions() {
         assert_eq!((report.serial_actions, report.serial_skipped), (2 + 2, 4), "threads {threads}");
     }
 }
+
+/// Used at two positions; prunes, at the second, a repeat of the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Step(u32);
+
+impl Action<Trail> for Step {
+    fn options() -> Vec<Self> {
+        (0..3).map(Step).collect()
+    }
+    fn prune(&self, walk: &WalkView<'_>) -> bool {
+        // `get` returns the first entry of the type; `position` tells the
+        // asking entry apart.
+        let first = walk.get::<Step>().expect("Step is in the walk order");
+        walk.position() == 1 && walk.get_at::<Step>(1) == Some(self) && first == self
+    }
+    fn run(&self, trail: &mut Trail) -> ActionResult {
+        trail.push((3, self.0));
+        Ok(())
+    }
+}
+
+#[test]
+fn one_action_type_at_two_positions_knows_which_entry_prunes() {
+    let order = WalkOrder::<Trail>::new().then::<Step>().then::<Step>();
+    let report = run(&order, RunOptions::default()).unwrap();
+    // 9 walks; the 3 with both Steps equal are pruned, by the second entry.
+    assert_eq!((report.walks, report.counts.pruned, report.counts.passed), (9, 3, 6));
+    for id in [0u64, 4, 8] {
+        assert_eq!(order.replay(id, Vec::new()).unwrap().outcome, WalkOutcome::Pruned, "walk {id}");
+    }
+    assert_eq!(order.replay(1u64, Vec::new()).unwrap().outcome, WalkOutcome::Passed);
+}

@@ -20,11 +20,30 @@ pub struct WalkView<'a> {
     id: u64,
     digits: &'a [u32],
     lookup: &'a dyn OptionLookup,
+    /// The entry whose `prune` is asked (`usize::MAX` outside one).
+    entry: usize,
 }
 
 impl<'a> WalkView<'a> {
     pub(crate) fn new(id: u64, digits: &'a [u32], lookup: &'a dyn OptionLookup) -> Self {
-        WalkView { id, digits, lookup }
+        WalkView { id, digits, lookup, entry: usize::MAX }
+    }
+
+    /// The same view, as the entry at `position` sees it.
+    #[inline(always)]
+    pub(crate) fn at_entry(&self, position: usize) -> Self {
+        WalkView { entry: position, ..*self }
+    }
+
+    /// The position in the walk order of the entry whose
+    /// [`prune`](crate::Action::prune) is asked: what tells apart the
+    /// entries of an action type used at more than one position.
+    ///
+    /// # Panics
+    /// Outside a `prune` call (a view handed out otherwise has no entry).
+    pub fn position(&self) -> usize {
+        assert!(self.entry != usize::MAX, "WalkView::position is only known inside prune");
+        self.entry
     }
 
     /// The walk's id.
@@ -58,8 +77,10 @@ impl<'a> WalkView<'a> {
         self.digits.get(position).copied().unwrap_or(u32::MAX)
     }
 
-    /// The option chosen for the first entry of type `T`, if the walk order
-    /// has one.
+    /// The option chosen for the *first* entry of type `T`, if the walk
+    /// order has one. With a type used at several positions, use
+    /// [`get_at`](Self::get_at) with the position you mean (inside `prune`,
+    /// [`position`](Self::position) is the asking entry's own).
     pub fn get<T: 'static>(&self) -> Option<&'a T> {
         let wanted = TypeId::of::<T>();
         let position = (0..self.digits.len()).find(|&p| self.lookup.entry_type(p) == wanted)?;
