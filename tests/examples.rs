@@ -93,3 +93,12 @@ fn a_long_run_prints_progress_lines_on_stderr_only() {
         .unwrap();
     assert!(!String::from_utf8(output.stderr).unwrap().contains("progress: "));
 }
+
+#[test]
+fn epoch_cost_measures_its_epochs() {
+    let (code, out) = run("epoch_cost", &["50"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("50 epochs: ") && out.contains(" us per epoch (min "), "{out}");
+    let (code, _) = run("epoch_cost", &["zero"]);
+    assert_eq!(code, Some(2));
+}
