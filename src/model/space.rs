@@ -452,6 +452,22 @@ mod tests {
     }
 
     #[test]
+    fn walk_ids_convert_to_and_from_u64() {
+        for n in [0, 1, 41, u64::MAX] {
+            let id = WalkId::from(n);
+            assert_eq!(id, WalkId(n));
+            assert_eq!(u64::from(id), n);
+            let back: u64 = id.into();
+            assert_eq!(WalkId::from(back), id);
+            assert_eq!(id.to_string(), n.to_string());
+        }
+        // Where a walk id goes in, either form does.
+        let s = space_of(&[(P, 3), (P, 2)]);
+        let id: WalkId = 5.into();
+        assert_eq!(s.digits(id.into()), s.digits(5));
+    }
+
+    #[test]
     fn blocks_stay_inside_branches() {
         let b = Blocks::new(10, 4);
         assert_eq!(b.block_of(9), 8..10);
