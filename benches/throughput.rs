@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use combtest::{
-    Action, ActionResult, Chain, Halt, Report, RunOptions, SerialAction, WalkOrder, fail, run,
+    Action, ActionResult, Entries, Halt, Report, RunOptions, SerialAction, WalkOrder, fail, run,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -417,7 +417,7 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn run_order<S: Clone + Send + 'static, C: Chain<S>>(
+fn run_order<S: Clone + Send + 'static, C: Entries<S>>(
     order: &WalkOrder<S, C>,
     options: RunOptions<S>,
 ) -> (Report<S>, usize) {
@@ -452,7 +452,7 @@ fn result(
     out
 }
 
-fn w1_order() -> WalkOrder<K, impl Chain<K>> {
+fn w1_order() -> WalkOrder<K, impl Entries<K>> {
     WalkOrder::new()
         .then::<Add<1, 10>>()
         .then::<Add<2, 10>>()

@@ -47,7 +47,7 @@ pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
 pub use model::outcome::{AbortedWalks, Ending, FailedWalk, Report, StopReason};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
-pub use order::{Chain, Entries, WalkError, WalkOrder, epoch_tree};
+pub use order::{Entries, WalkError, WalkOrder, epoch_tree};
 pub use replay::{ModelCheck, Replay, ReplayError, RunReplay};
 pub use runtime::{
     MAX_THREADS, RunError, RunOptions, RunStop, check, check_with, default_threads, run, run_async,

@@ -89,7 +89,9 @@ mod sealed {
 
 /// The typed list of a walk order's entries. Implemented by [`Nil`] and
 /// [`Cons`] only; users build it through [`WalkOrder::then`] and
-/// [`WalkOrder::serial`].
+/// [`WalkOrder::serial`], and name it [`Entries`] (this trait, the batch
+/// loop's machinery, is not exported: public signatures bound on
+/// `Entries`).
 #[doc(hidden)]
 pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     /// Number of entries.
@@ -193,9 +195,43 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
 /// assert_eq!(order().size().unwrap(), 9);
 /// ```
 ///
-/// Implemented for every walk order's entries and only for them (its
-/// methods are the library's own); a struct that keeps a walk order is
-/// generic over it: `struct Model<C: Entries<u32>> { order: WalkOrder<u32, C> }`.
+/// Sealed: implemented for every walk order's entries and only for them
+/// (its methods are the library's own, not exported). Everything that
+/// takes a walk order ([`run`](crate::run), [`check`](crate::check),
+/// [`replay`](WalkOrder::replay), [`suites::suite`](crate::suites::suite))
+/// is generic over it, and so is code of yours that keeps or passes one:
+///
+/// ```
+/// # use combtest::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Debug, Clone, Serialize, Deserialize)]
+/// # struct Add(u32);
+/// # impl Action<u32> for Add {
+/// #     fn options() -> Vec<Self> { (1..=3).map(Add).collect() }
+/// #     fn run(&self, sum: &mut u32) -> ActionResult { *sum += self.0; Ok(()) }
+/// # }
+/// # fn order() -> WalkOrder<u32, impl Entries<u32>> {
+/// #     WalkOrder::new().then::<Add>().then::<Add>()
+/// # }
+/// struct Fixture<C: Entries<u32>> {
+///     order: WalkOrder<u32, C>,
+///     start: u32,
+/// }
+///
+/// fn sums<C: Entries<u32>>(f: &Fixture<C>) -> Report<u32> {
+///     check(&f.order, f.start)
+/// }
+///
+/// let report = sums(&Fixture { order: order(), start: 0 });
+/// assert_eq!(report.counts.passed, 9);
+/// ```
+///
+/// There is no type-erased walk order: the entries' type lists every
+/// action type so that the batch loop is compiled for each walk order and
+/// calls actions without dynamic dispatch. To keep walk orders of
+/// different shapes together (a table of them, a `Vec`), make each a
+/// suite: [`suites::suite`](crate::suites::suite) returns a
+/// `Box<dyn Suite>`.
 pub trait Entries<S>: Chain<S> {}
 
 impl<S, C: Chain<S>> Entries<S> for C {}
@@ -740,7 +776,7 @@ impl<S: 'static> Default for WalkOrder<S, Nil> {
     }
 }
 
-impl<S: 'static, C: Chain<S>> WalkOrder<S, C> {
+impl<S: 'static, C: Entries<S>> WalkOrder<S, C> {
     fn extend<H: Link<S>>(self, head: H) -> WalkOrder<S, Cons<H, C>> {
         let chain = Cons { head, tail: self.chain };
         let mut entries = Vec::with_capacity(Cons::<H, C>::LEN);

@@ -11,7 +11,7 @@ use crate::model::epoch::SerialStep;
 use crate::model::space::{EntryKind, Space, WalkId};
 use crate::model::trace::{OptionJson, TraceRecord, fingerprint};
 use crate::model::walk::{OptionLookup, WalkView};
-use crate::order::{Chain, Decoded, Pinned, WalkError, WalkOrder, take_panic_position};
+use crate::order::{Chain, Decoded, Entries, Pinned, WalkError, WalkOrder, take_panic_position};
 use crate::trace::{RunDir, TraceError};
 
 /// The result of replaying one walk in-process.
@@ -23,7 +23,7 @@ pub struct Replay<S> {
     pub state: S,
 }
 
-impl<S: Clone + Send + 'static, C: Chain<S>> WalkOrder<S, C> {
+impl<S: Clone + Send + 'static, C: Entries<S>> WalkOrder<S, C> {
     /// Replays walk `id` alone, in this thread, serial actions inline:
     /// exactly the action sequence the walk had in a run.
     ///

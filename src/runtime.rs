@@ -19,7 +19,7 @@ use crate::model::sample::{SampleError, WalkSample};
 use crate::model::space::OrderError;
 use crate::model::space::{Blocks, WalkId};
 use crate::model::trace::{RoundTag, TraceEncoder};
-use crate::order::{Chain, WalkOrder};
+use crate::order::{Entries, WalkOrder};
 use crate::trace::{RunId, TraceError, TraceTarget, option_json};
 
 /// How to run a walk order.
@@ -316,7 +316,7 @@ pub enum RunError {
 pub fn check<S, C>(order: &WalkOrder<S, C>, initial: S) -> Report<S>
 where
     S: Clone + Send + 'static,
-    C: Chain<S>,
+    C: Entries<S>,
 {
     check_with(order, RunOptions::new(initial))
 }
@@ -326,7 +326,7 @@ where
 pub fn check_with<S, C>(order: &WalkOrder<S, C>, options: RunOptions<S>) -> Report<S>
 where
     S: Clone + Send + 'static,
-    C: Chain<S>,
+    C: Entries<S>,
 {
     match run(order, options) {
         Err(error) => panic!("combtest: the walk order could not run: {error}"),
@@ -343,7 +343,7 @@ where
 pub fn run<S, C>(order: &WalkOrder<S, C>, options: RunOptions<S>) -> Result<Report<S>, RunError>
 where
     S: Clone + Send + 'static,
-    C: Chain<S>,
+    C: Entries<S>,
 {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(RunError::InsideRuntime);
@@ -369,7 +369,7 @@ pub async fn run_async<S, C>(
 ) -> Result<Report<S>, RunError>
 where
     S: Clone + Send + 'static,
-    C: Chain<S>,
+    C: Entries<S>,
 {
     let started = Instant::now();
     let threads = options.effective_threads();

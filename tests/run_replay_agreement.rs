@@ -9,7 +9,7 @@ mod common;
 
 use combtest::model::trace::TraceOutcome;
 use combtest::{
-    Action, ActionResult, Chain, Halt, RunDir, RunOptions, SerialAction, WalkOrder, WalkOutcome,
+    Action, ActionResult, Entries, Halt, RunDir, RunOptions, SerialAction, WalkOrder, WalkOutcome,
     WalkView, run,
 };
 use common::{Append, Moody, SerialAppend, Trail};
@@ -48,7 +48,7 @@ impl Action<Trail> for PrunePanics {
 }
 
 /// Runs `order` traced, then replays every walk and compares.
-fn run_and_replay_agree<C: Chain<Trail>>(order: WalkOrder<Trail, C>) {
+fn run_and_replay_agree<C: Entries<Trail>>(order: WalkOrder<Trail, C>) {
     let dir = tempfile::tempdir().unwrap();
     let options = RunOptions::<Trail>::default().threads(3).log_dir(dir.path()).name("agreement");
     let report = run(&order, options).unwrap();

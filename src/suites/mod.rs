@@ -20,7 +20,7 @@ use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
 use crate::model::space::{EntryKind, OrderError, Space};
 use crate::model::trace::TraceRecord;
-use crate::order::{Chain, WalkOrder};
+use crate::order::{Chain, Entries, WalkOrder};
 use crate::replay::{ModelCheck, ReplayError};
 use crate::runtime::{RunError, RunOptions, run};
 use crate::trace::{RunDir, RunId, option_json};
@@ -364,7 +364,7 @@ pub fn suite<S, C, F>(
 ) -> Box<dyn Suite>
 where
     S: Clone + Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
-    C: Chain<S>,
+    C: Entries<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync + 'static,
 {
     Box::new(OrderSuite { name: name.into(), description: description.into(), order, setup })
