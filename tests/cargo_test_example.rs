@@ -2,7 +2,9 @@
 //! one function, checked by one call in a `#[test]`. The system under test
 //! is a map kept in a sorted `Vec`, compared after every action with
 //! `BTreeMap` (the model). One variant has a planted bug: overwriting key 0
-//! with the value 2 is ignored.
+//! with the value 2 is ignored. The correct map passes; the buggy one fails
+//! the check with the message a user would read (its failure group, the
+//! failed walks, how to replay each), and the failing walk replays alone.
 //!
 //! Run: `cargo test --test cargo_test_example`.
 
@@ -106,7 +108,8 @@ fn the_planted_bug_fails_with_a_readable_message() {
     let message = panic.downcast_ref::<String>().expect("a formatted panic message");
     // Insert{0,1} then Insert{0,2}, whatever Remove does: 3 walks (ids
     // 3, 4, 5: Insert's options are the most significant digit, x18, then
-    // the second Insert's, x3), one group, and the options that induce it.
+    // the second Insert's, x3), one group, and the options that induce it;
+    // then the walks one by one, each with the line that replays it.
     for part in [
         "combtest: FAIL: 3 of 108 walks failed, 0 aborted (completed",
         "failure groups: 1 (3 failed walks)",
@@ -116,9 +119,13 @@ fn the_planted_bug_fails_with_a_readable_message() {
         "[Insert=Insert { key: 0, value: 1 }, Insert=Insert { key: 0, value: 2 }, Remove=Remove(0)]",
         "replay: order.replay(3, initial)",
         "walks 3, 4, 5",
+        "failed walks: 3\n  walk 3: ",
+        "  walk 4: Insert (entry 1) failed: after Insert { key: 0, value: 2 }: map [(0, 1)], model [(0, 2)]\n    replay: order.replay(4, initial)\n",
     ] {
         assert!(message.contains(part), "missing {part:?} in:\n{message}");
     }
+    // Groups first, then the walks one by one.
+    assert!(message.find("failure groups:") < message.find("failed walks:"), "{message}");
     // The failing walk replays alone, as the message says.
     let replay = order().replay(3, Both::new(true)).unwrap();
     assert!(format!("{:?}", replay.outcome).contains("map [(0, 1)], model [(0, 2)]"));

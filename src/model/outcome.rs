@@ -296,12 +296,17 @@ impl<S> Report<S> {
 /// Aborted or unrun walk groups shown in a report's text.
 const SHOWN_UNFINISHED: usize = 10;
 
+/// Failed walks listed one by one in a report's text, after the groups.
+const SHOWN_FAILED: usize = 10;
+
 impl<S> Report<S> {
     /// The report as text: the verdict, the counts, the failure groups
     /// (largest first, each with its minimal walk and conditions, and with
-    /// `replay(id)` under its minimal walk when given), then the aborted
-    /// and unrun walks by reason. What [`Display`](fmt::Display) prints,
-    /// without replay lines.
+    /// `replay(id)` under its minimal walk when given), the first failed
+    /// walks by id (each with its failing action and exact error, and
+    /// `replay(id)` under it when given), then the aborted and unrun walks
+    /// by reason. What [`Display`](fmt::Display) prints, without replay
+    /// lines.
     pub fn render(&self, replay: Option<&dyn Fn(WalkId) -> String>) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
@@ -339,6 +344,7 @@ impl<S> Report<S> {
         let groups: Vec<GroupSummary> =
             self.failure_groups.iter().map(|g| GroupSummary::of(g, replay)).collect();
         s.push_str(&render_groups(&groups, SHOWN_GROUPS, " (see Report::failure_groups)"));
+        s.push_str(&render_failed_walks(&self.failed_walks, SHOWN_FAILED, replay));
         let unfinished = self
             .aborted_walks
             .iter()
@@ -358,8 +364,110 @@ impl<S> Report<S> {
     }
 }
 
+/// The first `shown` failed walks (the report keeps them by id), one each:
+/// the walk, its failing action (name and position) and its error text as
+/// it was, not normalised; `replay(id)` under each when given; then how
+/// many more there are.
+fn render_failed_walks(
+    failed: &[FailedWalk],
+    shown: usize,
+    replay: Option<&dyn Fn(WalkId) -> String>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    if failed.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "failed walks: {}", failed.len());
+    for f in failed.iter().take(shown) {
+        let _ = writeln!(
+            s,
+            "  walk {}: {} (entry {}) failed: {}",
+            f.walk_id, f.action, f.action_index, f.error
+        );
+        if let Some(replay) = replay {
+            let _ = writeln!(s, "    replay: {}", replay(f.walk_id));
+        }
+    }
+    if failed.len() > shown {
+        let _ = writeln!(s, "  ... and {} more (see Report::failed_walks)", failed.len() - shown);
+    }
+    s
+}
+
 impl<S> fmt::Display for Report<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(id: u64) -> FailedWalk {
+        FailedWalk {
+            walk_id: WalkId(id),
+            action_index: 1,
+            action: "Push".into(),
+            error: format!("full at {id}"),
+        }
+    }
+
+    fn report(failures: u64, aborted: Vec<AbortedWalks>) -> Report {
+        let aborted_count: u64 = aborted.iter().map(AbortedWalks::count).sum();
+        let counts = Counts {
+            passed: 100 - failures - aborted_count,
+            failed: failures,
+            cancelled: 0,
+            pruned: 0,
+            aborted: aborted_count,
+            segments: 100,
+        };
+        let failed_walks = (0..failures).rev().map(|i| failed(i * 3)).collect();
+        let report =
+            Report::from_parts(100, counts, 0, failed_walks, aborted, Vec::new(), BTreeMap::new());
+        assert!(report.is_consistent());
+        report
+    }
+
+    #[test]
+    fn a_passing_report_is_two_lines() {
+        assert_eq!(
+            report(0, Vec::new()).to_string(),
+            "PASS: 0 of 100 walks failed, 0 aborted (completed, 0.000 s)\n\
+             \x20 passed 100, failed 0, cancelled 0, pruned 0, aborted 0\n"
+        );
+    }
+
+    #[test]
+    fn failed_walks_are_listed_by_id_with_their_action_and_error() {
+        let aborted =
+            vec![AbortedWalks { walks: vec![90..92, 95..96], reason: "node lost".to_string() }];
+        let report = report(2, aborted);
+        assert_eq!(
+            report.to_string(),
+            "FAIL: 2 of 100 walks failed, 3 aborted (completed, 0.000 s)\n\
+             \x20 passed 95, failed 2, cancelled 0, pruned 0, aborted 3\n\
+             failed walks: 2\n\
+             \x20 walk 0: Push (entry 1) failed: full at 0\n\
+             \x20 walk 3: Push (entry 1) failed: full at 3\n\
+             aborted: 3 walks, from walk 90: node lost\n"
+        );
+        let replay = |id: WalkId| format!("order.replay({id}, initial)");
+        let text = report.render(Some(&replay));
+        assert!(text.contains(
+            "  walk 3: Push (entry 1) failed: full at 3\n    replay: order.replay(3, initial)\n"
+        ));
+    }
+
+    #[test]
+    fn failed_walks_past_the_first_ten_are_counted_not_listed() {
+        let text = report(25, Vec::new()).to_string();
+        assert!(text.contains("failed walks: 25\n  walk 0: "));
+        assert!(text.contains("  walk 27: Push (entry 1) failed: full at 27\n"));
+        assert!(!text.contains("walk 30:"));
+        assert!(text.ends_with("  ... and 15 more (see Report::failed_walks)\n"));
+        assert_eq!(text.lines().filter(|l| l.starts_with("  walk ")).count(), 10);
     }
 }
