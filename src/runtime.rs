@@ -288,9 +288,11 @@ pub enum RunError {
 }
 
 /// Runs every walk of `order` from clones of `initial`, and panics with
-/// the report (its failure groups, each with its minimal walk, the options
-/// that induce it and how to replay it) unless every walk passed, was
-/// cancelled or was pruned: the one call for a `#[test]`.
+/// the report's text unless every walk passed, was cancelled or was
+/// pruned: the one call for a `#[test]`. The text ([`Report::render`]) has
+/// the failure groups (each with its minimal walk, the options that induce
+/// it and how to replay it), then the first failed walks by id, each with
+/// its error and the line that replays it: `order.replay(id, initial)`.
 ///
 /// ```should_panic
 /// use combtest::prelude::*;
@@ -310,8 +312,11 @@ pub enum RunError {
 /// check(&WalkOrder::new().then::<Push>().then::<Push>(), Vec::new());
 /// ```
 ///
-/// A walk order that cannot run (an empty one, say) panics too, with the
-/// reason. Returns the report when the check passes.
+/// Returns the report when the check passes. When there is no report
+/// (a [`RunError`]: a walk order that cannot run, an invalid thread
+/// count, a call from inside an async runtime such as `#[tokio::test]`,
+/// where [`run_async`] is the call to make), it panics with one line:
+/// `combtest: the walk order could not run: ` and the error.
 #[track_caller]
 pub fn check<S, C>(order: &WalkOrder<S, C>, initial: S) -> Report<S>
 where
@@ -569,5 +574,33 @@ mod tests {
         assert_eq!(blocks_for(&space, 2, &options.clone().max_batch(16)).block_len(), 16);
         let timed = options.walk_timeout(Duration::from_secs(1));
         assert_eq!(blocks_for(&space, 2, &timed).block_len(), 1);
+    }
+
+    fn panic_text(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let panic = std::panic::catch_unwind(f).expect_err("check must panic");
+        panic.downcast_ref::<String>().expect("a formatted panic message").clone()
+    }
+
+    #[test]
+    fn check_panics_with_one_line_when_there_is_no_report() {
+        let empty = WalkOrder::<u32>::new();
+        assert_eq!(
+            panic_text(|| {
+                check(&empty, 0);
+            }),
+            "combtest: the walk order could not run: invalid walk order: the walk order is \
+             empty: add at least one action with `then` or `serial`"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let inside = runtime.block_on(async {
+            panic_text(|| {
+                check(&crate::suites::smoke::order(), 0);
+            })
+        });
+        assert_eq!(
+            inside,
+            "combtest: the walk order could not run: `run` cannot block inside an async \
+             runtime: call `run_async(...).await` instead"
+        );
     }
 }
