@@ -54,11 +54,20 @@ pub use runtime::{
 };
 
 /// What a suite and a test need, in one import: `use combtest::prelude::*;`.
+///
+/// The traits and helpers of actions ([`Action`], [`SerialAction`],
+/// [`ActionResult`], [`Halt`], [`cancel`], [`fail`], [`WalkView`] for
+/// pruning), the walk order ([`WalkOrder`], [`Entries`] to name it,
+/// [`WalkId`]), running and checking it ([`run`], [`RunOptions`],
+/// [`check`], [`check_with`]), and what comes back ([`Report`],
+/// [`FailureGroup`](crate::model::triage::FailureGroup),
+/// [`Conditions`](crate::model::triage::Conditions), and [`WalkOutcome`]
+/// for a replay's outcome).
 pub mod prelude {
     pub use crate::model::triage::{Conditions, FailureGroup};
     pub use crate::{
         Action, ActionResult, Entries, Halt, Report, RunOptions, SerialAction, WalkId, WalkOrder,
-        WalkView, cancel, check, check_with, fail, run,
+        WalkOutcome, WalkView, cancel, check, check_with, fail, run,
     };
 }
 pub use trace::{RunDir, RunId, TraceError};

@@ -128,7 +128,14 @@ fn the_planted_bug_fails_with_a_readable_message() {
     assert!(message.find("failure groups:") < message.find("failed walks:"), "{message}");
     // The failing walk replays alone, as the message says.
     let replay = order().replay(3, Both::new(true)).unwrap();
-    assert!(format!("{:?}", replay.outcome).contains("map [(0, 1)], model [(0, 2)]"));
+    assert_eq!(
+        replay.outcome,
+        WalkOutcome::Failed {
+            action_index: 1,
+            action: "Insert",
+            error: "after Insert { key: 0, value: 2 }: map [(0, 1)], model [(0, 2)]".to_string(),
+        }
+    );
 }
 
 #[test]
