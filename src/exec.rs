@@ -13,8 +13,11 @@ use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
-use crate::model::action::Halt;
+use std::sync::Arc;
+
+use crate::model::action::{Halt, SerialContext, WalkContext};
 use crate::model::epoch::{Epoch, SerialStep};
+use crate::model::fixtures::{Fixtures, Start};
 use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
 use crate::model::space::{Blocks, Space, WalkId};
@@ -26,11 +29,17 @@ use crate::order::{Chain, PanicMark, Pinned, SerialValue, WalkOrder, take_panic_
 #[derive(Debug, Clone)]
 pub(crate) enum Instruction {
     /// Run the epoch's segment, applying the serial value first if the epoch
-    /// has a serial action.
-    Run(Option<SerialValue>),
+    /// has a serial action. With the branch's earlier serial steps and
+    /// their values, for nodes that have not applied them yet (see
+    /// [`SerialAction::apply_on_node`](crate::SerialAction::apply_on_node)).
+    Run(Option<SerialValue>, History),
     /// The epoch's serial action failed: fail every live walk with this error.
     FailBranch(String),
 }
+
+/// The serial steps of a branch above an epoch's own, in order, with the
+/// values their runs gave.
+pub(crate) type History = Arc<Vec<(SerialStep, SerialValue)>>;
 
 /// Held walk states for consecutive walk ids: which walks go on, and their
 /// states.
@@ -156,6 +165,26 @@ pub(crate) const WALK_TIMEOUT_ACTION: &str = "(walk timeout)";
 /// The action name of a walk whose node was lost while running it, twice.
 pub(crate) const NODE_LOST_ACTION: &str = "(node lost)";
 
+/// Where a run's walks come from on one process or node: how each starts,
+/// and the fixtures their actions reach. Each runner thread holds its own
+/// (the initial state need not be `Sync`); the fixtures are shared.
+pub(crate) struct Origin<S> {
+    pub(crate) start: Start<S>,
+    pub(crate) fixtures: Arc<Fixtures>,
+}
+
+impl<S> Clone for Origin<S> {
+    fn clone(&self) -> Self {
+        Origin { start: self.start.clone(), fixtures: Arc::clone(&self.fixtures) }
+    }
+}
+
+impl<S> Origin<S> {
+    pub(crate) fn new(start: Start<S>, fixtures: Arc<Fixtures>) -> Self {
+        Origin { start, fixtures }
+    }
+}
+
 /// A walk order with its state type fixed and its chain type erased: the
 /// boundary where dynamic dispatch happens, once per batch.
 pub(crate) trait ErasedOrder<S>: Send + Sync {
@@ -165,10 +194,26 @@ pub(crate) trait ErasedOrder<S>: Send + Sync {
         epoch: &Epoch,
         instruction: &Instruction,
         input: BatchInput<S>,
-        initial: &S,
+        origin: &Origin<S>,
         settings: BatchSettings,
     ) -> BatchOutput<S>;
-    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, String>;
+    /// Runs `step`'s serial action once (`run_in`), with `fixtures`.
+    fn run_serial(
+        &self,
+        step: SerialStep,
+        branch: &[u32],
+        fixtures: &Fixtures,
+    ) -> Result<SerialValue, String>;
+    /// Applies `step`'s value once on this process or node
+    /// (`apply_on_node`).
+    fn node_step(
+        &self,
+        step: SerialStep,
+        branch: &[u32],
+        value: &SerialValue,
+        fixtures: &Fixtures,
+        node: Option<&str>,
+    ) -> Result<(), String>;
     /// The serial value of `step`'s entry as bytes, for the nodes of a
     /// cluster run.
     fn encode_value(&self, step: SerialStep, value: &SerialValue) -> Result<Vec<u8>, String>;
@@ -182,7 +227,7 @@ pub(crate) struct Runnable<S, C> {
     space: Space,
 }
 
-impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
+impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
     pub(crate) fn new(order: WalkOrder<S, C>) -> Result<Self, crate::model::space::OrderError> {
         let space = order.space()?.clone();
         Ok(Runnable { order, space })
@@ -261,8 +306,9 @@ fn run_segment<S: 'static, C: Chain<S>>(
     value: Option<&SerialValue>,
     digits: &[u32],
     state: &mut S,
+    walk: WalkContext<'_>,
 ) -> Result<(), (usize, Halt)> {
-    apply_then(chain, epoch, value, state, |s| chain.run_plain(digits, &epoch.plain, s))
+    apply_then(chain, epoch, value, state, walk, |s| chain.run_plain(digits, &epoch.plain, s, walk))
 }
 
 /// The `LEVEL` of `run_units` that tests segment membership at run time.
@@ -283,11 +329,12 @@ fn apply_then<S: 'static, C: Chain<S>>(
     epoch: &Epoch,
     value: Option<&SerialValue>,
     state: &mut S,
+    walk: WalkContext<'_>,
     plain: impl FnOnce(&mut S) -> Result<(), (usize, Halt)>,
 ) -> Result<(), (usize, Halt)> {
     if let (Some(step), Some(value)) = (epoch.serial, value) {
         let mark = PanicMark(step.position);
-        let applied = chain.apply_serial(step, value, state);
+        let applied = chain.apply_serial(step, value, state, walk);
         std::mem::forget(mark);
         applied.map_err(|halt| (step.position, halt))?;
     }
@@ -399,7 +446,7 @@ impl Drop for Tally<'_> {
     }
 }
 
-impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
+impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
     /// [`drive`](Self::drive) with the loop for this batch's tracing and
     /// for where its walks' states go.
     fn drive_level<const LEVEL: usize>(
@@ -407,18 +454,18 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         epoch: &Epoch,
         instruction: &Instruction,
         units: &mut [Unit<S>],
-        initial: &S,
+        origin: &Origin<S>,
         settings: BatchSettings,
     ) -> Progress<S> {
         match (settings.trace, epoch.last) {
             (false, false) => {
-                self.drive::<LEVEL, false, KEEP>(epoch, instruction, units, initial, settings)
+                self.drive::<LEVEL, false, KEEP>(epoch, instruction, units, origin, settings)
             }
             (false, true) => {
-                self.drive::<LEVEL, false, END>(epoch, instruction, units, initial, settings)
+                self.drive::<LEVEL, false, END>(epoch, instruction, units, origin, settings)
             }
             (true, _) => {
-                self.drive::<LEVEL, true, EITHER>(epoch, instruction, units, initial, settings)
+                self.drive::<LEVEL, true, EITHER>(epoch, instruction, units, origin, settings)
             }
         }
     }
@@ -431,7 +478,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         epoch: &Epoch,
         instruction: &Instruction,
         units: &mut [Unit<S>],
-        initial: &S,
+        origin: &Origin<S>,
         settings: BatchSettings,
     ) -> Progress<S> {
         let mut progress =
@@ -443,7 +490,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     epoch,
                     instruction,
                     units,
-                    initial,
+                    origin,
                     settings,
                     &mut progress,
                     &mut digits,
@@ -466,7 +513,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                     epoch.serial.map_or(epoch.plain.start, |s| s.position),
                     WALK_STATE_ACTION,
                     format!(
-                        "panicked outside any action (cloning or dropping the walk state): {text}"
+                        "panicked outside any action (making or dropping the walk state): {text}"
                     ),
                 ),
             };
@@ -513,7 +560,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         epoch: &Epoch,
         instruction: &Instruction,
         units: &mut [Unit<S>],
-        initial: &S,
+        origin: &Origin<S>,
         settings: BatchSettings,
         progress: &mut Progress<S>,
         digits: &mut [u32],
@@ -523,12 +570,13 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
         // The loops of fixed levels run only `Run` batches (`execute` sends
         // the rest to the `ANY_LEVEL` loop), so they match it once here.
         let value = match instruction {
-            Instruction::Run(value) => value.as_ref(),
+            Instruction::Run(value, _) => value.as_ref(),
             Instruction::FailBranch(_) => None,
         };
-        debug_assert!(LEVEL == ANY_LEVEL || matches!(instruction, Instruction::Run(_)));
+        debug_assert!(LEVEL == ANY_LEVEL || matches!(instruction, Instruction::Run(..)));
         let chain = self.order.chain();
         let lookup = Pinned::new(chain);
+        let fixtures: &Fixtures = &origin.fixtures;
         let keep = match OUT {
             KEEP => true,
             END => false,
@@ -594,6 +642,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                             ANY_LEVEL => unit.fresh,
                             _ => LEVEL == C::FIRST_LEVEL,
                         };
+                        let walk = WalkContext::new(id, 0, fixtures);
                         let state = if fresh {
                             if chain.prune(&WalkView::new(id, digits, &lookup)) {
                                 tally.local.pruned += 1;
@@ -607,7 +656,29 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                                 }
                                 None
                             } else {
-                                Some(initial.clone())
+                                match origin.start.make(fixtures, id) {
+                                    Ok(state) => Some(state),
+                                    Err(halt) => {
+                                        let spent = walk_started
+                                            .map_or(0, |t| t.elapsed().as_nanos() as u64);
+                                        let outcome = unstarted(
+                                            epoch,
+                                            id,
+                                            halt,
+                                            &mut out.failed,
+                                            &mut out.neither,
+                                            &mut tally.local,
+                                        );
+                                        if trace {
+                                            out.records.push(WalkRecord {
+                                                id: WalkId(id),
+                                                outcome,
+                                                nanos: spent,
+                                            });
+                                        }
+                                        None
+                                    }
+                                }
                             }
                         } else if unit.all_live || unit.live_in.get(offset) {
                             // One state per live walk, in order: a missing one
@@ -620,12 +691,12 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
                         if let Some(mut state) = state {
                             let result = if LEVEL != ANY_LEVEL {
                                 tally.local.segments += 1;
-                                C::run_level::<LEVEL>(&cursor, value, &mut state)
+                                C::run_level::<LEVEL>(&cursor, value, &mut state, walk)
                             } else {
                                 match instruction {
-                                    Instruction::Run(_) => {
+                                    Instruction::Run(..) => {
                                         tally.local.segments += 1;
-                                        run_segment(chain, epoch, value, digits, &mut state)
+                                        run_segment(chain, epoch, value, digits, &mut state, walk)
                                     }
                                     Instruction::FailBranch(error) => {
                                         let position = epoch.serial.map_or(0, |s| s.position);
@@ -726,6 +797,51 @@ impl<S: Clone + Send + 'static, C: Chain<S>> Runnable<S, C> {
     }
 }
 
+/// Ends a walk whose starting state could not be made (its factory
+/// halted): counted as failed, at the first entry of its first segment and
+/// named `(walk state)`, or as cancelled. Returns its outcome.
+#[cold]
+fn unstarted(
+    epoch: &Epoch,
+    id: u64,
+    halt: Halt,
+    failed: &mut Vec<FailedWalk>,
+    neither: &mut Vec<Range<u64>>,
+    counts: &mut Counts,
+) -> WalkOutcome {
+    let position = epoch.serial.map_or(epoch.plain.start, |s| s.position);
+    match halt {
+        Halt::Cancel => {
+            counts.cancelled += 1;
+            Neither::push_id(neither, id);
+            WalkOutcome::Cancelled { action_index: position }
+        }
+        Halt::Fail(error) => {
+            counts.failed += 1;
+            let error = format!("its starting state failed: {error}");
+            failed.push(FailedWalk {
+                walk_id: WalkId(id),
+                action_index: position,
+                action: WALK_STATE_ACTION.into(),
+                error: error.clone(),
+            });
+            WalkOutcome::Failed { action_index: position, action: WALK_STATE_ACTION, error }
+        }
+    }
+}
+
+/// A serial step's outcome as its error text: a serial step passes or
+/// fails (a cancel fails it), and a panic is a failure.
+fn serial_outcome<T>(step: impl FnOnce() -> Result<T, Halt>) -> Result<T, String> {
+    let _quiet = QuietPanics::on_this_thread();
+    match catch_unwind(AssertUnwindSafe(step)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(Halt::Fail(error))) => Err(error),
+        Ok(Err(Halt::Cancel)) => Err(crate::order::SERIAL_CANCELLED.to_string()),
+        Err(payload) => Err(format!("panicked: {}", panic_message(payload))),
+    }
+}
+
 impl<S> BatchOutput<S> {
     fn new() -> Self {
         BatchOutput {
@@ -742,7 +858,7 @@ impl<S> BatchOutput<S> {
     }
 }
 
-impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
+impl<S: Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
     fn space(&self) -> &Space {
         &self.space
     }
@@ -752,7 +868,7 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         epoch: &Epoch,
         instruction: &Instruction,
         input: BatchInput<S>,
-        initial: &S,
+        origin: &Origin<S>,
         settings: BatchSettings,
     ) -> BatchOutput<S> {
         let started = Instant::now();
@@ -783,13 +899,13 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         // deeper levels, and a failed branch's batches (no action runs) take
         // the loop that tests each unit and walk.
         let expected = fresh == (epoch.level == C::FIRST_LEVEL);
-        let run = matches!(instruction, Instruction::Run(_)) && expected;
+        let run = matches!(instruction, Instruction::Run(..)) && expected;
         let batch = &mut units;
         let progress = match (epoch.level, run) {
-            (0, true) => self.drive_level::<0>(epoch, instruction, batch, initial, settings),
-            (1, true) => self.drive_level::<1>(epoch, instruction, batch, initial, settings),
-            (2, true) => self.drive_level::<2>(epoch, instruction, batch, initial, settings),
-            _ => self.drive_level::<ANY_LEVEL>(epoch, instruction, batch, initial, settings),
+            (0, true) => self.drive_level::<0>(epoch, instruction, batch, origin, settings),
+            (1, true) => self.drive_level::<1>(epoch, instruction, batch, origin, settings),
+            (2, true) => self.drive_level::<2>(epoch, instruction, batch, origin, settings),
+            _ => self.drive_level::<ANY_LEVEL>(epoch, instruction, batch, origin, settings),
         };
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
@@ -801,14 +917,26 @@ impl<S: Clone + Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         out
     }
 
-    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, String> {
-        let _quiet = QuietPanics::on_this_thread();
-        match catch_unwind(AssertUnwindSafe(|| self.order.chain().run_serial(step))) {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(Halt::Fail(error))) => Err(error),
-            Ok(Err(Halt::Cancel)) => Err(crate::order::SERIAL_CANCELLED.to_string()),
-            Err(payload) => Err(format!("panicked: {}", panic_message(payload))),
-        }
+    fn run_serial(
+        &self,
+        step: SerialStep,
+        branch: &[u32],
+        fixtures: &Fixtures,
+    ) -> Result<SerialValue, String> {
+        let cx = SerialContext::new(step.position, branch, fixtures, None);
+        serial_outcome(|| self.order.chain().run_serial(step, &cx))
+    }
+
+    fn node_step(
+        &self,
+        step: SerialStep,
+        branch: &[u32],
+        value: &SerialValue,
+        fixtures: &Fixtures,
+        node: Option<&str>,
+    ) -> Result<(), String> {
+        let cx = SerialContext::new(step.position, branch, fixtures, node);
+        serial_outcome(|| self.order.chain().node_step(step, value, &cx))
     }
 
     fn encode_value(&self, step: SerialStep, value: &SerialValue) -> Result<Vec<u8>, String> {
@@ -895,8 +1023,9 @@ mod tests {
         let mut held: Vec<Block<Vec<u32>>> = Vec::new();
         let mut outputs = Vec::new();
         for epoch in EpochCursor::new(runnable.space().clone()) {
-            let instruction =
-                Instruction::Run(epoch.serial.map(|step| runnable.run_serial(step).unwrap()));
+            let fixtures = Fixtures::new();
+            let value = epoch.serial.map(|step| runnable.run_serial(step, &[], &fixtures).unwrap());
+            let instruction = Instruction::Run(value, History::default());
             let input = if epoch.first {
                 BatchInput::Fresh(vec![epoch.walks.clone()])
             } else {
@@ -905,7 +1034,8 @@ mod tests {
                 held = rest;
                 BatchInput::Held(mine)
             };
-            let mut out = runnable.execute(&epoch, &instruction, input, &Vec::new(), settings);
+            let origin = Origin::new(Start::clone_of(Vec::new()), Arc::default());
+            let mut out = runnable.execute(&epoch, &instruction, input, &origin, settings);
             held.append(&mut out.held);
             outputs.push(out);
         }
@@ -964,7 +1094,9 @@ mod tests {
         };
         let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
         let input = BatchInput::Fresh(vec![epoch.walks.clone()]);
-        let out = runnable.execute(&epoch, &Instruction::Run(None), input, &0, settings);
+        let origin = Origin::new(Start::clone_of(0), Arc::default());
+        let run = Instruction::Run(None, History::default());
+        let out = runnable.execute(&epoch, &run, input, &origin, settings);
         drop(quiet);
         let mut records = out.records;
         records.sort_by_key(|r| r.id);

@@ -43,7 +43,10 @@ pub mod suites;
 pub mod trace;
 
 pub use exec::WalkOutcome;
-pub use model::action::{Action, ActionResult, Halt, SerialAction, cancel, fail};
+pub use model::action::{
+    Action, ActionResult, Halt, SerialAction, SerialContext, WalkContext, cancel, fail,
+};
+pub use model::fixtures::{Fixtures, Start};
 pub use model::outcome::{AbortedWalks, Ending, FailedWalk, Report, StopReason};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
@@ -66,8 +69,9 @@ pub use runtime::{
 pub mod prelude {
     pub use crate::model::triage::{Conditions, FailureGroup};
     pub use crate::{
-        Action, ActionResult, Entries, Halt, Report, RunOptions, SerialAction, WalkId, WalkOrder,
-        WalkOutcome, WalkView, cancel, check, check_with, fail, run,
+        Action, ActionResult, Entries, Fixtures, Halt, Report, RunOptions, SerialAction,
+        SerialContext, Start, WalkContext, WalkId, WalkOrder, WalkOutcome, WalkView, cancel, check,
+        check_with, fail, run,
     };
 }
 pub use trace::{RunDir, RunId, TraceError};

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-use crate::model::action::{Action, ActionResult, Halt, SerialAction, short_type_name};
+use crate::model::action::{
+    Action, ActionResult, Halt, SerialAction, SerialContext, WalkContext, short_type_name,
+};
 use crate::model::epoch::{EpochCursor, SerialStep};
 use crate::model::space::{EntryInfo, EntryKind, IdOutOfRange, OrderError, Space, WalkId};
 use crate::model::walk::{OptionLookup, Walk, WalkView};
@@ -76,7 +78,7 @@ impl std::fmt::Debug for SerialValue {
 pub(crate) const SERIAL_CANCELLED: &str = "serial action cancelled its branch";
 
 /// How a serial action's `run` halting ends its branch: always as a failure.
-fn serial_run_halt(halt: Halt) -> Halt {
+pub(crate) fn serial_run_halt(halt: Halt) -> Halt {
     match halt {
         Halt::Cancel => Halt::Fail(SERIAL_CANCELLED.to_string()),
         fail => fail,
@@ -128,6 +130,7 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
         digits: &[u32],
         positions: &Range<usize>,
         state: &mut S,
+        walk: WalkContext<'_>,
     ) -> Result<(), (usize, Halt)>;
     /// The option of every entry for one walk, as references. The walks
     /// that differ only in the two least significant digits share all of
@@ -151,11 +154,25 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
         cursor: &Self::Cursor<'_>,
         value: Option<&SerialValue>,
         state: &mut S,
+        walk: WalkContext<'_>,
     ) -> Result<(), (usize, Halt)>;
-    /// Runs the serial entry of `step` once.
-    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt>;
+    /// Runs the serial entry of `step` once (`run_in`).
+    fn run_serial(&self, step: SerialStep, cx: &SerialContext<'_>) -> Result<SerialValue, Halt>;
+    /// Applies a serial value once on a node (`apply_on_node`).
+    fn node_step(
+        &self,
+        step: SerialStep,
+        value: &SerialValue,
+        cx: &SerialContext<'_>,
+    ) -> ActionResult;
     /// Applies a serial value to one walk state.
-    fn apply_serial(&self, step: SerialStep, value: &SerialValue, state: &mut S) -> ActionResult;
+    fn apply_serial(
+        &self,
+        step: SerialStep,
+        value: &SerialValue,
+        state: &mut S,
+        walk: WalkContext<'_>,
+    ) -> ActionResult;
     /// Encodes the value of the serial entry at `position` (postcard), to
     /// send it to the nodes of a cluster run.
     fn encode_value(&self, position: usize, value: &SerialValue) -> postcard::Result<Vec<u8>>;
@@ -169,8 +186,14 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     /// Whether any entry prunes a walk of decoded options (one per entry).
     fn prune_decoded(&self, options: &[Decoded], walk: &WalkView<'_>) -> bool;
     /// Runs a decoded option of the entry at `position`; a serial option
-    /// runs and applies its value to `state`.
-    fn run_decoded(&self, position: usize, option: &Decoded, state: &mut S) -> ActionResult;
+    /// runs, applies its value on the node, and to `state`.
+    fn run_decoded(
+        &self,
+        position: usize,
+        option: &Decoded,
+        state: &mut S,
+        walk: WalkContext<'_>,
+    ) -> ActionResult;
 }
 
 /// The entries of a walk order, as a type: what [`WalkOrder::then`] and
@@ -277,22 +300,34 @@ pub trait Link<S>: Clone + Send + Sync + 'static {
     /// The option at index `option`, which comes from this entry's space.
     fn opt(&self, option: u32) -> &Self::Opt;
     /// Runs an option of a plain entry.
-    fn run_opt(option: &Self::Opt, state: &mut S) -> ActionResult;
+    fn run_opt(option: &Self::Opt, state: &mut S, walk: &WalkContext<'_>) -> ActionResult;
     /// Applies a serial value through an option of a serial entry.
-    fn apply_opt(option: &Self::Opt, value: &SerialValue, state: &mut S) -> ActionResult;
+    fn apply_opt(
+        option: &Self::Opt,
+        value: &SerialValue,
+        state: &mut S,
+        walk: &WalkContext<'_>,
+    ) -> ActionResult;
     fn describe(&self) -> EntryInfo;
     fn option_any(&self, option: u32) -> &dyn Any;
     fn entry_type(&self) -> TypeId;
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool;
-    fn run(&self, option: u32, state: &mut S) -> ActionResult;
-    fn run_serial(&self, option: u32) -> Result<SerialValue, Halt>;
-    fn apply_serial(&self, option: u32, value: &SerialValue, state: &mut S) -> ActionResult;
+    fn run(&self, option: u32, state: &mut S, walk: &WalkContext<'_>) -> ActionResult;
+    fn run_serial(&self, option: u32, cx: &SerialContext<'_>) -> Result<SerialValue, Halt>;
+    fn node_step(&self, option: u32, value: &SerialValue, cx: &SerialContext<'_>) -> ActionResult;
+    fn apply_serial(
+        &self,
+        option: u32,
+        value: &SerialValue,
+        state: &mut S,
+        walk: &WalkContext<'_>,
+    ) -> ActionResult;
     fn encode_value(&self, value: &SerialValue) -> postcard::Result<Vec<u8>>;
     fn decode_value(&self, bytes: &[u8]) -> postcard::Result<SerialValue>;
     fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>>;
     fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded>;
     fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool;
-    fn run_decoded(&self, option: &Decoded, state: &mut S) -> ActionResult;
+    fn run_decoded(&self, option: &Decoded, state: &mut S, walk: &WalkContext<'_>) -> ActionResult;
 }
 
 fn labels<T: std::fmt::Debug>(options: &[T]) -> Vec<String> {
@@ -320,10 +355,10 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
         unsafe { self.options.get_unchecked(option as usize) }
     }
     #[inline(always)]
-    fn run_opt(option: &A, state: &mut S) -> ActionResult {
-        option.run(state)
+    fn run_opt(option: &A, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
+        option.run_in(state, walk)
     }
-    fn apply_opt(_: &A, _: &SerialValue, _: &mut S) -> ActionResult {
+    fn apply_opt(_: &A, _: &SerialValue, _: &mut S, _: &WalkContext<'_>) -> ActionResult {
         unreachable!("the planner only schedules serial entries as serial steps")
     }
 
@@ -343,13 +378,22 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
         self.options.get(option as usize).is_some_and(|o| o.prune(walk))
     }
     #[inline(always)]
-    fn run(&self, option: u32, state: &mut S) -> ActionResult {
-        self.opt(option).run(state)
+    fn run(&self, option: u32, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
+        self.opt(option).run_in(state, walk)
     }
-    fn run_serial(&self, _: u32) -> Result<SerialValue, Halt> {
+    fn run_serial(&self, _: u32, _: &SerialContext<'_>) -> Result<SerialValue, Halt> {
         unreachable!("the planner only schedules serial entries as serial steps")
     }
-    fn apply_serial(&self, _: u32, _: &SerialValue, _: &mut S) -> ActionResult {
+    fn node_step(&self, _: u32, _: &SerialValue, _: &SerialContext<'_>) -> ActionResult {
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn apply_serial(
+        &self,
+        _: u32,
+        _: &SerialValue,
+        _: &mut S,
+        _: &WalkContext<'_>,
+    ) -> ActionResult {
         unreachable!("the planner only schedules serial entries as serial steps")
     }
     fn encode_value(&self, _: &SerialValue) -> postcard::Result<Vec<u8>> {
@@ -367,8 +411,8 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool {
         decoded::<A>(option).prune(walk)
     }
-    fn run_decoded(&self, option: &Decoded, state: &mut S) -> ActionResult {
-        decoded::<A>(option).run(state)
+    fn run_decoded(&self, option: &Decoded, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
+        decoded::<A>(option).run_in(state, walk)
     }
 }
 
@@ -381,15 +425,20 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
         &self.options[option as usize]
     }
     #[inline(always)]
-    fn run_opt(_: &X, _: &mut S) -> ActionResult {
+    fn run_opt(_: &X, _: &mut S, _: &WalkContext<'_>) -> ActionResult {
         Ok(())
     }
     #[inline(always)]
-    fn apply_opt(option: &X, value: &SerialValue, state: &mut S) -> ActionResult {
+    fn apply_opt(
+        option: &X,
+        value: &SerialValue,
+        state: &mut S,
+        walk: &WalkContext<'_>,
+    ) -> ActionResult {
         let value = value
             .get::<X::Value>()
             .expect("a serial value is applied by the entry that produced it");
-        option.apply(value, state)
+        option.apply_in(value, state, walk)
     }
 
     fn describe(&self) -> EntryInfo {
@@ -407,16 +456,28 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
         // that does not prune makes this whole call fold to `false`.
         self.options.get(option as usize).is_some_and(|o| o.prune(walk))
     }
-    fn run(&self, _: u32, _: &mut S) -> ActionResult {
+    fn run(&self, _: u32, _: &mut S, _: &WalkContext<'_>) -> ActionResult {
         Ok(())
     }
-    fn run_serial(&self, option: u32) -> Result<SerialValue, Halt> {
-        let value = self.options[option as usize].run().map_err(serial_run_halt)?;
+    fn run_serial(&self, option: u32, cx: &SerialContext<'_>) -> Result<SerialValue, Halt> {
+        let value = self.options[option as usize].run_in(cx).map_err(serial_run_halt)?;
         Ok(SerialValue::new(value))
     }
+    fn node_step(&self, option: u32, value: &SerialValue, cx: &SerialContext<'_>) -> ActionResult {
+        let value = value
+            .get::<X::Value>()
+            .expect("a serial value is applied by the entry that produced it");
+        self.options[option as usize].apply_on_node(value, cx)
+    }
     #[inline(always)]
-    fn apply_serial(&self, option: u32, value: &SerialValue, state: &mut S) -> ActionResult {
-        Self::apply_opt(self.opt(option), value, state)
+    fn apply_serial(
+        &self,
+        option: u32,
+        value: &SerialValue,
+        state: &mut S,
+        walk: &WalkContext<'_>,
+    ) -> ActionResult {
+        Self::apply_opt(self.opt(option), value, state, walk)
     }
     fn encode_value(&self, value: &SerialValue) -> postcard::Result<Vec<u8>> {
         let value = value
@@ -436,10 +497,15 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool {
         decoded::<X>(option).prune(walk)
     }
-    fn run_decoded(&self, option: &Decoded, state: &mut S) -> ActionResult {
+    fn run_decoded(&self, option: &Decoded, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
+        // A replay is one walk on one process: the step runs, applies on
+        // this process as a node, then to the walk.
         let option = decoded::<X>(option);
-        let value = option.run().map_err(serial_run_halt)?;
-        option.apply(&value, state)
+        let branch = [];
+        let cx = SerialContext::new(walk.position(), &branch, walk.fixtures(), None);
+        let value = option.run_in(&cx).map_err(serial_run_halt)?;
+        option.apply_on_node(&value, &cx).map_err(serial_run_halt)?;
+        option.apply_in(&value, state, walk)
     }
 }
 
@@ -470,7 +536,13 @@ impl<S: 'static> Chain<S> for Nil {
         false
     }
     #[inline(always)]
-    fn run_plain(&self, _: &[u32], _: &Range<usize>, _: &mut S) -> Result<(), (usize, Halt)> {
+    fn run_plain(
+        &self,
+        _: &[u32],
+        _: &Range<usize>,
+        _: &mut S,
+        _: WalkContext<'_>,
+    ) -> Result<(), (usize, Halt)> {
         Ok(())
     }
     type Cursor<'a> = ();
@@ -483,13 +555,23 @@ impl<S: 'static> Chain<S> for Nil {
         _: &(),
         _: Option<&SerialValue>,
         _: &mut S,
+        _: WalkContext<'_>,
     ) -> Result<(), (usize, Halt)> {
         Ok(())
     }
-    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
+    fn run_serial(&self, step: SerialStep, _: &SerialContext<'_>) -> Result<SerialValue, Halt> {
         panic!("no serial entry at position {}", step.position)
     }
-    fn apply_serial(&self, step: SerialStep, _: &SerialValue, _: &mut S) -> ActionResult {
+    fn node_step(&self, step: SerialStep, _: &SerialValue, _: &SerialContext<'_>) -> ActionResult {
+        panic!("no serial entry at position {}", step.position)
+    }
+    fn apply_serial(
+        &self,
+        step: SerialStep,
+        _: &SerialValue,
+        _: &mut S,
+        _: WalkContext<'_>,
+    ) -> ActionResult {
         panic!("no serial entry at position {}", step.position)
     }
     fn encode_value(&self, _: usize, _: &SerialValue) -> postcard::Result<Vec<u8>> {
@@ -507,7 +589,13 @@ impl<S: 'static> Chain<S> for Nil {
     fn prune_decoded(&self, _: &[Decoded], _: &WalkView<'_>) -> bool {
         false
     }
-    fn run_decoded(&self, position: usize, _: &Decoded, _: &mut S) -> ActionResult {
+    fn run_decoded(
+        &self,
+        position: usize,
+        _: &Decoded,
+        _: &mut S,
+        _: WalkContext<'_>,
+    ) -> ActionResult {
         panic!("no entry at position {position}")
     }
 }
@@ -551,12 +639,13 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         digits: &[u32],
         positions: &Range<usize>,
         state: &mut S,
+        walk: WalkContext<'_>,
     ) -> Result<(), (usize, Halt)> {
-        self.tail.run_plain(digits, positions, state)?;
+        self.tail.run_plain(digits, positions, state, walk)?;
         let position = T::LEN;
         if H::KIND == EntryKind::Plain && positions.contains(&position) {
             let mark = EntryMark::<S, T>::new();
-            let result = self.head.run(digits[position], state);
+            let result = self.head.run(digits[position], state, &walk.at(position));
             std::mem::forget(mark);
             result.map_err(|halt| (position, halt))?;
         }
@@ -580,38 +669,57 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         cursor: &Self::Cursor<'_>,
         value: Option<&SerialValue>,
         state: &mut S,
+        walk: WalkContext<'_>,
     ) -> Result<(), (usize, Halt)> {
-        T::run_level::<LEVEL>(&cursor.0, value, state)?;
+        T::run_level::<LEVEL>(&cursor.0, value, state, walk)?;
         if H::KIND == EntryKind::Serial
             && T::SERIALS + 1 == LEVEL
             && let Some(value) = value
         {
             let mark = EntryMark::<S, T>::new();
-            let result = H::apply_opt(cursor.1, value, state);
+            let result = H::apply_opt(cursor.1, value, state, &walk.at(T::LEN));
             std::mem::forget(mark);
             result.map_err(|halt| (T::LEN, halt))?;
         }
         if H::KIND == EntryKind::Plain && T::SERIALS == LEVEL {
             let mark = EntryMark::<S, T>::new();
-            let result = H::run_opt(cursor.1, state);
+            let result = H::run_opt(cursor.1, state, &walk.at(T::LEN));
             std::mem::forget(mark);
             result.map_err(|halt| (T::LEN, halt))?;
         }
         Ok(())
     }
-    fn run_serial(&self, step: SerialStep) -> Result<SerialValue, Halt> {
+    fn run_serial(&self, step: SerialStep, cx: &SerialContext<'_>) -> Result<SerialValue, Halt> {
         if step.position == T::LEN {
-            self.head.run_serial(step.option)
+            self.head.run_serial(step.option, cx)
         } else {
-            self.tail.run_serial(step)
+            self.tail.run_serial(step, cx)
+        }
+    }
+    fn node_step(
+        &self,
+        step: SerialStep,
+        value: &SerialValue,
+        cx: &SerialContext<'_>,
+    ) -> ActionResult {
+        if step.position == T::LEN {
+            self.head.node_step(step.option, value, cx)
+        } else {
+            self.tail.node_step(step, value, cx)
         }
     }
     #[inline(always)]
-    fn apply_serial(&self, step: SerialStep, value: &SerialValue, state: &mut S) -> ActionResult {
+    fn apply_serial(
+        &self,
+        step: SerialStep,
+        value: &SerialValue,
+        state: &mut S,
+        walk: WalkContext<'_>,
+    ) -> ActionResult {
         if step.position == T::LEN {
-            self.head.apply_serial(step.option, value, state)
+            self.head.apply_serial(step.option, value, state, &walk.at(T::LEN))
         } else {
-            self.tail.apply_serial(step, value, state)
+            self.tail.apply_serial(step, value, state, walk)
         }
     }
     fn encode_value(&self, position: usize, value: &SerialValue) -> postcard::Result<Vec<u8>> {
@@ -642,11 +750,17 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         self.tail.prune_decoded(options, walk)
             || self.head.prune_decoded(&options[T::LEN], &walk.at_entry(T::LEN))
     }
-    fn run_decoded(&self, position: usize, option: &Decoded, state: &mut S) -> ActionResult {
+    fn run_decoded(
+        &self,
+        position: usize,
+        option: &Decoded,
+        state: &mut S,
+        walk: WalkContext<'_>,
+    ) -> ActionResult {
         if position == T::LEN {
-            self.head.run_decoded(option, state)
+            self.head.run_decoded(option, state, &walk.at(T::LEN))
         } else {
-            self.tail.run_decoded(position, option, state)
+            self.tail.run_decoded(position, option, state, walk)
         }
     }
 }

@@ -6,8 +6,9 @@ use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::exec::{WalkOutcome, panic_message};
-use crate::model::action::{ActionResult, Halt};
+use crate::model::action::{ActionResult, Halt, WalkContext};
 use crate::model::epoch::SerialStep;
+use crate::model::fixtures::Fixtures;
 use crate::model::space::{EntryKind, Space, WalkId};
 use crate::model::trace::{OptionJson, TraceRecord, fingerprint};
 use crate::model::walk::{OptionLookup, WalkView};
@@ -23,7 +24,7 @@ pub struct Replay<S> {
     pub state: S,
 }
 
-impl<S: Clone + Send + 'static, C: Entries<S>> WalkOrder<S, C> {
+impl<S: Send + 'static, C: Entries<S>> WalkOrder<S, C> {
     /// Replays walk `id` alone, in this thread, serial actions inline:
     /// exactly the action sequence the walk had in a run.
     ///
@@ -34,6 +35,22 @@ impl<S: Clone + Send + 'static, C: Entries<S>> WalkOrder<S, C> {
         &self,
         id: impl Into<WalkId>,
         initial: S,
+        on_step: impl FnMut(usize),
+    ) -> Result<Replay<S>, crate::order::WalkError> {
+        self.replay_in(id, initial, &Fixtures::new(), on_step)
+    }
+
+    /// [`replay_with`](Self::replay_with) with the run's fixtures, for
+    /// actions that reach them: build them as the suite's setup does, and
+    /// the walk's starting state as its [`Start`](crate::Start) would
+    /// (`start.initial()`, or the factory called with the fixtures and
+    /// `id`). Serial actions run here as on a node: `run_in`,
+    /// `apply_on_node`, then `apply_in`.
+    pub fn replay_in(
+        &self,
+        id: impl Into<WalkId>,
+        initial: S,
+        fixtures: &Fixtures,
         mut on_step: impl FnMut(usize),
     ) -> Result<Replay<S>, crate::order::WalkError> {
         let id = id.into().0;
@@ -45,16 +62,27 @@ impl<S: Clone + Send + 'static, C: Entries<S>> WalkOrder<S, C> {
             Ok(true) => return Ok(Replay { outcome: WalkOutcome::Pruned, state: initial }),
             Err(outcome) => return Ok(Replay { outcome, state: initial }),
         }
+        let walk = WalkContext::new(id, 0, fixtures);
         Ok(replay_steps(space, initial, &mut on_step, |position, state| {
             match space.entries()[position].kind {
                 EntryKind::Plain => {
                     let one = position..position + 1;
-                    chain.run_plain(&digits, &one, state).map_err(|(_, h)| h)
+                    chain.run_plain(&digits, &one, state, walk).map_err(|(_, h)| h)
                 }
                 EntryKind::Serial => {
                     let step = SerialStep { position, option: digits[position] };
-                    let value = chain.run_serial(step)?;
-                    chain.apply_serial(step, &value, state)
+                    let serials = space.serial_positions();
+                    let branch: Vec<u32> = serials
+                        .iter()
+                        .take_while(|&&p| p <= position)
+                        .map(|&p| digits[p])
+                        .collect();
+                    let cx =
+                        crate::model::action::SerialContext::new(position, &branch, fixtures, None);
+                    let value =
+                        chain.run_serial(step, &cx).map_err(crate::order::serial_run_halt)?;
+                    chain.node_step(step, &value, &cx).map_err(crate::order::serial_run_halt)?;
+                    chain.apply_serial(step, &value, state, walk)
                 }
             }
         }))
@@ -100,6 +128,19 @@ impl<S: Clone + Send + 'static, C: Entries<S>> WalkOrder<S, C> {
         initial: S,
         on_step: impl FnMut(usize),
     ) -> Result<RunReplay<S>, ReplayError> {
+        self.replay_record_in(run, record, initial, &Fixtures::new(), on_step)
+    }
+
+    /// [`replay_record`](Self::replay_record) with the run's fixtures (see
+    /// [`replay_in`](Self::replay_in)).
+    pub fn replay_record_in(
+        &self,
+        run: &RunDir,
+        record: TraceRecord,
+        initial: S,
+        fixtures: &Fixtures,
+        on_step: impl FnMut(usize),
+    ) -> Result<RunReplay<S>, ReplayError> {
         let walk = record.walk_id;
         let space = self.space().map_err(WalkError::from)?;
         let values = crate::trace::option_json(self, space)?;
@@ -116,11 +157,11 @@ impl<S: Clone + Send + 'static, C: Entries<S>> WalkOrder<S, C> {
             changes.push(change);
         }
         if changes.is_empty() {
-            let replay = self.replay_with(walk, initial, on_step)?;
+            let replay = self.replay_in(walk, initial, fixtures, on_step)?;
             return Ok(RunReplay { replay, model: ModelCheck::Same, record });
         }
         let kinds: Vec<EntryKind> = run.meta().walk_order.iter().map(|e| e.kind).collect();
-        let replay = self.replay_recorded(&record, &kinds, initial, on_step)?;
+        let replay = self.replay_recorded(&record, &kinds, initial, fixtures, on_step)?;
         Ok(RunReplay { replay, model: ModelCheck::Changed(changes.join("; ")), record })
     }
 
@@ -130,6 +171,7 @@ impl<S: Clone + Send + 'static, C: Entries<S>> WalkOrder<S, C> {
         record: &TraceRecord,
         kinds: &[EntryKind],
         initial: S,
+        fixtures: &Fixtures,
         mut on_step: impl FnMut(usize),
     ) -> Result<Replay<S>, ReplayError> {
         let space = self.space().map_err(WalkError::from)?;
@@ -183,8 +225,9 @@ impl<S: Clone + Send + 'static, C: Entries<S>> WalkOrder<S, C> {
             Ok(true) => return Ok(Replay { outcome: WalkOutcome::Pruned, state: initial }),
             Err(outcome) => return Ok(Replay { outcome, state: initial }),
         }
+        let cx = WalkContext::new(walk, 0, fixtures);
         Ok(replay_steps(space, initial, &mut on_step, |position, state| {
-            chain.run_decoded(position, &decoded[position], state)
+            chain.run_decoded(position, &decoded[position], state, cx)
         }))
     }
 }

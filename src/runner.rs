@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::exec::{
-    BatchInput, BatchSettings, ErasedOrder, Instruction, QuietPanics, WalkOutcome, panic_message,
+    BatchInput, BatchSettings, ErasedOrder, Instruction, Origin, QuietPanics, WalkOutcome,
+    panic_message,
 };
 use crate::model::dispatch::Claimed;
 use crate::model::epoch::Epoch;
@@ -95,7 +96,7 @@ pub(crate) struct Ran<S> {
     pub(crate) panic: Option<String>,
 }
 
-impl<S: Clone + Send + 'static> BatchPipeline<S> {
+impl<S: Send + 'static> BatchPipeline<S> {
     /// The batch's walks: fresh, or their held states taken from the store
     /// (`Err` with the first walk of a block that is not there).
     pub(crate) fn input(&self, epoch: &Epoch, ranges: &[Range<u64>]) -> Result<BatchInput<S>, u64> {
@@ -113,9 +114,9 @@ impl<S: Clone + Send + 'static> BatchPipeline<S> {
         instruction: &Instruction,
         ranges: &[Range<u64>],
         input: BatchInput<S>,
-        initial: &S,
+        origin: &Origin<S>,
     ) -> Ran<S> {
-        let mut out = self.order.execute(epoch, instruction, input, initial, self.settings);
+        let mut out = self.order.execute(epoch, instruction, input, origin, self.settings);
         let mut lines = Vec::new();
         let mut failed_nanos = Vec::new();
         if let Some(encoder) = &self.encoder {
@@ -159,10 +160,11 @@ impl<S: Clone + Send + 'static> BatchPipeline<S> {
     }
 }
 
-/// A job for a runner thread: given the thread's initial state, or `None`
-/// when the thread is retired and the job must only answer (its batch will
-/// not run). Returns whether the thread goes on.
-pub(crate) type Job<S> = Box<dyn FnOnce(Option<&S>) -> Next + Send>;
+/// A job for a runner thread: given the thread's origin of walk states
+/// (its own copy), or `None` when the thread is retired and the job must
+/// only answer (its batch will not run). Returns whether the thread goes
+/// on.
+pub(crate) type Job<S> = Box<dyn FnOnce(Option<&Origin<S>>) -> Next + Send>;
 
 /// Whether a runner thread takes another job.
 pub(crate) enum Next {
@@ -184,8 +186,8 @@ pub(crate) enum Replace<S> {
     /// (a bug) is reported through the callback.
     ByOwner(Box<dyn Fn(String) + Send + Sync>),
     /// It starts its replacement on the same queue, from a clone of this
-    /// pristine initial state (a node's pool).
-    Itself(Arc<Mutex<S>>),
+    /// pristine origin (a node's pool).
+    Itself(Arc<Mutex<Origin<S>>>),
 }
 
 /// A runner's OS thread: runs its jobs in order, back to back, never on
@@ -195,9 +197,9 @@ pub(crate) struct RunnerThread;
 impl RunnerThread {
     /// Starts a thread named `name` over `queue`. When `retired` is set, the
     /// thread answers every job left without running it, then ends.
-    pub(crate) fn spawn<S: Clone + Send + 'static>(
+    pub(crate) fn spawn<S: Send + 'static>(
         name: String,
-        initial: S,
+        origin: Origin<S>,
         queue: Queue<S>,
         retired: Arc<AtomicBool>,
         replace: Arc<Replace<S>>,
@@ -212,7 +214,7 @@ impl RunnerThread {
                     job(None);
                     continue;
                 }
-                let (stop, died) = match catch_unwind(AssertUnwindSafe(|| job(Some(&initial)))) {
+                let (stop, died) = match catch_unwind(AssertUnwindSafe(|| job(Some(&origin)))) {
                     Ok(Next::Go) => (false, None),
                     Ok(Next::Stop) => (true, None),
                     Err(payload) => (true, Some(panic_message(payload))),
@@ -251,16 +253,16 @@ pub(crate) struct RunnerPool<S> {
     retired: Arc<AtomicBool>,
 }
 
-impl<S: Clone + Send + 'static> RunnerPool<S> {
-    pub(crate) fn start(runners: usize, name: &str, initial: S) -> std::io::Result<Self> {
+impl<S: Send + 'static> RunnerPool<S> {
+    pub(crate) fn start(runners: usize, name: &str, origin: Origin<S>) -> std::io::Result<Self> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job<S>>();
         let queue = Arc::new(Mutex::new(queue));
         let retired = Arc::new(AtomicBool::new(false));
-        let replace = Arc::new(Replace::Itself(Arc::new(Mutex::new(initial.clone()))));
+        let replace = Arc::new(Replace::Itself(Arc::new(Mutex::new(origin.clone()))));
         for index in 0..runners {
             RunnerThread::spawn(
                 format!("{name}-{index}"),
-                initial.clone(),
+                origin.clone(),
                 Arc::clone(&queue),
                 Arc::clone(&retired),
                 Arc::clone(&replace),
@@ -288,6 +290,7 @@ impl<S> Drop for RunnerPool<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fixtures::Start;
 
     #[test]
     fn a_claim_is_settled_once() {
@@ -308,12 +311,13 @@ mod tests {
 
     #[test]
     fn a_pool_replaces_a_thread_that_stops_and_answers_jobs_once_retired() {
-        let pool = RunnerPool::start(1, "test-runner", 7u32).unwrap();
+        let origin = Origin::new(Start::clone_of(7u32), Arc::default());
+        let pool = RunnerPool::start(1, "test-runner", origin).unwrap();
         let (sender, seen) = std::sync::mpsc::channel();
         for stop in [true, false] {
             let sender = sender.clone();
             pool.submit(Box::new(move |initial| {
-                sender.send(initial.copied()).unwrap();
+                sender.send(initial.and_then(|o| o.start.initial().copied())).unwrap();
                 if stop { Next::Stop } else { Next::Go }
             }));
         }

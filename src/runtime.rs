@@ -12,8 +12,10 @@ use crate::actors::collector::Progress;
 use crate::actors::run_supervisor::{
     RunContext, RunFailure, RunSupervisor, RunSupervisorMsg, Workers,
 };
-use crate::exec::{ErasedOrder, Runnable};
+use crate::exec::{ErasedOrder, Origin, Runnable};
+use crate::model::action::Halt;
 use crate::model::dispatch::StopKind;
+use crate::model::fixtures::{Fixtures, Start};
 use crate::model::outcome::{Report, StopReason};
 use crate::model::sample::{SampleError, WalkSample};
 use crate::model::space::OrderError;
@@ -25,7 +27,8 @@ use crate::trace::{RunId, TraceError, TraceTarget, option_json};
 /// How to run a walk order.
 #[derive(Debug, Clone)]
 pub struct RunOptions<S> {
-    pub(crate) initial: S,
+    pub(crate) start: Start<S>,
+    pub(crate) fixtures: Arc<Fixtures>,
     pub(crate) threads: Option<usize>,
     pub(crate) gather_states: bool,
     pub(crate) log_dir: Option<PathBuf>,
@@ -50,7 +53,7 @@ pub struct RoundTrace {
     pub tag: RoundTag,
 }
 
-impl<S: Default> Default for RunOptions<S> {
+impl<S: Default + Clone> Default for RunOptions<S> {
     fn default() -> Self {
         RunOptions::new(S::default())
     }
@@ -58,9 +61,27 @@ impl<S: Default> Default for RunOptions<S> {
 
 impl<S> RunOptions<S> {
     /// Every walk starts from a clone of `initial`.
-    pub fn new(initial: S) -> Self {
+    pub fn new(initial: S) -> Self
+    where
+        S: Clone,
+    {
+        RunOptions::start(Start::clone_of(initial))
+    }
+
+    /// Every walk starts from what `factory` builds for it, from the run's
+    /// fixtures and its id (see [`Start::factory`]); the state need not be
+    /// `Clone`.
+    pub fn factory(
+        factory: impl Fn(&Fixtures, WalkId) -> Result<S, Halt> + Send + Sync + 'static,
+    ) -> Self {
+        RunOptions::start(Start::factory(factory))
+    }
+
+    /// Every walk starts as `start` says.
+    pub fn start(start: Start<S>) -> Self {
         RunOptions {
-            initial,
+            start,
+            fixtures: Arc::default(),
             threads: None,
             gather_states: false,
             log_dir: None,
@@ -73,6 +94,13 @@ impl<S> RunOptions<S> {
             stop: None,
             progress: None,
         }
+    }
+
+    /// The run's fixtures, reached by every action, serial action and
+    /// state factory through its context; dropped when the run ends.
+    pub fn fixtures(mut self, fixtures: Fixtures) -> Self {
+        self.fixtures = Arc::new(fixtures);
+        self
     }
 
     /// Number of runner threads: walks running at once. Defaults to the
@@ -330,7 +358,7 @@ where
 #[track_caller]
 pub fn check_with<S, C>(order: &WalkOrder<S, C>, options: RunOptions<S>) -> Report<S>
 where
-    S: Clone + Send + 'static,
+    S: Send + 'static,
     C: Entries<S>,
 {
     match run(order, options) {
@@ -347,7 +375,7 @@ where
 /// its own async runtime; from async code, use [`run_async`].
 pub fn run<S, C>(order: &WalkOrder<S, C>, options: RunOptions<S>) -> Result<Report<S>, RunError>
 where
-    S: Clone + Send + 'static,
+    S: Send + 'static,
     C: Entries<S>,
 {
     if tokio::runtime::Handle::try_current().is_ok() {
@@ -373,7 +401,7 @@ pub async fn run_async<S, C>(
     options: RunOptions<S>,
 ) -> Result<Report<S>, RunError>
 where
-    S: Clone + Send + 'static,
+    S: Send + 'static,
     C: Entries<S>,
 {
     let started = Instant::now();
@@ -393,7 +421,7 @@ where
 
 /// A run on any workers: the part shared by in-process and cluster runs
 /// (`cluster::run` calls it with remote workers).
-pub(crate) async fn run_on<S: Clone + Send + 'static>(
+pub(crate) async fn run_on<S: Send + 'static>(
     runnable: Arc<dyn ErasedOrder<S>>,
     values: Option<crate::model::trace::OptionJson>,
     options: RunOptions<S>,
@@ -438,7 +466,7 @@ pub(crate) async fn run_on<S: Clone + Send + 'static>(
     let (reply, report) = oneshot::channel();
     let context = RunContext {
         order: runnable,
-        initial: options.initial,
+        origin: Origin::new(options.start, options.fixtures),
         workers,
         blocks,
         // One walk per batch: a timeout then blames one walk.

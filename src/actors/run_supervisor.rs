@@ -47,7 +47,7 @@ use crate::actors::trace_writer::{TraceWriter, TraceWriterMsg};
 use crate::actors::walk_runner::{
     RunnerArgs, RunnerTrace, WalkRunner, WalkRunnerMsg, failed_walks,
 };
-use crate::exec::{BatchSettings, ErasedOrder};
+use crate::exec::{BatchSettings, ErasedOrder, Origin};
 use crate::model::dispatch::{Config, SlotSpec, StopKind};
 use crate::model::epoch::Epoch;
 use crate::model::outcome::{AbortedWalks, Ending, Fate, Report, StopReason};
@@ -158,7 +158,7 @@ impl<S> Workers<S> {
 /// Everything a run needs, fixed at its start.
 pub(crate) struct RunContext<S> {
     pub(crate) order: Arc<dyn ErasedOrder<S>>,
-    pub(crate) initial: S,
+    pub(crate) origin: Origin<S>,
     pub(crate) workers: Workers<S>,
     pub(crate) blocks: Blocks,
     pub(crate) max_batch: Option<u64>,
@@ -195,7 +195,7 @@ enum Role {
 
 pub(crate) struct SupervisorState<S> {
     order: Arc<dyn ErasedOrder<S>>,
-    initial: S,
+    origin: Origin<S>,
     settings: BatchSettings,
     walk_timeout: Option<Duration>,
     store: Arc<StateStore<S>>,
@@ -211,7 +211,7 @@ pub(crate) struct SupervisorState<S> {
     stopped: Option<StopReason>,
 }
 
-impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
+impl<S: Send + 'static> Actor for RunSupervisor<S> {
     type Msg = RunSupervisorMsg;
     type State = SupervisorState<S>;
     type Arguments = RunContext<S>;
@@ -253,6 +253,8 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
             planner: planner.clone(),
             collector: collector.clone(),
             supervisor: myself.clone(),
+            fixtures: Arc::clone(&ctx.origin.fixtures),
+            node_steps_here: matches!(ctx.workers, Workers::Threads(_)),
         };
         let (barrier, _) =
             Actor::spawn_linked(None, SerialBarrier::new(), barrier_args, me.clone()).await?;
@@ -288,7 +290,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
 
         let mut state = SupervisorState {
             order: ctx.order,
-            initial: ctx.initial,
+            origin: ctx.origin,
             settings: BatchSettings { blocks, gather: ctx.gather, trace: trace.is_some() },
             walk_timeout: ctx.walk_timeout,
             store: Arc::new(StateStore::new()),
@@ -408,7 +410,7 @@ impl<S: Clone + Send + 'static> Actor for RunSupervisor<S> {
     }
 }
 
-impl<S: Clone + Send + 'static> SupervisorState<S> {
+impl<S: Send + 'static> SupervisorState<S> {
     /// Passes a stop to the Scheduler and the remote side.
     fn stop(&mut self, kind: StopKind, reason: StopReason) -> Result<(), ActorProcessingErr> {
         if self.stopped.is_none() {
@@ -485,7 +487,7 @@ impl<S: Clone + Send + 'static> SupervisorState<S> {
         RunnerArgs {
             index,
             order: Arc::clone(&self.order),
-            initial: Some(self.initial.clone()),
+            initial: Some(self.origin.clone()),
             store: Arc::clone(&self.store),
             settings: self.settings,
             walk_timeout: self.walk_timeout,

@@ -9,6 +9,13 @@
 //!   of any walk is running anywhere).
 //! - Calls the Planner (`NextEpoch`); sends `SerialRan` to the Collector,
 //!   `RunEpoch` to the Scheduler, `EpochsDone` to the RunSupervisor.
+//! - In-process, the serial action's per-node step (`apply_on_node`) runs
+//!   right after it, on the same blocking thread, with the run's fixtures
+//!   (the process is the run's one node); it failing fails the branch as
+//!   the serial action failing would. In a cluster run, nodes run it (see
+//!   `cluster::node_run`): the barrier hands each epoch the branch's
+//!   earlier steps and their values (`History`), for nodes that missed
+//!   them.
 //! - A serial action that fails (or panics) turns its epoch into a
 //!   `FailBranch` instruction: every live walk of the branch fails with the
 //!   serial action's error, and the Planner skips the branch's subtree.
@@ -29,7 +36,9 @@ use crate::actors::planner::PlannerMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::SchedulerMsg;
 use crate::exec::{ErasedOrder, Instruction};
-use crate::model::epoch::{Epoch, EpochId};
+use crate::model::epoch::{Epoch, EpochId, SerialStep};
+use crate::model::fixtures::Fixtures;
+use crate::order::SerialValue;
 
 /// Events to the SerialBarrier.
 pub(crate) enum SerialBarrierMsg {
@@ -47,6 +56,10 @@ pub(crate) struct SerialBarrierArgs<S> {
     pub(crate) planner: ActorRef<PlannerMsg>,
     pub(crate) collector: ActorRef<CollectorMsg<S>>,
     pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
+    /// The fixtures serial actions run with (this process's).
+    pub(crate) fixtures: Arc<Fixtures>,
+    /// Run each serial action's per-node step here (in-process runs).
+    pub(crate) node_steps_here: bool,
 }
 
 pub(crate) struct SerialBarrier<S>(std::marker::PhantomData<fn() -> S>);
@@ -66,6 +79,8 @@ pub(crate) struct BarrierState<S> {
     /// Whether the last epoch's subtree is skipped (its serial action
     /// failed, or its branch had no live walk).
     skip_subtree: bool,
+    /// The serial steps of the current branch, by level, with their values.
+    path: Vec<(SerialStep, SerialValue)>,
 }
 
 impl<S: Send + 'static> Actor for SerialBarrier<S> {
@@ -78,7 +93,13 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
         _: ActorRef<Self::Msg>,
         args: SerialBarrierArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(BarrierState { args, scheduler: None, running: None, skip_subtree: false })
+        Ok(BarrierState {
+            args,
+            scheduler: None,
+            running: None,
+            skip_subtree: false,
+            path: Vec::new(),
+        })
     }
 
     async fn handle(
@@ -151,14 +172,30 @@ impl<S: Send + 'static> BarrierState<S> {
             self.args.collector.cast(CollectorMsg::SerialSkipped(skipped))?;
             self.skip_subtree = true;
         };
+        // The steps above this epoch's level stay on the path.
+        self.path.truncate(epoch.level.saturating_sub(1));
+        let history = Arc::new(self.path.clone());
         let instruction = match epoch.serial {
-            None => Instruction::Run(None),
+            None => Instruction::Run(None, history),
             Some(step) => {
                 let order = Arc::clone(&self.args.order);
-                let result = tokio::task::spawn_blocking(move || order.run_serial(step)).await?;
+                let fixtures = Arc::clone(&self.args.fixtures);
+                let here = self.args.node_steps_here;
+                let branch = epoch.branch.clone();
+                let result = tokio::task::spawn_blocking(move || {
+                    let value = order.run_serial(step, &branch, &fixtures)?;
+                    if here {
+                        order.node_step(step, &branch, &value, &fixtures, None)?;
+                    }
+                    Ok::<_, String>(value)
+                })
+                .await?;
                 self.args.collector.cast(CollectorMsg::SerialRan)?;
                 match result {
-                    Ok(value) => Instruction::Run(Some(value)),
+                    Ok(value) => {
+                        self.path.push((step, value.clone()));
+                        Instruction::Run(Some(value), history)
+                    }
                     Err(error) => {
                         tracing::warn!(epoch = epoch.id.0, branch = ?epoch.branch, %error,
                             "serial action failed; failing its branch");

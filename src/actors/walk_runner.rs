@@ -37,7 +37,8 @@ use crate::actors::scheduler::{BatchJob, SchedulerMsg};
 use crate::actors::trace_writer::TraceWriterMsg;
 use crate::clock::PauseClock;
 use crate::exec::{
-    BatchInput, BatchSettings, Block, ErasedOrder, WALK_TIMEOUT_ACTION, WalkOutcome, WalkRecord,
+    BatchInput, BatchSettings, Block, ErasedOrder, Origin, WALK_TIMEOUT_ACTION, WalkOutcome,
+    WalkRecord,
 };
 use crate::model::dispatch::Done;
 use crate::model::epoch::Epoch;
@@ -87,7 +88,7 @@ pub(crate) struct RunnerArgs<S> {
     pub(crate) order: Arc<dyn ErasedOrder<S>>,
     /// This runner's own copy of the initial state (`S` need not be `Sync`);
     /// moved into the runner's thread at start.
-    pub(crate) initial: Option<S>,
+    pub(crate) initial: Option<Origin<S>>,
     pub(crate) store: Arc<StateStore<S>>,
     pub(crate) settings: BatchSettings,
     /// A batch running longer fails its walks (they run one per batch).
@@ -149,7 +150,7 @@ struct Batches<S> {
     runner: ActorRef<WalkRunnerMsg>,
 }
 
-impl<S: Clone + Send + 'static> Batches<S> {
+impl<S: Send + 'static> Batches<S> {
     /// The batch's input; a held block that is not there ends the run
     /// (`Fatal`): a report without its walks would be wrong.
     fn input(&self, job: &BatchJob) -> Option<BatchInput<S>> {
@@ -184,7 +185,7 @@ impl<S: Clone + Send + 'static> Batches<S> {
     }
 }
 
-impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
+impl<S: Send + 'static> Actor for WalkRunner<S> {
     type Msg = WalkRunnerMsg;
     type State = RunnerState<S>;
     type Arguments = RunnerArgs<S>;
@@ -273,10 +274,10 @@ impl<S: Clone + Send + 'static> Actor for WalkRunner<S> {
 
 /// Queues a batch on the runner's thread, which runs it as soon as the
 /// batch before it is done, settles it and sends `Finished`.
-fn queue_batch<S: Clone + Send + 'static>(state: &RunnerState<S>, job: BatchJob) {
+fn queue_batch<S: Send + 'static>(state: &RunnerState<S>, job: BatchJob) {
     let batches = Arc::clone(&state.batches);
     let id = job.id;
-    let queued = state.jobs.send(Box::new(move |initial: Option<&S>| {
+    let queued = state.jobs.send(Box::new(move |initial: Option<&Origin<S>>| {
         // Retired (the runner is being replaced), or taken back (the run
         // stops): the batch does not run here.
         let Some(initial) = initial else { return Next::Go };
@@ -305,7 +306,7 @@ fn queue_batch<S: Clone + Send + 'static>(state: &RunnerState<S>, job: BatchJob)
 /// process was stopped does not count). A batch stuck past it has its walks
 /// failed and the runner replaced (the thread, stuck in user code, is
 /// abandoned); nothing was queued behind it.
-async fn run_batch_within<S: Clone + Send + 'static>(
+async fn run_batch_within<S: Send + 'static>(
     state: &mut RunnerState<S>,
     job: BatchJob,
     timeout: std::time::Duration,
@@ -322,7 +323,7 @@ async fn run_batch_within<S: Clone + Send + 'static>(
     let (reply, result) = tokio::sync::oneshot::channel();
     let batches = Arc::clone(&state.batches);
     let ran_job = job.clone();
-    let sent = state.jobs.send(Box::new(move |initial: Option<&S>| {
+    let sent = state.jobs.send(Box::new(move |initial: Option<&Origin<S>>| {
         let Some(initial) = initial else { return Next::Go };
         let ranges = &ran_job.ranges;
         let ran =
@@ -451,7 +452,7 @@ struct Stuck<'a, S> {
     acks: &'a Acks,
 }
 
-impl<S: Clone + Send + 'static> Stuck<'_, S> {
+impl<S: Send + 'static> Stuck<'_, S> {
     /// Reports a stuck batch: its live walks failed, tombstones where their
     /// held states were (later epochs skip them), the trace lines, then the
     /// acknowledgement.

@@ -611,7 +611,7 @@ mod tests {
             run,
             batch: 1,
             epoch: epoch.clone(),
-            instruction: WireInstruction::Run(None),
+            instruction: WireInstruction::Run { value: None, history: Vec::new() },
             ranges,
         })
     }

@@ -40,9 +40,10 @@ use crate::cluster::wire::{
 };
 use crate::exec::{ErasedOrder, Instruction, WALK_STATE_ACTION};
 use crate::model::dispatch::{Done, Loss};
-use crate::model::epoch::EpochId;
+use crate::model::epoch::{EpochId, SerialStep};
 use crate::model::outcome::FailedWalk;
 use crate::model::space::WalkId;
+use crate::order::SerialValue;
 
 /// Largest serial value sent to nodes: it travels with every batch of its
 /// epoch, and every request must stay well under ractor_cluster's 16 MiB
@@ -84,7 +85,7 @@ pub(crate) struct NodeLinkArgs<S> {
     pub(crate) run: RunKey,
     pub(crate) order: Arc<dyn ErasedOrder<S>>,
     /// Decodes a gathered walk state (postcard).
-    pub(crate) decode_state: fn(&[u8]) -> postcard::Result<S>,
+    pub(crate) decode_state: crate::cluster::run::DecodeState<S>,
     /// A batch (one walk) running longer fails, and the node is given up.
     pub(crate) walk_timeout: Option<Duration>,
     pub(crate) scheduler: ActorRef<SchedulerMsg>,
@@ -184,25 +185,36 @@ impl<S: Send + 'static> LinkState<S> {
             return Ok(Arc::clone(wire));
         }
         let wire = match (&*job.instruction, job.epoch.serial) {
-            (Instruction::Run(Some(value)), Some(step)) => {
-                let bytes = self.args.order.encode_value(step, value)?;
-                if bytes.len() > MAX_VALUE {
-                    return Err(format!(
-                        "the value of the serial action at position {} is {} bytes; a value sent \
-                         to cluster nodes must stay under {MAX_VALUE} bytes (it travels with \
-                         every batch)",
-                        step.position,
-                        bytes.len()
-                    ));
-                }
-                WireInstruction::Run(Some(bytes))
+            (Instruction::Run(value, history), serial) => {
+                let value = match (value, serial) {
+                    (Some(value), Some(step)) => Some(self.encode_value(step, value)?),
+                    _ => None,
+                };
+                let history = history
+                    .iter()
+                    .map(|(step, value)| Ok((*step, self.encode_value(*step, value)?)))
+                    .collect::<Result<_, String>>()?;
+                WireInstruction::Run { value, history }
             }
-            (Instruction::Run(_), _) => WireInstruction::Run(None),
             (Instruction::FailBranch(error), _) => WireInstruction::FailBranch(error.clone()),
         };
         let wire = Arc::new(wire);
         self.instruction = Some((job.epoch.id, Arc::clone(&wire)));
         Ok(wire)
+    }
+
+    /// A serial value as bytes for the wire, refused when too big.
+    fn encode_value(&self, step: SerialStep, value: &SerialValue) -> Result<Vec<u8>, String> {
+        let bytes = self.args.order.encode_value(step, value)?;
+        if bytes.len() > MAX_VALUE {
+            return Err(format!(
+                "the value of the serial action at position {} is {} bytes; a value sent to \
+                 cluster nodes must stay under {MAX_VALUE} bytes (it travels with every batch)",
+                step.position,
+                bytes.len()
+            ));
+        }
+        Ok(bytes)
     }
 
     fn send_batch(

@@ -1,7 +1,18 @@
-//! A run on a node: the suite's walk order, the node's own initial state
-//! (from the suite's setup, run on the node: fixtures such as a temp dir or
-//! a server belong where the walks run), the walk states held between
-//! segments, and the run's runner threads.
+//! A run on a node: the suite's walk order, the node's own origin of walk
+//! states and fixtures (from the suite's setup, run on the node: fixtures
+//! such as a temp dir or a server belong where the walks run), the walk
+//! states held between segments, the per-node serial steps applied so far,
+//! and the run's runner threads.
+//!
+//! Per-node serial steps (`SerialAction::apply_on_node`): a batch's
+//! instruction carries its branch's serial steps (the epoch's own and
+//! those above it) with their values. Before the first batch of an epoch
+//! runs, the node compares them with the steps it has applied, level by
+//! level, and applies the ones it has not, in order, holding the epoch's
+//! lock (every batch of the epoch waits for them). A node that joined
+//! late or reruns a walk so sees the branch's whole history. A step that
+//! fails fails every walk of the branch this node runs, with its error;
+//! deeper steps are not applied.
 //!
 //! Batches run through the same `BatchPipeline`, on the same
 //! `RunnerThread`s, as an in-process run's; the NodeAgent owns one
@@ -13,8 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::cluster::logs;
 use crate::cluster::wire::{BatchRequest, BatchResult, Reply, RunKey, WireInstruction};
-use crate::exec::{BatchSettings, ErasedOrder, Instruction};
-use crate::model::epoch::EpochId;
+use crate::exec::{BatchSettings, ErasedOrder, Instruction, Origin};
+use crate::model::epoch::{EpochId, SerialStep};
 use crate::model::space::Blocks;
 use crate::model::trace::{RoundTag, TraceEncoder};
 use crate::runner::{BatchPipeline, Next, RunnerPool};
@@ -86,19 +97,28 @@ struct Inner<S> {
     run: RunKey,
     pipeline: BatchPipeline<S>,
     encode_state: fn(&S) -> postcard::Result<Vec<u8>>,
-    /// The decoded instruction of the current epoch.
-    instruction: Mutex<Option<(EpochId, Arc<Instruction>)>>,
-    /// Kept alive until the run is dropped (temp dirs, servers).
-    _guard: Mutex<Box<dyn Send>>,
+    /// The decoded instruction of the current epoch, and the per-node
+    /// serial steps applied on this node (by level, with their outcome).
+    epoch: Mutex<EpochSteps>,
+    /// The run's fixtures here (for per-node steps).
+    fixtures: Arc<crate::model::fixtures::Fixtures>,
+    /// This node's name, for per-node steps and their errors.
+    node: String,
 }
 
-impl<S: Clone + Send + 'static> TypedNodeRun<S> {
-    /// A run of `order` from `initial`, with `spec`'s settings; starts its
-    /// runner threads.
+/// What a node knows of the current epoch and its branch.
+#[derive(Default)]
+struct EpochSteps {
+    instruction: Option<(EpochId, Arc<Instruction>)>,
+    applied: Vec<(SerialStep, Result<(), String>)>,
+}
+
+impl<S: Send + 'static> TypedNodeRun<S> {
+    /// A run of `order` from `origin` (walk states and fixtures), with
+    /// `spec`'s settings; starts its runner threads.
     pub(crate) fn start(
         order: Arc<dyn ErasedOrder<S>>,
-        initial: S,
-        guard: Box<dyn Send>,
+        origin: Origin<S>,
         spec: &NodeRunSpec,
         encoder: Option<TraceEncoder>,
         encode_state: fn(&S) -> postcard::Result<Vec<u8>>,
@@ -110,20 +130,22 @@ impl<S: Clone + Send + 'static> TypedNodeRun<S> {
             encoder: encoder.map(Arc::new),
             name: spec.node.clone(),
         };
-        let pool = RunnerPool::start(spec.runners, "combtest-node-runner", initial)
+        let fixtures = Arc::clone(&origin.fixtures);
+        let pool = RunnerPool::start(spec.runners, "combtest-node-runner", origin)
             .map_err(|e| format!("cannot start runner threads: {e}"))?;
         let inner = Inner {
             run: spec.run,
             pipeline,
             encode_state,
-            instruction: Mutex::new(None),
-            _guard: Mutex::new(guard),
+            epoch: Mutex::new(EpochSteps::default()),
+            fixtures,
+            node: spec.node.clone(),
         };
         Ok(TypedNodeRun { inner: Arc::new(inner), pool })
     }
 }
 
-impl<S: Clone + Send + 'static> NodeRun for TypedNodeRun<S> {
+impl<S: Send + 'static> NodeRun for TypedNodeRun<S> {
     fn submit(
         &self,
         request: BatchRequest,
@@ -131,7 +153,7 @@ impl<S: Clone + Send + 'static> NodeRun for TypedNodeRun<S> {
         answer: Box<dyn FnOnce(NodeAnswer) + Send>,
     ) {
         let inner = Arc::clone(&self.inner);
-        self.pool.submit(Box::new(move |initial: Option<&S>| {
+        self.pool.submit(Box::new(move |initial: Option<&Origin<S>>| {
             let Some(initial) = initial else {
                 answer(NodeAnswer::Skipped(Reply::Expired("the run was closed".to_string())));
                 return Next::Go;
@@ -175,7 +197,7 @@ fn ranges_fit(ranges: &[Range<u64>], epoch: &Range<u64>) -> bool {
         && ranges.windows(2).all(|w| w[0].end <= w[1].start)
 }
 
-impl<S: Clone + Send + 'static> Inner<S> {
+impl<S: Send + 'static> Inner<S> {
     fn check(&self, request: &BatchRequest) -> Result<(), String> {
         let space = self.pipeline.order.space();
         let epoch = &request.epoch;
@@ -199,38 +221,86 @@ impl<S: Clone + Send + 'static> Inner<S> {
         }
     }
 
+    /// The batch's instruction, decoded once per epoch, after the per-node
+    /// serial steps of its branch this node has not applied (see the
+    /// module doc). A failed step turns it into a failed branch.
     fn instruction(&self, request: &BatchRequest) -> Result<Arc<Instruction>, String> {
-        let mut cached = self.instruction.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((epoch, instruction)) = &*cached
-            && *epoch == request.epoch.id
+        let mut epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((id, instruction)) = &epoch.instruction
+            && *id == request.epoch.id
         {
             return Ok(Arc::clone(instruction));
         }
+        let order = &self.pipeline.order;
         let instruction = match (&request.instruction, request.epoch.serial) {
-            (WireInstruction::Run(Some(bytes)), Some(step)) => {
-                Instruction::Run(Some(self.pipeline.order.decode_value(step, bytes)?))
+            (WireInstruction::Run { value: Some(bytes), history }, Some(step)) => {
+                let value = order.decode_value(step, bytes)?;
+                let mut path = Vec::with_capacity(history.len() + 1);
+                for (step, bytes) in history {
+                    path.push((*step, order.decode_value(*step, bytes)?));
+                }
+                path.push((step, value.clone()));
+                match self.apply_steps(&mut epoch.applied, &path) {
+                    Ok(()) => Instruction::Run(Some(value), Arc::default()),
+                    Err(error) => Instruction::FailBranch(error),
+                }
             }
-            (WireInstruction::Run(Some(_)), None) => {
+            (WireInstruction::Run { value: Some(_), .. }, None) => {
                 return Err("a serial value for an epoch without a serial action".to_string());
             }
-            (WireInstruction::Run(None), _) => Instruction::Run(None),
+            (WireInstruction::Run { value: None, .. }, _) => Instruction::Run(None, Arc::default()),
             (WireInstruction::FailBranch(error), _) => Instruction::FailBranch(error.clone()),
         };
         let instruction = Arc::new(instruction);
-        *cached = Some((request.epoch.id, Arc::clone(&instruction)));
+        epoch.instruction = Some((request.epoch.id, Arc::clone(&instruction)));
         Ok(instruction)
+    }
+
+    /// Applies the steps of `path` (a branch's serial steps, by level, with
+    /// their values) that `applied` does not hold yet, in order. Returns
+    /// the error of the first failed step on the path, if any.
+    fn apply_steps(
+        &self,
+        applied: &mut Vec<(SerialStep, Result<(), String>)>,
+        path: &[(SerialStep, crate::order::SerialValue)],
+    ) -> Result<(), String> {
+        let kept = applied.iter().zip(path).take_while(|((a, _), (p, _))| a == p).count();
+        applied.truncate(kept);
+        if let Some(error) = applied.iter().find_map(|(_, outcome)| outcome.as_ref().err()) {
+            return Err(error.clone());
+        }
+        let order = &self.pipeline.order;
+        let branch: Vec<u32> = path.iter().map(|(step, _)| step.option).collect();
+        for (level, (step, value)) in path.iter().enumerate().skip(kept) {
+            let fixtures = &self.fixtures;
+            let prefix = &branch[..=level];
+            let outcome = order.node_step(*step, prefix, value, fixtures, Some(&self.node));
+            let outcome = outcome.map_err(|error| {
+                let name = order.space().entries()[step.position].name;
+                format!("{name}'s step on node {} failed: {error}", self.node)
+            });
+            tracing::debug!(
+                position = step.position,
+                option = step.option,
+                ok = outcome.is_ok(),
+                "per-node serial step applied"
+            );
+            applied.push((*step, outcome.clone()));
+            outcome?;
+        }
+        Ok(())
     }
 
     /// Runs one batch on the calling thread. `Err` only for a request that
     /// does not fit the run (a bug on one side), never for a failing walk.
-    fn execute(&self, request: &BatchRequest, initial: &S) -> Result<BatchResult, String> {
+    fn execute(&self, request: &BatchRequest, origin: &Origin<S>) -> Result<BatchResult, String> {
         self.check(request)?;
         let instruction = self.instruction(request)?;
         let (epoch, ranges) = (&request.epoch, &request.ranges);
         let input = self.pipeline.input(epoch, ranges).map_err(|start| {
             format!("the walk states of the block starting at walk {start} are not on this node")
         })?;
-        let ran = self.pipeline.run(epoch, &instruction, ranges, input, initial);
+        let ran = self.pipeline.run(epoch, &instruction, ranges, input, origin);
         let mut finals = Vec::with_capacity(ran.finals.len());
         for (walk, state) in &ran.finals {
             let bytes = (self.encode_state)(state)

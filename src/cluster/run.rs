@@ -26,8 +26,6 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::actors::run_supervisor::{
     CREDITS_PER_RUNNER, RemoteContext, RemoteHandle, RemoteNotice, RemoteWorkers, RunSupervisorMsg,
@@ -134,22 +132,38 @@ fn node_credits(runners: usize, isolate: bool) -> usize {
     if isolate { runners } else { CREDITS_PER_RUNNER * runners }
 }
 
+/// Decodes a walk's final state sent back by a node.
+pub(crate) type DecodeState<S> = fn(&[u8]) -> postcard::Result<S>;
+
 /// Runs `order` on the nodes of `cluster`, each of which serves `suite`
 /// (the same build: the handshake compares walk-order fingerprints). Each
-/// node builds its own initial state with the suite's setup; `options`'
-/// initial state is used by nothing but the coordinator's serial actions.
-/// Blocking, like [`crate::run`].
+/// node builds its own walk states and fixtures with the suite's setup;
+/// `options`' fixtures are the coordinator's, for its serial actions.
+/// `decode_state` reads the final states nodes send back (`None` when the
+/// state is not serde: gathering states is then refused). Blocking, like
+/// [`crate::run`].
 pub(crate) fn run_on_cluster<S, C>(
     cluster: &Cluster,
     order: &WalkOrder<S, C>,
     options: RunOptions<S>,
     suite: &str,
     node_threads: Option<usize>,
+    decode_state: Option<DecodeState<S>>,
 ) -> Result<Report<S>, ClusterError>
 where
-    S: Clone + Send + Serialize + DeserializeOwned + 'static,
+    S: Send + 'static,
     C: Chain<S>,
 {
+    let decode_state = match (decode_state, options.gather_states) {
+        (Some(decode), _) => decode,
+        (None, false) => no_states::<S>,
+        (None, true) => {
+            return Err(ClusterError::Local(format!(
+                "suite {suite} keeps its walk states on the nodes (they are not serde): its final \
+                 states cannot be gathered"
+            )));
+        }
+    };
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(RunError::InsideRuntime.into());
     }
@@ -209,7 +223,7 @@ where
             opened,
             hello,
             membership,
-            decode_state: decode_postcard::<S>,
+            decode_state,
             walk_timeout: options.walk_timeout,
         };
         let values = traced.then_some(values);
@@ -239,9 +253,10 @@ async fn end_runs(runs: impl Iterator<Item = (MemberView, RunKey)>) {
     futures::future::join_all(ends).await;
 }
 
-/// Decodes a walk state sent by a node.
-fn decode_postcard<S: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<S> {
-    postcard::from_bytes(bytes)
+/// The decoder of a run whose states never leave their node (none is sent
+/// back when states are not gathered).
+fn no_states<S>(_: &[u8]) -> postcard::Result<S> {
+    Err(postcard::Error::DeserializeBadEncoding)
 }
 
 /// The remote side of a cluster run, before it starts.
@@ -249,11 +264,11 @@ pub(crate) struct ClusterWorkers<S> {
     opened: Vec<Opened>,
     hello: Hello,
     membership: ActorRef<MembershipMsg>,
-    decode_state: fn(&[u8]) -> postcard::Result<S>,
+    decode_state: DecodeState<S>,
     walk_timeout: Option<Duration>,
 }
 
-impl<S: Clone + Send + 'static> RemoteWorkers<S> for ClusterWorkers<S> {
+impl<S: Send + 'static> RemoteWorkers<S> for ClusterWorkers<S> {
     fn slots(&self) -> Vec<SlotSpec> {
         let isolate = self.walk_timeout.is_some();
         (0..self.opened.len())
@@ -312,7 +327,7 @@ pub(crate) struct ClusterRunState<S> {
     run: u64,
     hello: Hello,
     membership: ActorRef<MembershipMsg>,
-    decode_state: fn(&[u8]) -> postcard::Result<S>,
+    decode_state: DecodeState<S>,
     walk_timeout: Option<Duration>,
     ctx: RemoteContext<S>,
     /// The run on each node it is open on, by member.
@@ -336,7 +351,7 @@ pub(crate) struct ClusterRunState<S> {
 /// Ids of the runs of this process, for the membership.
 static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-impl<S: Clone + Send + 'static> Actor for ClusterRun<S> {
+impl<S: Send + 'static> Actor for ClusterRun<S> {
     type Msg = ClusterRunMsg;
     type State = ClusterRunState<S>;
     type Arguments = ClusterRunArgs<S>;
@@ -505,7 +520,7 @@ fn endpoint(link: &ActorRef<NodeLinkMsg>) -> Endpoint {
     Endpoint(Arc::new(move |job| link.cast(NodeLinkMsg::RunBatch(job)).is_ok()))
 }
 
-impl<S: Clone + Send + 'static> ClusterRunState<S> {
+impl<S: Send + 'static> ClusterRunState<S> {
     async fn spawn_link(
         &mut self,
         myself: &ActorRef<ClusterRunMsg>,

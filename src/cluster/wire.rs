@@ -14,14 +14,14 @@ use ractor::RpcReplyPort;
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use crate::model::epoch::Epoch;
+use crate::model::epoch::{Epoch, SerialStep};
 use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
 use crate::model::space::Blocks;
 use crate::model::trace::RoundTag;
 
 /// Bumped whenever a `Request` or `Reply` changes shape or meaning.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Largest piece of a batch result in one reply.
 pub const CHUNK: usize = 1 << 20;
@@ -108,8 +108,10 @@ pub struct BatchRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum WireInstruction {
     /// Run the segment, after applying the serial value (postcard bytes of
-    /// the serial action's `Value`), if any.
-    Run(Option<Vec<u8>>),
+    /// the serial action's `Value`), if any. `history`: the branch's
+    /// earlier serial steps with their values, which the node applies
+    /// (`apply_on_node`) before any walk of the branch if it has not yet.
+    Run { value: Option<Vec<u8>>, history: Vec<(SerialStep, Vec<u8>)> },
     /// The serial action failed: fail every live walk with this error.
     FailBranch(String),
 }

@@ -6,6 +6,7 @@ pub mod action;
 pub mod dispatch;
 pub mod epoch;
 pub mod failures;
+pub mod fixtures;
 pub mod holdings;
 pub mod junit;
 pub mod membership;

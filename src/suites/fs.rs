@@ -305,7 +305,7 @@ pub fn setup() -> Result<Fixture<FsState>, String> {
         .map_err(|e| format!("cannot create a temp dir: {e}"))?;
     *RUN_DIR.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.path().to_path_buf());
     let initial = FsState { dir: dir.path().to_path_buf(), ..FsState::default() };
-    Ok(Fixture { initial, guard: Box::new(dir) })
+    Ok(Fixture::new(initial).with(dir))
 }
 
 /// The `fs` suite.

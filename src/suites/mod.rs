@@ -11,8 +11,11 @@ use serde::de::DeserializeOwned;
 use crate::cluster::node_run::{NodeRun, NodeRunSpec, TypedNodeRun};
 use crate::cluster::run::run_on_cluster;
 use crate::cluster::{Cluster, ClusterError, NodeSuite};
-use crate::exec::{ErasedOrder as _, Runnable};
+use crate::exec::{ErasedOrder as _, Origin, Runnable};
+use crate::model::action::Halt;
+use crate::model::fixtures::{Fixtures, Start};
 use crate::model::sample::WalkSample;
+use crate::model::space::WalkId;
 use crate::model::trace::TraceEncoder;
 use crate::runtime::{RoundTrace, RunStop};
 
@@ -29,19 +32,83 @@ pub mod demo;
 pub mod fs;
 pub mod smoke;
 
-/// What a suite's setup hands to a run: the initial walk state, and whatever
-/// must stay alive until the run ends (a temp dir, a server handle).
+/// What a suite's setup hands to a run, on each process that runs it (the
+/// coordinator and every node): how walks start, and the run's
+/// [`Fixtures`] there (a temp dir, a server, a connection pool), which
+/// actions reach through their context and which are dropped when the run
+/// ends.
+///
+/// ```
+/// use combtest::Fixtures;
+/// use combtest::suites::Fixture;
+///
+/// struct Root(std::path::PathBuf);
+/// let setup = || -> Result<Fixture<u32>, String> {
+///     let dir = std::env::temp_dir();
+///     Ok(Fixture::new(0).with(Root(dir)))
+/// };
+/// assert!(setup().unwrap().fixtures().get::<Root>().is_some());
+/// ```
 pub struct Fixture<S> {
-    /// Every walk starts from a clone of this.
-    pub initial: S,
-    /// Dropped after the run.
-    pub guard: Box<dyn Send>,
+    start: Start<S>,
+    fixtures: Fixtures,
 }
 
 impl<S> Fixture<S> {
-    /// A fixture with nothing to keep alive.
-    pub fn new(initial: S) -> Self {
-        Fixture { initial, guard: Box::new(()) }
+    /// Every walk starts from a clone of `initial`; no fixtures yet.
+    pub fn new(initial: S) -> Self
+    where
+        S: Clone,
+    {
+        Fixture::start(Start::clone_of(initial))
+    }
+
+    /// Every walk starts from what `factory` builds for it from the
+    /// fixtures and its id (see [`Start::factory`]).
+    pub fn factory(
+        factory: impl Fn(&Fixtures, WalkId) -> Result<S, Halt> + Send + Sync + 'static,
+    ) -> Self {
+        Fixture::start(Start::factory(factory))
+    }
+
+    /// Walks start as `start` says.
+    pub fn start(start: Start<S>) -> Self {
+        Fixture { start, fixtures: Fixtures::new() }
+    }
+
+    /// Adds a fixture (see [`Fixtures::with`]).
+    pub fn with<T: Send + Sync + 'static>(mut self, fixture: T) -> Self {
+        self.fixtures.insert(fixture);
+        self
+    }
+
+    /// The fixtures so far.
+    pub fn fixtures(&self) -> &Fixtures {
+        &self.fixtures
+    }
+
+    /// The walk state's origin and the fixtures, for a run.
+    fn into_run(self) -> (Start<S>, Fixtures) {
+        (self.start, self.fixtures)
+    }
+}
+
+/// How a suite's walk states cross the network and reach JSON: present for
+/// serde states ([`suite`]), absent for states that stay on their node
+/// ([`opaque_suite`]).
+struct StateCodec<S> {
+    json: fn(&S) -> serde_json::Result<serde_json::Value>,
+    encode: fn(&S) -> postcard::Result<Vec<u8>>,
+    decode: fn(&[u8]) -> postcard::Result<S>,
+}
+
+impl<S: Serialize + DeserializeOwned> StateCodec<S> {
+    fn serde() -> Self {
+        StateCodec {
+            json: |state| serde_json::to_value(state),
+            encode: |state| postcard::to_stdvec(state),
+            decode: |bytes| postcard::from_bytes(bytes),
+        }
     }
 }
 
@@ -176,11 +243,18 @@ struct OrderSuite<S, C, F> {
     description: String,
     order: WalkOrder<S, C>,
     setup: F,
+    states: Option<StateCodec<S>>,
+}
+
+/// The final state of a suite whose states are not serde: a walk's final
+/// state is never gathered, so this is never called.
+fn unsent<S>(_: &S) -> postcard::Result<Vec<u8>> {
+    Err(postcard::Error::SerializeBufferFull)
 }
 
 impl<S, C, F> NodeSuite for OrderSuite<S, C, F>
 where
-    S: Clone + Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
+    S: Send + std::fmt::Debug + 'static,
     C: Chain<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync,
 {
@@ -198,8 +272,15 @@ where
     }
 
     fn open_node_run(&self, spec: &NodeRunSpec) -> Result<Box<dyn NodeRun>, String> {
-        let fixture = (self.setup)()
-            .map_err(|reason| format!("setup of suite {} failed: {reason}", self.name))?;
+        if spec.gather && self.states.is_none() {
+            return Err(format!(
+                "suite {} keeps its walk states on the nodes: they cannot be gathered",
+                self.name
+            ));
+        }
+        let (start, fixtures) = (self.setup)()
+            .map_err(|reason| format!("setup of suite {} failed: {reason}", self.name))?
+            .into_run();
         let runnable = Runnable::new(self.order.clone()).map_err(|e| e.to_string())?;
         let space = runnable.space().clone();
         let encoder = match spec.trace {
@@ -211,11 +292,10 @@ where
         };
         let run = TypedNodeRun::start(
             Arc::new(runnable),
-            fixture.initial,
-            fixture.guard,
+            Origin::new(start, Arc::new(fixtures)),
             spec,
             encoder,
-            encode_postcard::<S>,
+            self.states.as_ref().map_or(unsent::<S>, |codec| codec.encode),
         )?;
         Ok(Box::new(run))
     }
@@ -223,7 +303,7 @@ where
 
 impl<S, C, F> Suite for OrderSuite<S, C, F>
 where
-    S: Clone + Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
+    S: Send + std::fmt::Debug + 'static,
     C: Chain<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync,
 {
@@ -236,9 +316,19 @@ where
     ) -> Result<Report<serde_json::Value>, SuiteError> {
         // Also in a cluster run: the coordinator's serial actions may rely
         // on what the setup prepares.
-        let fixture = (self.setup)()
-            .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?;
-        let mut run_options = RunOptions::new(fixture.initial).gather_states(options.gather_states);
+        if options.gather_states && self.states.is_none() {
+            return Err(SuiteError::Setup {
+                suite: self.name.clone(),
+                reason: "its walk states are not serde (an opaque suite): they cannot be \
+                         gathered"
+                    .to_string(),
+            });
+        }
+        let (start, fixtures) = (self.setup)()
+            .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?
+            .into_run();
+        let mut run_options =
+            RunOptions::start(start).fixtures(fixtures).gather_states(options.gather_states);
         if let Some(threads) = options.threads {
             run_options = run_options.threads(threads);
         }
@@ -269,12 +359,14 @@ where
             None => run(&self.order, run_options)?,
             Some(cluster) => {
                 let threads = cluster.node_threads().or(options.threads);
-                run_on_cluster(cluster, &self.order, run_options, &self.name, threads)?
+                let decode = self.states.as_ref().map(|codec| codec.decode);
+                run_on_cluster(cluster, &self.order, run_options, &self.name, threads, decode)?
             }
         };
-        drop(fixture.guard);
+        let json = self.states.as_ref().map(|codec| codec.json);
         report.map_states(|id, state| {
-            serde_json::to_value(state).map_err(|e| {
+            let json = json.expect("states are gathered only for serde suites");
+            json(&state).map_err(|e| {
                 SuiteError::Run(RunError::Internal(format!(
                     "the final state of walk {} does not serialize to JSON: {e}",
                     id.0
@@ -289,8 +381,17 @@ where
         on_step: &mut dyn FnMut(&ReplayStep),
     ) -> Result<SuiteReplay, SuiteError> {
         let space = self.order.space().map_err(RunError::from)?;
-        let fixture = (self.setup)()
-            .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?;
+        let (start, fixtures) = (self.setup)()
+            .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?
+            .into_run();
+        let walk_id = match target {
+            ReplayTarget::Id(id) => id,
+            ReplayTarget::Recorded { walk, .. } => walk,
+        };
+        let initial = match start.make(&fixtures, walk_id) {
+            Ok(state) => state,
+            Err(halt) => return Ok(unstarted_replay(halt)),
+        };
         let result = match target {
             ReplayTarget::Id(id) => {
                 let walk = self.order.walk(id).map_err(ReplayError::from)?;
@@ -309,7 +410,7 @@ where
                     .collect();
                 let replay = self
                     .order
-                    .replay_with(id, fixture.initial, |p| on_step(&steps[p]))
+                    .replay_in(id, initial, &fixtures, |p| on_step(&steps[p]))
                     .map_err(ReplayError::from)?;
                 let state = format!("{:#?}", replay.state);
                 SuiteReplay { outcome: replay.outcome, state, model: None, record: None }
@@ -334,9 +435,10 @@ where
                         },
                     })
                     .collect();
-                let replayed = self
-                    .order
-                    .replay_record(run, record, fixture.initial, |p| on_step(&steps[p]))?;
+                let replayed =
+                    self.order.replay_record_in(run, record, initial, &fixtures, |p| {
+                        on_step(&steps[p])
+                    })?;
                 let state = format!("{:#?}", replayed.replay.state);
                 SuiteReplay {
                     outcome: replayed.replay.outcome,
@@ -346,16 +448,40 @@ where
                 }
             }
         };
-        drop(fixture.guard);
         Ok(result)
     }
 }
 
-/// Makes a [`Suite`] from a walk order and a setup function that builds the
-/// initial state for each run.
+/// The replay of a walk whose starting state could not be made: it ends
+/// there, as in a run.
+fn unstarted_replay(halt: Halt) -> SuiteReplay {
+    // A walk's first segment starts at its first entry.
+    let position = 0;
+    let outcome = match halt {
+        Halt::Cancel => WalkOutcome::Cancelled { action_index: position },
+        Halt::Fail(error) => WalkOutcome::Failed {
+            action_index: position,
+            action: crate::exec::WALK_STATE_ACTION,
+            error: format!("its starting state failed: {error}"),
+        },
+    };
+    SuiteReplay {
+        outcome,
+        state: "(none: its starting state failed)".to_string(),
+        model: None,
+        record: None,
+    }
+}
+
+/// Makes a [`Suite`] from a walk order and a setup function, which runs
+/// once per run on every process that takes part (the coordinator, for its
+/// serial actions, and each node) and gives how walks start and the run's
+/// fixtures there.
 ///
-/// The walk state is serde because a cluster run moves it: nodes send the
-/// final states back when they are gathered.
+/// The walk state is serde because a cluster run can move it: nodes send
+/// the final states back when they are gathered (`--gather-states`). For a
+/// state that cannot be serde (it holds a database handle, a file, a
+/// socket), use [`opaque_suite`].
 pub fn suite<S, C, F>(
     name: impl Into<String>,
     description: impl Into<String>,
@@ -363,16 +489,32 @@ pub fn suite<S, C, F>(
     setup: F,
 ) -> Box<dyn Suite>
 where
-    S: Clone + Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
+    S: Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
     C: Entries<S>,
     F: Fn() -> Result<Fixture<S>, String> + Send + Sync + 'static,
 {
-    Box::new(OrderSuite { name: name.into(), description: description.into(), order, setup })
+    let (name, description) = (name.into(), description.into());
+    Box::new(OrderSuite { name, description, order, setup, states: Some(StateCodec::serde()) })
 }
 
-/// Encodes a walk state for its trip back from a node.
-fn encode_postcard<S: Serialize>(state: &S) -> postcard::Result<Vec<u8>> {
-    postcard::to_stdvec(state)
+/// [`suite`] for a walk state that is not serde: it holds a database
+/// handle, a file or a socket, so it never leaves the node (or process)
+/// that runs its walk. Everything else works as for [`suite`], on nodes
+/// too (only options and serial values cross the network); gathering
+/// final states is refused with an error.
+pub fn opaque_suite<S, C, F>(
+    name: impl Into<String>,
+    description: impl Into<String>,
+    order: WalkOrder<S, C>,
+    setup: F,
+) -> Box<dyn Suite>
+where
+    S: Send + std::fmt::Debug + 'static,
+    C: Entries<S>,
+    F: Fn() -> Result<Fixture<S>, String> + Send + Sync + 'static,
+{
+    let (name, description) = (name.into(), description.into());
+    Box::new(OrderSuite { name, description, order, setup, states: None })
 }
 
 /// The built-in suites: `demo`, `fs` and `smoke`.
