@@ -22,13 +22,27 @@
 //!
 //! `dead` has a branch none of whose walks is left when its serial action
 //! comes (they are all pruned): that serial action is skipped.
+//!
+//! `steps` checks per-node serial steps from inside its walks: each node
+//! records, in a fixture, the branches whose `apply_on_node` step it
+//! applied (and prints `steps: applied [..]` on stdout), and every walk
+//! fails unless its node's last applied step is its own branch and each
+//! step of the branch was applied there exactly once. Its walk state holds
+//! an open file (from a factory: one file per walk in the run's temp dir),
+//! so it is neither serde nor `Clone`. With `STEPS_RESUME=PATH`, the
+//! coordinator's `Phase=2` waits (at most 60 s) until PATH exists before
+//! it runs (the test restarts a node meanwhile); with `STEPS_FAIL=1`, a
+//! node's `Phase=1` step fails.
 
 use std::io::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use combtest::suites::{Fixture, builtin, suite};
-use combtest::{Action, ActionResult, Halt, SerialAction, WalkOrder};
+use combtest::suites::{Fixture, builtin, opaque_suite, suite};
+use combtest::{
+    Action, ActionResult, Halt, SerialAction, SerialContext, WalkContext, WalkId, WalkOrder,
+};
 use serde::{Deserialize, Serialize};
 
 /// A walk's state: the hops it made and the mode its branch runs in.
@@ -171,6 +185,135 @@ impl SerialAction<Vec<u32>> for Switch {
     }
 }
 
+/// `steps`' fixture: the branches whose per-node step this process
+/// applied, in order.
+#[derive(Default)]
+struct Applied(Mutex<Vec<Vec<u32>>>);
+
+impl Applied {
+    /// Records a step (and says so on stdout, on a node).
+    fn record(&self, cx: &SerialContext<'_>) {
+        self.0.lock().unwrap().push(cx.branch().to_vec());
+        if cx.node().is_some() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "steps: applied {:?}", cx.branch());
+            let _ = out.flush();
+        }
+    }
+
+    /// Fails unless the last step applied here is `branch`'s and every
+    /// step of `branch` was applied here exactly once.
+    fn check(&self, branch: &[u32]) -> ActionResult {
+        let applied = self.0.lock().unwrap();
+        if applied.last().map(Vec::as_slice) != Some(branch) {
+            return Err(Halt::fail(format!(
+                "branch {branch:?} runs here, but the last step applied here is {:?}",
+                applied.last()
+            )));
+        }
+        for level in 1..=branch.len() {
+            let times = applied.iter().filter(|b| b.as_slice() == &branch[..level]).count();
+            if times != 1 {
+                return Err(Halt::fail(format!(
+                    "the step of {:?} was applied {times} times here",
+                    &branch[..level]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `steps`' fixture: where walks keep their files.
+struct Scratch(tempfile::TempDir);
+
+/// `steps`' walk state: its branch so far and its own open file.
+#[derive(Debug)]
+struct Probe {
+    branch: Vec<u32>,
+    file: std::fs::File,
+}
+
+/// Builds a walk's probe: a file of its own in the run's scratch dir.
+fn probe(fixtures: &combtest::Fixtures, walk: WalkId) -> Result<Probe, Halt> {
+    let dir = fixtures.require::<Scratch>()?;
+    let file = std::fs::File::create(dir.0.path().join(format!("walk-{walk}")))?;
+    Ok(Probe { branch: Vec::new(), file })
+}
+
+/// `steps`' leading serial action; its per-node step is recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Phase(u32);
+
+impl SerialAction<Probe> for Phase {
+    type Value = u32;
+    fn options() -> Vec<Self> {
+        (0..3).map(Phase).collect()
+    }
+    fn run_in(&self, _: &SerialContext<'_>) -> Result<u32, Halt> {
+        if let (2, Ok(path)) = (self.0, std::env::var("STEPS_RESUME")) {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !std::path::Path::new(&path).exists() {
+                if Instant::now() > deadline {
+                    return Err(Halt::fail(format!("{path} did not appear within 60 s")));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Ok(self.0)
+    }
+    fn apply_on_node(&self, _: &u32, cx: &SerialContext<'_>) -> ActionResult {
+        cx.fixture::<Applied>()?.record(cx);
+        if self.0 == 1 && cx.node().is_some() && std::env::var("STEPS_FAIL").is_ok_and(|v| v == "1")
+        {
+            return Err(Halt::fail("the node refuses phase 1"));
+        }
+        Ok(())
+    }
+    fn apply(&self, value: &u32, probe: &mut Probe) -> ActionResult {
+        probe.branch.push(*value);
+        Ok(())
+    }
+}
+
+/// `steps`' second serial action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tilt(u32);
+
+impl SerialAction<Probe> for Tilt {
+    type Value = u32;
+    fn options() -> Vec<Self> {
+        (0..2).map(Tilt).collect()
+    }
+    fn run(&self) -> Result<u32, Halt> {
+        Ok(self.0)
+    }
+    fn apply_on_node(&self, _: &u32, cx: &SerialContext<'_>) -> ActionResult {
+        cx.fixture::<Applied>()?.record(cx);
+        Ok(())
+    }
+    fn apply(&self, value: &u32, probe: &mut Probe) -> ActionResult {
+        probe.branch.push(*value);
+        Ok(())
+    }
+}
+
+/// `steps`' work: checks its node's steps, writes to its file, takes 2 ms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Work(u32);
+
+impl Action<Probe> for Work {
+    fn options() -> Vec<Self> {
+        (0..6).map(Work).collect()
+    }
+    fn run_in(&self, probe: &mut Probe, cx: &WalkContext<'_>) -> ActionResult {
+        cx.fixture::<Applied>()?.check(&probe.branch)?;
+        writeln!(probe.file, "walk {} ran {self:?} at position {}", cx.id(), cx.position())?;
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(())
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let relay = WalkOrder::new().then::<Hop>().serial::<Mode>().then::<Hop>();
     let mut suites = builtin();
@@ -191,6 +334,15 @@ fn main() -> std::process::ExitCode {
         "12 walks; the branch Switch=2 is all pruned, so its serial action is skipped",
         WalkOrder::new().then::<Prep>().serial::<Switch>().then::<Prep>(),
         || Ok(Fixture::new(Vec::new())),
+    ));
+    suites.push(opaque_suite(
+        "steps",
+        "216 walks that check their node's per-node serial steps; states hold open files",
+        WalkOrder::new().serial::<Phase>().then::<Work>().serial::<Tilt>().then::<Work>(),
+        || {
+            let scratch = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
+            Ok(Fixture::factory(probe).with(Scratch(scratch)).with(Applied::default()))
+        },
     ));
     combtest::cli::main(suites)
 }

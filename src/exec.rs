@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::model::action::{Halt, SerialContext, WalkContext};
 use crate::model::epoch::{Epoch, SerialStep};
-use crate::model::fixtures::{Fixtures, Start};
+use crate::model::fixtures::{ErasedStart, Fixtures, Held, StartKind};
 use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
 use crate::model::space::{Blocks, Space, WalkId};
@@ -169,20 +169,28 @@ pub(crate) const NODE_LOST_ACTION: &str = "(node lost)";
 /// and the fixtures their actions reach. Each runner thread holds its own
 /// (the initial state need not be `Sync`); the fixtures are shared.
 pub(crate) struct Origin<S> {
-    pub(crate) start: Start<S>,
+    pub(crate) start: Box<dyn ErasedStart<S>>,
     pub(crate) fixtures: Arc<Fixtures>,
 }
 
 impl<S> Clone for Origin<S> {
     fn clone(&self) -> Self {
-        Origin { start: self.start.clone(), fixtures: Arc::clone(&self.fixtures) }
+        Origin { start: self.start.clone_box(), fixtures: Arc::clone(&self.fixtures) }
     }
 }
 
-impl<S> Origin<S> {
-    pub(crate) fn new(start: Start<S>, fixtures: Arc<Fixtures>) -> Self {
-        Origin { start, fixtures }
+impl<S: 'static> Origin<S> {
+    /// Walks start as `start` of kind `K` says.
+    pub(crate) fn new<K: StartKind<S>>(start: K::Start, fixtures: Arc<Fixtures>) -> Self {
+        Origin { start: Box::new(Held::<S, K>(start)), fixtures }
     }
+}
+
+/// A batch's origin of walk states, its kind known: what the batch loop
+/// reads per walk.
+struct Begin<'a, S, K: StartKind<S>> {
+    start: &'a K::Start,
+    fixtures: &'a Fixtures,
 }
 
 /// A walk order with its state type fixed and its chain type erased: the
@@ -221,16 +229,17 @@ pub(crate) trait ErasedOrder<S>: Send + Sync {
     fn decode_value(&self, step: SerialStep, bytes: &[u8]) -> Result<SerialValue, String>;
 }
 
-/// A validated walk order, ready to run.
-pub(crate) struct Runnable<S, C> {
+/// A validated walk order, ready to run, its walks starting as `K` says.
+pub(crate) struct Runnable<S, C, K = crate::model::fixtures::Cloned> {
     order: WalkOrder<S, C>,
     space: Space,
+    _start: std::marker::PhantomData<fn() -> K>,
 }
 
-impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
+impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
     pub(crate) fn new(order: WalkOrder<S, C>) -> Result<Self, crate::model::space::OrderError> {
         let space = order.space()?.clone();
-        Ok(Runnable { order, space })
+        Ok(Runnable { order, space, _start: std::marker::PhantomData })
     }
 }
 
@@ -446,7 +455,7 @@ impl Drop for Tally<'_> {
     }
 }
 
-impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
+impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
     /// [`drive`](Self::drive) with the loop for this batch's tracing and
     /// for where its walks' states go.
     fn drive_level<const LEVEL: usize>(
@@ -454,7 +463,7 @@ impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
         epoch: &Epoch,
         instruction: &Instruction,
         units: &mut [Unit<S>],
-        origin: &Origin<S>,
+        origin: &Begin<'_, S, K>,
         settings: BatchSettings,
     ) -> Progress<S> {
         match (settings.trace, epoch.last) {
@@ -478,7 +487,7 @@ impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
         epoch: &Epoch,
         instruction: &Instruction,
         units: &mut [Unit<S>],
-        origin: &Origin<S>,
+        origin: &Begin<'_, S, K>,
         settings: BatchSettings,
     ) -> Progress<S> {
         let mut progress =
@@ -560,7 +569,7 @@ impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
         epoch: &Epoch,
         instruction: &Instruction,
         units: &mut [Unit<S>],
-        origin: &Origin<S>,
+        origin: &Begin<'_, S, K>,
         settings: BatchSettings,
         progress: &mut Progress<S>,
         digits: &mut [u32],
@@ -576,7 +585,7 @@ impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
         debug_assert!(LEVEL == ANY_LEVEL || matches!(instruction, Instruction::Run(..)));
         let chain = self.order.chain();
         let lookup = Pinned::new(chain);
-        let fixtures: &Fixtures = &origin.fixtures;
+        let (start, fixtures) = (origin.start, origin.fixtures);
         let keep = match OUT {
             KEEP => true,
             END => false,
@@ -656,7 +665,7 @@ impl<S: Send + 'static, C: Chain<S>> Runnable<S, C> {
                                 }
                                 None
                             } else {
-                                match origin.start.make(fixtures, id) {
+                                match K::make(start, fixtures, id) {
                                     Ok(state) => Some(state),
                                     Err(halt) => {
                                         let spent = walk_started
@@ -858,7 +867,7 @@ impl<S> BatchOutput<S> {
     }
 }
 
-impl<S: Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
+impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnable<S, C, K> {
     fn space(&self) -> &Space {
         &self.space
     }
@@ -872,6 +881,9 @@ impl<S: Send + 'static, C: Chain<S>> ErasedOrder<S> for Runnable<S, C> {
         settings: BatchSettings,
     ) -> BatchOutput<S> {
         let started = Instant::now();
+        let start = origin.start.as_any().downcast_ref::<K::Start>();
+        let start = start.expect("a runnable is given the origin of its own kind");
+        let origin = &Begin::<S, K> { start, fixtures: &origin.fixtures };
         let (keep, trace) = (!epoch.last, settings.trace);
         let fresh = matches!(input, BatchInput::Fresh(_));
         let mut units: Vec<Unit<S>> = match input {
@@ -965,6 +977,7 @@ mod tests {
     use super::*;
     use crate::model::action::{Action, ActionResult, SerialAction};
     use crate::model::epoch::EpochCursor;
+    use crate::model::fixtures::Cloned;
     use serde::{Deserialize, Serialize};
 
     #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1017,7 +1030,7 @@ mod tests {
     /// carrying held blocks between epochs as the store would.
     fn run_all(trace: bool) -> Vec<BatchOutput<Vec<u32>>> {
         let order = WalkOrder::new().then::<Step>().serial::<Flip>().then::<Last>();
-        let runnable = Runnable::new(order).unwrap();
+        let runnable = Runnable::<_, _, Cloned>::new(order).unwrap();
         let settings =
             BatchSettings { blocks: Blocks::for_space(runnable.space(), 1), gather: true, trace };
         let mut held: Vec<Block<Vec<u32>>> = Vec::new();
@@ -1034,7 +1047,7 @@ mod tests {
                 held = rest;
                 BatchInput::Held(mine)
             };
-            let origin = Origin::new(Start::clone_of(Vec::new()), Arc::default());
+            let origin = Origin::new::<Cloned>(Vec::new(), Arc::default());
             let mut out = runnable.execute(&epoch, &instruction, input, &origin, settings);
             held.append(&mut out.held);
             outputs.push(out);
@@ -1086,7 +1099,8 @@ mod tests {
     #[test]
     fn a_walk_that_panics_before_running_is_timed_from_its_own_start() {
         let quiet = QuietPanics::on_this_thread();
-        let runnable = Runnable::new(WalkOrder::new().then::<SlowThenPanics>()).unwrap();
+        let runnable =
+            Runnable::<_, _, Cloned>::new(WalkOrder::new().then::<SlowThenPanics>()).unwrap();
         let settings = BatchSettings {
             blocks: Blocks::for_space(runnable.space(), 1),
             gather: false,
@@ -1094,7 +1108,7 @@ mod tests {
         };
         let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
         let input = BatchInput::Fresh(vec![epoch.walks.clone()]);
-        let origin = Origin::new(Start::clone_of(0), Arc::default());
+        let origin = Origin::new::<Cloned>(0, Arc::default());
         let run = Instruction::Run(None, History::default());
         let out = runnable.execute(&epoch, &run, input, &origin, settings);
         drop(quiet);

@@ -46,7 +46,7 @@ pub use exec::WalkOutcome;
 pub use model::action::{
     Action, ActionResult, Halt, SerialAction, SerialContext, WalkContext, cancel, fail,
 };
-pub use model::fixtures::{Fixtures, Start};
+pub use model::fixtures::{Built, Cloned, Fixtures, StartKind};
 pub use model::outcome::{AbortedWalks, Ending, FailedWalk, Report, StopReason};
 pub use model::space::{OrderError, WalkId};
 pub use model::walk::{Walk, WalkStep, WalkView};
@@ -70,7 +70,7 @@ pub mod prelude {
     pub use crate::model::triage::{Conditions, FailureGroup};
     pub use crate::{
         Action, ActionResult, Entries, Fixtures, Halt, Report, RunOptions, SerialAction,
-        SerialContext, Start, WalkContext, WalkId, WalkOrder, WalkOutcome, WalkView, cancel, check,
+        SerialContext, WalkContext, WalkId, WalkOrder, WalkOutcome, WalkView, cancel, check,
         check_with, fail, run,
     };
 }

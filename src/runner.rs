@@ -290,7 +290,7 @@ impl<S> Drop for RunnerPool<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::Start;
+    use crate::model::fixtures::Cloned;
 
     #[test]
     fn a_claim_is_settled_once() {
@@ -311,13 +311,14 @@ mod tests {
 
     #[test]
     fn a_pool_replaces_a_thread_that_stops_and_answers_jobs_once_retired() {
-        let origin = Origin::new(Start::clone_of(7u32), Arc::default());
+        let origin = Origin::new::<Cloned>(7u32, Arc::default());
         let pool = RunnerPool::start(1, "test-runner", origin).unwrap();
         let (sender, seen) = std::sync::mpsc::channel();
         for stop in [true, false] {
             let sender = sender.clone();
             pool.submit(Box::new(move |initial| {
-                sender.send(initial.and_then(|o| o.start.initial().copied())).unwrap();
+                let state = initial.and_then(|o| o.start.as_any().downcast_ref::<u32>().copied());
+                sender.send(state).unwrap();
                 if stop { Next::Stop } else { Next::Go }
             }));
         }

@@ -15,7 +15,7 @@ use crate::actors::run_supervisor::{
 use crate::exec::{ErasedOrder, Origin, Runnable};
 use crate::model::action::Halt;
 use crate::model::dispatch::StopKind;
-use crate::model::fixtures::{Fixtures, Start};
+use crate::model::fixtures::{Built, Cloned, Factory, Fixtures, StartKind};
 use crate::model::outcome::{Report, StopReason};
 use crate::model::sample::{SampleError, WalkSample};
 use crate::model::space::OrderError;
@@ -24,10 +24,11 @@ use crate::model::trace::{RoundTag, TraceEncoder};
 use crate::order::{Entries, WalkOrder};
 use crate::trace::{RunId, TraceError, TraceTarget, option_json};
 
-/// How to run a walk order.
-#[derive(Debug, Clone)]
-pub struct RunOptions<S> {
-    pub(crate) start: Start<S>,
+/// How to run a walk order. `K` is how walks start: [`Cloned`] (from
+/// [`RunOptions::new`]) or [`Built`] (from [`RunOptions::factory`]); it is
+/// inferred, and names of `RunOptions<S>` mean the default, `Cloned`.
+pub struct RunOptions<S, K: StartKind<S> = Cloned> {
+    pub(crate) start: K::Start,
     pub(crate) fixtures: Arc<Fixtures>,
     pub(crate) threads: Option<usize>,
     pub(crate) gather_states: bool,
@@ -53,32 +54,65 @@ pub struct RoundTrace {
     pub tag: RoundTag,
 }
 
-impl<S: Default + Clone> Default for RunOptions<S> {
+impl<S: Default + Clone + Send + 'static> Default for RunOptions<S> {
     fn default() -> Self {
         RunOptions::new(S::default())
     }
 }
 
-impl<S> RunOptions<S> {
-    /// Every walk starts from a clone of `initial`.
-    pub fn new(initial: S) -> Self
-    where
-        S: Clone,
-    {
-        RunOptions::start(Start::clone_of(initial))
+impl<S: Clone + Send + 'static, K: StartKind<S>> Clone for RunOptions<S, K> {
+    fn clone(&self) -> Self {
+        RunOptions {
+            start: self.start.clone(),
+            fixtures: Arc::clone(&self.fixtures),
+            threads: self.threads,
+            gather_states: self.gather_states,
+            log_dir: self.log_dir.clone(),
+            run_id: self.run_id,
+            name: self.name.clone(),
+            max_batch: self.max_batch,
+            sample: self.sample.clone(),
+            walk_timeout: self.walk_timeout,
+            append: self.append.clone(),
+            stop: self.stop.clone(),
+            progress: self.progress.clone(),
+        }
     }
+}
 
+impl<S, K: StartKind<S>> std::fmt::Debug for RunOptions<S, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("fixtures", &self.fixtures)
+            .field("threads", &self.threads)
+            .field("gather_states", &self.gather_states)
+            .field("log_dir", &self.log_dir)
+            .field("max_batch", &self.max_batch)
+            .field("walk_timeout", &self.walk_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone + Send + 'static> RunOptions<S> {
+    /// Every walk starts from a clone of `initial`.
+    pub fn new(initial: S) -> Self {
+        RunOptions::starting(initial)
+    }
+}
+
+impl<S: Send + 'static> RunOptions<S, Built> {
     /// Every walk starts from what `factory` builds for it, from the run's
-    /// fixtures and its id (see [`Start::factory`]); the state need not be
-    /// `Clone`.
+    /// fixtures and its id (see [`Built`]); the state need not be `Clone`.
     pub fn factory(
         factory: impl Fn(&Fixtures, WalkId) -> Result<S, Halt> + Send + Sync + 'static,
     ) -> Self {
-        RunOptions::start(Start::factory(factory))
+        let factory: Arc<Factory<S>> = Arc::new(factory);
+        RunOptions::starting(factory)
     }
+}
 
-    /// Every walk starts as `start` says.
-    pub fn start(start: Start<S>) -> Self {
+impl<S, K: StartKind<S>> RunOptions<S, K> {
+    pub(crate) fn starting(start: K::Start) -> Self {
         RunOptions {
             start,
             fixtures: Arc::default(),
@@ -356,8 +390,9 @@ where
 
 /// [`check`] with options (threads, a log dir, a walk timeout, ...).
 #[track_caller]
-pub fn check_with<S, C>(order: &WalkOrder<S, C>, options: RunOptions<S>) -> Report<S>
+pub fn check_with<S, C, K>(order: &WalkOrder<S, C>, options: RunOptions<S, K>) -> Report<S>
 where
+    K: StartKind<S>,
     S: Send + 'static,
     C: Entries<S>,
 {
@@ -373,8 +408,12 @@ where
 
 /// Runs every walk of `order`, blocking until the report is ready. Creates
 /// its own async runtime; from async code, use [`run_async`].
-pub fn run<S, C>(order: &WalkOrder<S, C>, options: RunOptions<S>) -> Result<Report<S>, RunError>
+pub fn run<S, C, K>(
+    order: &WalkOrder<S, C>,
+    options: RunOptions<S, K>,
+) -> Result<Report<S>, RunError>
 where
+    K: StartKind<S>,
     S: Send + 'static,
     C: Entries<S>,
 {
@@ -396,9 +435,9 @@ where
 /// Runs every walk of `order` from the current tokio runtime (multi-threaded).
 /// Walks run on threads of their own, one per runner, never on the runtime's
 /// workers; serial actions use its blocking pool, one at a time.
-pub async fn run_async<S, C>(
+pub async fn run_async<S, C, K: StartKind<S>>(
     order: &WalkOrder<S, C>,
-    options: RunOptions<S>,
+    options: RunOptions<S, K>,
 ) -> Result<Report<S>, RunError>
 where
     S: Send + 'static,
@@ -409,7 +448,7 @@ where
     if threads == 0 || threads > MAX_THREADS {
         return Err(RunError::InvalidThreads(threads));
     }
-    let runnable: Arc<dyn ErasedOrder<S>> = Arc::new(Runnable::new(order.clone())?);
+    let runnable: Arc<dyn ErasedOrder<S>> = Arc::new(Runnable::<S, C, K>::new(order.clone())?);
     let space = runnable.space().clone();
     let values = match options.log_dir.is_some() || options.append.is_some() {
         true => Some(option_json(order, &space)?),
@@ -421,10 +460,10 @@ where
 
 /// A run on any workers: the part shared by in-process and cluster runs
 /// (`cluster::run` calls it with remote workers).
-pub(crate) async fn run_on<S: Send + 'static>(
+pub(crate) async fn run_on<S: Send + 'static, K: StartKind<S>>(
     runnable: Arc<dyn ErasedOrder<S>>,
     values: Option<crate::model::trace::OptionJson>,
-    options: RunOptions<S>,
+    options: RunOptions<S, K>,
     workers: Workers<S>,
     blocks: Blocks,
     started: Instant,
@@ -466,7 +505,7 @@ pub(crate) async fn run_on<S: Send + 'static>(
     let (reply, report) = oneshot::channel();
     let context = RunContext {
         order: runnable,
-        origin: Origin::new(options.start, options.fixtures),
+        origin: Origin::new::<K>(options.start, options.fixtures),
         workers,
         blocks,
         // One walk per batch: a timeout then blames one walk.
@@ -556,10 +595,10 @@ pub(crate) fn actor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// How held states are grouped: by [`Blocks::for_space`], no longer than
 /// the batch cap, or one walk per block with a walk timeout (a batch is then
 /// one walk, and a timeout blames only it).
-pub(crate) fn blocks_for<S>(
+pub(crate) fn blocks_for<S, K: StartKind<S>>(
     space: &crate::model::space::Space,
     runners: usize,
-    options: &RunOptions<S>,
+    options: &RunOptions<S, K>,
 ) -> Blocks {
     let blocks = Blocks::for_space(space, runners);
     match (options.walk_timeout, options.max_batch) {

@@ -39,6 +39,7 @@ use crate::cluster::wire::{
 use crate::cluster::{Cluster, ClusterError};
 use crate::exec::{ErasedOrder, Runnable};
 use crate::model::dispatch::{Loss, SlotSpec};
+use crate::model::fixtures::StartKind;
 use crate::model::outcome::Report;
 use crate::order::{Chain, WalkOrder};
 use crate::runtime::{RunError, RunOptions, blocks_for, default_threads, run_on};
@@ -142,10 +143,10 @@ pub(crate) type DecodeState<S> = fn(&[u8]) -> postcard::Result<S>;
 /// `decode_state` reads the final states nodes send back (`None` when the
 /// state is not serde: gathering states is then refused). Blocking, like
 /// [`crate::run`].
-pub(crate) fn run_on_cluster<S, C>(
+pub(crate) fn run_on_cluster<S, C, K>(
     cluster: &Cluster,
     order: &WalkOrder<S, C>,
-    options: RunOptions<S>,
+    options: RunOptions<S, K>,
     suite: &str,
     node_threads: Option<usize>,
     decode_state: Option<DecodeState<S>>,
@@ -153,6 +154,7 @@ pub(crate) fn run_on_cluster<S, C>(
 where
     S: Send + 'static,
     C: Chain<S>,
+    K: StartKind<S>,
 {
     let decode_state = match (decode_state, options.gather_states) {
         (Some(decode), _) => decode,
@@ -169,7 +171,7 @@ where
     }
     let started = Instant::now();
     let runnable: Arc<dyn ErasedOrder<S>> =
-        Arc::new(Runnable::new(order.clone()).map_err(RunError::from)?);
+        Arc::new(Runnable::<S, C, K>::new(order.clone()).map_err(RunError::from)?);
     let space = runnable.space().clone();
     let values = option_json(order, &space).map_err(RunError::from)?;
     let fingerprint = crate::model::trace::fingerprint(&space, &values);

@@ -101,94 +101,84 @@ impl fmt::Debug for Fixtures {
     }
 }
 
-/// How every walk gets its starting state: a clone of one initial state
-/// (the default), or a state a factory builds for it from the run's
-/// fixtures and the walk's id (its own database file, its own connection).
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a run's walks get their starting states, as a type: [`Cloned`] (a
+/// clone of one initial state, the default) or [`Built`] (a state factory).
+/// The batch loop is compiled for the kind, so cloning stays a plain
+/// inlined `clone` while a factory's state need not be `Clone`. Users meet
+/// it only as the defaulted second parameter of
+/// [`RunOptions`](crate::RunOptions) and
+/// [`Fixture`](crate::suites::Fixture); sealed.
+pub trait StartKind<S>: sealed::Sealed + Send + Sync + 'static {
+    /// What each runner thread holds to start walks from.
+    #[doc(hidden)]
+    type Start: Clone + Send + 'static;
+    /// The starting state of walk `id`.
+    #[doc(hidden)]
+    fn make(start: &Self::Start, fixtures: &Fixtures, id: u64) -> Result<S, Halt>;
+}
+
+/// Walks start from clones of one initial state
+/// ([`RunOptions::new`](crate::RunOptions::new),
+/// [`Fixture::new`](crate::suites::Fixture::new)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cloned;
+
+/// Walks start from what a factory builds for each, from the run's
+/// fixtures and the walk's id
+/// ([`RunOptions::factory`](crate::RunOptions::factory),
+/// [`Fixture::factory`](crate::suites::Fixture::factory)).
 ///
-/// A factory runs for every walk that is not pruned, on the thread (and
+/// The factory runs for every walk that is not pruned, on the thread (and
 /// node) that runs the walk's first segment, just before it. An error ends
 /// the walk before its first action: `Halt::Fail` as failed (the failing
 /// entry is named `(walk state)`), `Halt::Cancel` as cancelled. A state
 /// from a factory need not be `Clone`.
-///
-/// ```
-/// use combtest::{Fixtures, Start};
-///
-/// struct Root(std::path::PathBuf);
-/// let start = Start::factory(|fixtures: &Fixtures, walk| {
-///     let root = fixtures.require::<Root>()?;
-///     Ok(root.0.join(format!("walk-{walk}.db")))
-/// });
-/// # let _: Start<std::path::PathBuf> = start;
-/// ```
-pub struct Start<S>(StartKind<S>);
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Built;
+
+impl sealed::Sealed for Cloned {}
+impl sealed::Sealed for Built {}
 
 /// A state factory, shared by every runner thread.
-type Factory<S> = dyn Fn(&Fixtures, WalkId) -> Result<S, Halt> + Send + Sync;
+pub(crate) type Factory<S> = dyn Fn(&Fixtures, WalkId) -> Result<S, Halt> + Send + Sync;
 
-enum StartKind<S> {
-    Clone { initial: S, clone: fn(&S) -> S },
-    Factory(Arc<Factory<S>>),
-}
-
-impl<S> Start<S> {
-    /// Every walk starts from a clone of `initial`.
-    pub fn clone_of(initial: S) -> Self
-    where
-        S: Clone,
-    {
-        Start(StartKind::Clone { initial, clone: S::clone })
-    }
-
-    /// Every walk starts from what `factory` builds for it.
-    pub fn factory(
-        factory: impl Fn(&Fixtures, WalkId) -> Result<S, Halt> + Send + Sync + 'static,
-    ) -> Self {
-        Start(StartKind::Factory(Arc::new(factory)))
-    }
-
-    /// The initial state every walk is cloned from (`None` for a factory).
-    pub fn initial(&self) -> Option<&S> {
-        match &self.0 {
-            StartKind::Clone { initial, .. } => Some(initial),
-            StartKind::Factory(_) => None,
-        }
-    }
-
-    /// Whether walks start from a factory.
-    pub fn is_factory(&self) -> bool {
-        matches!(self.0, StartKind::Factory(_))
-    }
-
-    /// The starting state of walk `id`.
+impl<S: Clone + Send + 'static> StartKind<S> for Cloned {
+    type Start = S;
     #[inline(always)]
-    pub(crate) fn make(&self, fixtures: &Fixtures, id: u64) -> Result<S, Halt> {
-        match &self.0 {
-            StartKind::Clone { initial, clone } => Ok(clone(initial)),
-            StartKind::Factory(factory) => factory(fixtures, WalkId(id)),
-        }
+    fn make(initial: &S, _: &Fixtures, _: u64) -> Result<S, Halt> {
+        Ok(initial.clone())
     }
 }
 
-impl<S> Clone for Start<S> {
-    fn clone(&self) -> Self {
-        match &self.0 {
-            StartKind::Clone { initial, clone } => {
-                Start(StartKind::Clone { initial: clone(initial), clone: *clone })
-            }
-            StartKind::Factory(factory) => Start(StartKind::Factory(Arc::clone(factory))),
-        }
+impl<S: Send + 'static> StartKind<S> for Built {
+    type Start = Arc<Factory<S>>;
+    #[inline(always)]
+    fn make(factory: &Self::Start, fixtures: &Fixtures, id: u64) -> Result<S, Halt> {
+        factory(fixtures, WalkId(id))
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for Start<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            StartKind::Clone { initial, .. } => {
-                f.debug_tuple("Start::clone_of").field(initial).finish()
-            }
-            StartKind::Factory(_) => f.write_str("Start::factory(..)"),
-        }
+/// A runner thread's start, with its kind erased (the runner threads and
+/// the node's run are generic over the state only); the batch loop of the
+/// kind's `Runnable` gets it back, once per batch.
+pub(crate) trait ErasedStart<S>: Send {
+    fn as_any(&self) -> &dyn Any;
+    fn clone_box(&self) -> Box<dyn ErasedStart<S>>;
+}
+
+/// The start of kind `K`, erased.
+pub(crate) struct Held<S, K: StartKind<S>>(pub(crate) K::Start);
+
+impl<S: 'static, K: StartKind<S>> ErasedStart<S> for Held<S, K> {
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+    fn clone_box(&self) -> Box<dyn ErasedStart<S>> {
+        Box::new(Held::<S, K>(self.0.clone()))
     }
 }
 

@@ -2,6 +2,7 @@
 //! `combtest-node` command line. The built-in ones live here; a user's binary
 //! hands its own to [`crate::cli::main`].
 
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use crate::cluster::run::run_on_cluster;
 use crate::cluster::{Cluster, ClusterError, NodeSuite};
 use crate::exec::{ErasedOrder as _, Origin, Runnable};
 use crate::model::action::Halt;
-use crate::model::fixtures::{Fixtures, Start};
+use crate::model::fixtures::{Built, Cloned, Factory, Fixtures, StartKind};
 use crate::model::sample::WalkSample;
 use crate::model::space::WalkId;
 use crate::model::trace::TraceEncoder;
@@ -49,33 +50,33 @@ pub mod smoke;
 /// };
 /// assert!(setup().unwrap().fixtures().get::<Root>().is_some());
 /// ```
-pub struct Fixture<S> {
-    start: Start<S>,
+///
+/// `K` is how walks start: [`Cloned`] ([`Fixture::new`]) or [`Built`]
+/// ([`Fixture::factory`]), inferred from the setup's return value.
+pub struct Fixture<S, K: StartKind<S> = Cloned> {
+    start: K::Start,
     fixtures: Fixtures,
 }
 
-impl<S> Fixture<S> {
+impl<S: Clone + Send + 'static> Fixture<S> {
     /// Every walk starts from a clone of `initial`; no fixtures yet.
-    pub fn new(initial: S) -> Self
-    where
-        S: Clone,
-    {
-        Fixture::start(Start::clone_of(initial))
+    pub fn new(initial: S) -> Self {
+        Fixture { start: initial, fixtures: Fixtures::new() }
     }
+}
 
+impl<S: Send + 'static> Fixture<S, Built> {
     /// Every walk starts from what `factory` builds for it from the
-    /// fixtures and its id (see [`Start::factory`]).
+    /// fixtures and its id (see [`Built`]).
     pub fn factory(
         factory: impl Fn(&Fixtures, WalkId) -> Result<S, Halt> + Send + Sync + 'static,
     ) -> Self {
-        Fixture::start(Start::factory(factory))
+        let factory: std::sync::Arc<Factory<S>> = std::sync::Arc::new(factory);
+        Fixture { start: factory, fixtures: Fixtures::new() }
     }
+}
 
-    /// Walks start as `start` says.
-    pub fn start(start: Start<S>) -> Self {
-        Fixture { start, fixtures: Fixtures::new() }
-    }
-
+impl<S, K: StartKind<S>> Fixture<S, K> {
     /// Adds a fixture (see [`Fixtures::with`]).
     pub fn with<T: Send + Sync + 'static>(mut self, fixture: T) -> Self {
         self.fixtures.insert(fixture);
@@ -88,7 +89,7 @@ impl<S> Fixture<S> {
     }
 
     /// The walk state's origin and the fixtures, for a run.
-    fn into_run(self) -> (Start<S>, Fixtures) {
+    fn into_run(self) -> (K::Start, Fixtures) {
         (self.start, self.fixtures)
     }
 }
@@ -238,12 +239,13 @@ pub trait Suite: NodeSuite {
     ) -> Result<SuiteReplay, SuiteError>;
 }
 
-struct OrderSuite<S, C, F> {
+struct OrderSuite<S, C, F, K> {
     name: String,
     description: String,
     order: WalkOrder<S, C>,
     setup: F,
     states: Option<StateCodec<S>>,
+    _start: std::marker::PhantomData<fn() -> K>,
 }
 
 /// The final state of a suite whose states are not serde: a walk's final
@@ -252,11 +254,12 @@ fn unsent<S>(_: &S) -> postcard::Result<Vec<u8>> {
     Err(postcard::Error::SerializeBufferFull)
 }
 
-impl<S, C, F> NodeSuite for OrderSuite<S, C, F>
+impl<S, C, F, K> NodeSuite for OrderSuite<S, C, F, K>
 where
     S: Send + std::fmt::Debug + 'static,
     C: Chain<S>,
-    F: Fn() -> Result<Fixture<S>, String> + Send + Sync,
+    K: StartKind<S>,
+    F: Fn() -> Result<Fixture<S, K>, String> + Send + Sync,
 {
     fn name(&self) -> &str {
         &self.name
@@ -281,7 +284,7 @@ where
         let (start, fixtures) = (self.setup)()
             .map_err(|reason| format!("setup of suite {} failed: {reason}", self.name))?
             .into_run();
-        let runnable = Runnable::new(self.order.clone()).map_err(|e| e.to_string())?;
+        let runnable = Runnable::<S, C, K>::new(self.order.clone()).map_err(|e| e.to_string())?;
         let space = runnable.space().clone();
         let encoder = match spec.trace {
             true => {
@@ -292,7 +295,7 @@ where
         };
         let run = TypedNodeRun::start(
             Arc::new(runnable),
-            Origin::new(start, Arc::new(fixtures)),
+            Origin::new::<K>(start, Arc::new(fixtures)),
             spec,
             encoder,
             self.states.as_ref().map_or(unsent::<S>, |codec| codec.encode),
@@ -301,11 +304,12 @@ where
     }
 }
 
-impl<S, C, F> Suite for OrderSuite<S, C, F>
+impl<S, C, F, K> Suite for OrderSuite<S, C, F, K>
 where
     S: Send + std::fmt::Debug + 'static,
     C: Chain<S>,
-    F: Fn() -> Result<Fixture<S>, String> + Send + Sync,
+    K: StartKind<S>,
+    F: Fn() -> Result<Fixture<S, K>, String> + Send + Sync,
 {
     fn description(&self) -> &str {
         &self.description
@@ -327,8 +331,9 @@ where
         let (start, fixtures) = (self.setup)()
             .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?
             .into_run();
-        let mut run_options =
-            RunOptions::start(start).fixtures(fixtures).gather_states(options.gather_states);
+        let mut run_options = RunOptions::<S, K>::starting(start)
+            .fixtures(fixtures)
+            .gather_states(options.gather_states);
         if let Some(threads) = options.threads {
             run_options = run_options.threads(threads);
         }
@@ -388,7 +393,7 @@ where
             ReplayTarget::Id(id) => id,
             ReplayTarget::Recorded { walk, .. } => walk,
         };
-        let initial = match start.make(&fixtures, walk_id) {
+        let initial = match K::make(&start, &fixtures, walk_id) {
             Ok(state) => state,
             Err(halt) => return Ok(unstarted_replay(halt)),
         };
@@ -482,7 +487,7 @@ fn unstarted_replay(halt: Halt) -> SuiteReplay {
 /// the final states back when they are gathered (`--gather-states`). For a
 /// state that cannot be serde (it holds a database handle, a file, a
 /// socket), use [`opaque_suite`].
-pub fn suite<S, C, F>(
+pub fn suite<S, C, F, K>(
     name: impl Into<String>,
     description: impl Into<String>,
     order: WalkOrder<S, C>,
@@ -491,10 +496,12 @@ pub fn suite<S, C, F>(
 where
     S: Send + std::fmt::Debug + Serialize + DeserializeOwned + 'static,
     C: Entries<S>,
-    F: Fn() -> Result<Fixture<S>, String> + Send + Sync + 'static,
+    K: StartKind<S>,
+    F: Fn() -> Result<Fixture<S, K>, String> + Send + Sync + 'static,
 {
     let (name, description) = (name.into(), description.into());
-    Box::new(OrderSuite { name, description, order, setup, states: Some(StateCodec::serde()) })
+    let states = Some(StateCodec::serde());
+    Box::new(OrderSuite { name, description, order, setup, states, _start: PhantomData })
 }
 
 /// [`suite`] for a walk state that is not serde: it holds a database
@@ -502,7 +509,7 @@ where
 /// that runs its walk. Everything else works as for [`suite`], on nodes
 /// too (only options and serial values cross the network); gathering
 /// final states is refused with an error.
-pub fn opaque_suite<S, C, F>(
+pub fn opaque_suite<S, C, F, K>(
     name: impl Into<String>,
     description: impl Into<String>,
     order: WalkOrder<S, C>,
@@ -511,10 +518,11 @@ pub fn opaque_suite<S, C, F>(
 where
     S: Send + std::fmt::Debug + 'static,
     C: Entries<S>,
-    F: Fn() -> Result<Fixture<S>, String> + Send + Sync + 'static,
+    K: StartKind<S>,
+    F: Fn() -> Result<Fixture<S, K>, String> + Send + Sync + 'static,
 {
     let (name, description) = (name.into(), description.into());
-    Box::new(OrderSuite { name, description, order, setup, states: None })
+    Box::new(OrderSuite { name, description, order, setup, states: None, _start: PhantomData })
 }
 
 /// The built-in suites: `demo`, `fs` and `smoke`.
