@@ -32,7 +32,8 @@
 //! so it is neither serde nor `Clone`. With `STEPS_RESUME=PATH`, the
 //! coordinator's `Phase=2` waits (at most 60 s) until PATH exists before
 //! it runs (the test restarts a node meanwhile); with `STEPS_FAIL=1`, a
-//! node's `Phase=1` step fails.
+//! node's `Phase=1` step fails, and the setup prints `steps: opened` on
+//! stdout (the run opened on this process).
 
 use std::io::Write as _;
 use std::sync::Mutex;
@@ -340,6 +341,11 @@ fn main() -> std::process::ExitCode {
         "216 walks that check their node's per-node serial steps; states hold open files",
         WalkOrder::new().serial::<Phase>().then::<Work>().serial::<Tilt>().then::<Work>(),
         || {
+            if std::env::var("STEPS_RESUME").is_ok() {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "steps: opened");
+                let _ = out.flush();
+            }
             let scratch = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
             Ok(Fixture::factory(probe).with(Scratch(scratch)).with(Applied::default()))
         },

@@ -313,3 +313,94 @@ fn a_local_node_exits_when_its_coordinator_goes() {
     });
     assert!(status.unwrap().success());
 }
+
+#[test]
+fn per_node_serial_steps_check_out_on_two_nodes_as_in_process() {
+    // `steps`: every walk fails unless its node applied each step of its
+    // branch exactly once and last; its states hold open files (not serde,
+    // not Clone) and come from a factory.
+    let program = example("cluster_node");
+    for extra in [&[][..], &["--local-nodes", "2", "--batch-size", "2"][..]] {
+        let mut args = vec!["run", "--suite", "steps", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = coordinate(&program, &args);
+        assert_eq!(code, Some(0), "{extra:?}: {out}{err}");
+        let report = json(out.trim());
+        assert_eq!((report["walks"].as_u64(), report["passed"].as_u64()), (Some(216), Some(216)));
+        assert_eq!(report["serial_actions"].as_u64(), Some(9), "{extra:?}");
+    }
+}
+
+#[test]
+fn a_per_node_step_failing_on_one_node_fails_that_nodes_walks_of_the_branch_only() {
+    let program = example("cluster_node");
+    let (good, a) = serve(&program, &[], &[]);
+    let (bad, b) = serve(&program, &[], &[("STEPS_FAIL", "1")]);
+    let nodes = format!("{a},{b}");
+    let args = ["run", "--suite", "steps", "--nodes", &nodes, "--batch-size", "1", "--json"];
+    let (code, out, err) = coordinate(&program, &args);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let report = json(out.trim());
+    let (passed, failed) = (report["passed"].as_u64().unwrap(), report["failed"].as_u64().unwrap());
+    assert_eq!(passed + failed, 216, "{out}");
+    // Branch Phase=1 is walks 72..144: its walks on the failing node failed
+    // with the step's error; those on the other node passed.
+    assert!(failed > 0 && failed < 72, "{out}");
+    for walk in report["failed_walks"].as_array().unwrap() {
+        let id = walk["walk_id"].as_u64().unwrap();
+        assert!((72..144).contains(&id), "walk {id} is not in branch Phase=1");
+        let error = walk["error"].as_str().unwrap();
+        assert_eq!(error, format!("Phase's step on node {b} failed: the node refuses phase 1"));
+    }
+    drop((good, bad));
+}
+
+#[test]
+fn a_node_killed_between_epochs_applies_its_branchs_steps_when_it_comes_back() {
+    let program = example("cluster_node");
+    let dir = tempfile::tempdir().unwrap();
+    let resume = dir.path().join("resume");
+    let resume_env = resume.to_str().unwrap();
+    let (keep, a) = serve(&program, &[], &[]);
+    let (lost, b) = serve(&program, &[], &[("STEPS_RESUME", resume_env)]);
+    let nodes = format!("{a},{b}");
+    let coordinator = spawn_coordinator(
+        &program,
+        &[
+            "run",
+            "--suite",
+            "steps",
+            "--nodes",
+            &nodes,
+            "--heartbeat-timeout",
+            "1s",
+            "--batch-size",
+            "1",
+            "--json",
+        ],
+        &[("STEPS_RESUME", resume_env)],
+    );
+    // The node is killed as it applies Phase=1's step: between the
+    // barrier's release of the epoch and any walk of it there.
+    lost.wait_for("steps: applied [1]");
+    lost.signal("KILL");
+    drop(lost);
+    // Back on the same address, a new process with nothing applied; the
+    // coordinator holds Phase=2 until it has the run open again.
+    let mut command = Command::new(&program);
+    command.args(["serve", "--listen", &b, "--threads", "2"]).env("STEPS_RESUME", resume_env);
+    let back = common::procs::start(command);
+    back.wait_for("steps: opened");
+    std::fs::write(&resume, b"").unwrap();
+    // It runs walks of branch Phase=2 only after applying Phase=2's step,
+    // and those of (2, t) after Tilt=t's: the walks check it themselves.
+    back.wait_for("steps: applied [2]");
+    let (code, out, err) = finish(coordinator);
+    let report = json(out.trim());
+    let walks = report["walks"].as_u64().unwrap();
+    let aborted = report["aborted"].as_u64().unwrap();
+    assert_eq!(report["failed"].as_u64(), Some(0), "{out}{err}");
+    assert_eq!(report["passed"].as_u64().unwrap() + aborted, walks, "{out}");
+    assert_eq!(code, Some(if aborted > 0 { 1 } else { 0 }), "{out}{err}");
+    drop((keep, back));
+}

@@ -286,3 +286,25 @@ fn a_replay_with_the_fixtures_gives_the_runs_state() {
     let bare = order.replay(7, Vec::new()).unwrap();
     assert!(matches!(bare.outcome, WalkOutcome::Failed { action_index: 1, .. }), "{bare:?}");
 }
+
+#[test]
+fn an_opaque_suites_states_run_everywhere_but_are_never_gathered() {
+    use combtest::suites::{Fixture, SuiteOptions, opaque_suite};
+    let suite = opaque_suite("conn", "states that hold connections", puts(), || {
+        Ok(Fixture::factory(open).with(Opened::default()))
+    });
+    let report = suite.run(&SuiteOptions::default()).unwrap();
+    assert_eq!((report.counts.passed, report.counts.failed), (13, 1));
+    let mut gather = SuiteOptions::default();
+    gather.gather_states = true;
+    let error = suite.run_with_states(&gather).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "suite conn keeps its walk states where they run (they are not serde): they cannot be \
+         gathered"
+    );
+}
+
+fn puts() -> WalkOrder<Conn, impl Entries<Conn>> {
+    WalkOrder::new().then::<Put>().then::<Put>()
+}

@@ -155,6 +155,16 @@ pub enum SuiteError {
         /// What went wrong.
         reason: String,
     },
+    /// Final states were asked of a suite whose states are not serde
+    /// ([`opaque_suite`]).
+    #[error(
+        "suite {suite} keeps its walk states where they run (they are not serde): they cannot be \
+         gathered"
+    )]
+    Opaque {
+        /// The suite.
+        suite: String,
+    },
     /// The run failed.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -321,12 +331,7 @@ where
         // Also in a cluster run: the coordinator's serial actions may rely
         // on what the setup prepares.
         if options.gather_states && self.states.is_none() {
-            return Err(SuiteError::Setup {
-                suite: self.name.clone(),
-                reason: "its walk states are not serde (an opaque suite): they cannot be \
-                         gathered"
-                    .to_string(),
-            });
+            return Err(SuiteError::Opaque { suite: self.name.clone() });
         }
         let (start, fixtures) = (self.setup)()
             .map_err(|reason| SuiteError::Setup { suite: self.name.clone(), reason })?
