@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use combtest::{
-    Action, ActionResult, Entries, Halt, Report, RunOptions, SerialAction, WalkOrder, fail, run,
+    Action, ActionResult, AsyncAction, Entries, Halt, Report, RunOptions, SerialAction,
+    WalkContext, WalkOrder, fail, run,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -173,6 +174,22 @@ impl<const T: u8> Action<K> for Wait<T> {
         std::thread::sleep(Duration::from_millis(1));
         s.k += self.0;
         BUSY_NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// W8's action: awaits a 1 ms timer (an I/O wait that blocks no thread).
+/// `T` makes each position its own type.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct AsyncWait<const T: u8>(u64);
+
+impl<const T: u8> AsyncAction<K> for AsyncWait<T> {
+    fn options() -> Vec<Self> {
+        (0..47).map(Self).collect()
+    }
+    async fn run(&self, s: &mut K, _: WalkContext<'_>) -> ActionResult {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        s.k += self.0;
         Ok(())
     }
 }
@@ -635,8 +652,24 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             out.insert("startup_ms".into(), json!(elapsed * 1e3));
             out
         }
+        "W8" => {
+            // 47^3 walks of 3 async actions, each awaiting 1 ms: W3's
+            // I/O-bound shape on 2 runner threads with up to 4,096 walks
+            // in flight each. `parallelism` is (actions x 1 ms) / elapsed.
+            let order = WalkOrder::<K>::new()
+                .then_async::<AsyncWait<1>>()
+                .then_async::<AsyncWait<2>>()
+                .then_async::<AsyncWait<3>>();
+            let options = RunOptions::default().threads(2).in_flight(4096);
+            let ((report, threads), elapsed) = timed(|| run_order(&order, options));
+            assert_eq!(report.counts.passed, 47 * 47 * 47);
+            let actions = 3.0 * report.walks as f64;
+            let mut out = result(workload, report.walks, threads, elapsed, None);
+            out.insert("parallelism".into(), json!(actions * 1e-3 / elapsed));
+            out
+        }
         other => {
-            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7");
+            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8");
             std::process::exit(2);
         }
     }
@@ -768,7 +801,8 @@ fn main() {
         }
     }
     if workloads.is_empty() {
-        workloads = ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7"].map(String::from).to_vec();
+        workloads =
+            ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8"].map(String::from).to_vec();
     }
     eprintln!(
         "{:<4} {:>9} {:>4} {:>11} {:>13} {:>5} {:>11} {:>6}  notes (medians)",

@@ -23,6 +23,8 @@
 //! `dead` has a branch none of whose walks is left when its serial action
 //! comes (they are all pruned): that serial action is skipped.
 //!
+//! `ticks` is an async walk order (its actions await a timer).
+//!
 //! `steps` checks per-node serial steps from inside its walks: each node
 //! records, in a fixture, the branches whose `apply_on_node` step it
 //! applied (and prints `steps: applied [..]` on stdout), and every walk
@@ -42,7 +44,8 @@ use std::time::{Duration, Instant};
 
 use combtest::suites::{Fixture, builtin, opaque_suite, suite};
 use combtest::{
-    Action, ActionResult, Halt, SerialAction, SerialContext, WalkContext, WalkId, WalkOrder,
+    Action, ActionResult, AsyncAction, Halt, SerialAction, SerialContext, WalkContext, WalkId,
+    WalkOrder,
 };
 use serde::{Deserialize, Serialize};
 
@@ -315,6 +318,25 @@ impl Action<Probe> for Work {
     }
 }
 
+/// `ticks`' async action: awaits a 1 ms timer, then records its option;
+/// fails after `Switch=2` when its option is 4.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tick(u32);
+
+impl AsyncAction<Vec<u32>> for Tick {
+    fn options() -> Vec<Self> {
+        (0..5).map(Tick).collect()
+    }
+    async fn run(&self, path: &mut Vec<u32>, _: WalkContext<'_>) -> ActionResult {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if self.0 == 4 && path.last() == Some(&2) {
+            return Err(Halt::fail("tick 4 after switch 2"));
+        }
+        path.push(self.0);
+        Ok(())
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let relay = WalkOrder::new().then::<Hop>().serial::<Mode>().then::<Hop>();
     let mut suites = builtin();
@@ -334,6 +356,12 @@ fn main() -> std::process::ExitCode {
         "dead",
         "12 walks; the branch Switch=2 is all pruned, so its serial action is skipped",
         WalkOrder::new().then::<Prep>().serial::<Switch>().then::<Prep>(),
+        || Ok(Fixture::new(Vec::new())),
+    ));
+    suites.push(suite(
+        "ticks",
+        "75 walks of async actions around a serial switch; 5 fail",
+        WalkOrder::new().then_async::<Tick>().serial::<Switch>().then_async::<Tick>(),
         || Ok(Fixture::new(Vec::new())),
     ));
     suites.push(opaque_suite(

@@ -44,7 +44,7 @@ pub mod trace;
 
 pub use exec::WalkOutcome;
 pub use model::action::{
-    Action, ActionResult, Halt, SerialAction, SerialContext, WalkContext, cancel, fail,
+    Action, ActionResult, AsyncAction, Halt, SerialAction, SerialContext, WalkContext, cancel, fail,
 };
 pub use model::fixtures::{Built, Cloned, Fixtures, StartKind};
 pub use model::outcome::{AbortedWalks, Ending, FailedWalk, Report, StopReason};
@@ -69,9 +69,9 @@ pub use runtime::{
 pub mod prelude {
     pub use crate::model::triage::{Conditions, FailureGroup};
     pub use crate::{
-        Action, ActionResult, Entries, Fixtures, Halt, Report, RunOptions, SerialAction,
-        SerialContext, WalkContext, WalkId, WalkOrder, WalkOutcome, WalkView, cancel, check,
-        check_with, fail, run,
+        Action, ActionResult, AsyncAction, Entries, Fixtures, Halt, Report, RunOptions,
+        SerialAction, SerialContext, WalkContext, WalkId, WalkOrder, WalkOutcome, WalkView, cancel,
+        check, check_with, fail, run,
     };
 }
 pub use trace::{RunDir, RunId, TraceError};

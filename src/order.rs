@@ -15,11 +15,36 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::model::action::{
-    Action, ActionResult, Halt, SerialAction, SerialContext, WalkContext, short_type_name,
+    Action, ActionResult, AsyncAction, Halt, SerialAction, SerialContext, WalkContext,
+    short_type_name,
 };
 use crate::model::epoch::{EpochCursor, SerialStep};
 use crate::model::space::{EntryInfo, EntryKind, IdOutOfRange, OrderError, Space, WalkId};
 use crate::model::walk::{OptionLookup, Walk, WalkView};
+
+/// A boxed future of a walk's step (async walk orders).
+pub(crate) type StepFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+thread_local! {
+    /// This thread's runtime for async actions outside a batch (replays).
+    static BLOCKING_RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> =
+        const { std::cell::OnceCell::new() };
+}
+
+/// Runs a future to its end on this thread's current-thread runtime (made
+/// on first use): an async action in a replay, one walk alone.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    BLOCKING_RUNTIME.with(|cell| {
+        let runtime = cell.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime for async actions")
+        });
+        runtime.block_on(future)
+    })
+}
 
 /// The value one run of a serial action hands to the walks of its branch,
 /// type-erased at the batch boundary. Only the chain cell that produced it
@@ -111,6 +136,8 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
     /// (`usize::MAX` if there are fewer than two): with two plain entries
     /// or more, the space's second least significant digit.
     const SECOND_PLAIN: usize;
+    /// Whether any entry is an async action: batches then run as futures.
+    const ASYNC: bool;
     /// The level of every walk's first segment (where walks start fresh):
     /// 1 if the first entry is a serial action, else 0. The space's
     /// `first_level`, known at compile time.
@@ -132,6 +159,17 @@ pub trait Chain<S>: sealed::Sealed + Clone + Send + Sync + 'static {
         state: &mut S,
         walk: WalkContext<'_>,
     ) -> Result<(), (usize, Halt)>;
+    /// [`run_plain`](Self::run_plain) as a future: async entries are
+    /// awaited, the others run inline.
+    fn run_plain_async<'a>(
+        &'a self,
+        digits: &'a [u32],
+        positions: &'a Range<usize>,
+        state: &'a mut S,
+        walk: WalkContext<'a>,
+    ) -> StepFuture<'a, Result<(), (usize, Halt)>>
+    where
+        S: Send;
     /// The option of every entry for one walk, as references. The walks
     /// that differ only in the two least significant digits share all of
     /// them but two, so the batch loop makes a cursor once per run of those
@@ -291,10 +329,20 @@ pub struct Serial<X> {
     options: Vec<X>,
 }
 
-/// One entry's operations, implemented by [`Plain`] and [`Serial`].
+/// An async action entry and its options.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct AsyncPlain<A> {
+    options: Vec<A>,
+}
+
+/// One entry's operations, implemented by [`Plain`], [`AsyncPlain`] and
+/// [`Serial`].
 #[doc(hidden)]
 pub trait Link<S>: Clone + Send + Sync + 'static {
     const KIND: EntryKind;
+    /// Whether the entry is an async action.
+    const ASYNC: bool = false;
     /// The entry's option type (the action type).
     type Opt: Send + Sync + 'static;
     /// The option at index `option`, which comes from this entry's space.
@@ -313,6 +361,18 @@ pub trait Link<S>: Clone + Send + Sync + 'static {
     fn entry_type(&self) -> TypeId;
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool;
     fn run(&self, option: u32, state: &mut S, walk: &WalkContext<'_>) -> ActionResult;
+    /// Runs an option of a plain entry as a future.
+    fn run_async<'a>(
+        &'a self,
+        option: u32,
+        state: &'a mut S,
+        walk: WalkContext<'a>,
+    ) -> StepFuture<'a, ActionResult>
+    where
+        S: Send,
+    {
+        Box::pin(std::future::ready(self.run(option, state, &walk)))
+    }
     fn run_serial(&self, option: u32, cx: &SerialContext<'_>) -> Result<SerialValue, Halt>;
     fn node_step(&self, option: u32, value: &SerialValue, cx: &SerialContext<'_>) -> ActionResult;
     fn apply_serial(
@@ -509,6 +569,83 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     }
 }
 
+impl<S: 'static, A: AsyncAction<S>> Link<S> for AsyncPlain<A> {
+    const KIND: EntryKind = EntryKind::Plain;
+    const ASYNC: bool = true;
+    type Opt = A;
+
+    #[inline(always)]
+    fn opt(&self, option: u32) -> &A {
+        &self.options[option as usize]
+    }
+    /// Outside a batch of futures (a replay), the walk blocks on it.
+    fn run_opt(option: &A, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
+        block_on(option.run(state, *walk))
+    }
+    fn apply_opt(_: &A, _: &SerialValue, _: &mut S, _: &WalkContext<'_>) -> ActionResult {
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn describe(&self) -> EntryInfo {
+        EntryInfo { name: short_type_name::<A>(), kind: Self::KIND, options: labels(&self.options) }
+    }
+    fn option_any(&self, option: u32) -> &dyn Any {
+        &self.options[option as usize]
+    }
+    fn entry_type(&self) -> TypeId {
+        TypeId::of::<A>()
+    }
+    fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
+        self.options.get(option as usize).is_some_and(|o| o.prune(walk))
+    }
+    fn run(&self, option: u32, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
+        Self::run_opt(self.opt(option), state, walk)
+    }
+    fn run_async<'a>(
+        &'a self,
+        option: u32,
+        state: &'a mut S,
+        walk: WalkContext<'a>,
+    ) -> StepFuture<'a, ActionResult>
+    where
+        S: Send,
+    {
+        Box::pin(self.opt(option).run(state, walk))
+    }
+    fn run_serial(&self, _: u32, _: &SerialContext<'_>) -> Result<SerialValue, Halt> {
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn node_step(&self, _: u32, _: &SerialValue, _: &SerialContext<'_>) -> ActionResult {
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn apply_serial(
+        &self,
+        _: u32,
+        _: &SerialValue,
+        _: &mut S,
+        _: &WalkContext<'_>,
+    ) -> ActionResult {
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn encode_value(&self, _: &SerialValue) -> postcard::Result<Vec<u8>> {
+        Err(postcard::Error::SerializeBufferFull) // Unreachable: not a serial entry.
+    }
+    fn decode_value(&self, _: &[u8]) -> postcard::Result<SerialValue> {
+        Err(postcard::Error::DeserializeBadEncoding) // A node was sent a bad position.
+    }
+    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
+        serde_json::value::to_raw_value(&self.options[option as usize])
+    }
+    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded> {
+        Ok(Box::new(A::deserialize(value)?))
+    }
+    fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool {
+        decoded::<A>(option).prune(walk)
+    }
+    fn run_decoded(&self, option: &Decoded, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
+        block_on(decoded::<A>(option).run(state, *walk))
+    }
+}
+
 /// A decoded option as its entry's type: `Chain::decode` made it.
 fn decoded<T: 'static>(option: &Decoded) -> &T {
     option.downcast_ref().expect("a decoded option is used by the entry that decoded it")
@@ -523,6 +660,7 @@ impl<S: 'static> Chain<S> for Nil {
     const LAST_PLAIN: usize = usize::MAX;
     const SECOND_PLAIN: usize = usize::MAX;
     const FIRST_LEVEL: usize = 0;
+    const ASYNC: bool = false;
 
     fn describe(&self, _: &mut Vec<EntryInfo>) {}
     fn option_any(&self, position: usize, _: u32) -> &dyn Any {
@@ -544,6 +682,18 @@ impl<S: 'static> Chain<S> for Nil {
         _: WalkContext<'_>,
     ) -> Result<(), (usize, Halt)> {
         Ok(())
+    }
+    fn run_plain_async<'a>(
+        &'a self,
+        _: &'a [u32],
+        _: &'a Range<usize>,
+        _: &'a mut S,
+        _: WalkContext<'a>,
+    ) -> StepFuture<'a, Result<(), (usize, Halt)>>
+    where
+        S: Send,
+    {
+        Box::pin(std::future::ready(Ok(())))
     }
     type Cursor<'a> = ();
     #[inline(always)]
@@ -609,6 +759,7 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
         if matches!(H::KIND, EntryKind::Plain) { T::LAST_PLAIN } else { T::SECOND_PLAIN };
     const FIRST_LEVEL: usize =
         if T::LEN == 0 { matches!(H::KIND, EntryKind::Serial) as usize } else { T::FIRST_LEVEL };
+    const ASYNC: bool = T::ASYNC || H::ASYNC;
 
     fn describe(&self, out: &mut Vec<EntryInfo>) {
         self.tail.describe(out);
@@ -650,6 +801,29 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
             result.map_err(|halt| (position, halt))?;
         }
         Ok(())
+    }
+    fn run_plain_async<'a>(
+        &'a self,
+        digits: &'a [u32],
+        positions: &'a Range<usize>,
+        state: &'a mut S,
+        walk: WalkContext<'a>,
+    ) -> StepFuture<'a, Result<(), (usize, Halt)>>
+    where
+        S: Send,
+    {
+        Box::pin(async move {
+            self.tail.run_plain_async(digits, positions, state, walk).await?;
+            let position = T::LEN;
+            if H::KIND == EntryKind::Plain && positions.contains(&position) {
+                // Dropped while a panic unwinds out of the entry's poll.
+                let mark = EntryMark::<S, T>::new();
+                let result = self.head.run_async(digits[position], state, walk.at(position)).await;
+                std::mem::forget(mark);
+                result.map_err(|halt| (position, halt))?;
+            }
+            Ok(())
+        })
     }
     type Cursor<'a> = (T::Cursor<'a>, &'a H::Opt);
     #[inline(always)]
@@ -901,6 +1075,12 @@ impl<S: 'static, C: Entries<S>> WalkOrder<S, C> {
     /// Appends a plain action: every walk runs one of its options here.
     pub fn then<A: Action<S>>(self) -> WalkOrder<S, Cons<Plain<A>, C>> {
         self.extend(Plain { options: A::options() })
+    }
+
+    /// Appends an async action: walks await it, many in flight per runner
+    /// thread (see [`AsyncAction`]).
+    pub fn then_async<A: AsyncAction<S>>(self) -> WalkOrder<S, Cons<AsyncPlain<A>, C>> {
+        self.extend(AsyncPlain { options: A::options() })
     }
 
     /// Appends a serial action: run once per branch at a global barrier.

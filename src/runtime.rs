@@ -38,6 +38,7 @@ pub struct RunOptions<S, K: StartKind<S> = Cloned> {
     pub(crate) max_batch: Option<u64>,
     pub(crate) sample: Option<WalkSample>,
     pub(crate) walk_timeout: Option<Duration>,
+    pub(crate) in_flight: Option<usize>,
     pub(crate) append: Option<RoundTrace>,
     pub(crate) stop: Option<RunStop>,
     pub(crate) progress: Option<Arc<Progress>>,
@@ -73,6 +74,7 @@ impl<S: Clone + Send + 'static, K: StartKind<S>> Clone for RunOptions<S, K> {
             max_batch: self.max_batch,
             sample: self.sample.clone(),
             walk_timeout: self.walk_timeout,
+            in_flight: self.in_flight,
             append: self.append.clone(),
             stop: self.stop.clone(),
             progress: self.progress.clone(),
@@ -124,6 +126,7 @@ impl<S, K: StartKind<S>> RunOptions<S, K> {
             max_batch: None,
             sample: None,
             walk_timeout: None,
+            in_flight: None,
             append: None,
             stop: None,
             progress: None,
@@ -197,6 +200,15 @@ impl<S, K: StartKind<S>> RunOptions<S, K> {
     pub fn walk_timeout(mut self, timeout: Duration) -> Self {
         self.walk_timeout = Some(timeout);
         self.max_batch = Some(1);
+        self
+    }
+
+    /// Walks in flight at once on one runner thread when the walk order
+    /// has an async action ([`AsyncAction`](crate::AsyncAction)); 1,024 by
+    /// default. With `threads` runners, up to `threads × in_flight` walks
+    /// run at once. Ignored by walk orders without async actions.
+    pub fn in_flight(mut self, walks: usize) -> Self {
+        self.in_flight = Some(walks.max(1));
         self
     }
 
@@ -513,6 +525,7 @@ pub(crate) async fn run_on<S: Send + 'static, K: StartKind<S>>(
         progress: options.progress.clone(),
         sample: options.sample,
         walk_timeout: options.walk_timeout,
+        in_flight: options.in_flight.unwrap_or(crate::exec::DEFAULT_IN_FLIGHT),
         gather: options.gather_states,
         trace,
         reply,

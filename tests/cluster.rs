@@ -404,3 +404,28 @@ fn a_node_killed_between_epochs_applies_its_branchs_steps_when_it_comes_back() {
     assert_eq!(code, Some(if aborted > 0 { 1 } else { 0 }), "{out}{err}");
     drop((keep, back));
 }
+
+#[test]
+fn an_async_walk_order_runs_on_two_nodes_as_in_process() {
+    let program = example("cluster_node");
+    let mut reports = Vec::new();
+    for extra in [&[][..], &["--local-nodes", "2", "--batch-size", "4"][..]] {
+        let mut args = vec!["run", "--suite", "ticks", "--json"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = coordinate(&program, &args);
+        assert_eq!(code, Some(1), "{extra:?}: {out}{err}"); // 5 walks fail
+        let report = json(out.trim());
+        let mut failed: Vec<u64> = report["failed_walks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["walk_id"].as_u64().unwrap())
+            .collect();
+        failed.sort_unstable();
+        let counts = ["walks", "passed", "failed", "segments", "serial_actions"]
+            .map(|key| report[key].as_u64().unwrap());
+        reports.push((counts, failed));
+    }
+    assert_eq!(reports[0].0, [75, 70, 5, 150, 3]);
+    assert_eq!(reports[0], reports[1]);
+}

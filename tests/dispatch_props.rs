@@ -348,6 +348,7 @@ impl World {
             sample: sample.clone(),
             sticky: setup.sticky,
             size,
+            min_batch: 1,
         };
         let specs: Vec<SlotSpec> = setup
             .credits

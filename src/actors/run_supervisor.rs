@@ -168,6 +168,8 @@ pub(crate) struct RunContext<S> {
     pub(crate) sample: Option<WalkSample>,
     /// A walk running longer fails (and its runner or node is replaced).
     pub(crate) walk_timeout: Option<Duration>,
+    /// Walks in flight per runner (async walk orders).
+    pub(crate) in_flight: usize,
     pub(crate) gather: bool,
     /// The trace encoder and `walks.jsonl`, when the run has a log dir.
     pub(crate) trace: Option<(Arc<TraceEncoder>, WalksFile)>,
@@ -276,6 +278,7 @@ impl<S: Send + 'static> Actor for RunSupervisor<S> {
             sample: ctx.sample.clone(),
             sticky: matches!(ctx.workers, Workers::Remote(_)),
             size: space.size(),
+            min_batch: if ctx.order.is_async() { ctx.in_flight as u64 } else { 1 },
         };
         let scheduler_args = SchedulerArgs {
             config,
@@ -291,7 +294,12 @@ impl<S: Send + 'static> Actor for RunSupervisor<S> {
         let mut state = SupervisorState {
             order: ctx.order,
             origin: ctx.origin,
-            settings: BatchSettings { blocks, gather: ctx.gather, trace: trace.is_some() },
+            settings: BatchSettings {
+                blocks,
+                gather: ctx.gather,
+                trace: trace.is_some(),
+                in_flight: ctx.in_flight,
+            },
             walk_timeout: ctx.walk_timeout,
             store: Arc::new(StateStore::new()),
             reply: Some(ctx.reply),

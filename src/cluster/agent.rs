@@ -502,6 +502,7 @@ fn open(
         round: hello.round,
         suite: hello.suite.clone(),
         node: name.clone(),
+        in_flight: (hello.in_flight as usize).clamp(1, 1 << 16),
     };
     logs::open(hello.run, hello.log_level);
     let _scope = logs::Scope::enter(hello.run);
@@ -598,6 +599,7 @@ mod tests {
             round: None,
             log_level: 1,
             lease_ms: 60_000,
+            in_flight: 8,
         }
     }
 

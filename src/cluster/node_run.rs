@@ -85,6 +85,8 @@ pub struct NodeRunSpec {
     pub(crate) suite: String,
     /// The node's name, for trace lines.
     pub(crate) node: String,
+    /// Walks in flight per runner thread (async walk orders).
+    pub(crate) in_flight: usize,
 }
 
 /// The typed run behind [`NodeRun`].
@@ -126,7 +128,12 @@ impl<S: Send + 'static> TypedNodeRun<S> {
         let pipeline = BatchPipeline {
             order,
             store: Arc::new(StateStore::new()),
-            settings: BatchSettings { blocks: spec.blocks, gather: spec.gather, trace: spec.trace },
+            settings: BatchSettings {
+                blocks: spec.blocks,
+                gather: spec.gather,
+                trace: spec.trace,
+                in_flight: spec.in_flight,
+            },
             encoder: encoder.map(Arc::new),
             name: spec.node.clone(),
         };

@@ -198,6 +198,7 @@ where
             round: options.append.as_ref().map(|a| a.tag),
             log_level: crate::cluster::logs::current_level(),
             lease_ms: heartbeat_timeout.as_millis() as u64,
+            in_flight: options.in_flight.unwrap_or(crate::exec::DEFAULT_IN_FLIGHT) as u32,
         };
         // Every node at once; any refusal ends the run before it starts. A
         // node lost while opening is a loss like any other: the run goes on

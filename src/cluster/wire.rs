@@ -91,6 +91,8 @@ pub struct Hello {
     /// for this long (the heartbeat timeout: the coordinator has declared
     /// the node lost, or is gone). At most `MAX_LEASE_MS`.
     pub lease_ms: u64,
+    /// Walks in flight per runner thread (async walk orders).
+    pub in_flight: u32,
 }
 
 /// A batch of walks to run.

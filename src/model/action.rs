@@ -2,6 +2,7 @@
 //! run functions return ([`ActionResult`], [`Halt`]).
 
 use std::fmt;
+use std::future::Future;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -236,6 +237,57 @@ pub trait Action<S>:
     /// and is counted as pruned. The default prunes nothing.
     /// [`WalkView::position`] is this entry's position, [`WalkView::id`]
     /// the walk's.
+    fn prune(&self, walk: &WalkView<'_>) -> bool {
+        let _ = walk;
+        false
+    }
+}
+
+/// An [`Action`] whose run is asynchronous: it awaits I/O (a network
+/// client, a server's answer, a timer) instead of blocking a thread.
+///
+/// A walk order with an async action (added with
+/// [`WalkOrder::then_async`](crate::WalkOrder::then_async)) runs each
+/// batch of walks as futures on a current-thread tokio runtime of the
+/// runner's own (never the actors' runtime): one runner thread keeps up to
+/// [`RunOptions::in_flight`](crate::RunOptions::in_flight) walks in flight
+/// at once, each walk's actions still in order. Plain actions of the same
+/// walk order run inline between the awaits; serial actions and their
+/// barrier are unchanged. The future must be `Send`; tokio's I/O and
+/// timers work inside it. A replay runs the walk alone, blocking on the
+/// same kind of runtime.
+///
+/// ```
+/// use combtest::{ActionResult, AsyncAction, WalkContext};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Ping(u64);
+///
+/// impl AsyncAction<Vec<u64>> for Ping {
+///     fn options() -> Vec<Self> { vec![Ping(1), Ping(2)] }
+///     async fn run(&self, seen: &mut Vec<u64>, cx: WalkContext<'_>) -> ActionResult {
+///         tokio::time::sleep(std::time::Duration::from_millis(self.0)).await;
+///         seen.push(cx.id().0);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait AsyncAction<S>:
+    fmt::Debug + Clone + Send + Sync + Serialize + DeserializeOwned + 'static
+{
+    /// Every option of this action, in a fixed order.
+    fn options() -> Vec<Self>;
+
+    /// Performs this option on the walk's state. A panic counts as a
+    /// failure of the walk (and only of this walk).
+    fn run<'a>(
+        &'a self,
+        state: &'a mut S,
+        cx: WalkContext<'a>,
+    ) -> impl Future<Output = ActionResult> + Send + 'a;
+
+    /// Prunes walks, as [`Action::prune`] does.
     fn prune(&self, walk: &WalkView<'_>) -> bool {
         let _ = walk;
         false

@@ -92,6 +92,10 @@ pub struct Config {
     pub sticky: bool,
     /// Walks in the space.
     pub size: u64,
+    /// Smallest batch, in walks: 1, or for a walk order with async actions
+    /// the walks a runner keeps in flight (a batch of them takes about as
+    /// long as one walk, so smaller batches only add rounds).
+    pub min_batch: u64,
 }
 
 /// A batch: walks of one epoch, as id ranges.
@@ -316,15 +320,20 @@ impl WalkCost {
 /// the walks left in the epoch: about `TARGET_BATCH` of work, less near the
 /// end of the epoch so the tail spreads over every runner, but not below a
 /// 32nd of the target, about 125 µs (smaller batches would cost more in
-/// round trips than they save in balance).
-pub fn batch_len(nanos_per_walk: Option<f64>, runners: usize, remaining: u64) -> u64 {
+/// round trips than they save in balance), and not below `min_batch`.
+pub fn batch_len(
+    nanos_per_walk: Option<f64>,
+    runners: usize,
+    remaining: u64,
+    min_batch: u64,
+) -> u64 {
     let by_time = match nanos_per_walk {
         Some(ns) if ns > 0.0 => (TARGET_BATCH.as_nanos() as f64 / ns) as u64,
         Some(_) => MAX_BATCH,
         None => FIRST_BATCH,
     };
     let tail = remaining.div_ceil(2 * runners.max(1) as u64);
-    by_time.min(tail.max(by_time / 32)).clamp(1, MAX_BATCH)
+    by_time.min(tail.max(by_time / 32)).max(min_batch).clamp(1, MAX_BATCH)
 }
 
 /// Loss counts per walk, as ranges of walks with the same count.
@@ -1088,7 +1097,9 @@ impl Dispatch {
             let home = s.home;
             while self.slots[index].credits > 0 && work.remaining > 0 {
                 let mut len =
-                    batch_len(self.cost.nanos_per_walk(), self.config.runners, work.remaining);
+                    batch_len(self.cost.nanos_per_walk(), self.config.runners, work.remaining, {
+                        self.config.min_batch
+                    });
                 if let Some(max) = self.config.max_batch {
                     len = len.min(max);
                 }
@@ -1145,17 +1156,21 @@ mod tests {
     #[test]
     fn batches_follow_the_measured_cost() {
         // Unmeasured: small probes.
-        assert_eq!(batch_len(None, 2, 1_000_000), FIRST_BATCH);
+        assert_eq!(batch_len(None, 2, 1_000_000, 1), FIRST_BATCH);
         // 2 ns per walk: 2 million walks make 4 ms.
-        assert_eq!(batch_len(Some(2.0), 2, 10_000_000), 2_000_000.min(MAX_BATCH));
+        assert_eq!(batch_len(Some(2.0), 2, 10_000_000, 1), 2_000_000.min(MAX_BATCH));
         // 1 ms per walk: four walks make 4 ms; 10 ms per walk: one.
-        assert_eq!(batch_len(Some(1e6), 64, 100_000), 4);
-        assert_eq!(batch_len(Some(1e7), 64, 100_000), 1);
+        assert_eq!(batch_len(Some(1e6), 64, 100_000, 1), 4);
+        assert_eq!(batch_len(Some(1e7), 64, 100_000, 1), 1);
         // The tail of an epoch is spread over every runner, down to a 32nd
         // of the target.
-        assert_eq!(batch_len(Some(2.0), 2, 1_000_000), 250_000);
-        assert_eq!(batch_len(Some(2.0), 2, 1_000), 62_500);
-        assert_eq!(batch_len(Some(1e6), 4, 16), 2);
+        assert_eq!(batch_len(Some(2.0), 2, 1_000_000, 1), 250_000);
+        assert_eq!(batch_len(Some(2.0), 2, 1_000, 1), 62_500);
+        assert_eq!(batch_len(Some(1e6), 4, 16, 1), 2);
+        // Async walk orders: never fewer than a runner keeps in flight,
+        // from the first batch on.
+        assert_eq!(batch_len(None, 2, 1_000_000, 1024), 1024);
+        assert_eq!(batch_len(Some(1e6), 4, 16, 1024), 1024);
     }
 
     #[test]

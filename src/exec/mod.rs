@@ -25,6 +25,9 @@ use crate::model::triage::Neither;
 use crate::model::walk::WalkView;
 use crate::order::{Chain, PanicMark, Pinned, SerialValue, WalkOrder, take_panic_position};
 
+mod walks_async;
+pub(crate) use walks_async::DEFAULT_IN_FLIGHT;
+
 /// What to do with the walks of a batch.
 #[derive(Debug, Clone)]
 pub(crate) enum Instruction {
@@ -120,6 +123,9 @@ pub(crate) struct BatchSettings {
     /// Record each walk's outcome and duration. Off, it costs nothing per
     /// walk but a predictable branch.
     pub(crate) trace: bool,
+    /// Walks in flight at once on one runner thread, for async walk orders
+    /// (see `walks_async`).
+    pub(crate) in_flight: usize,
 }
 
 /// The end of one walk, for the trace.
@@ -197,6 +203,9 @@ struct Begin<'a, S, K: StartKind<S>> {
 /// boundary where dynamic dispatch happens, once per batch.
 pub(crate) trait ErasedOrder<S>: Send + Sync {
     fn space(&self) -> &Space;
+    /// Whether the walk order has an async action (its batches run as
+    /// futures, `in_flight` at once per runner).
+    fn is_async(&self) -> bool;
     fn execute(
         &self,
         epoch: &Epoch,
@@ -872,6 +881,10 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnabl
         &self.space
     }
 
+    fn is_async(&self) -> bool {
+        C::ASYNC
+    }
+
     fn execute(
         &self,
         epoch: &Epoch,
@@ -884,6 +897,9 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnabl
         let start = origin.start.as_any().downcast_ref::<K::Start>();
         let start = start.expect("a runnable is given the origin of its own kind");
         let origin = &Begin::<S, K> { start, fixtures: &origin.fixtures };
+        if C::ASYNC {
+            return self.execute_async(epoch, instruction, input, origin, settings);
+        }
         let (keep, trace) = (!epoch.last, settings.trace);
         let fresh = matches!(input, BatchInput::Fresh(_));
         let mut units: Vec<Unit<S>> = match input {
@@ -1031,8 +1047,12 @@ mod tests {
     fn run_all(trace: bool) -> Vec<BatchOutput<Vec<u32>>> {
         let order = WalkOrder::new().then::<Step>().serial::<Flip>().then::<Last>();
         let runnable = Runnable::<_, _, Cloned>::new(order).unwrap();
-        let settings =
-            BatchSettings { blocks: Blocks::for_space(runnable.space(), 1), gather: true, trace };
+        let settings = BatchSettings {
+            blocks: Blocks::for_space(runnable.space(), 1),
+            gather: true,
+            trace,
+            in_flight: 1,
+        };
         let mut held: Vec<Block<Vec<u32>>> = Vec::new();
         let mut outputs = Vec::new();
         for epoch in EpochCursor::new(runnable.space().clone()) {
@@ -1105,6 +1125,7 @@ mod tests {
             blocks: Blocks::for_space(runnable.space(), 1),
             gather: false,
             trace: true,
+            in_flight: 1,
         };
         let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
         let input = BatchInput::Fresh(vec![epoch.walks.clone()]);
