@@ -26,6 +26,7 @@ use crate::cluster::logs;
 use crate::cluster::wire::{BatchRequest, BatchResult, Reply, RunKey, WireInstruction};
 use crate::exec::{BatchSettings, ErasedOrder, Instruction, Origin};
 use crate::model::epoch::{EpochId, SerialStep};
+use crate::model::node_steps::{AppliedSteps, StepPlan};
 use crate::model::space::Blocks;
 use crate::model::trace::{RoundTag, TraceEncoder};
 use crate::runner::{BatchPipeline, Next, RunnerPool};
@@ -112,7 +113,7 @@ struct Inner<S> {
 #[derive(Default)]
 struct EpochSteps {
     instruction: Option<(EpochId, Arc<Instruction>)>,
-    applied: Vec<(SerialStep, Result<(), String>)>,
+    applied: AppliedSteps,
 }
 
 impl<S: Send + 'static> TypedNodeRun<S> {
@@ -268,14 +269,14 @@ impl<S: Send + 'static> Inner<S> {
     /// the error of the first failed step on the path, if any.
     fn apply_steps(
         &self,
-        applied: &mut Vec<(SerialStep, Result<(), String>)>,
+        applied: &mut AppliedSteps,
         path: &[(SerialStep, crate::order::SerialValue)],
     ) -> Result<(), String> {
-        let kept = applied.iter().zip(path).take_while(|((a, _), (p, _))| a == p).count();
-        applied.truncate(kept);
-        if let Some(error) = applied.iter().find_map(|(_, outcome)| outcome.as_ref().err()) {
-            return Err(error.clone());
-        }
+        let steps: Vec<SerialStep> = path.iter().map(|(step, _)| *step).collect();
+        let kept = match applied.plan(&steps) {
+            StepPlan::ApplyFrom(kept) => kept,
+            StepPlan::Failed(error) => return Err(error),
+        };
         let order = &self.pipeline.order;
         let branch: Vec<u32> = path.iter().map(|(step, _)| step.option).collect();
         for (level, (step, value)) in path.iter().enumerate().skip(kept) {
@@ -292,7 +293,7 @@ impl<S: Send + 'static> Inner<S> {
                 ok = outcome.is_ok(),
                 "per-node serial step applied"
             );
-            applied.push((*step, outcome.clone()));
+            applied.record(*step, outcome.clone());
             outcome?;
         }
         Ok(())

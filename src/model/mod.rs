@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod holdings;
 pub mod junit;
 pub mod membership;
+pub mod node_steps;
 pub mod outcome;
 pub mod sample;
 pub mod space;
