@@ -1395,7 +1395,14 @@ fn show(
             .enumerate()
             .map(|(p, a)| {
                 let mark = if serial.get(p) == Some(&true) { "*" } else { "" };
-                format!("{mark}{}={}", a.type_name, label(p, a))
+                // A type at two positions is named with its position, as
+                // failure groups name it.
+                let twice =
+                    record.actions.iter().filter(|b| b.type_name == a.type_name).count() > 1;
+                match twice {
+                    true => format!("{mark}{}[{p}]={}", a.type_name, label(p, a)),
+                    false => format!("{mark}{}={}", a.type_name, label(p, a)),
+                }
             })
             .collect();
         list.join(", ")

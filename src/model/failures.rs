@@ -289,10 +289,20 @@ pub fn render_groups(groups: &[GroupSummary], shown: usize, more: &str) -> Strin
 }
 
 /// A walk's actions on one line: `[A=a, *S=s, ...]` (serial ones starred).
+///
+/// An action type at more than one position is named with its position
+/// (`Put[0]=Put(1), Put[2]=Put(3)`), as conditions name it.
 pub fn steps_line(steps: &[StepSummary]) -> String {
+    let repeated = |action: &str| steps.iter().filter(|s| s.action == action).count() > 1;
     let list: Vec<String> = steps
         .iter()
-        .map(|s| format!("{}{}={}", if s.serial { "*" } else { "" }, s.action, s.label))
+        .map(|s| {
+            let serial = if s.serial { "*" } else { "" };
+            match repeated(&s.action) {
+                true => format!("{serial}{}[{}]={}", s.action, s.position, s.label),
+                false => format!("{serial}{}={}", s.action, s.label),
+            }
+        })
         .collect();
     format!("[{}]", list.join(", "))
 }
@@ -419,6 +429,23 @@ fn number_len(s: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_type_at_two_positions_is_named_with_its_position() {
+        let step = |position: usize, action: &str, serial: bool, label: &str| StepSummary {
+            position,
+            action: action.into(),
+            serial,
+            option: 0,
+            label: label.into(),
+        };
+        let steps = [
+            step(0, "Put", false, "Put(1)"),
+            step(1, "Flush", true, "Flush"),
+            step(2, "Put", false, "Put(3)"),
+        ];
+        assert_eq!(steps_line(&steps), "[Put[0]=Put(1), *Flush=Flush, Put[2]=Put(3)]");
+    }
 
     #[test]
     fn volatile_parts_are_normalised() {
