@@ -514,10 +514,16 @@ pub(crate) async fn run_on<S: Send + 'static, K: StartKind<S>>(
         trace = Some((Arc::new(encoder), crate::trace::WalksFile::new(file)));
     }
     tracing::info!(walks = space.size(), threads, "run starts");
+    // The run's fixtures are dropped before it returns: wait (bounded) for
+    // the runner threads and actors holding them to let go.
+    let mut fixtures = options.fixtures;
+    let released = Arc::get_mut(&mut fixtures)
+        .filter(|fixtures| !fixtures.is_empty())
+        .map(Fixtures::tell_when_dropped);
     let (reply, report) = oneshot::channel();
     let context = RunContext {
         order: runnable,
-        origin: Origin::new::<K>(options.start, options.fixtures),
+        origin: Origin::new::<K>(options.start, fixtures),
         workers,
         blocks,
         // One walk per batch: a timeout then blames one walk.
@@ -547,6 +553,12 @@ pub(crate) async fn run_on<S: Send + 'static, K: StartKind<S>>(
     drop(guard);
     // The actors stop on their own; a hung runner's may take a moment.
     let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    if let Some(released) = released {
+        // A runner thread stuck in a walk (past its walk timeout) keeps
+        // them until it returns: give up waiting after 10 s.
+        let wait = move || released.recv_timeout(Duration::from_secs(10));
+        let _ = tokio::task::spawn_blocking(wait).await;
+    }
     let (mut report, totals) = result.map_err(|failure| match failure {
         RunFailure::Internal(reason) => RunError::Internal(reason),
         RunFailure::TraceWrite(reason) => RunError::TraceWrite(reason),

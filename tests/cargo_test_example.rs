@@ -116,7 +116,7 @@ fn the_planted_bug_fails_with_a_readable_message() {
         "[1] 3 walks: Insert (entry 1): after Insert { key: <n>, value: <n> }: map [(<n>, <n>)], model [(<n>, <n>)]",
         "fails whenever Insert[0]=Insert { key: 0, value: 1 } and Insert[1]=Insert { key: 0, value: 2 }, whatever the other entries",
         "minimal walk 3: Insert (entry 1) failed: after Insert { key: 0, value: 2 }: map [(0, 1)], model [(0, 2)]",
-        "[Insert=Insert { key: 0, value: 1 }, Insert=Insert { key: 0, value: 2 }, Remove=Remove(0)]",
+        "[Insert[0]=Insert { key: 0, value: 1 }, Insert[1]=Insert { key: 0, value: 2 }, Remove=Remove(0)]",
         "replay: order.replay(3, initial)",
         "walks 3, 4, 5",
         "failed walks: 3\n  walk 3: ",

@@ -42,7 +42,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use combtest::suites::{Fixture, builtin, suite};
-use combtest::{Action, ActionResult, Halt, SerialAction, WalkOrder, fail};
+use combtest::{
+    Action, ActionResult, Halt, SerialAction, SerialContext, WalkContext, WalkOrder, fail,
+};
 use rand::SeedableRng as _;
 use serde::{Deserialize, Serialize};
 
@@ -97,11 +99,20 @@ impl SerialAction<Ledger> for Rate {
     fn run(&self) -> Result<u32, Halt> {
         Ok(100 + self.0)
     }
+    /// Each node records the rates it applied (its per-node step).
+    fn apply_on_node(&self, _: &u32, cx: &SerialContext<'_>) -> ActionResult {
+        cx.fixture::<RateSteps>()?.0.lock().unwrap().push(self.0);
+        Ok(())
+    }
     fn apply(&self, rate: &u32, ledger: &mut Ledger) -> ActionResult {
         ledger.rate = Some(*rate);
         Ok(())
     }
 }
+
+/// The rates a node applied in this run (`Rate::apply_on_node`), in order.
+#[derive(Default)]
+struct RateSteps(Mutex<Vec<u32>>);
 
 /// Settles the ledger at the branch's rate. It fails only if combtest broke
 /// the walk: its state lost an entry or never got the serial value.
@@ -112,10 +123,17 @@ impl Action<Ledger> for Settle {
     fn options() -> Vec<Self> {
         (0..4).map(Settle).collect()
     }
-    fn run(&self, ledger: &mut Ledger) -> ActionResult {
+    fn run_in(&self, ledger: &mut Ledger, cx: &WalkContext<'_>) -> ActionResult {
         std::thread::sleep(WORK);
         if ledger.entries.len() != 3 || ledger.rate.is_none() {
             return fail(format!("combtest broke the walk's state: {ledger:?}"));
+        }
+        // The node applied this branch's rate once, and no other since.
+        let rate = ledger.rate.unwrap_or(0).saturating_sub(100);
+        let applied = cx.fixture::<RateSteps>()?.0.lock().unwrap().clone();
+        let times = applied.iter().filter(|&&r| r == rate).count();
+        if applied.last() != Some(&rate) || times != 1 {
+            return fail(format!("combtest broke the per-node steps: rate {rate}, {applied:?}"));
         }
         ledger.entries.push(self.0);
         Ok(())
@@ -160,7 +178,7 @@ fn main() -> ExitCode {
             "steady",
             "1,152 walks of about 2 ms around a serial rate change; none fails by itself",
             steady(),
-            || Ok(Fixture::new(Ledger::default())),
+            || Ok(Fixture::new(Ledger::default()).with(RateSteps::default())),
         ));
         return combtest::cli::main(suites);
     }

@@ -30,6 +30,9 @@ use super::space::WalkId;
 pub struct Fixtures {
     /// In the order they were added; dropped in reverse.
     items: Vec<Item>,
+    /// Told once every fixture is dropped (a run waits for it before it
+    /// returns).
+    dropped: Option<std::sync::mpsc::Sender<()>>,
 }
 
 struct Item {
@@ -84,6 +87,14 @@ impl Fixtures {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+
+    /// Asks to be told on the returned receiver once these fixtures are
+    /// dropped (the sender disconnects).
+    pub(crate) fn tell_when_dropped(&mut self) -> std::sync::mpsc::Receiver<()> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.dropped = Some(sender);
+        receiver
+    }
 }
 
 impl Drop for Fixtures {
@@ -92,6 +103,7 @@ impl Drop for Fixtures {
         while let Some(item) = self.items.pop() {
             drop(item);
         }
+        drop(self.dropped.take());
     }
 }
 
