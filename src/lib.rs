@@ -1,18 +1,24 @@
 //! combtest: combinatorial testing on an actor runtime.
 //!
 //! Describe the operations that can be done to a system under test as
-//! [`Action`]s (each with a finite list of options) and global steps as
-//! [`SerialAction`]s, order them in a [`WalkOrder`], and [`run`] every
+//! [`Action`]s (each with a finite list of options; [`AsyncAction`]s when
+//! they await I/O) and global steps as [`SerialAction`]s, order them in a
+//! [`WalkOrder`], and [`run`] every
 //! combination — every *walk* — in parallel, with a [`Report`] that accounts
 //! for every walk id. Give the run a log dir ([`RunOptions::log_dir`]) to
 //! trace every walk; replay any walk alone with [`WalkOrder::replay`], or as
 //! a run recorded it with [`WalkOrder::replay_from_run`].
 //!
+//! Actions reach their walk's id and position and the run's [`Fixtures`]
+//! (a server, a temp dir) through a [`WalkContext`]; walks start from
+//! clones of one state or from a factory ([`RunOptions::factory`]).
+//!
 //! # Layout
 //! - `model/`: pure data and decisions (walk space and ids, epochs,
 //!   outcomes, trace and JUnit formats). Never imports the actor runtime.
 //! - `order`: the typed [`WalkOrder`] builder and its chain of entries.
-//! - `exec`: synchronous execution of batches and serial steps.
+//! - `exec/`: execution of batches and serial steps: the synchronous hot
+//!   loop, and batches of async walk orders as futures (`walks_async`).
 //! - `replay`: one walk alone, by id or as a run directory recorded it.
 //! - `actors/`: the ractor actors of a run, one per file.
 //! - `runtime`: [`run`] and [`run_async`], which spawn and supervise them.

@@ -42,9 +42,9 @@ impl<S: Send + 'static, C: Entries<S>> WalkOrder<S, C> {
 
     /// [`replay_with`](Self::replay_with) with the run's fixtures, for
     /// actions that reach them: build them as the suite's setup does, and
-    /// the walk's starting state as its [`Start`](crate::Start) would
-    /// (`start.initial()`, or the factory called with the fixtures and
-    /// `id`). Serial actions run here as on a node: `run_in`,
+    /// the walk's starting state as the run would (a clone of the initial
+    /// state, or the factory called with the fixtures and `id`). Serial
+    /// actions run here as on a node: `run_in`,
     /// `apply_on_node`, then `apply_in`.
     pub fn replay_in(
         &self,

@@ -163,8 +163,8 @@ fn neither_run<T: ?Sized>(run: &str, run_in: &str) -> Halt {
 /// index into it.
 ///
 /// `S` is the per-walk state: every walk starts from its own clone of the
-/// initial state (or from a state a [`Start::factory`](crate::Start::factory)
-/// builds for it) and hands it from action to action.
+/// initial state (or from a state a factory builds for it: see
+/// [`Built`](crate::Built)) and hands it from action to action.
 ///
 /// Implement [`Action::run`] for an action that needs only the state, or
 /// [`Action::run_in`] for one that needs its walk's id, its position or the
