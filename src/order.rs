@@ -12,6 +12,8 @@ use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::Arc;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::model::action::{
@@ -344,7 +346,9 @@ pub trait Link<S>: Clone + Send + Sync + 'static {
     /// Whether the entry is an async action.
     const ASYNC: bool = false;
     /// The entry's option type (the action type).
-    type Opt: Send + Sync + 'static;
+    type Opt: std::fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// Every option, in order.
+    fn options(&self) -> &[Self::Opt];
     /// The option at index `option`, which comes from this entry's space.
     fn opt(&self, option: u32) -> &Self::Opt;
     /// Runs an option of a plain entry.
@@ -356,9 +360,19 @@ pub trait Link<S>: Clone + Send + Sync + 'static {
         state: &mut S,
         walk: &WalkContext<'_>,
     ) -> ActionResult;
-    fn describe(&self) -> EntryInfo;
-    fn option_any(&self, option: u32) -> &dyn Any;
-    fn entry_type(&self) -> TypeId;
+    fn describe(&self) -> EntryInfo {
+        EntryInfo {
+            name: short_type_name::<Self::Opt>(),
+            kind: Self::KIND,
+            options: labels(self.options()),
+        }
+    }
+    fn option_any(&self, option: u32) -> &dyn Any {
+        &self.options()[option as usize]
+    }
+    fn entry_type(&self) -> TypeId {
+        TypeId::of::<Self::Opt>()
+    }
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool;
     fn run(&self, option: u32, state: &mut S, walk: &WalkContext<'_>) -> ActionResult;
     /// Runs an option of a plain entry as a future.
@@ -373,19 +387,40 @@ pub trait Link<S>: Clone + Send + Sync + 'static {
     {
         Box::pin(std::future::ready(self.run(option, state, &walk)))
     }
-    fn run_serial(&self, option: u32, cx: &SerialContext<'_>) -> Result<SerialValue, Halt>;
-    fn node_step(&self, option: u32, value: &SerialValue, cx: &SerialContext<'_>) -> ActionResult;
+    // The serial operations: plain entries keep these defaults (the
+    // planner only schedules serial entries as serial steps).
+    fn run_serial(&self, option: u32, cx: &SerialContext<'_>) -> Result<SerialValue, Halt> {
+        let _ = (option, cx);
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn node_step(&self, option: u32, value: &SerialValue, cx: &SerialContext<'_>) -> ActionResult {
+        let _ = (option, value, cx);
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
     fn apply_serial(
         &self,
         option: u32,
         value: &SerialValue,
         state: &mut S,
         walk: &WalkContext<'_>,
-    ) -> ActionResult;
-    fn encode_value(&self, value: &SerialValue) -> postcard::Result<Vec<u8>>;
-    fn decode_value(&self, bytes: &[u8]) -> postcard::Result<SerialValue>;
-    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>>;
-    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded>;
+    ) -> ActionResult {
+        let _ = (option, value, state, walk);
+        unreachable!("the planner only schedules serial entries as serial steps")
+    }
+    fn encode_value(&self, value: &SerialValue) -> postcard::Result<Vec<u8>> {
+        let _ = value;
+        Err(postcard::Error::SerializeBufferFull) // Unreachable: not a serial entry.
+    }
+    fn decode_value(&self, bytes: &[u8]) -> postcard::Result<SerialValue> {
+        let _ = bytes;
+        Err(postcard::Error::DeserializeBadEncoding) // A node was sent a bad position.
+    }
+    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
+        serde_json::value::to_raw_value(&self.options()[option as usize])
+    }
+    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded> {
+        Ok(Box::new(<Self::Opt as serde::Deserialize>::deserialize(value)?))
+    }
     fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool;
     fn run_decoded(&self, option: &Decoded, state: &mut S, walk: &WalkContext<'_>) -> ActionResult;
 }
@@ -397,6 +432,10 @@ fn labels<T: std::fmt::Debug>(options: &[T]) -> Vec<String> {
 impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     const KIND: EntryKind = EntryKind::Plain;
     type Opt = A;
+
+    fn options(&self) -> &[A] {
+        &self.options
+    }
 
     #[inline(always)]
     fn opt(&self, option: u32) -> &A {
@@ -422,15 +461,6 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
         unreachable!("the planner only schedules serial entries as serial steps")
     }
 
-    fn describe(&self) -> EntryInfo {
-        EntryInfo { name: short_type_name::<A>(), kind: Self::KIND, options: labels(&self.options) }
-    }
-    fn option_any(&self, option: u32) -> &dyn Any {
-        &self.options[option as usize]
-    }
-    fn entry_type(&self) -> TypeId {
-        TypeId::of::<A>()
-    }
     #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
         // `get`, not indexing: with no bounds-check panic left, an action
@@ -440,33 +470,6 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
     #[inline(always)]
     fn run(&self, option: u32, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
         self.opt(option).run_in(state, walk)
-    }
-    fn run_serial(&self, _: u32, _: &SerialContext<'_>) -> Result<SerialValue, Halt> {
-        unreachable!("the planner only schedules serial entries as serial steps")
-    }
-    fn node_step(&self, _: u32, _: &SerialValue, _: &SerialContext<'_>) -> ActionResult {
-        unreachable!("the planner only schedules serial entries as serial steps")
-    }
-    fn apply_serial(
-        &self,
-        _: u32,
-        _: &SerialValue,
-        _: &mut S,
-        _: &WalkContext<'_>,
-    ) -> ActionResult {
-        unreachable!("the planner only schedules serial entries as serial steps")
-    }
-    fn encode_value(&self, _: &SerialValue) -> postcard::Result<Vec<u8>> {
-        Err(postcard::Error::SerializeBufferFull) // Unreachable: not a serial entry.
-    }
-    fn decode_value(&self, _: &[u8]) -> postcard::Result<SerialValue> {
-        Err(postcard::Error::DeserializeBadEncoding) // A node was sent a bad position.
-    }
-    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
-        serde_json::value::to_raw_value(&self.options[option as usize])
-    }
-    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded> {
-        Ok(Box::new(A::deserialize(value)?))
     }
     fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool {
         decoded::<A>(option).prune(walk)
@@ -479,6 +482,10 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
 impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     const KIND: EntryKind = EntryKind::Serial;
     type Opt = X;
+
+    fn options(&self) -> &[X] {
+        &self.options
+    }
 
     #[inline(always)]
     fn opt(&self, option: u32) -> &X {
@@ -501,15 +508,6 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
         option.apply_in(value, state, walk)
     }
 
-    fn describe(&self) -> EntryInfo {
-        EntryInfo { name: short_type_name::<X>(), kind: Self::KIND, options: labels(&self.options) }
-    }
-    fn option_any(&self, option: u32) -> &dyn Any {
-        &self.options[option as usize]
-    }
-    fn entry_type(&self) -> TypeId {
-        TypeId::of::<X>()
-    }
     #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
         // `get`, not indexing: with no bounds-check panic left, an action
@@ -548,12 +546,6 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
     fn decode_value(&self, bytes: &[u8]) -> postcard::Result<SerialValue> {
         Ok(SerialValue::new(postcard::from_bytes::<X::Value>(bytes)?))
     }
-    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
-        serde_json::value::to_raw_value(&self.options[option as usize])
-    }
-    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded> {
-        Ok(Box::new(X::deserialize(value)?))
-    }
     fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool {
         decoded::<X>(option).prune(walk)
     }
@@ -574,6 +566,10 @@ impl<S: 'static, A: AsyncAction<S>> Link<S> for AsyncPlain<A> {
     const ASYNC: bool = true;
     type Opt = A;
 
+    fn options(&self) -> &[A] {
+        &self.options
+    }
+
     #[inline(always)]
     fn opt(&self, option: u32) -> &A {
         &self.options[option as usize]
@@ -584,15 +580,6 @@ impl<S: 'static, A: AsyncAction<S>> Link<S> for AsyncPlain<A> {
     }
     fn apply_opt(_: &A, _: &SerialValue, _: &mut S, _: &WalkContext<'_>) -> ActionResult {
         unreachable!("the planner only schedules serial entries as serial steps")
-    }
-    fn describe(&self) -> EntryInfo {
-        EntryInfo { name: short_type_name::<A>(), kind: Self::KIND, options: labels(&self.options) }
-    }
-    fn option_any(&self, option: u32) -> &dyn Any {
-        &self.options[option as usize]
-    }
-    fn entry_type(&self) -> TypeId {
-        TypeId::of::<A>()
     }
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
         self.options.get(option as usize).is_some_and(|o| o.prune(walk))
@@ -610,33 +597,6 @@ impl<S: 'static, A: AsyncAction<S>> Link<S> for AsyncPlain<A> {
         S: Send,
     {
         Box::pin(self.opt(option).run(state, walk))
-    }
-    fn run_serial(&self, _: u32, _: &SerialContext<'_>) -> Result<SerialValue, Halt> {
-        unreachable!("the planner only schedules serial entries as serial steps")
-    }
-    fn node_step(&self, _: u32, _: &SerialValue, _: &SerialContext<'_>) -> ActionResult {
-        unreachable!("the planner only schedules serial entries as serial steps")
-    }
-    fn apply_serial(
-        &self,
-        _: u32,
-        _: &SerialValue,
-        _: &mut S,
-        _: &WalkContext<'_>,
-    ) -> ActionResult {
-        unreachable!("the planner only schedules serial entries as serial steps")
-    }
-    fn encode_value(&self, _: &SerialValue) -> postcard::Result<Vec<u8>> {
-        Err(postcard::Error::SerializeBufferFull) // Unreachable: not a serial entry.
-    }
-    fn decode_value(&self, _: &[u8]) -> postcard::Result<SerialValue> {
-        Err(postcard::Error::DeserializeBadEncoding) // A node was sent a bad position.
-    }
-    fn option_json(&self, option: u32) -> serde_json::Result<Box<RawValue>> {
-        serde_json::value::to_raw_value(&self.options[option as usize])
-    }
-    fn decode(&self, value: &serde_json::Value) -> serde_json::Result<Decoded> {
-        Ok(Box::new(A::deserialize(value)?))
     }
     fn prune_decoded(&self, option: &Decoded, walk: &WalkView<'_>) -> bool {
         decoded::<A>(option).prune(walk)
