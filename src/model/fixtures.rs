@@ -11,7 +11,7 @@ use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::Arc;
 
-use super::action::{Halt, short_type_name};
+use super::halt::{Halt, short_type_name};
 use super::space::WalkId;
 
 /// A run's shared resources, one per type. Build them with

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod epoch;
 pub mod failures;
 pub mod fixtures;
+pub mod halt;
 pub mod holdings;
 pub mod junit;
 pub mod membership;
