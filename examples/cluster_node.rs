@@ -234,6 +234,7 @@ struct Scratch(tempfile::TempDir);
 /// `steps`' walk state: its branch so far and its own open file.
 #[derive(Debug)]
 struct Probe {
+    walk: WalkId,
     branch: Vec<u32>,
     file: std::fs::File,
 }
@@ -242,7 +243,7 @@ struct Probe {
 fn probe(fixtures: &combtest::Fixtures, walk: WalkId) -> Result<Probe, Halt> {
     let dir = fixtures.require::<Scratch>()?;
     let file = std::fs::File::create(dir.0.path().join(format!("walk-{walk}")))?;
-    Ok(Probe { branch: Vec::new(), file })
+    Ok(Probe { walk, branch: Vec::new(), file })
 }
 
 /// `steps`' leading serial action; its per-node step is recorded.
@@ -312,6 +313,12 @@ impl Action<Probe> for Work {
     }
     fn run_in(&self, probe: &mut Probe, cx: &WalkContext<'_>) -> ActionResult {
         cx.fixture::<Applied>()?.check(&probe.branch)?;
+        // Work stands at positions 1 and 3, in the walk the factory built
+        // this state for.
+        if cx.id() != probe.walk || ![1, 3].contains(&cx.position()) {
+            let (id, position) = (cx.id(), cx.position());
+            return Err(Halt::fail(format!("context says walk {id} at {position}: {probe:?}")));
+        }
         writeln!(probe.file, "walk {} ran {self:?} at position {}", cx.id(), cx.position())?;
         std::thread::sleep(Duration::from_millis(2));
         Ok(())
