@@ -28,24 +28,33 @@ use crate::model::walk::{OptionLookup, Walk, WalkView};
 pub(crate) type StepFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-thread_local! {
-    /// This thread's runtime for async actions outside a batch (replays).
-    static BLOCKING_RUNTIME: std::cell::OnceCell<tokio::runtime::Runtime> =
-        const { std::cell::OnceCell::new() };
+/// The process's runtime for async actions: every runner thread drives
+/// its batches' futures on it (`block_on` from the runner thread), and its
+/// one worker thread drives I/O and timers. One runtime for all runners,
+/// because a walk's state may hold a socket or a timer registered while
+/// one runner ran its first segment and be taken up by another runner for
+/// its next segment, after a serial action: with a runtime per runner
+/// thread, that socket's events were only seen while its first runner
+/// happened to run a batch (walks hung). Never the actors' runtime.
+static ASYNC_RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+
+/// The runtime for async actions (made on first use).
+pub(crate) fn async_runtime() -> &'static tokio::runtime::Runtime {
+    ASYNC_RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("combtest-async-io")
+            .enable_all()
+            .build()
+            .expect("a runtime for async actions")
+    })
 }
 
-/// Runs a future to its end on this thread's current-thread runtime (made
-/// on first use): an async action in a replay, one walk alone.
+/// Runs a future to its end on the calling thread, with the async
+/// actions' runtime driving its I/O and timers: a batch of async walks on
+/// a runner thread, or an async action in a replay.
 pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    BLOCKING_RUNTIME.with(|cell| {
-        let runtime = cell.get_or_init(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a current-thread runtime for async actions")
-        });
-        runtime.block_on(future)
-    })
+    async_runtime().block_on(future)
 }
 
 /// The value one run of a serial action hands to the walks of its branch,

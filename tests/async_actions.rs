@@ -155,3 +155,70 @@ fn one_runner_thread_keeps_many_walks_in_flight() {
     let most = seen.load(Ordering::SeqCst);
     assert!((2..=64).contains(&most), "walks in flight at once on one thread: {most}");
 }
+
+/// A walk state holding a runtime resource: a tokio interval made in the
+/// walk's first segment.
+#[derive(Debug, Default)]
+struct Timer {
+    interval: Option<tokio::time::Interval>,
+    ticks: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Arm(u32);
+
+impl AsyncAction<Timer> for Arm {
+    fn options() -> Vec<Self> {
+        (0..40).map(Arm).collect()
+    }
+    async fn run(&self, timer: &mut Timer, _: WalkContext<'_>) -> ActionResult {
+        let mut interval = tokio::time::interval(Duration::from_millis(1));
+        interval.tick().await; // The first tick is immediate.
+        timer.interval = Some(interval);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Barrier(u32);
+
+impl SerialAction<Timer> for Barrier {
+    type Value = ();
+    fn options() -> Vec<Self> {
+        (0..2).map(Barrier).collect()
+    }
+    fn run(&self) -> Result<(), Halt> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Wait(u32);
+
+impl AsyncAction<Timer> for Wait {
+    fn options() -> Vec<Self> {
+        (0..10).map(Wait).collect()
+    }
+    async fn run(&self, timer: &mut Timer, _: WalkContext<'_>) -> ActionResult {
+        let interval = timer.interval.as_mut().ok_or_else(|| Halt::fail("no interval"))?;
+        let tick = tokio::time::timeout(Duration::from_secs(5), interval.tick()).await;
+        tick.map_err(|_| Halt::fail("the walk's timer never fired after the serial action"))?;
+        timer.ticks += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn runtime_resources_of_a_walk_work_on_whichever_runner_takes_it_after_a_barrier() {
+    // The interval is registered while one runner runs the walk's first
+    // segment; after the serial action any runner may take the walk up.
+    let order = WalkOrder::new().then_async::<Arm>().serial::<Barrier>().then_async::<Wait>();
+    let options = RunOptions::factory(|_: &Fixtures, _| Ok(Timer::default()))
+        .threads(4)
+        .in_flight(8)
+        .gather_states(true);
+    let report = run(&order, options).unwrap();
+    assert_eq!(report.walks, 800);
+    assert_eq!(report.counts.passed, 800, "{:?}", report.failed_walks.first());
+    assert!(report.states.values().all(|t| t.ticks == 1));
+}

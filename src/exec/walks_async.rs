@@ -1,6 +1,7 @@
 //! Batches of an async walk order (one with an [`AsyncAction`]): every walk
-//! of the batch is a future, run on the runner thread's own current-thread
-//! tokio runtime (never the actors' runtime), up to `in_flight` at once.
+//! of the batch is a future, polled on the runner thread (`block_on`) with
+//! the process's async-actions runtime driving I/O and timers (one for
+//! every runner, never the actors' runtime), up to `in_flight` at once.
 //! Each walk's entries still run in order: the serial value is applied
 //! first, plain actions run inline, async actions are awaited. What the
 //! batch produces is what the synchronous loop produces (the same counts,
@@ -62,6 +63,9 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         let mut blocks: Vec<Range<u64>> = Vec::new();
         let mut walks: Vec<(u64, S)> = Vec::new();
         let mut digits = vec![0u32; self.space.len()];
+        // Factories run inside the async actions' runtime, so a state may
+        // hold a tokio socket or timer made there.
+        let _inside = crate::order::async_runtime().enter();
         match input {
             BatchInput::Fresh(ranges) => {
                 for range in ranges {
