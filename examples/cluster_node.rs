@@ -325,6 +325,9 @@ impl Action<Probe> for Work {
     }
 }
 
+/// Ticks run by this process (`TICKS_SLOW`).
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
 /// `ticks`' async action: awaits a 1 ms timer, then records its option;
 /// fails after `Switch=2` when its option is 4.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -335,7 +338,13 @@ impl AsyncAction<Vec<u32>> for Tick {
         (0..5).map(Tick).collect()
     }
     async fn run(&self, path: &mut Vec<u32>, _: WalkContext<'_>) -> ActionResult {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // TICKS_SLOW=1: 30 ms per tick, and `ticks: busy` on stdout after
+        // 10 ticks (the moment a test kills the node).
+        let slow = std::env::var("TICKS_SLOW").is_ok_and(|v| v == "1");
+        tokio::time::sleep(Duration::from_millis(if slow { 30 } else { 1 })).await;
+        if slow {
+            mark(&TICKS, 10, "ticks: busy");
+        }
         if self.0 == 4 && path.last() == Some(&2) {
             return Err(Halt::fail("tick 4 after switch 2"));
         }

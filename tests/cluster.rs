@@ -429,3 +429,45 @@ fn an_async_walk_order_runs_on_two_nodes_as_in_process() {
     assert_eq!(reports[0].0, [75, 70, 5, 150, 3]);
     assert_eq!(reports[0], reports[1]);
 }
+
+#[test]
+fn async_walks_lost_with_a_node_are_rerun_or_aborted_never_blamed() {
+    // `ticks` with 30 ms ticks: one node is killed while it has walks in
+    // flight; those of the first segment run again elsewhere, those it held
+    // past the serial action are aborted with its name, and the only failed
+    // walks are the 5 the suite plants.
+    let program = example("cluster_node");
+    let slow = [("TICKS_SLOW", "1")];
+    let (keep, a) = serve(&program, &[], &slow);
+    let (lost, b) = serve(&program, &[], &slow);
+    let nodes = format!("{a},{b}");
+    // Batches of 4 walks: both nodes get some (an async batch is otherwise
+    // at least `in_flight` walks: all 75 in one).
+    let args = [
+        "run",
+        "--suite",
+        "ticks",
+        "--nodes",
+        &nodes,
+        "--heartbeat-timeout",
+        "1s",
+        "--batch-size",
+        "4",
+        "--json",
+    ];
+    let coordinator = spawn_coordinator(&program, &args, &slow);
+    lost.wait_for("ticks: busy");
+    lost.signal("KILL");
+    let (code, out, err) = finish(coordinator);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let report = json(out.trim());
+    let [walks, passed, failed, aborted] =
+        ["walks", "passed", "failed", "aborted"].map(|k| report[k].as_u64().unwrap());
+    assert!(err.contains("node lost"), "{err}");
+    assert_eq!((walks, failed), (75, 5), "{out}");
+    assert_eq!(passed + failed + aborted, walks, "{out}");
+    for walk in report["failed_walks"].as_array().unwrap() {
+        assert_eq!(walk["error"].as_str(), Some("tick 4 after switch 2"), "{walk}");
+    }
+    drop(keep);
+}
