@@ -255,7 +255,12 @@ impl SerialAction<Probe> for Phase {
     fn options() -> Vec<Self> {
         (0..3).map(Phase).collect()
     }
-    fn run_in(&self, _: &SerialContext<'_>) -> Result<u32, Halt> {
+    fn run_in(&self, cx: &SerialContext<'_>) -> Result<u32, Halt> {
+        // On the coordinator, with the coordinator's own fixtures.
+        cx.fixture::<Scratch>()?;
+        if cx.node().is_some() {
+            return Err(Halt::fail("run_in ran on a node"));
+        }
         if let (2, Ok(path)) = (self.0, std::env::var("STEPS_RESUME")) {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !std::path::Path::new(&path).exists() {
