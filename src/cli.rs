@@ -392,12 +392,13 @@ where
             let mut options = suite_options(&settings);
             options.log_dir = settings.log_dir.value.clone();
             options.run_id = run_id;
+            let hint = NodesHint::of(&settings, cluster.local_nodes, &program);
             let cluster = match cluster_options(&settings, cluster.local_nodes) {
                 Ok(None) => None,
                 Ok(Some(cluster)) => match crate::cluster::Cluster::open(cluster) {
                     Ok(cluster) => Some(cluster),
                     Err(error) => {
-                        eprintln!("error: {error}");
+                        eprintln!("error: {}", cluster_error(&error, hint.as_ref()));
                         return EXIT_USAGE;
                     }
                 },
@@ -495,6 +496,7 @@ where
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
+            let hint = NodesHint::of(&settings, cluster.local_nodes, &program);
             let mut run = suite_options(&settings);
             run.walk_timeout = walk_timeout;
             let mut options =
@@ -513,7 +515,7 @@ where
             options.run = run;
             options.log_dir = settings.log_dir.value.clone();
             options.stats_every = stats_every;
-            soak(suite, &options, json, &program, stop_grace)
+            soak(suite, &options, json, &program, stop_grace, hint.as_ref())
         }
         Command::Replay { run, suite, walk, step } => {
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
@@ -523,6 +525,44 @@ where
             let _ = write!(std::io::stdout(), "{settings}");
             EXIT_OK
         }
+    }
+}
+
+/// What to do about a node that cannot be reached: start one there, or
+/// correct the address where it came from (`--nodes`, `COMBTEST_NODES`,
+/// the settings file). Only for `--nodes`: local nodes are this binary's
+/// own children.
+struct NodesHint {
+    program: String,
+    origin: String,
+}
+
+impl NodesHint {
+    fn of(settings: &Settings, local_nodes: Option<u32>, program: &str) -> Option<NodesHint> {
+        if local_nodes.is_some() || settings.nodes.value.is_empty() {
+            return None;
+        }
+        let origin = match &settings.nodes.source {
+            crate::config::Source::Env(var) => var.to_string(),
+            crate::config::Source::File(path) => format!("`nodes` in {}", path.display()),
+            crate::config::Source::CommandLine | crate::config::Source::Default => {
+                "--nodes".to_string()
+            }
+        };
+        Some(NodesHint { program: program.to_string(), origin })
+    }
+}
+
+/// A cluster error on one line; for a node that cannot be reached, with
+/// what to do about it.
+fn cluster_error(error: &crate::cluster::ClusterError, hint: Option<&NodesHint>) -> String {
+    match (error, hint) {
+        (crate::cluster::ClusterError::Unreachable { address, reason }, Some(hint)) => format!(
+            "{reason}; start a node there (`{} serve --listen {address}` on that host) or \
+             correct {}",
+            hint.program, hint.origin
+        ),
+        _ => error.to_string(),
     }
 }
 
@@ -878,6 +918,7 @@ fn soak(
     json: bool,
     program: &str,
     grace: std::time::Duration,
+    hint: Option<&NodesHint>,
 ) -> u8 {
     use crate::soak::{SoakReport, SoakStop};
     let stop = SoakStop::with_grace(grace);
@@ -924,7 +965,11 @@ fn soak(
     let report = match result {
         Ok(report) => report,
         Err(error) => {
-            eprintln!("error: {error}");
+            let line = match &error {
+                SuiteError::Cluster(cluster) => cluster_error(cluster, hint),
+                other => other.to_string(),
+            };
+            eprintln!("error: {line}");
             return exit_code(&error);
         }
     };

@@ -209,3 +209,50 @@ fn small_things_a_new_user_tripped_on() {
         format!("error: {} is a file: pass its run directory, {}", file.display(), dir.display())
     );
 }
+
+#[test]
+fn a_node_nobody_serves_is_one_line_saying_what_to_do() {
+    // A port nothing listens on (bound, then closed).
+    let address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let cookie = common::cookie_file();
+    let cookie = cookie.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Each waits for the handshake's time (the node may be starting), so
+    // the two run at once.
+    let (run, soak) = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            common::node_in(
+                dir.path(),
+                &[("COMBTEST_COOKIE_FILE", cookie)],
+                &["run", "--suite", "smoke", "--nodes", &address],
+            )
+        });
+        let soak = scope.spawn(|| {
+            common::node_in(
+                dir.path(),
+                &[("COMBTEST_COOKIE_FILE", cookie), ("COMBTEST_NODES", &address)],
+                &["soak", "--suite", "smoke", "--rounds", "1", "--json"],
+            )
+        });
+        (run.join().unwrap(), soak.join().unwrap())
+    });
+    let expected = |origin: &str| {
+        format!(
+            "error: cannot reach node {address}: connection refused (nothing listens on that \
+             port); start a node there (`combtest-node serve --listen {address}` on that host) \
+             or correct {origin}"
+        )
+    };
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(stderr(&run).trim_end(), expected("--nodes"));
+    assert_eq!(stdout(&run), "");
+    assert_eq!(soak.status.code(), Some(2));
+    let text = stderr(&soak);
+    let last = text.lines().last().unwrap_or_default();
+    assert_eq!(last, expected("COMBTEST_NODES"), "{text}");
+    assert!(text.lines().all(|l| l.starts_with("soak of suite") || l == last), "{text}");
+    assert_eq!(stdout(&soak), "");
+}
