@@ -20,11 +20,11 @@ use clap::{ArgAction, Parser, Subcommand};
 
 use crate::config::{BatchSize, ConfigError, Cookie, HostPort, Overrides, Settings, Verbosity};
 use crate::exec::WalkOutcome;
-use crate::model::count;
 use crate::model::outcome::Report;
 use crate::model::space::EntryKind;
 use crate::model::trace::{Summary, TraceOutcome, TraceRecord};
 use crate::model::triage::{GroupSummary, SHOWN_GROUPS, render_groups};
+use crate::model::{count, option_text};
 use crate::order::epoch_tree;
 use crate::replay::ModelCheck;
 use crate::suites::{ReplayStep, ReplayTarget, Suite, SuiteError, SuiteOptions};
@@ -1193,9 +1193,8 @@ fn replay(
         if let Some(header) = header.take() {
             let _ = writeln!(out, "{header}");
         }
-        let mark = if s.kind == EntryKind::Serial { "*" } else { "" };
-        let _ =
-            writeln!(out, "  [{}] {mark}{}={} (option {})", s.position, s.name, s.label, s.option);
+        let action = option_text(&s.name, &s.label, s.kind == EntryKind::Serial);
+        let _ = writeln!(out, "  [{}] {action} (option {})", s.position, s.option);
         if step {
             let _ = write!(out, "      press Enter to run it ");
             let _ = out.flush();
@@ -1438,10 +1437,7 @@ fn show(
             .actions
             .iter()
             .enumerate()
-            .map(|(p, a)| {
-                let mark = if serial.get(p) == Some(&true) { "*" } else { "" };
-                format!("{mark}{}={}", a.type_name, label(p, a))
-            })
+            .map(|(p, a)| option_text(&a.type_name, &label(p, a), serial.get(p) == Some(&true)))
             .collect();
         list.join(", ")
     };

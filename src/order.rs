@@ -843,7 +843,8 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
         let head = match epoch.serial {
             Some(step) => {
                 let entry = &space.entries()[step.position];
-                format!("{}={} then ", entry.name, entry.options[step.option as usize])
+                let label = &entry.options[step.option as usize];
+                format!("{} then ", crate::model::option_text(entry.name, label, false))
             }
             None => String::new(),
         };

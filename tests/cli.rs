@@ -256,3 +256,31 @@ fn a_node_nobody_serves_is_one_line_saying_what_to_do() {
     assert!(text.lines().all(|l| l.starts_with("soak of suite") || l == last), "{text}");
     assert_eq!(stdout(&soak), "");
 }
+
+#[test]
+fn options_print_one_way_in_run_show_and_replay() {
+    let logs = tempfile::tempdir().unwrap();
+    let run = node(&["run", "--suite", "demo", "--log-dir", logs.path().to_str().unwrap()]);
+    let dir = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let dir = dir.to_str().unwrap();
+    // Walk 27, the demo's minimal failing walk, as each command lists it.
+    let walk = "[Login=Bob, AddItems=AddItems(1), *Pricing=Discount, Checkout=Voucher]";
+    let lines = |output: &std::process::Output| -> Vec<String> {
+        stdout(output).lines().map(|l| l.trim().to_string()).collect()
+    };
+    assert!(lines(&run).iter().any(|l| l == walk), "{}", stdout(&run));
+    let show = node(&["show", "--run", dir, "--failed"]);
+    assert!(lines(&show).iter().any(|l| l == walk), "{}", stdout(&show));
+    let groups = node(&["show", "--run", dir, "--groups"]);
+    assert!(lines(&groups).iter().any(|l| l == walk), "{}", stdout(&groups));
+    // replay prints one action a line, `[position] Type=Debug (option N)`.
+    for args in [&["--run", dir][..], &["--suite", "demo"][..]] {
+        let replay = node(&[&["replay", "--walk", "27"][..], args].concat());
+        let steps: Vec<String> = lines(&replay)
+            .iter()
+            .filter_map(|l| l.strip_prefix('[')?.split_once("] ").map(|(_, s)| s.to_string()))
+            .map(|s| s.rsplit_once(" (option ").unwrap().0.to_string())
+            .collect();
+        assert_eq!(format!("[{}]", steps.join(", ")), walk, "{}", stdout(&replay));
+    }
+}

@@ -53,7 +53,7 @@ impl fmt::Display for Condition {
             false => self.action.clone(),
         };
         match self.labels.as_slice() {
-            [one] => write!(f, "{name}={one}"),
+            [one] => f.write_str(&super::option_text(&name, one, false)),
             many => write!(f, "{name} in {{{}}}", many.join(", ")),
         }
     }
@@ -290,10 +290,8 @@ pub fn render_groups(groups: &[GroupSummary], shown: usize, more: &str) -> Strin
 
 /// A walk's actions on one line: `[A=a, *S=s, ...]` (serial ones starred).
 pub fn steps_line(steps: &[StepSummary]) -> String {
-    let list: Vec<String> = steps
-        .iter()
-        .map(|s| format!("{}{}={}", if s.serial { "*" } else { "" }, s.action, s.label))
-        .collect();
+    let list: Vec<String> =
+        steps.iter().map(|s| super::option_text(&s.action, &s.label, s.serial)).collect();
     format!("[{}]", list.join(", "))
 }
 
