@@ -660,10 +660,7 @@ fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &st
     let threads = options.threads.unwrap_or_else(crate::default_threads);
     let place = match &options.cluster {
         None => count(threads as u64, "runner thread"),
-        Some(cluster) => {
-            let nodes = cluster.node_pids().len();
-            format!("{nodes} node{}", if nodes == 1 { "" } else { "s" })
-        }
+        Some(cluster) => count(cluster.node_pids().len() as u64, "node"),
     };
     let report = match suite.run(options) {
         Ok(report) => report,
@@ -725,10 +722,7 @@ impl ShowProgress {
                 let ended = progress.ended.load(Ordering::Relaxed);
                 let failed = progress.failed.load(Ordering::Relaxed);
                 let groups = progress.groups.load(Ordering::Relaxed);
-                let failures = format!(
-                    "failed {failed} in {groups} {}",
-                    if groups == 1 { "group" } else { "groups" }
-                );
+                let failures = failures_text(failed, groups);
                 match &bar {
                     Some(bar) => {
                         bar.set_position(ended);
@@ -757,6 +751,12 @@ impl ShowProgress {
     }
 }
 
+/// Failures so far, as the progress bar and lines show them: `failed 3 in
+/// 1 group`.
+fn failures_text(failed: u64, groups: u64) -> String {
+    format!("failed {failed} in {}", count(groups, "group"))
+}
+
 /// One plain progress line: `progress: 1200 of 5000 walks (24%), 310
 /// walks/s, ETA 12s, failed 3 in 1 group`.
 fn progress_line(ended: u64, total: u64, elapsed: std::time::Duration, failures: &str) -> String {
@@ -771,7 +771,8 @@ fn progress_line(ended: u64, total: u64, elapsed: std::time::Duration, failures:
         false => "unknown".to_string(),
     };
     format!(
-        "progress: {ended} of {total} walks ({percent:.0}%), {rate:.0} walks/s, ETA {eta}, {failures}"
+        "progress: {ended} of {} ({percent:.0}%), {rate:.0} walks/s, ETA {eta}, {failures}",
+        count(total, "walk")
     )
 }
 
@@ -1032,7 +1033,7 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
             Some(format!("{program} replay --suite {} --walk {id}", report.suite));
     }
     let more = if report.failure_groups_dropped > 0 {
-        format!(" (and {} groups not kept)", report.failure_groups_dropped)
+        format!(" (and {} not kept)", count(report.failure_groups_dropped, "group"))
     } else {
         " (use --json for all)".to_string()
     };
@@ -1418,8 +1419,8 @@ fn show(
     let ended = match &meta.ended_at {
         Some(at) => format!("ended {at}"),
         None => format!(
-            "did not finish (it crashed, was killed or is still running): {} records read",
-            trace.check.records
+            "did not finish (it crashed, was killed or is still running): {} read",
+            count(trace.check.records, "record")
         ),
     };
     let _ = writeln!(
@@ -1457,4 +1458,25 @@ fn show(
         let _ = writeln!(out, "replay one: {}", replay_command(program, run.path(), first.walk_id));
     }
     EXIT_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{failures_text, progress_line};
+
+    #[test]
+    fn a_progress_line_says_how_far_how_fast_and_what_failed() {
+        let line = progress_line(1200, 5000, Duration::from_secs(4), &failures_text(3, 1));
+        assert_eq!(
+            line,
+            "progress: 1200 of 5000 walks (24%), 300 walks/s, ETA 13s, failed 3 in 1 group"
+        );
+        let line = progress_line(0, 1, Duration::ZERO, &failures_text(0, 0));
+        assert_eq!(
+            line,
+            "progress: 0 of 1 walk (0%), 0 walks/s, ETA unknown, failed 0 in 0 groups"
+        );
+    }
 }

@@ -284,3 +284,18 @@ fn options_print_one_way_in_run_show_and_replay() {
         assert_eq!(format!("[{}]", steps.join(", ")), walk, "{}", stdout(&replay));
     }
 }
+
+#[test]
+fn counts_are_singular_where_they_are_one() {
+    // One node (a child of this run, stopped after it).
+    let output = node(&["run", "--suite", "smoke", "--local-nodes", "1", "--threads", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with("suite smoke: 9 walks in ") && text.contains(" on 1 node\n"),
+        "{text}"
+    );
+    // One failure group among the demo's.
+    let output = node(&["run", "--suite", "demo"]);
+    assert!(stdout(&output).contains("failure groups: 1 (2 failed walks)\n"));
+}

@@ -475,9 +475,9 @@ impl Gate {
                     tracing::warn!(
                         refused,
                         max_pending = self.max_pending,
-                        "refusing connections: {} connections are already waiting to \
-                         authenticate (--max-pending)",
-                        self.max_pending
+                        "refusing connections: {} already waiting to authenticate \
+                         (--max-pending)",
+                        crate::model::count(self.max_pending as u64, "connection")
                     );
                     last_report = Some(Instant::now());
                     self.refused.store(0, Ordering::Relaxed);

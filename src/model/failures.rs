@@ -283,7 +283,8 @@ pub fn render_groups(groups: &[GroupSummary], shown: usize, more: &str) -> Strin
         }
     }
     if groups.len() > shown {
-        let _ = writeln!(s, "  ... and {} more groups{more}", groups.len() - shown);
+        let rest = super::count((groups.len() - shown) as u64, "more group");
+        let _ = writeln!(s, "  ... and {rest}{more}");
     }
     s
 }

@@ -27,7 +27,7 @@ pub(crate) fn option_text(name: &str, label: &str, serial: bool) -> String {
 
 /// `n` and its noun, singular or plural: "1 walk", "2 walks", "0 walks",
 /// "3 entries".
-pub(crate) fn count(n: impl Into<u64>, noun: &str) -> String {
+pub(crate) fn count(n: impl Into<u128>, noun: &str) -> String {
     match n.into() {
         1 => format!("1 {noun}"),
         n => match noun.strip_suffix('y') {
