@@ -299,3 +299,28 @@ fn counts_are_singular_where_they_are_one() {
     let output = node(&["run", "--suite", "demo"]);
     assert!(stdout(&output).contains("failure groups: 1 (2 failed walks)\n"));
 }
+
+#[test]
+fn a_soak_s_final_rate_is_the_whole_soak_s() {
+    // A status line after every round: the last one comes just before the
+    // end, so the end's own interval holds no walk (the final rate was
+    // that interval's: 0).
+    let args = ["soak", "--suite", "smoke", "--rounds", "3", "--stats-every", "1ms"];
+    let output = node(&[&args[..], &["--json"]].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let totals = &value["totals"];
+    assert_eq!((totals["rounds"].as_u64(), totals["walks"].as_u64()), (Some(3), Some(27)));
+    assert_eq!(totals["segments"], 27, "{totals}");
+    let (rate, elapsed) = (totals["walks_per_s"].as_f64().unwrap(), totals["elapsed_s"].as_f64());
+    assert!(rate > 0.0 && (rate * elapsed.unwrap() - 27.0).abs() < 0.01, "{totals}");
+
+    // The human summary opens with the last status line: the whole rate.
+    let output = node(&args);
+    let text = stdout(&output);
+    let line = text.lines().rfind(|l| l.starts_with("soak: ")).unwrap();
+    assert!(line.starts_with("soak: ") && line.contains(", 3 rounds, 27 walks ("), "{line}");
+    let rate: f64 =
+        line.split("27 walks (").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(rate > 0.0, "{line}");
+}
