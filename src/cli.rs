@@ -415,8 +415,7 @@ where
             options.progress = Some(progress.clone());
             let total = suite.space().map_or(0, crate::model::space::Space::size);
             let shown = ShowProgress::start(progress, total, progress_every);
-            let code = run_suite(suite, &options, json, &program);
-            shown.stop();
+            let code = run_suite(suite, &options, shown, json, &program);
             if let Some(cluster) = cluster {
                 cluster.close();
             }
@@ -656,13 +655,23 @@ fn list(suites: &[Box<dyn Suite>], max_epochs: usize) -> u8 {
     EXIT_OK
 }
 
-fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &str) -> u8 {
+/// Runs `suite` and prints its summary (or its JSON), once `shown` (the
+/// live progress) is gone from the terminal.
+fn run_suite(
+    suite: &dyn Suite,
+    options: &SuiteOptions,
+    shown: ShowProgress,
+    json: bool,
+    program: &str,
+) -> u8 {
     let threads = options.threads.unwrap_or_else(crate::default_threads);
     let place = match &options.cluster {
         None => count(threads as u64, "runner thread"),
         Some(cluster) => count(cluster.node_pids().len() as u64, "node"),
     };
-    let report = match suite.run(options) {
+    let result = suite.run(options);
+    shown.stop();
+    let report = match result {
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: {error}");
@@ -705,11 +714,22 @@ impl ShowProgress {
         let thread = std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let bar = terminal.then(|| {
+                // As wide as the terminal leaves room for: a line that wraps
+                // is redrawn badly.
                 let bar = indicatif::ProgressBar::new(total);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
-                        "{bar:30.cyan/blue} {human_pos}/{human_len} walks {per_sec} ETA {eta} {msg}",
+                        "{wide_bar:.cyan/blue} {human_pos}/{human_len} walks, {rate}, ETA {eta}, \
+                         {msg}",
                     )
+                    .map(|style| {
+                        style.with_key(
+                            "rate",
+                            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = write!(w, "{:.0} walks/s", state.per_sec());
+                            },
+                        )
+                    })
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 bar
@@ -725,8 +745,8 @@ impl ShowProgress {
                 let failures = failures_text(failed, groups);
                 match &bar {
                     Some(bar) => {
-                        bar.set_position(ended);
                         bar.set_message(failures);
+                        bar.set_position(ended);
                     }
                     None if started.elapsed() >= next_line => {
                         next_line += every;
