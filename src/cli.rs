@@ -20,11 +20,11 @@ use clap::{ArgAction, Parser, Subcommand};
 
 use crate::config::{BatchSize, ConfigError, Cookie, HostPort, Overrides, Settings, Verbosity};
 use crate::exec::WalkOutcome;
-use crate::model::count;
 use crate::model::outcome::Report;
 use crate::model::space::EntryKind;
 use crate::model::trace::{Summary, TraceOutcome, TraceRecord};
 use crate::model::triage::{GroupSummary, SHOWN_GROUPS, render_groups};
+use crate::model::{count, option_text};
 use crate::order::epoch_tree;
 use crate::replay::ModelCheck;
 use crate::suites::{ReplayStep, ReplayTarget, Suite, SuiteError, SuiteOptions};
@@ -392,12 +392,13 @@ where
             let mut options = suite_options(&settings);
             options.log_dir = settings.log_dir.value.clone();
             options.run_id = run_id;
+            let hint = NodesHint::of(&settings, cluster.local_nodes, &program);
             let cluster = match cluster_options(&settings, cluster.local_nodes) {
                 Ok(None) => None,
                 Ok(Some(cluster)) => match crate::cluster::Cluster::open(cluster) {
                     Ok(cluster) => Some(cluster),
                     Err(error) => {
-                        eprintln!("error: {error}");
+                        eprintln!("error: {}", cluster_error(&error, hint.as_ref()));
                         return EXIT_USAGE;
                     }
                 },
@@ -414,8 +415,7 @@ where
             options.progress = Some(progress.clone());
             let total = suite.space().map_or(0, crate::model::space::Space::size);
             let shown = ShowProgress::start(progress, total, progress_every);
-            let code = run_suite(suite, &options, json, &program);
-            shown.stop();
+            let code = run_suite(suite, &options, shown, json, &program);
             if let Some(cluster) = cluster {
                 cluster.close();
             }
@@ -495,6 +495,7 @@ where
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
+            let hint = NodesHint::of(&settings, cluster.local_nodes, &program);
             let mut run = suite_options(&settings);
             run.walk_timeout = walk_timeout;
             let mut options =
@@ -513,7 +514,7 @@ where
             options.run = run;
             options.log_dir = settings.log_dir.value.clone();
             options.stats_every = stats_every;
-            soak(suite, &options, json, &program, stop_grace)
+            soak(suite, &options, json, &program, stop_grace, hint.as_ref())
         }
         Command::Replay { run, suite, walk, step } => {
             replay(&suites, run.as_deref(), suite.as_deref(), walk, step, &program)
@@ -523,6 +524,44 @@ where
             let _ = write!(std::io::stdout(), "{settings}");
             EXIT_OK
         }
+    }
+}
+
+/// What to do about a node that cannot be reached: start one there, or
+/// correct the address where it came from (`--nodes`, `COMBTEST_NODES`,
+/// the settings file). Only for `--nodes`: local nodes are this binary's
+/// own children.
+struct NodesHint {
+    program: String,
+    origin: String,
+}
+
+impl NodesHint {
+    fn of(settings: &Settings, local_nodes: Option<u32>, program: &str) -> Option<NodesHint> {
+        if local_nodes.is_some() || settings.nodes.value.is_empty() {
+            return None;
+        }
+        let origin = match &settings.nodes.source {
+            crate::config::Source::Env(var) => var.to_string(),
+            crate::config::Source::File(path) => format!("`nodes` in {}", path.display()),
+            crate::config::Source::CommandLine | crate::config::Source::Default => {
+                "--nodes".to_string()
+            }
+        };
+        Some(NodesHint { program: program.to_string(), origin })
+    }
+}
+
+/// A cluster error on one line; for a node that cannot be reached, with
+/// what to do about it.
+fn cluster_error(error: &crate::cluster::ClusterError, hint: Option<&NodesHint>) -> String {
+    match (error, hint) {
+        (crate::cluster::ClusterError::Unreachable { address, reason }, Some(hint)) => format!(
+            "{reason}; start a node there (`{} serve --listen {address}` on that host) or \
+             correct {}",
+            hint.program, hint.origin
+        ),
+        _ => error.to_string(),
     }
 }
 
@@ -616,16 +655,23 @@ fn list(suites: &[Box<dyn Suite>], max_epochs: usize) -> u8 {
     EXIT_OK
 }
 
-fn run_suite(suite: &dyn Suite, options: &SuiteOptions, json: bool, program: &str) -> u8 {
+/// Runs `suite` and prints its summary (or its JSON), once `shown` (the
+/// live progress) is gone from the terminal.
+fn run_suite(
+    suite: &dyn Suite,
+    options: &SuiteOptions,
+    shown: ShowProgress,
+    json: bool,
+    program: &str,
+) -> u8 {
     let threads = options.threads.unwrap_or_else(crate::default_threads);
     let place = match &options.cluster {
         None => count(threads as u64, "runner thread"),
-        Some(cluster) => {
-            let nodes = cluster.node_pids().len();
-            format!("{nodes} node{}", if nodes == 1 { "" } else { "s" })
-        }
+        Some(cluster) => count(cluster.node_pids().len() as u64, "node"),
     };
-    let report = match suite.run(options) {
+    let result = suite.run(options);
+    shown.stop();
+    let report = match result {
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: {error}");
@@ -668,11 +714,22 @@ impl ShowProgress {
         let thread = std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let bar = terminal.then(|| {
+                // As wide as the terminal leaves room for: a line that wraps
+                // is redrawn badly.
                 let bar = indicatif::ProgressBar::new(total);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
-                        "{bar:30.cyan/blue} {human_pos}/{human_len} walks {per_sec} ETA {eta} {msg}",
+                        "{wide_bar:.cyan/blue} {human_pos}/{human_len} walks, {rate}, ETA {eta}, \
+                         {msg}",
                     )
+                    .map(|style| {
+                        style.with_key(
+                            "rate",
+                            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                let _ = write!(w, "{:.0} walks/s", state.per_sec());
+                            },
+                        )
+                    })
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 bar
@@ -685,14 +742,11 @@ impl ShowProgress {
                 let ended = progress.ended.load(Ordering::Relaxed);
                 let failed = progress.failed.load(Ordering::Relaxed);
                 let groups = progress.groups.load(Ordering::Relaxed);
-                let failures = format!(
-                    "failed {failed} in {groups} {}",
-                    if groups == 1 { "group" } else { "groups" }
-                );
+                let failures = failures_text(failed, groups);
                 match &bar {
                     Some(bar) => {
-                        bar.set_position(ended);
                         bar.set_message(failures);
+                        bar.set_position(ended);
                     }
                     None if started.elapsed() >= next_line => {
                         next_line += every;
@@ -717,6 +771,12 @@ impl ShowProgress {
     }
 }
 
+/// Failures so far, as the progress bar and lines show them: `failed 3 in
+/// 1 group`.
+fn failures_text(failed: u64, groups: u64) -> String {
+    format!("failed {failed} in {}", count(groups, "group"))
+}
+
 /// One plain progress line: `progress: 1200 of 5000 walks (24%), 310
 /// walks/s, ETA 12s, failed 3 in 1 group`.
 fn progress_line(ended: u64, total: u64, elapsed: std::time::Duration, failures: &str) -> String {
@@ -731,7 +791,8 @@ fn progress_line(ended: u64, total: u64, elapsed: std::time::Duration, failures:
         false => "unknown".to_string(),
     };
     format!(
-        "progress: {ended} of {total} walks ({percent:.0}%), {rate:.0} walks/s, ETA {eta}, {failures}"
+        "progress: {ended} of {} ({percent:.0}%), {rate:.0} walks/s, ETA {eta}, {failures}",
+        count(total, "walk")
     )
 }
 
@@ -878,6 +939,7 @@ fn soak(
     json: bool,
     program: &str,
     grace: std::time::Duration,
+    hint: Option<&NodesHint>,
 ) -> u8 {
     use crate::soak::{SoakReport, SoakStop};
     let stop = SoakStop::with_grace(grace);
@@ -924,7 +986,11 @@ fn soak(
     let report = match result {
         Ok(report) => report,
         Err(error) => {
-            eprintln!("error: {error}");
+            let line = match &error {
+                SuiteError::Cluster(cluster) => cluster_error(cluster, hint),
+                other => other.to_string(),
+            };
+            eprintln!("error: {line}");
             return exit_code(&error);
         }
     };
@@ -987,7 +1053,7 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
             Some(format!("{program} replay --suite {} --walk {id}", report.suite));
     }
     let more = if report.failure_groups_dropped > 0 {
-        format!(" (and {} groups not kept)", report.failure_groups_dropped)
+        format!(" (and {} not kept)", count(report.failure_groups_dropped, "group"))
     } else {
         " (use --json for all)".to_string()
     };
@@ -1148,9 +1214,8 @@ fn replay(
         if let Some(header) = header.take() {
             let _ = writeln!(out, "{header}");
         }
-        let mark = if s.kind == EntryKind::Serial { "*" } else { "" };
-        let _ =
-            writeln!(out, "  [{}] {mark}{}={} (option {})", s.position, s.name, s.label, s.option);
+        let action = option_text(&s.name, &s.label, s.kind == EntryKind::Serial);
+        let _ = writeln!(out, "  [{}] {action} (option {})", s.position, s.option);
         if step {
             let _ = write!(out, "      press Enter to run it ");
             let _ = out.flush();
@@ -1374,8 +1439,8 @@ fn show(
     let ended = match &meta.ended_at {
         Some(at) => format!("ended {at}"),
         None => format!(
-            "did not finish (it crashed, was killed or is still running): {} records read",
-            trace.check.records
+            "did not finish (it crashed, was killed or is still running): {} read",
+            count(trace.check.records, "record")
         ),
     };
     let _ = writeln!(
@@ -1394,15 +1459,15 @@ fn show(
             .iter()
             .enumerate()
             .map(|(p, a)| {
-                let mark = if serial.get(p) == Some(&true) { "*" } else { "" };
                 // A type at two positions is named with its position, as
                 // failure groups name it.
                 let twice =
                     record.actions.iter().filter(|b| b.type_name == a.type_name).count() > 1;
-                match twice {
-                    true => format!("{mark}{}[{p}]={}", a.type_name, label(p, a)),
-                    false => format!("{mark}{}={}", a.type_name, label(p, a)),
-                }
+                let name = match twice {
+                    true => format!("{}[{p}]", a.type_name),
+                    false => a.type_name.clone(),
+                };
+                option_text(&name, &label(p, a), serial.get(p) == Some(&true))
             })
             .collect();
         list.join(", ")
@@ -1423,4 +1488,25 @@ fn show(
         let _ = writeln!(out, "replay one: {}", replay_command(program, run.path(), first.walk_id));
     }
     EXIT_OK
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{failures_text, progress_line};
+
+    #[test]
+    fn a_progress_line_says_how_far_how_fast_and_what_failed() {
+        let line = progress_line(1200, 5000, Duration::from_secs(4), &failures_text(3, 1));
+        assert_eq!(
+            line,
+            "progress: 1200 of 5000 walks (24%), 300 walks/s, ETA 13s, failed 3 in 1 group"
+        );
+        let line = progress_line(0, 1, Duration::ZERO, &failures_text(0, 0));
+        assert_eq!(
+            line,
+            "progress: 0 of 1 walk (0%), 0 walks/s, ETA unknown, failed 0 in 0 groups"
+        );
+    }
 }

@@ -1119,10 +1119,9 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "  [{position}] {kind:6} {} ({} option{}: {})",
+            "  [{position}] {kind:6} {} ({}: {})",
             entry.name,
-            entry.options.len(),
-            if entry.options.len() == 1 { "" } else { "s" },
+            crate::model::count(entry.options.len() as u64, "option"),
             abbreviated(&entry.options, 6)
         );
     }
@@ -1142,7 +1141,8 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
         let head = match epoch.serial {
             Some(step) => {
                 let entry = &space.entries()[step.position];
-                format!("{}={} then ", entry.name, entry.options[step.option as usize])
+                let label = &entry.options[step.option as usize];
+                format!("{} then ", crate::model::option_text(entry.name, label, false))
             }
             None => String::new(),
         };
@@ -1157,7 +1157,8 @@ pub fn epoch_tree(space: &Space, max_epochs: usize) -> String {
     }
     if shown > max_epochs {
         let rest = space.epoch_count() - max_epochs as u128;
-        let _ = writeln!(out, "  ... and {rest} more epochs");
+        let rest = crate::model::count(rest, "more epoch");
+        let _ = writeln!(out, "  ... and {rest}");
     }
     out
 }
@@ -1197,6 +1198,30 @@ mod tests {
         fn run(&self) -> Result<(), Halt> {
             Ok(())
         }
+    }
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct One;
+
+    impl Action<()> for One {
+        fn options() -> Vec<Self> {
+            vec![One]
+        }
+        fn run(&self, _: &mut ()) -> ActionResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_epoch_tree_counts_in_the_singular_when_one() {
+        let order = WalkOrder::<()>::new().serial::<X>().then::<One>();
+        let tree = order.epoch_tree(2).unwrap();
+        assert!(tree.starts_with("3 walks, 2 entries, 1 segment per walk"), "{tree}");
+        assert!(tree.contains(" X (3 options: ") && tree.contains(" One (1 option: "), "{tree}");
+        assert!(tree.contains("- epoch 0: X=X(0) then [One] on walks 0..1"), "{tree}");
+        assert!(tree.trim_end().ends_with("... and 1 more epoch"), "{tree}");
+        let tree = order.epoch_tree(1).unwrap();
+        assert!(tree.trim_end().ends_with("... and 2 more epochs"), "{tree}");
     }
 
     type Constants = (usize, usize, usize);

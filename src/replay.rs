@@ -184,8 +184,8 @@ impl<S: Send + 'static, C: Entries<S>> WalkOrder<S, C> {
         };
         if record.actions.len() != space.len() {
             let reason = format!(
-                "it has {} entries, this walk order has {}",
-                record.actions.len(),
+                "it has {}, this walk order has {}",
+                crate::model::count(record.actions.len() as u64, "entry"),
                 space.len()
             );
             return Err(refuse(None, reason));
@@ -285,8 +285,8 @@ fn action_change(space: &Space, values: &OptionJson, record: &TraceRecord) -> Op
     };
     if record.actions.len() != digits.len() {
         return Some(format!(
-            "walk {walk} had {} entries in the run, has {} now",
-            record.actions.len(),
+            "walk {walk} had {} in the run, has {} now",
+            crate::model::count(record.actions.len() as u64, "entry"),
             digits.len()
         ));
     }

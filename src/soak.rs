@@ -517,11 +517,7 @@ impl Soak<'_> {
         let totals = &mut self.report.totals;
         totals.rounds += 1;
         totals.walks += report.walks;
-        totals.counts.passed += report.counts.passed;
-        totals.counts.failed += report.counts.failed;
-        totals.counts.cancelled += report.counts.cancelled;
-        totals.counts.pruned += report.counts.pruned;
-        totals.counts.aborted += report.counts.aborted;
+        totals.counts.merge(&report.counts);
         totals.not_run += report.not_run;
         totals.runner_restarts += report.runner_restarts;
         totals.nodes_lost += report.lost_nodes.len() as u64;

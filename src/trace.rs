@@ -151,8 +151,9 @@ pub enum TraceError {
     /// A finished run's trace holds another number of records than
     /// `run.json` counts.
     #[error(
-        "{} has {found} records, but run.json says the run finished with {expected}: {}",
+        "{} has {}, but run.json says the run finished with {expected}: {}",
         .path.display(),
+        crate::model::count(*.found, "record"),
         count_gap(*.found, *.expected, *.first_missing, *.torn_line)
     )]
     RecordCount {

@@ -209,3 +209,118 @@ fn small_things_a_new_user_tripped_on() {
         format!("error: {} is a file: pass its run directory, {}", file.display(), dir.display())
     );
 }
+
+#[test]
+fn a_node_nobody_serves_is_one_line_saying_what_to_do() {
+    // A port nothing listens on (bound, then closed).
+    let address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let cookie = common::cookie_file();
+    let cookie = cookie.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Each waits for the handshake's time (the node may be starting), so
+    // the two run at once.
+    let (run, soak) = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            common::node_in(
+                dir.path(),
+                &[("COMBTEST_COOKIE_FILE", cookie)],
+                &["run", "--suite", "smoke", "--nodes", &address],
+            )
+        });
+        let soak = scope.spawn(|| {
+            common::node_in(
+                dir.path(),
+                &[("COMBTEST_COOKIE_FILE", cookie), ("COMBTEST_NODES", &address)],
+                &["soak", "--suite", "smoke", "--rounds", "1", "--json"],
+            )
+        });
+        (run.join().unwrap(), soak.join().unwrap())
+    });
+    let expected = |origin: &str| {
+        format!(
+            "error: cannot reach node {address}: connection refused (nothing listens on that \
+             port); start a node there (`combtest-node serve --listen {address}` on that host) \
+             or correct {origin}"
+        )
+    };
+    assert_eq!(run.status.code(), Some(2));
+    assert_eq!(stderr(&run).trim_end(), expected("--nodes"));
+    assert_eq!(stdout(&run), "");
+    assert_eq!(soak.status.code(), Some(2));
+    let text = stderr(&soak);
+    let last = text.lines().last().unwrap_or_default();
+    assert_eq!(last, expected("COMBTEST_NODES"), "{text}");
+    assert!(text.lines().all(|l| l.starts_with("soak of suite") || l == last), "{text}");
+    assert_eq!(stdout(&soak), "");
+}
+
+#[test]
+fn options_print_one_way_in_run_show_and_replay() {
+    let logs = tempfile::tempdir().unwrap();
+    let run = node(&["run", "--suite", "demo", "--log-dir", logs.path().to_str().unwrap()]);
+    let dir = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let dir = dir.to_str().unwrap();
+    // Walk 27, the demo's minimal failing walk, as each command lists it.
+    let walk = "[Login=Bob, AddItems=AddItems(1), *Pricing=Discount, Checkout=Voucher]";
+    let lines = |output: &std::process::Output| -> Vec<String> {
+        stdout(output).lines().map(|l| l.trim().to_string()).collect()
+    };
+    assert!(lines(&run).iter().any(|l| l == walk), "{}", stdout(&run));
+    let show = node(&["show", "--run", dir, "--failed"]);
+    assert!(lines(&show).iter().any(|l| l == walk), "{}", stdout(&show));
+    let groups = node(&["show", "--run", dir, "--groups"]);
+    assert!(lines(&groups).iter().any(|l| l == walk), "{}", stdout(&groups));
+    // replay prints one action a line, `[position] Type=Debug (option N)`.
+    for args in [&["--run", dir][..], &["--suite", "demo"][..]] {
+        let replay = node(&[&["replay", "--walk", "27"][..], args].concat());
+        let steps: Vec<String> = lines(&replay)
+            .iter()
+            .filter_map(|l| l.strip_prefix('[')?.split_once("] ").map(|(_, s)| s.to_string()))
+            .map(|s| s.rsplit_once(" (option ").unwrap().0.to_string())
+            .collect();
+        assert_eq!(format!("[{}]", steps.join(", ")), walk, "{}", stdout(&replay));
+    }
+}
+
+#[test]
+fn counts_are_singular_where_they_are_one() {
+    // One node (a child of this run, stopped after it).
+    let output = node(&["run", "--suite", "smoke", "--local-nodes", "1", "--threads", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with("suite smoke: 9 walks in ") && text.contains(" on 1 node\n"),
+        "{text}"
+    );
+    // One failure group among the demo's.
+    let output = node(&["run", "--suite", "demo"]);
+    assert!(stdout(&output).contains("failure groups: 1 (2 failed walks)\n"));
+}
+
+#[test]
+fn a_soak_s_final_rate_is_the_whole_soak_s() {
+    // A status line after every round: the last one comes just before the
+    // end, so the end's own interval holds no walk (the final rate was
+    // that interval's: 0).
+    let args = ["soak", "--suite", "smoke", "--rounds", "3", "--stats-every", "1ms"];
+    let output = node(&[&args[..], &["--json"]].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let totals = &value["totals"];
+    assert_eq!((totals["rounds"].as_u64(), totals["walks"].as_u64()), (Some(3), Some(27)));
+    assert_eq!(totals["segments"], 27, "{totals}");
+    let (rate, elapsed) = (totals["walks_per_s"].as_f64().unwrap(), totals["elapsed_s"].as_f64());
+    assert!(rate > 0.0 && (rate * elapsed.unwrap() - 27.0).abs() < 0.01, "{totals}");
+
+    // The human summary opens with the last status line: the whole rate.
+    let output = node(&args);
+    let text = stdout(&output);
+    let line = text.lines().rfind(|l| l.starts_with("soak: ")).unwrap();
+    assert!(line.starts_with("soak: ") && line.contains(", 3 rounds, 27 walks ("), "{line}");
+    let rate: f64 =
+        line.split("27 walks (").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(rate > 0.0, "{line}");
+}

@@ -94,6 +94,79 @@ fn a_long_run_prints_progress_lines_on_stderr_only() {
     assert!(!String::from_utf8(output.stderr).unwrap().contains("progress: "));
 }
 
+/// A pseudo-terminal `cols` wide: (master, slave).
+fn pty(cols: u16) -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd as _;
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize { ws_row: 24, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two descriptors, which the files then own.
+    let opened = unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size)
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both are open and owned by nothing else.
+    unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) }
+}
+
+/// Runs the relay suite (about 1 s) with stderr on a terminal, and stdout
+/// there too or piped: what the terminal showed, and stdout if piped.
+fn relay_on_a_terminal(json: bool) -> (String, String) {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let (mut master, slave) = pty(100);
+    let mut command = Command::new(example("cluster_node"));
+    command.args(["run", "--suite", "relay", "--threads", "1"]);
+    if json {
+        command.arg("--json").stdout(Stdio::piped());
+    } else {
+        command.stdout(slave.try_clone().unwrap());
+    }
+    for var in ["NO_COLOR", "CLICOLOR", "CLICOLOR_FORCE", "COMBTEST_LOG"] {
+        command.env_remove(var);
+    }
+    let child = command.env("TERM", "xterm-256color").stdin(Stdio::null()).stderr(slave).spawn();
+    // The terminal reads end (EIO) once no process holds its other side.
+    drop(command);
+    let mut child = child.unwrap();
+    let (sender, screen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut text, mut buffer) = (Vec::new(), [0u8; 4096]);
+        while let Ok(n @ 1..) = master.read(&mut buffer) {
+            text.extend_from_slice(&buffer[..n]);
+        }
+        let _ = sender.send(String::from_utf8_lossy(&text).into_owned());
+    });
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).unwrap();
+    }
+    let screen = screen.recv_timeout(std::time::Duration::from_secs(120));
+    let _ = child.kill();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    (screen.expect("the run ends"), stdout)
+}
+
+#[test]
+fn on_a_terminal_run_draws_a_coloured_bar_and_clears_it_before_the_summary() {
+    let (screen, _) = relay_on_a_terminal(false);
+    assert!(screen.contains("/200 walks, ") && screen.contains(" walks/s, ETA "), "{screen:?}");
+    assert!(screen.contains("failed 0 in 0 groups"), "{screen:?}");
+    assert!(screen.contains("\u{1b}[36m"), "the bar has colour: {screen:?}");
+    // The bar's line is cleared, then the summary is printed, and nothing
+    // is drawn after it.
+    let (_, after) = screen.rsplit_once("\u{1b}[2K").unwrap();
+    assert!(after.starts_with("suite relay: 200 walks in "), "{after:?}");
+    assert!(after.trim_end().ends_with("PASS") && !after.contains('\u{1b}'), "{after:?}");
+
+    // stdout elsewhere: the JSON alone there, the bar alone on the terminal.
+    let (screen, stdout) = relay_on_a_terminal(true);
+    let json: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("relay: ")).collect();
+    assert_eq!(json.len(), 1, "{stdout}");
+    let value: serde_json::Value = serde_json::from_str(json[0]).unwrap();
+    assert_eq!(value["passed"], 200);
+    assert!(screen.contains("/200 walks, ") && !screen.contains('{'), "{screen:?}");
+}
+
 #[test]
 fn epoch_cost_measures_its_epochs() {
     let (code, out) = run("epoch_cost", &["50"]);

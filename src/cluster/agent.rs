@@ -386,7 +386,8 @@ impl AgentState {
                 return answer(
                     reply,
                     &refuse(format!(
-                        "node {name} has {open} runs open, its most (--max-runs {})",
+                        "node {name} has {} open, its most (--max-runs {})",
+                        crate::model::count(open as u64, "run"),
                         limits.max_runs
                     )),
                 );

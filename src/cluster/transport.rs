@@ -379,10 +379,26 @@ pub(crate) async fn connect(
     let stream = tokio::time::timeout(timeout, TcpStream::connect(resolved))
         .await
         .map_err(|_| format!("no connection within {}", humantime::format_duration(timeout)))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| connect_error(&e))?;
     let _ = stream.set_nodelay(true);
     let watch = Arc::new(Watch::new(resolved.to_string(), None));
     Ok((Watched::new(stream, Arc::clone(&watch)), watch))
+}
+
+/// Why a connection could not be made, in words: "connection refused
+/// (nothing listens on that port)" rather than the OS error's own text.
+fn connect_error(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionRefused => {
+            "connection refused (nothing listens on that port)".to_string()
+        }
+        ErrorKind::TimedOut => "the connection timed out (is the host up?)".to_string(),
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+            "no route to the host (is it up, is the address right?)".to_string()
+        }
+        _ => error.to_string(),
+    }
 }
 
 /// Kills a session actor and everything under it (a killed actor does not
@@ -459,9 +475,9 @@ impl Gate {
                     tracing::warn!(
                         refused,
                         max_pending = self.max_pending,
-                        "refusing connections: {} connections are already waiting to \
-                         authenticate (--max-pending)",
-                        self.max_pending
+                        "refusing connections: {} already waiting to authenticate \
+                         (--max-pending)",
+                        crate::model::count(self.max_pending as u64, "connection")
                     );
                     last_report = Some(Instant::now());
                     self.refused.store(0, Ordering::Relaxed);

@@ -53,7 +53,7 @@ impl fmt::Display for Condition {
             false => self.action.clone(),
         };
         match self.labels.as_slice() {
-            [one] => write!(f, "{name}={one}"),
+            [one] => f.write_str(&super::option_text(&name, one, false)),
             many => write!(f, "{name} in {{{}}}", many.join(", ")),
         }
     }
@@ -283,7 +283,8 @@ pub fn render_groups(groups: &[GroupSummary], shown: usize, more: &str) -> Strin
         }
     }
     if groups.len() > shown {
-        let _ = writeln!(s, "  ... and {} more groups{more}", groups.len() - shown);
+        let rest = super::count((groups.len() - shown) as u64, "more group");
+        let _ = writeln!(s, "  ... and {rest}{more}");
     }
     s
 }
@@ -297,11 +298,11 @@ pub fn steps_line(steps: &[StepSummary]) -> String {
     let list: Vec<String> = steps
         .iter()
         .map(|s| {
-            let serial = if s.serial { "*" } else { "" };
-            match repeated(&s.action) {
-                true => format!("{serial}{}[{}]={}", s.action, s.position, s.label),
-                false => format!("{serial}{}={}", s.action, s.label),
-            }
+            let name = match repeated(&s.action) {
+                true => format!("{}[{}]", s.action, s.position),
+                false => s.action.clone(),
+            };
+            super::option_text(&name, &s.label, s.serial)
         })
         .collect();
     format!("[{}]", list.join(", "))

@@ -106,8 +106,8 @@ pub fn render(run: &JunitRun) -> String {
     if run.aborted > 0 {
         let _ = writeln!(
             x,
-            r#"      <failure message="{} walks aborted" type="aborted">{}</failure>"#,
-            run.aborted,
+            r#"      <failure message="{} aborted" type="aborted">{}</failure>"#,
+            super::count(run.aborted, "walk"),
             escape(&run.counts)
         );
     }

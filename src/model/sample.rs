@@ -23,7 +23,7 @@ pub struct WalkSample {
 #[non_exhaustive]
 pub enum SampleError {
     /// An id is outside the space.
-    #[error("walk {id} is outside the walk space of {size} walks")]
+    #[error("walk {id} is outside the walk space of {}", super::count(*.size, "walk"))]
     Outside {
         /// The id.
         id: u64,

@@ -399,7 +399,7 @@ pub enum MetaError {
         action: String,
     },
     /// `walks` is not the size of the walk order's space.
-    #[error("it counts {walks} walks, but its walk order's option counts make {}", product_text(.counts, *.space))]
+    #[error("it counts {}, but its walk order's option counts make {}", super::count(*.walks, "walk"), product_text(.counts, *.space))]
     WrongSize {
         /// The `walks` field.
         walks: u64,
@@ -414,7 +414,7 @@ pub enum MetaError {
     )]
     NoRecordCount,
     /// More records than walks.
-    #[error("it counts {records} records, more than its {walks} walks")]
+    #[error("it counts {}, more than its {}", super::count(*.records, "record"), super::count(*.walks, "walk"))]
     TooManyRecords {
         /// The `records` field.
         records: u64,
@@ -562,7 +562,7 @@ pub enum TallyError {
     },
     /// A finished run's trace holds another number of records than
     /// `run.json` counts.
-    #[error("has {found} records, but run.json says the run finished with {expected}")]
+    #[error("has {}, but run.json says the run finished with {expected}", super::count(*.found, "record"))]
     Count {
         /// Records read.
         found: u64,
@@ -675,7 +675,9 @@ pub enum LineError {
     },
     /// The record has another number of actions than the walk order entries.
     #[error(
-        "records walk {walk} with {found} actions, but the run's walk order has {expected} entries"
+        "records walk {walk} with {}, but the run's walk order has {}",
+        super::count(*.found as u64, "action"),
+        super::count(*.expected as u64, "entry")
     )]
     ActionCount {
         /// The record's walk id.
@@ -701,7 +703,8 @@ pub enum LineError {
     },
     /// An action's option index is not below its entry's option count.
     #[error(
-        "records walk {walk} with option {option} of {action} (entry {position}), which has {options} options"
+        "records walk {walk} with option {option} of {action} (entry {position}), which has {}",
+        super::count(*.options, "option")
     )]
     OptionOutOfRange {
         /// The record's walk id.
@@ -902,7 +905,7 @@ mod tests {
             Err(LineError::ActionCount { walk: 3, found: 1, expected: 2 })
         );
         let text = check.check(&short).unwrap_err().to_string();
-        assert_eq!(text, "records walk 3 with 1 actions, but the run's walk order has 2 entries");
+        assert_eq!(text, "records walk 3 with 1 action, but the run's walk order has 2 entries");
 
         let mut outside = good.clone();
         outside.walk_id = 6;

@@ -359,8 +359,9 @@ impl Triage {
             };
             return Conditions::NotFound {
                 reason: format!(
-                    "no conjunction of at most {MAX_TERMS} conditions on the entries up to {} separates these failures from the {left} walks{sample} that went past it{counted}",
-                    signature.action
+                    "no conjunction of at most {MAX_TERMS} conditions on the entries up to {} separates these failures from the {}{sample} that went past it{counted}",
+                    signature.action,
+                    super::count(left, "walk")
                 ),
             };
         }

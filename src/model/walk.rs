@@ -155,8 +155,8 @@ impl fmt::Display for Walk {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            let mark = if step.kind == EntryKind::Serial { "*" } else { "" };
-            write!(f, "{mark}{}={}", step.name, step.label)?;
+            let serial = step.kind == EntryKind::Serial;
+            f.write_str(&super::option_text(step.name, &step.label, serial))?;
         }
         f.write_str("]")
     }
