@@ -679,21 +679,12 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                                     Err(halt) => {
                                         let spent = walk_started
                                             .map_or(0, |t| t.elapsed().as_nanos() as u64);
-                                        let outcome = unstarted(
-                                            epoch,
-                                            id,
-                                            halt,
-                                            &mut out.failed,
-                                            &mut out.neither,
-                                            &mut tally.local,
-                                        );
-                                        if trace {
-                                            out.records.push(WalkRecord {
-                                                id: WalkId(id),
-                                                outcome,
-                                                nanos: spent,
-                                            });
-                                        }
+                                        let ends = Ends {
+                                            failed: &mut out.failed,
+                                            neither: &mut out.neither,
+                                            records: trace.then_some(&mut out.records),
+                                        };
+                                        unstarted(epoch, id, halt, ends, &mut tally.local, spent);
                                         None
                                     }
                                 }
@@ -815,20 +806,22 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
     }
 }
 
+/// Where a batch records walks that end: failed walks, cancelled and
+/// pruned ids, and trace records (when tracing).
+struct Ends<'a> {
+    failed: &'a mut Vec<FailedWalk>,
+    neither: &'a mut Vec<Range<u64>>,
+    records: Option<&'a mut Vec<WalkRecord>>,
+}
+
 /// Ends a walk whose starting state could not be made (its factory
 /// halted): counted as failed, at the first entry of its first segment and
-/// named `(walk state)`, or as cancelled. Returns its outcome.
+/// named `(walk state)`, or as cancelled; traced with `nanos`.
 #[cold]
-fn unstarted(
-    epoch: &Epoch,
-    id: u64,
-    halt: Halt,
-    failed: &mut Vec<FailedWalk>,
-    neither: &mut Vec<Range<u64>>,
-    counts: &mut Counts,
-) -> WalkOutcome {
+fn unstarted(epoch: &Epoch, id: u64, halt: Halt, ends: Ends<'_>, counts: &mut Counts, nanos: u64) {
+    let Ends { failed, neither, records } = ends;
     let position = epoch.serial.map_or(epoch.plain.start, |s| s.position);
-    match halt {
+    let outcome = match halt {
         Halt::Cancel => {
             counts.cancelled += 1;
             Neither::push_id(neither, id);
@@ -845,6 +838,9 @@ fn unstarted(
             });
             WalkOutcome::Failed { action_index: position, action: WALK_STATE_ACTION, error }
         }
+    };
+    if let Some(records) = records {
+        records.push(WalkRecord { id: WalkId(id), outcome, nanos });
     }
 }
 

@@ -19,8 +19,8 @@ use futures::FutureExt as _;
 use futures::stream::{self, StreamExt as _};
 
 use super::{
-    BatchInput, BatchOutput, BatchSettings, Begin, Block, Instruction, Runnable, WALK_STATE_ACTION,
-    WalkOutcome, WalkRecord, panic_message, unstarted,
+    BatchInput, BatchOutput, BatchSettings, Begin, Block, Ends, Instruction, Runnable,
+    WALK_STATE_ACTION, WalkOutcome, WalkRecord, panic_message, unstarted,
 };
 use crate::model::action::{Halt, WalkContext};
 use crate::model::epoch::Epoch;
@@ -92,19 +92,12 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                             Ok(false) => match K::make(begin.start, begin.fixtures, id) {
                                 Ok(state) => walks.push((id, state)),
                                 Err(halt) => {
-                                    let outcome = unstarted(
-                                        epoch,
-                                        id,
-                                        halt,
-                                        &mut out.failed,
-                                        &mut out.neither,
-                                        &mut out.counts,
-                                    );
-                                    if settings.trace {
-                                        let record =
-                                            WalkRecord { id: WalkId(id), outcome, nanos: 0 };
-                                        out.records.push(record);
-                                    }
+                                    let ends = Ends {
+                                        failed: &mut out.failed,
+                                        neither: &mut out.neither,
+                                        records: settings.trace.then_some(&mut out.records),
+                                    };
+                                    unstarted(epoch, id, halt, ends, &mut out.counts, 0);
                                 }
                             },
                             Err(payload) => {

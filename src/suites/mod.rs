@@ -504,9 +504,7 @@ where
     K: StartKind<S>,
     F: Fn() -> Result<Fixture<S, K>, String> + Send + Sync + 'static,
 {
-    let (name, description) = (name.into(), description.into());
-    let states = Some(StateCodec::serde());
-    Box::new(OrderSuite { name, description, order, setup, states, _start: PhantomData })
+    order_suite(name.into(), description.into(), order, setup, Some(StateCodec::serde()))
 }
 
 /// [`suite`] for a walk state that is not serde: it holds a database
@@ -526,8 +524,24 @@ where
     K: StartKind<S>,
     F: Fn() -> Result<Fixture<S, K>, String> + Send + Sync + 'static,
 {
-    let (name, description) = (name.into(), description.into());
-    Box::new(OrderSuite { name, description, order, setup, states: None, _start: PhantomData })
+    order_suite(name.into(), description.into(), order, setup, None)
+}
+
+/// A suite of either kind: with a codec for its states, or without.
+fn order_suite<S, C, F, K>(
+    name: String,
+    description: String,
+    order: WalkOrder<S, C>,
+    setup: F,
+    states: Option<StateCodec<S>>,
+) -> Box<dyn Suite>
+where
+    S: Send + std::fmt::Debug + 'static,
+    C: Entries<S>,
+    K: StartKind<S>,
+    F: Fn() -> Result<Fixture<S, K>, String> + Send + Sync + 'static,
+{
+    Box::new(OrderSuite { name, description, order, setup, states, _start: PhantomData })
 }
 
 /// The built-in suites: `demo`, `fs` and `smoke`.
