@@ -2,7 +2,8 @@
 //! beside a bare hand-written loop measured in the same process run.
 //!
 //! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
-//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7; default all, 5 runs each).
+//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4; default all, 5
+//! runs each).
 //!
 //! Prints one JSON line per workload on stdout (the median run, with the
 //! min and max walk rates) and a table on stderr. Every run of a workload is
@@ -24,6 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- workloads
+
+#[path = "throughput/pruning.rs"]
+mod pruning;
 
 /// W1, W4, W5: the walk state is one integer.
 #[derive(Debug, Clone, Default)]
@@ -668,8 +672,9 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             out.insert("parallelism".into(), json!(actions * 1e-3 / elapsed));
             out
         }
+        other if let Some(out) = pruning::child(other) => out,
         other => {
-            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8");
+            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4");
             std::process::exit(2);
         }
     }
@@ -722,7 +727,8 @@ fn median(runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, 
 }
 
 /// The numbers whose min and max over the runs are reported too.
-const RANGED: [&str; 5] = ["walks_per_s", "ratio_vs_bare", "ratio_vs_w1", "ceiling", "parallelism"];
+const RANGED: [&str; 6] =
+    ["walks_per_s", "ratio_vs_bare", "ratio_vs_w1", "ceiling", "parallelism", "ratio_vs_kept"];
 
 fn measure(workload: &str, runs: usize) -> serde_json::Map<String, Value> {
     if workload == "W5" || workload == "W7" {
@@ -754,6 +760,8 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
         "failures",
         "small_peak_rss_mb",
         "startup_ms",
+        "ratio_vs_kept",
+        "kept_alone_s",
     ]
     .iter()
     .filter_map(|k| r.get(*k).and_then(Value::as_f64).map(|v| format!("{k}={v:.2}")))
@@ -801,8 +809,9 @@ fn main() {
         }
     }
     if workloads.is_empty() {
-        workloads =
-            ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8"].map(String::from).to_vec();
+        workloads = ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4"]
+            .map(String::from)
+            .to_vec();
     }
     eprintln!(
         "{:<4} {:>9} {:>4} {:>11} {:>13} {:>5} {:>11} {:>6}  notes (medians)",

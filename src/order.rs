@@ -748,7 +748,8 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     fn prune(&self, walk: &WalkView<'_>) -> bool {
         self.tail.prune(walk) || {
             let mark = EntryMark::<S, T>::new();
-            let pruned = self.head.prune(walk.option_at(T::LEN), &walk.at_entry(T::LEN));
+            let option = walk.option_at(T::LEN);
+            let pruned = walk.ask(T::LEN, |entry| self.head.prune(option, entry));
             std::mem::forget(mark);
             pruned
         }
@@ -891,7 +892,7 @@ impl<S: 'static, H: Link<S>, T: Chain<S>> Chain<S> for Cons<H, T> {
     }
     fn prune_decoded(&self, options: &[Decoded], walk: &WalkView<'_>) -> bool {
         self.tail.prune_decoded(options, walk)
-            || self.head.prune_decoded(&options[T::LEN], &walk.at_entry(T::LEN))
+            || walk.ask(T::LEN, |entry| self.head.prune_decoded(&options[T::LEN], entry))
     }
     fn run_decoded(
         &self,

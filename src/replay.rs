@@ -11,7 +11,7 @@ use crate::model::epoch::SerialStep;
 use crate::model::fixtures::Fixtures;
 use crate::model::space::{EntryKind, Space, WalkId};
 use crate::model::trace::{OptionJson, TraceRecord, fingerprint};
-use crate::model::walk::{OptionLookup, WalkView};
+use crate::model::walk::{OptionLookup, Reads, WalkView};
 use crate::order::{Chain, Decoded, Entries, Pinned, WalkError, WalkOrder, take_panic_position};
 use crate::trace::{RunDir, TraceError};
 
@@ -57,7 +57,9 @@ impl<S: Send + 'static, C: Entries<S>> WalkOrder<S, C> {
         let space = self.space()?;
         let digits = space.digits(id)?;
         let chain = self.chain();
-        match pruned(space, || chain.prune(&WalkView::new(id, &digits, &Pinned::new(chain)))) {
+        match pruned(space, || {
+            chain.prune(&WalkView::new(id, &digits, &Pinned::new(chain), &Reads::default()))
+        }) {
             Ok(false) => {}
             Ok(true) => return Ok(Replay { outcome: WalkOutcome::Pruned, state: initial }),
             Err(outcome) => return Ok(Replay { outcome, state: initial }),
@@ -219,7 +221,7 @@ impl<S: Send + 'static, C: Entries<S>> WalkOrder<S, C> {
             _state: std::marker::PhantomData::<fn() -> S>,
         };
         match pruned(space, || {
-            chain.prune_decoded(&decoded, &WalkView::new(walk, &digits, &lookup))
+            chain.prune_decoded(&decoded, &WalkView::new(walk, &digits, &lookup, &Reads::default()))
         }) {
             Ok(false) => {}
             Ok(true) => return Ok(Replay { outcome: WalkOutcome::Pruned, state: initial }),

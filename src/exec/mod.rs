@@ -22,7 +22,7 @@ use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
 use crate::model::space::{Blocks, Space, WalkId};
 use crate::model::triage::Neither;
-use crate::model::walk::WalkView;
+use crate::model::walk::{OptionLookup, Reads, WalkView};
 use crate::order::{Chain, PanicMark, Pinned, SerialValue, WalkOrder, take_panic_position};
 
 mod walks_async;
@@ -242,13 +242,28 @@ pub(crate) trait ErasedOrder<S>: Send + Sync {
 pub(crate) struct Runnable<S, C, K = crate::model::fixtures::Cloned> {
     order: WalkOrder<S, C>,
     space: Space,
+    /// Whether any entry overrides `prune`: if none does, the batch loops
+    /// have no pruning in them at all.
+    rules: bool,
     _start: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
     pub(crate) fn new(order: WalkOrder<S, C>) -> Result<Self, crate::model::space::OrderError> {
         let space = order.space()?.clone();
-        Ok(Runnable { order, space, _start: std::marker::PhantomData })
+        // Walk 0 asked once: if it is not pruned, every entry was asked,
+        // and if every one declined (the default `prune`), no walk can be
+        // pruned. A rule that panics here has a rule.
+        let chain = order.chain();
+        let (digits, reads) = (vec![0u32; space.len()], Reads::default());
+        let asked = {
+            let _quiet = QuietPanics::on_this_thread();
+            catch_unwind(AssertUnwindSafe(|| {
+                chain.prune(&WalkView::new(0, &digits, &Pinned::new(chain), &reads))
+            }))
+        };
+        let rules = !matches!(asked, Ok(false)) || reads.mask() != 0;
+        Ok(Runnable { order, space, rules, _start: std::marker::PhantomData })
     }
 }
 
@@ -475,23 +490,22 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         origin: &Begin<'_, S, K>,
         settings: BatchSettings,
     ) -> Progress<S> {
-        match (settings.trace, epoch.last) {
-            (false, false) => {
-                self.drive::<LEVEL, false, KEEP>(epoch, instruction, units, origin, settings)
-            }
-            (false, true) => {
-                self.drive::<LEVEL, false, END>(epoch, instruction, units, origin, settings)
-            }
-            (true, _) => {
-                self.drive::<LEVEL, true, EITHER>(epoch, instruction, units, origin, settings)
-            }
+        // Traced loops always have pruning in them (they are not the fast
+        // ones); untraced ones only for a walk order with a rule.
+        let (a, b, c, d, e) = (epoch, instruction, units, origin, settings);
+        match (settings.trace, epoch.last, self.rules) {
+            (false, false, false) => self.drive::<LEVEL, false, KEEP, false>(a, b, c, d, e),
+            (false, false, true) => self.drive::<LEVEL, false, KEEP, true>(a, b, c, d, e),
+            (false, true, false) => self.drive::<LEVEL, false, END, false>(a, b, c, d, e),
+            (false, true, true) => self.drive::<LEVEL, false, END, true>(a, b, c, d, e),
+            (true, _, _) => self.drive::<LEVEL, true, EITHER, true>(a, b, c, d, e),
         }
     }
 
     /// Runs every walk of `units`, resuming after any walk that panics
     /// (recorded as failed).
     #[inline(never)]
-    fn drive<const LEVEL: usize, const TRACE: bool, const OUT: u8>(
+    fn drive<const LEVEL: usize, const TRACE: bool, const OUT: u8, const PRUNE: bool>(
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
@@ -504,7 +518,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         let mut digits = vec![0u32; self.space.len()];
         loop {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
-                self.run_units::<LEVEL, TRACE, OUT>(
+                self.run_units::<LEVEL, TRACE, OUT, PRUNE>(
                     epoch,
                     instruction,
                     units,
@@ -570,10 +584,11 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
     /// wraps), no shared memory, counts in registers. With
     /// `LEVEL` the epoch's level as a constant, no per-entry segment test;
     /// [`ANY_LEVEL`] tests at run time (deep levels, failed branches). With `OUT` a constant, no per-walk test of
-    /// where a passing walk's state goes.
+    /// where a passing walk's state goes. Without `PRUNE` (no entry of the
+    /// walk order overrides `prune`), no pruning code at all.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn run_units<const LEVEL: usize, const TRACE: bool, const OUT: u8>(
+    fn run_units<const LEVEL: usize, const TRACE: bool, const OUT: u8, const PRUNE: bool>(
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
@@ -631,7 +646,8 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
             let walk_started = &mut progress.walk_started;
             let mut tally = Tally { local: Counts::default(), sink: &mut out.counts };
             let mut next = first;
-            while next < len {
+            let mut pruning = Pruning::new(&self.space);
+            'walks: while next < len {
                 let mut cursor = chain.cursor(digits);
                 // Runs of the fast digit, until the digits above the second
                 // one carry or the unit ends.
@@ -639,143 +655,211 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                     // The walks from `next` on that differ only in the fast digit.
                     // Nothing in this inner loop changes another digit, so the
                     // other entries' options stay in the cursor, in registers.
-                    let first_fast = digits[fast];
+                    let mut first_fast = digits[fast];
                     let run_end = len.min(next + u64::from(fast_radix - first_fast));
-                    for offset in next..run_end {
-                        let id = unit.range.start + offset;
-                        let option = first_fast + (offset - next) as u32;
-                        // The walk's options stay in `digits` too: pruning reads
-                        // them, and after a panic they name the walk.
-                        digits[fast] = option;
-                        chain.seek(&mut cursor, fast, option);
-                        // From here on the walk is charged: pruning and the
-                        // state's clone may panic before its actions run.
-                        if trace {
-                            *walk_started = Some(Instant::now());
-                        }
-                        // A fixed level runs only fresh walks if it is the walks'
-                        // first level and only held ones otherwise (`execute`
-                        // picks the loop so), which folds this test.
-                        let fresh = match LEVEL {
-                            ANY_LEVEL => unit.fresh,
-                            _ => LEVEL == C::FIRST_LEVEL,
-                        };
-                        let walk = WalkContext::new(id, 0, fixtures);
-                        let state = if fresh {
-                            if chain.prune(&WalkView::new(id, digits, &lookup)) {
-                                tally.local.pruned += 1;
-                                Neither::push_id(&mut out.neither, id);
-                                if trace {
-                                    out.records.push(WalkRecord {
-                                        id: WalkId(id),
-                                        outcome: WalkOutcome::Pruned,
-                                        nanos: 0,
-                                    });
+                    let fresh_run = match LEVEL {
+                        ANY_LEVEL => unit.fresh,
+                        _ => LEVEL == C::FIRST_LEVEL,
+                    };
+                    // Pruning (only in the loops of a walk order with a rule)
+                    // is asked for the run's first walk if no earlier decision
+                    // covers it, out of the walks' loop. An acceptance covers
+                    // the rest of the run unless the rule read the fast digit;
+                    // then it is asked walk by walk (`ask_each`), unnoted. A
+                    // rejection of more than one walk is a subtree, which
+                    // covers the rest of the run and is skipped whole.
+                    let mut ask_each = false;
+                    {
+                        let first_id = unit.range.start + next;
+                        if PRUNE && fresh_run && first_id >= pruning.accepted {
+                            // Pruning reads the walk's options, and after a panic
+                            // they name the walk.
+                            digits[fast] = first_fast;
+                            if trace {
+                                *walk_started = Some(Instant::now());
+                            }
+                            let end = unit.range.end;
+                            if let Some(end) = pruning.decide(chain, &lookup, first_id, digits, end)
+                            {
+                                let records = trace.then_some(&mut out.records);
+                                end_pruned(
+                                    first_id..end,
+                                    &mut tally.local,
+                                    &mut out.neither,
+                                    records,
+                                );
+                                if end > first_id + 1 {
+                                    // Go on from the subtree's end, with the
+                                    // odometer set there.
+                                    next = end - unit.range.start;
+                                    if next < len {
+                                        self.space
+                                            .decode_into(end, digits)
+                                            .expect("batches lie inside the space");
+                                    }
+                                    continue 'walks;
                                 }
-                                None
+                                // The rule read the fast digit: it is asked
+                                // walk by walk for the rest of the run.
+                                next += 1;
+                                first_fast += 1;
+                                ask_each = true;
+                            } else if pruning.accepted - unit.range.start < run_end {
+                                // The same: an acceptance of this walk alone.
+                                ask_each = true;
+                            }
+                        }
+                        for offset in next..run_end {
+                            let id = unit.range.start + offset;
+                            let option = first_fast + (offset - next) as u32;
+                            // The walk's options stay in `digits` too: pruning reads
+                            // them, and after a panic they name the walk.
+                            digits[fast] = option;
+                            chain.seek(&mut cursor, fast, option);
+                            // From here on the walk is charged: pruning and the
+                            // state's clone may panic before its actions run.
+                            if trace {
+                                *walk_started = Some(Instant::now());
+                            }
+                            // A fixed level runs only fresh walks if it is the walks'
+                            // first level and only held ones otherwise (`execute`
+                            // picks the loop so), which folds this test.
+                            let fresh = match LEVEL {
+                                ANY_LEVEL => unit.fresh,
+                                _ => LEVEL == C::FIRST_LEVEL,
+                            };
+                            let walk = WalkContext::new(id, 0, fixtures);
+                            let state = if fresh {
+                                if PRUNE
+                                    && ask_each
+                                    && id >= pruning.accepted
+                                    && pruning.ask(chain, &lookup, id, digits)
+                                {
+                                    let records = trace.then_some(&mut out.records);
+                                    end_pruned(
+                                        id..id + 1,
+                                        &mut tally.local,
+                                        &mut out.neither,
+                                        records,
+                                    );
+                                    None
+                                } else {
+                                    match K::make(start, fixtures, id) {
+                                        Ok(state) => Some(state),
+                                        Err(halt) => {
+                                            let spent = walk_started
+                                                .map_or(0, |t| t.elapsed().as_nanos() as u64);
+                                            let ends = Ends {
+                                                failed: &mut out.failed,
+                                                neither: &mut out.neither,
+                                                records: trace.then_some(&mut out.records),
+                                            };
+                                            unstarted(
+                                                epoch,
+                                                id,
+                                                halt,
+                                                ends,
+                                                &mut tally.local,
+                                                spent,
+                                            );
+                                            None
+                                        }
+                                    }
+                                }
+                            } else if unit.all_live || unit.live_in.get(offset) {
+                                // One state per live walk, in order: a missing one
+                                // is a combtest bug, reported as this walk's
+                                // failure rather than a walk silently skipped.
+                                Some(
+                                    unit.states_in
+                                        .next()
+                                        .expect("a held state for every live walk"),
+                                )
                             } else {
-                                match K::make(start, fixtures, id) {
-                                    Ok(state) => Some(state),
-                                    Err(halt) => {
-                                        let spent = walk_started
-                                            .map_or(0, |t| t.elapsed().as_nanos() as u64);
-                                        let ends = Ends {
-                                            failed: &mut out.failed,
-                                            neither: &mut out.neither,
-                                            records: trace.then_some(&mut out.records),
-                                        };
-                                        unstarted(epoch, id, halt, ends, &mut tally.local, spent);
+                                None
+                            };
+                            if let Some(mut state) = state {
+                                let result = if LEVEL != ANY_LEVEL {
+                                    tally.local.segments += 1;
+                                    C::run_level::<LEVEL>(&cursor, value, &mut state, walk)
+                                } else {
+                                    match instruction {
+                                        Instruction::Run(..) => {
+                                            tally.local.segments += 1;
+                                            run_segment(
+                                                chain, epoch, value, digits, &mut state, walk,
+                                            )
+                                        }
+                                        Instruction::FailBranch(error) => {
+                                            let position = epoch.serial.map_or(0, |s| s.position);
+                                            Err((position, Halt::Fail(error.clone())))
+                                        }
+                                    }
+                                };
+                                let nanos = if trace {
+                                    let spent =
+                                        walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                                    unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
+                                } else {
+                                    0
+                                };
+                                // The state leaves first (kept, gathered or dropped),
+                                // then the outcome is counted: a panic while dropping it
+                                // must find the walk not yet counted.
+                                let outcome = match result {
+                                    Ok(()) if keep => {
+                                        unit.states_out.push(state);
+                                        unit.live_out.set(offset);
+                                        if trace {
+                                            unit.nanos[offset as usize] = nanos;
+                                        }
                                         None
                                     }
-                                }
-                            }
-                        } else if unit.all_live || unit.live_in.get(offset) {
-                            // One state per live walk, in order: a missing one
-                            // is a combtest bug, reported as this walk's
-                            // failure rather than a walk silently skipped.
-                            Some(unit.states_in.next().expect("a held state for every live walk"))
-                        } else {
-                            None
-                        };
-                        if let Some(mut state) = state {
-                            let result = if LEVEL != ANY_LEVEL {
-                                tally.local.segments += 1;
-                                C::run_level::<LEVEL>(&cursor, value, &mut state, walk)
-                            } else {
-                                match instruction {
-                                    Instruction::Run(..) => {
-                                        tally.local.segments += 1;
-                                        run_segment(chain, epoch, value, digits, &mut state, walk)
-                                    }
-                                    Instruction::FailBranch(error) => {
-                                        let position = epoch.serial.map_or(0, |s| s.position);
-                                        Err((position, Halt::Fail(error.clone())))
-                                    }
-                                }
-                            };
-                            let nanos = if trace {
-                                let spent =
-                                    walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
-                                unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
-                            } else {
-                                0
-                            };
-                            // The state leaves first (kept, gathered or dropped),
-                            // then the outcome is counted: a panic while dropping it
-                            // must find the walk not yet counted.
-                            let outcome = match result {
-                                Ok(()) if keep => {
-                                    unit.states_out.push(state);
-                                    unit.live_out.set(offset);
-                                    if trace {
-                                        unit.nanos[offset as usize] = nanos;
-                                    }
-                                    None
-                                }
-                                Ok(()) => {
-                                    if gather {
-                                        out.finals.push((WalkId(id), state));
-                                    } else {
-                                        drop(state);
-                                    }
-                                    tally.local.passed += 1;
-                                    trace.then_some(WalkOutcome::Passed)
-                                }
-                                Err((position, halt)) => {
-                                    if gather {
-                                        out.finals.push((WalkId(id), state));
-                                    } else {
-                                        drop(state);
-                                    }
-                                    match halt {
-                                        Halt::Cancel => {
-                                            tally.local.cancelled += 1;
-                                            Neither::push_id(&mut out.neither, id);
-                                            trace.then_some(WalkOutcome::Cancelled {
-                                                action_index: position,
-                                            })
+                                    Ok(()) => {
+                                        if gather {
+                                            out.finals.push((WalkId(id), state));
+                                        } else {
+                                            drop(state);
                                         }
-                                        Halt::Fail(error) => {
-                                            tally.local.failed += 1;
-                                            let action = self.space.entries()[position].name;
-                                            let outcome = trace.then(|| WalkOutcome::Failed {
-                                                action_index: position,
-                                                action,
-                                                error: error.clone(),
-                                            });
-                                            out.failed.push(FailedWalk {
-                                                walk_id: WalkId(id),
-                                                action_index: position,
-                                                action: action.into(),
-                                                error,
-                                            });
-                                            outcome
+                                        tally.local.passed += 1;
+                                        trace.then_some(WalkOutcome::Passed)
+                                    }
+                                    Err((position, halt)) => {
+                                        if gather {
+                                            out.finals.push((WalkId(id), state));
+                                        } else {
+                                            drop(state);
+                                        }
+                                        match halt {
+                                            Halt::Cancel => {
+                                                tally.local.cancelled += 1;
+                                                Neither::push_id(&mut out.neither, id);
+                                                trace.then_some(WalkOutcome::Cancelled {
+                                                    action_index: position,
+                                                })
+                                            }
+                                            Halt::Fail(error) => {
+                                                tally.local.failed += 1;
+                                                let action = self.space.entries()[position].name;
+                                                let outcome = trace.then(|| WalkOutcome::Failed {
+                                                    action_index: position,
+                                                    action,
+                                                    error: error.clone(),
+                                                });
+                                                out.failed.push(FailedWalk {
+                                                    walk_id: WalkId(id),
+                                                    action_index: position,
+                                                    action: action.into(),
+                                                    error,
+                                                });
+                                                outcome
+                                            }
                                         }
                                     }
+                                };
+                                if let Some(outcome) = outcome {
+                                    out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
                                 }
-                            };
-                            if let Some(outcome) = outcome {
-                                out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
                             }
                         }
                     }
@@ -803,6 +887,84 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
             progress.unit += 1;
             progress.offset = 0;
         }
+    }
+}
+
+/// A batch loop's pruning decisions, asked once per subtree: a decision
+/// holds for every walk that agrees with the asked one on the options the
+/// rules read ([`Reads`], [`Space::same_until`]), so a rejected subtree is
+/// skipped whole and an accepted one is not asked about again.
+///
+/// One `Pruning` is asked about walks in increasing id order (one unit's,
+/// or one range's).
+struct Pruning<'a> {
+    space: &'a Space,
+    reads: Reads,
+    /// The end of the walks the last accepting decision covers (they start
+    /// at or before the walk asked next).
+    accepted: u64,
+}
+
+impl<'a> Pruning<'a> {
+    fn new(space: &'a Space) -> Self {
+        Pruning { space, reads: Reads::default(), accepted: 0 }
+    }
+
+    /// Whether walk `id` (options `digits`) is pruned: `Some(end)` if it
+    /// is, with the walks `id..end` (`end` at most `limit`) pruned with it;
+    /// `None` if it runs. `id` is above every walk asked before.
+    #[inline(always)]
+    fn decide<S, C: Chain<S>>(
+        &mut self,
+        chain: &C,
+        lookup: &dyn OptionLookup,
+        id: u64,
+        digits: &[u32],
+        limit: u64,
+    ) -> Option<u64> {
+        if id < self.accepted {
+            return None;
+        }
+        self.reads.clear();
+        let pruned = chain.prune(&WalkView::new(id, digits, lookup, &self.reads));
+        let end = self.space.same_until(id, self.reads.mask());
+        if pruned {
+            return Some(end.min(limit));
+        }
+        self.accepted = end;
+        None
+    }
+
+    /// Whether walk `id` is pruned, asked alone (a rule that read the fast
+    /// digit, for the rest of a run): nothing is noted for later walks.
+    #[inline(always)]
+    fn ask<S, C: Chain<S>>(
+        &self,
+        chain: &C,
+        lookup: &dyn OptionLookup,
+        id: u64,
+        digits: &[u32],
+    ) -> bool {
+        chain.prune(&WalkView::new(id, digits, lookup, &self.reads))
+    }
+}
+
+/// Counts and records the walks `walks`, pruned by one decision.
+#[cold]
+fn end_pruned(
+    walks: Range<u64>,
+    counts: &mut Counts,
+    neither: &mut Vec<Range<u64>>,
+    records: Option<&mut Vec<WalkRecord>>,
+) {
+    counts.pruned += walks.end - walks.start;
+    Neither::push_range(neither, walks.clone());
+    if let Some(records) = records {
+        records.extend(walks.map(|id| WalkRecord {
+            id: WalkId(id),
+            outcome: WalkOutcome::Pruned,
+            nanos: 0,
+        }));
     }
 }
 

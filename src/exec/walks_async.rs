@@ -19,8 +19,8 @@ use futures::FutureExt as _;
 use futures::stream::{self, StreamExt as _};
 
 use super::{
-    BatchInput, BatchOutput, BatchSettings, Begin, Block, Ends, Instruction, Runnable,
-    WALK_STATE_ACTION, WalkOutcome, WalkRecord, panic_message, unstarted,
+    BatchInput, BatchOutput, BatchSettings, Begin, Block, Ends, Instruction, Pruning, Runnable,
+    WALK_STATE_ACTION, WalkOutcome, WalkRecord, end_pruned, panic_message, unstarted,
 };
 use crate::model::action::{Halt, WalkContext};
 use crate::model::epoch::Epoch;
@@ -29,7 +29,6 @@ use crate::model::holdings::LiveSet;
 use crate::model::outcome::FailedWalk;
 use crate::model::space::WalkId;
 use crate::model::triage::Neither;
-use crate::model::walk::WalkView;
 use crate::order::{Chain, Pinned, block_on, take_panic_position};
 
 /// Walks in flight at once on one runner thread, unless the run says.
@@ -71,25 +70,22 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                 for range in ranges {
                     out.walks += range.end - range.start;
                     blocks.extend(settings.blocks.split(range.clone()));
-                    for id in range {
+                    let mut pruning = Pruning::new(&self.space);
+                    let mut id = range.start;
+                    while id < range.end {
                         self.space.decode_into(id, &mut digits).expect("batches lie in the space");
                         let pruned = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            chain.prune(&WalkView::new(id, &digits, &lookup))
+                            pruning.decide(chain, &lookup, id, &digits, range.end)
                         }));
                         match pruned {
-                            Ok(true) => {
-                                out.counts.pruned += 1;
-                                Neither::push_id(&mut out.neither, id);
-                                if settings.trace {
-                                    let outcome = WalkOutcome::Pruned;
-                                    out.records.push(WalkRecord {
-                                        id: WalkId(id),
-                                        outcome,
-                                        nanos: 0,
-                                    });
-                                }
+                            Ok(Some(end)) => {
+                                // The walks `id..end` agree on what the rules read.
+                                let records = settings.trace.then_some(&mut out.records);
+                                end_pruned(id..end, &mut out.counts, &mut out.neither, records);
+                                id = end;
+                                continue;
                             }
-                            Ok(false) => match K::make(begin.start, begin.fixtures, id) {
+                            Ok(None) => match K::make(begin.start, begin.fixtures, id) {
                                 Ok(state) => walks.push((id, state)),
                                 Err(halt) => {
                                     let ends = Ends {
@@ -106,6 +102,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                                 self.fail(&mut out, id, position, error, 0, settings.trace);
                             }
                         }
+                        id += 1;
                     }
                 }
             }

@@ -200,8 +200,19 @@ pub trait Action<S>:
     /// and is counted as pruned. The default prunes nothing.
     /// [`WalkView::position`] is this entry's position, [`WalkView::id`]
     /// the walk's.
+    ///
+    /// **`prune` must be pure**: its answer may depend only on this option
+    /// (`self`) and the options it reads through `walk`. combtest notes
+    /// which it read and gives the same answer, without asking again, to
+    /// every walk that agrees on them: a rule that rejects `A=3` when it has
+    /// read only its own option and `A` rejects that whole subtree at once.
+    /// So read the options that decide first and return early: a rule
+    /// that reads only slow-changing entries (serial ones, and plain ones
+    /// early in the walk order) skips the most.
+    /// Reading [`WalkView::id`] (or printing the view) counts as reading
+    /// every option: the rule is then asked for every walk.
     fn prune(&self, walk: &WalkView<'_>) -> bool {
-        let _ = walk;
+        walk.decline();
         false
     }
 }
@@ -252,7 +263,7 @@ pub trait AsyncAction<S>:
 
     /// Prunes walks, as [`Action::prune`] does.
     fn prune(&self, walk: &WalkView<'_>) -> bool {
-        let _ = walk;
+        walk.decline();
         false
     }
 }
@@ -327,7 +338,7 @@ pub trait SerialAction<S>:
 
     /// Prunes walks, as [`Action::prune`] does.
     fn prune(&self, walk: &WalkView<'_>) -> bool {
-        let _ = walk;
+        walk.decline();
         false
     }
 }

@@ -54,7 +54,12 @@ pub const TARGET_BATCH: Duration = Duration::from_millis(4);
 /// slow walks (I/O) spread over every runner from the start; fast walks
 /// reach full-size batches after a round trip or two.
 const FIRST_BATCH: u64 = 1;
-/// Upper bound on a batch, whatever the measurement says.
+/// Upper bound on a batch whose walks go on to a later epoch (room for
+/// their states is made per walk), whatever the measurement says. A batch
+/// of an epoch whose walks end there has no per-walk memory and no bound
+/// but the measurement and the epoch's tail: a space mostly pruned by
+/// subtree costs almost nothing per walk, and 10^12 walks must not take
+/// 10^6 round trips.
 const MAX_BATCH: u64 = 1 << 20;
 /// Losses that are not evidence (see the module doc) after which a walk is
 /// aborted rather than rerun.
@@ -321,19 +326,22 @@ impl WalkCost {
 /// end of the epoch so the tail spreads over every runner, but not below a
 /// 32nd of the target, about 125 µs (smaller batches would cost more in
 /// round trips than they save in balance), and not below `min_batch`.
+/// `last`: the walks end in this epoch (see [`MAX_BATCH`]).
 pub fn batch_len(
     nanos_per_walk: Option<f64>,
     runners: usize,
     remaining: u64,
     min_batch: u64,
+    last: bool,
 ) -> u64 {
+    let max = if last { u64::MAX } else { MAX_BATCH };
     let by_time = match nanos_per_walk {
         Some(ns) if ns > 0.0 => (TARGET_BATCH.as_nanos() as f64 / ns) as u64,
-        Some(_) => MAX_BATCH,
+        Some(_) => max,
         None => FIRST_BATCH,
     };
     let tail = remaining.div_ceil(2 * runners.max(1) as u64);
-    by_time.min(tail.max(by_time / 32)).max(min_batch).clamp(1, MAX_BATCH)
+    by_time.min(tail.max(by_time / 32)).max(min_batch).clamp(1, max)
 }
 
 /// Loss counts per walk, as ranges of walks with the same count.
@@ -1096,10 +1104,13 @@ impl Dispatch {
             }
             let home = s.home;
             while self.slots[index].credits > 0 && work.remaining > 0 {
-                let mut len =
-                    batch_len(self.cost.nanos_per_walk(), self.config.runners, work.remaining, {
-                        self.config.min_batch
-                    });
+                let mut len = batch_len(
+                    self.cost.nanos_per_walk(),
+                    self.config.runners,
+                    work.remaining,
+                    self.config.min_batch,
+                    work.epoch.last,
+                );
                 if let Some(max) = self.config.max_batch {
                     len = len.min(max);
                 }
@@ -1156,21 +1167,25 @@ mod tests {
     #[test]
     fn batches_follow_the_measured_cost() {
         // Unmeasured: small probes.
-        assert_eq!(batch_len(None, 2, 1_000_000, 1), FIRST_BATCH);
+        assert_eq!(batch_len(None, 2, 1_000_000, 1, false), FIRST_BATCH);
         // 2 ns per walk: 2 million walks make 4 ms.
-        assert_eq!(batch_len(Some(2.0), 2, 10_000_000, 1), 2_000_000.min(MAX_BATCH));
+        assert_eq!(batch_len(Some(2.0), 2, 10_000_000, 1, false), 2_000_000.min(MAX_BATCH));
         // 1 ms per walk: four walks make 4 ms; 10 ms per walk: one.
-        assert_eq!(batch_len(Some(1e6), 64, 100_000, 1), 4);
-        assert_eq!(batch_len(Some(1e7), 64, 100_000, 1), 1);
+        assert_eq!(batch_len(Some(1e6), 64, 100_000, 1, false), 4);
+        assert_eq!(batch_len(Some(1e7), 64, 100_000, 1, false), 1);
         // The tail of an epoch is spread over every runner, down to a 32nd
         // of the target.
-        assert_eq!(batch_len(Some(2.0), 2, 1_000_000, 1), 250_000);
-        assert_eq!(batch_len(Some(2.0), 2, 1_000, 1), 62_500);
-        assert_eq!(batch_len(Some(1e6), 4, 16, 1), 2);
+        assert_eq!(batch_len(Some(2.0), 2, 1_000_000, 1, false), 250_000);
+        assert_eq!(batch_len(Some(2.0), 2, 1_000, 1, false), 62_500);
+        assert_eq!(batch_len(Some(1e6), 4, 16, 1, false), 2);
         // Async walk orders: never fewer than a runner keeps in flight,
         // from the first batch on.
-        assert_eq!(batch_len(None, 2, 1_000_000, 1024), 1024);
-        assert_eq!(batch_len(Some(1e6), 4, 16, 1024), 1024);
+        assert_eq!(batch_len(None, 2, 1_000_000, 1024, false), 1024);
+        assert_eq!(batch_len(Some(1e6), 4, 16, 1024, false), 1024);
+        // Walks that end in their epoch keep no state per walk: no bound
+        // but the measurement and the tail.
+        assert_eq!(batch_len(Some(2.0), 2, 10_000_000, 1, true), 2_000_000);
+        assert_eq!(batch_len(Some(1e-6), 2, 1 << 50, 1, true), 4_000_000_000_000);
     }
 
     #[test]

@@ -118,6 +118,10 @@ pub struct Space {
     /// Positions of the serial entries, in walk order.
     serials: Vec<usize>,
     size: u64,
+    /// The [`Reads`](super::walk::Reads) bits after which the next walk
+    /// differs: every position, and the least significant digit if it
+    /// changes at all.
+    next_differs: u64,
 }
 
 impl Space {
@@ -150,7 +154,10 @@ impl Space {
             weight[p] = acc;
             acc = acc.checked_mul(u64::from(radix[p])).ok_or(OrderError::Overflow)?;
         }
-        Ok(Space { entries, radix, weight, step_order, serials, size: acc })
+        let fast = step_order[0];
+        let fast_bit = if fast < 63 && radix[fast] > 1 { 1 << fast } else { 0 };
+        let next_differs = super::walk::Reads::ALL | fast_bit;
+        Ok(Space { entries, radix, weight, step_order, serials, size: acc, next_differs })
     }
 
     /// Number of walks in the space.
@@ -248,6 +255,36 @@ impl Space {
             digits[p] = 0;
         }
         false
+    }
+
+    /// The first walk id after `id` whose option differs from `id`'s at one
+    /// of the positions in `read` (a [`Reads`](super::walk::Reads) mask:
+    /// bit `p` for position `p`, bit 63 for every position), or the
+    /// space's size if none does. The walks in between agree with `id` on
+    /// every read option, so a pure pruning rule that read only those
+    /// decides them all as it decided `id`.
+    ///
+    /// They form an aligned block: the read digit of least weight `w`
+    /// changes first, every `w` ids, and no more significant digit changes
+    /// before it does.
+    #[inline]
+    pub(crate) fn same_until(&self, id: u64, read: u64) -> u64 {
+        if read & self.next_differs != 0 {
+            // The fastest digit (or every one) was read: the next walk
+            // differs, and no division is needed to say so.
+            return (id + 1).min(self.size);
+        }
+        // The least weight among the read digits that change at all.
+        let mut weight = self.size;
+        let mut bits = read;
+        while bits != 0 {
+            let position = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if self.radix.get(position).is_some_and(|&r| r > 1) {
+                weight = weight.min(self.weight[position]);
+            }
+        }
+        (id / weight + 1).saturating_mul(weight).min(self.size)
     }
 
     /// The position of the least significant digit (the last plain entry, or
@@ -426,6 +463,25 @@ mod tests {
         assert_eq!((s.size(), s.segments_per_walk()), (108, 2));
         let s = space_of(&[(P, 3); 4]);
         assert_eq!((s.size(), s.segments_per_walk()), (81, 1));
+    }
+
+    /// `same_until` against walking the ids one by one, on a space with
+    /// serial entries (whose digits are the most significant), every read
+    /// mask of its 5 positions and every id.
+    #[test]
+    fn same_until_is_the_first_id_that_changes_a_read_option() {
+        let s = space_of(&[(P, 3), (S, 2), (P, 1), (S, 3), (P, 2)]);
+        for read in (0u64..32).chain([super::super::walk::Reads::ALL]) {
+            for id in 0..s.size() {
+                let d = s.digits(id).unwrap();
+                let same = |other: u64| {
+                    let e = s.digits(other).unwrap();
+                    (0..5).all(|p| (read >> p) & 1 == 0 || d[p] == e[p]) && read < 1 << 63
+                };
+                let expected = (id + 1..s.size()).find(|&o| !same(o)).unwrap_or(s.size());
+                assert_eq!(s.same_until(id, read), expected, "id {id}, read {read:#b}");
+            }
+        }
     }
 
     #[test]

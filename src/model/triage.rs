@@ -82,9 +82,16 @@ impl Neither {
     /// (what a batch's loop calls per cancelled or pruned walk).
     #[inline]
     pub fn push_id(ranges: &mut Vec<Range<u64>>, id: u64) {
+        Self::push_range(ranges, id..id + 1);
+    }
+
+    /// Appends the walks `walks` (a pruned subtree), as
+    /// [`push_id`](Self::push_id) does one.
+    #[inline]
+    pub fn push_range(ranges: &mut Vec<Range<u64>>, walks: Range<u64>) {
         match ranges.last_mut() {
-            Some(last) if last.end == id => last.end += 1,
-            _ => ranges.push(id..id + 1),
+            Some(last) if last.end == walks.start => last.end = walks.end,
+            _ => ranges.push(walks),
         }
     }
 

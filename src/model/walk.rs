@@ -1,7 +1,9 @@
-//! A walk seen from outside: [`WalkView`] (what pruning sees) and [`Walk`]
-//! (an owned description built from a walk id).
+//! A walk seen from outside: [`WalkView`] (what pruning sees, and which of
+//! the walk's options a `prune` call read: [`Reads`]) and [`Walk`] (an owned
+//! description built from a walk id).
 
 use std::any::{Any, TypeId};
+use std::cell::Cell;
 use std::fmt;
 
 use super::space::{EntryKind, Space, WalkId};
@@ -14,6 +16,52 @@ pub(crate) trait OptionLookup: Send + Sync {
     fn entry_type(&self, position: usize) -> TypeId;
 }
 
+/// Which entries' options a pruning decision depended on: the options read
+/// through a [`WalkView`], and the own option of every entry whose `prune`
+/// is not the default (an entry's `prune` is a method of its option). A
+/// pure rule gives the same answer for every walk that agrees on these, so
+/// the batch loop asks once per such subtree ([`Space::same_until`]).
+///
+/// Atomics with relaxed loads and stores (never read-modify-write): one
+/// thread writes them, and [`WalkView`] stays `Send + Sync`.
+///
+/// [`Space::same_until`]: super::space::Space::same_until
+#[derive(Debug, Default)]
+pub(crate) struct Reads {
+    /// Bit `p` (below 63): position `p` was read; bit 63: every position.
+    mask: Cell<u64>,
+    /// Set by the default `prune` bodies: the entry asked declined to look.
+    declined: Cell<bool>,
+}
+
+/// [`Reads`]'s bit for position `p`: positions past 62 share the bit that
+/// means "every position".
+const fn read_bit(position: usize) -> u64 {
+    if position < 63 { 1 << position } else { Reads::ALL }
+}
+
+impl Reads {
+    /// Every position was read (the walk's id was).
+    pub(crate) const ALL: u64 = 1 << 63;
+
+    /// Starts a new decision.
+    #[inline(always)]
+    pub(crate) fn clear(&self) {
+        self.mask.set(0);
+    }
+
+    /// The positions read since [`clear`](Self::clear).
+    #[inline(always)]
+    pub(crate) fn mask(&self) -> u64 {
+        self.mask.get()
+    }
+
+    #[inline(always)]
+    fn add(&self, bits: u64) {
+        self.mask.set(self.mask.get() | bits);
+    }
+}
+
 /// The options chosen by one walk, as [`crate::Action::prune`] sees them.
 #[derive(Clone, Copy)]
 pub struct WalkView<'a> {
@@ -22,11 +70,38 @@ pub struct WalkView<'a> {
     lookup: &'a dyn OptionLookup,
     /// The entry whose `prune` is asked (`usize::MAX` outside one).
     entry: usize,
+    /// What this view was asked.
+    reads: &'a Reads,
 }
 
 impl<'a> WalkView<'a> {
-    pub(crate) fn new(id: u64, digits: &'a [u32], lookup: &'a dyn OptionLookup) -> Self {
-        WalkView { id, digits, lookup, entry: usize::MAX }
+    pub(crate) fn new(
+        id: u64,
+        digits: &'a [u32],
+        lookup: &'a dyn OptionLookup,
+        reads: &'a Reads,
+    ) -> Self {
+        WalkView { id, digits, lookup, entry: usize::MAX, reads }
+    }
+
+    /// Asks the entry at `position` through `prune` (its own `prune`
+    /// called with this view seen from that entry), noting its own option
+    /// as read unless its `prune` is the default one.
+    #[inline(always)]
+    pub(crate) fn ask(&self, position: usize, prune: impl FnOnce(&WalkView<'a>) -> bool) -> bool {
+        self.reads.declined.set(false);
+        let pruned = prune(&self.at_entry(position));
+        if !self.reads.declined.get() {
+            self.reads.add(read_bit(position));
+        }
+        pruned
+    }
+
+    /// Called by the default `prune` bodies: this entry's option plays no
+    /// part in the decision.
+    #[inline(always)]
+    pub(crate) fn decline(&self) {
+        self.reads.declined.set(true);
     }
 
     /// The same view, as the entry at `position` sees it.
@@ -46,8 +121,10 @@ impl<'a> WalkView<'a> {
         self.entry
     }
 
-    /// The walk's id.
+    /// The walk's id. A rule that reads it is asked for every walk: an id
+    /// tells every option apart (see [`crate::Action::prune`]).
     pub fn id(&self) -> WalkId {
+        self.reads.add(Reads::ALL);
         WalkId(self.id)
     }
 
@@ -67,11 +144,14 @@ impl<'a> WalkView<'a> {
     /// If `position` is not below [`len`](Self::len); inside `prune` that
     /// panic fails the walk, at the pruning entry.
     pub fn option_index(&self, position: usize) -> u32 {
+        self.reads.add(read_bit(position));
         self.digits[position]
     }
 
     /// The option index at `position`, or `u32::MAX` (no option) past the
-    /// end; never panics, so unused lookups fold away in the hot loop.
+    /// end; never panics, so unused lookups fold away in the hot loop. Not a
+    /// read: the chain uses it for an entry's own option, which
+    /// [`ask`](Self::ask) accounts for.
     #[inline(always)]
     pub(crate) fn option_at(&self, position: usize) -> u32 {
         self.digits.get(position).copied().unwrap_or(u32::MAX)
@@ -90,12 +170,15 @@ impl<'a> WalkView<'a> {
     /// The option chosen at `position`, if that entry has type `T`.
     pub fn get_at<T: 'static>(&self, position: usize) -> Option<&'a T> {
         let digit = *self.digits.get(position)?;
+        self.reads.add(read_bit(position));
         self.lookup.option_any(position, digit).downcast_ref()
     }
 }
 
 impl fmt::Debug for WalkView<'_> {
+    /// Shows every option: counts as reading them all.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.reads.add(Reads::ALL);
         f.debug_struct("WalkView").field("id", &self.id).field("digits", &self.digits).finish()
     }
 }
