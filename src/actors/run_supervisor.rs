@@ -48,7 +48,7 @@ use crate::actors::walk_runner::{
     RunnerArgs, RunnerTrace, WalkRunner, WalkRunnerMsg, failed_walks,
 };
 use crate::exec::{BatchSettings, ErasedOrder, Origin};
-use crate::model::dispatch::{Config, SlotSpec, StopKind};
+use crate::model::dispatch::{Config, MAX_BATCH, SlotSpec, StopKind};
 use crate::model::epoch::Epoch;
 use crate::model::outcome::{AbortedWalks, Ending, Fate, Report, StopReason};
 use crate::model::sample::WalkSample;
@@ -273,7 +273,13 @@ impl<S: Send + 'static> Actor for RunSupervisor<S> {
         };
         let config = Config {
             blocks,
-            max_batch: ctx.max_batch,
+            // A traced batch records every walk it ends (a pruned subtree
+            // too), so its length keeps the bound of batches that hold
+            // states.
+            max_batch: match trace {
+                Some(_) => Some(ctx.max_batch.map_or(MAX_BATCH, |max| max.min(MAX_BATCH))),
+                None => ctx.max_batch,
+            },
             runners: ctx.workers.runners(),
             sample: ctx.sample.clone(),
             sticky: matches!(ctx.workers, Workers::Remote(_)),

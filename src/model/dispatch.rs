@@ -60,7 +60,7 @@ const FIRST_BATCH: u64 = 1;
 /// but the measurement and the epoch's tail: a space mostly pruned by
 /// subtree costs almost nothing per walk, and 10^12 walks must not take
 /// 10^6 round trips.
-const MAX_BATCH: u64 = 1 << 20;
+pub const MAX_BATCH: u64 = 1 << 20;
 /// Losses that are not evidence (see the module doc) after which a walk is
 /// aborted rather than rerun.
 pub const MAX_HITS: u32 = 3;
