@@ -657,6 +657,9 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                     // other entries' options stay in the cursor, in registers.
                     let mut first_fast = digits[fast];
                     let run_end = len.min(next + u64::from(fast_radix - first_fast));
+                    // A fixed level runs only fresh walks if it is the walks'
+                    // first level and only held ones otherwise (`execute` picks
+                    // the loop so), which folds this test.
                     let fresh_run = match LEVEL {
                         ANY_LEVEL => unit.fresh,
                         _ => LEVEL == C::FIRST_LEVEL,
@@ -669,197 +672,164 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                     // rejection of more than one walk is a subtree, which
                     // covers the rest of the run and is skipped whole.
                     let mut ask_each = false;
-                    {
-                        let first_id = unit.range.start + next;
-                        if PRUNE && fresh_run && first_id >= pruning.accepted {
-                            // Pruning reads the walk's options, and after a panic
-                            // they name the walk.
-                            digits[fast] = first_fast;
-                            if trace {
-                                *walk_started = Some(Instant::now());
+                    let first_id = unit.range.start + next;
+                    if PRUNE && fresh_run && first_id >= pruning.accepted {
+                        // Pruning reads the walk's options, and after a panic
+                        // they name the walk.
+                        digits[fast] = first_fast;
+                        if trace {
+                            *walk_started = Some(Instant::now());
+                        }
+                        let end = unit.range.end;
+                        if let Some(end) = pruning.decide(chain, &lookup, first_id, digits, end) {
+                            let records = trace.then_some(&mut out.records);
+                            end_pruned(first_id..end, &mut tally.local, &mut out.neither, records);
+                            if end > first_id + 1 {
+                                // Go on from the subtree's end, with the
+                                // odometer set there.
+                                next = end - unit.range.start;
+                                if next < len {
+                                    self.space
+                                        .decode_into(end, digits)
+                                        .expect("batches lie inside the space");
+                                }
+                                continue 'walks;
                             }
-                            let end = unit.range.end;
-                            if let Some(end) = pruning.decide(chain, &lookup, first_id, digits, end)
+                            // The rule read the fast digit: it is asked
+                            // walk by walk for the rest of the run.
+                            next += 1;
+                            first_fast += 1;
+                            ask_each = true;
+                        } else if pruning.accepted - unit.range.start < run_end {
+                            // The same: an acceptance of this walk alone.
+                            ask_each = true;
+                        }
+                    }
+                    for offset in next..run_end {
+                        let id = unit.range.start + offset;
+                        let option = first_fast + (offset - next) as u32;
+                        // The walk's options stay in `digits` too: pruning reads
+                        // them, and after a panic they name the walk.
+                        digits[fast] = option;
+                        chain.seek(&mut cursor, fast, option);
+                        // From here on the walk is charged: pruning and the
+                        // state's clone may panic before its actions run.
+                        if trace {
+                            *walk_started = Some(Instant::now());
+                        }
+                        let walk = WalkContext::new(id, 0, fixtures);
+                        let state = if fresh_run {
+                            if PRUNE
+                                && ask_each
+                                && id >= pruning.accepted
+                                && pruning.ask(chain, &lookup, id, digits)
                             {
                                 let records = trace.then_some(&mut out.records);
-                                end_pruned(
-                                    first_id..end,
-                                    &mut tally.local,
-                                    &mut out.neither,
-                                    records,
-                                );
-                                if end > first_id + 1 {
-                                    // Go on from the subtree's end, with the
-                                    // odometer set there.
-                                    next = end - unit.range.start;
-                                    if next < len {
-                                        self.space
-                                            .decode_into(end, digits)
-                                            .expect("batches lie inside the space");
-                                    }
-                                    continue 'walks;
-                                }
-                                // The rule read the fast digit: it is asked
-                                // walk by walk for the rest of the run.
-                                next += 1;
-                                first_fast += 1;
-                                ask_each = true;
-                            } else if pruning.accepted - unit.range.start < run_end {
-                                // The same: an acceptance of this walk alone.
-                                ask_each = true;
-                            }
-                        }
-                        for offset in next..run_end {
-                            let id = unit.range.start + offset;
-                            let option = first_fast + (offset - next) as u32;
-                            // The walk's options stay in `digits` too: pruning reads
-                            // them, and after a panic they name the walk.
-                            digits[fast] = option;
-                            chain.seek(&mut cursor, fast, option);
-                            // From here on the walk is charged: pruning and the
-                            // state's clone may panic before its actions run.
-                            if trace {
-                                *walk_started = Some(Instant::now());
-                            }
-                            // A fixed level runs only fresh walks if it is the walks'
-                            // first level and only held ones otherwise (`execute`
-                            // picks the loop so), which folds this test.
-                            let fresh = match LEVEL {
-                                ANY_LEVEL => unit.fresh,
-                                _ => LEVEL == C::FIRST_LEVEL,
-                            };
-                            let walk = WalkContext::new(id, 0, fixtures);
-                            let state = if fresh {
-                                if PRUNE
-                                    && ask_each
-                                    && id >= pruning.accepted
-                                    && pruning.ask(chain, &lookup, id, digits)
-                                {
-                                    let records = trace.then_some(&mut out.records);
-                                    end_pruned(
-                                        id..id + 1,
-                                        &mut tally.local,
-                                        &mut out.neither,
-                                        records,
-                                    );
-                                    None
-                                } else {
-                                    match K::make(start, fixtures, id) {
-                                        Ok(state) => Some(state),
-                                        Err(halt) => {
-                                            let spent = walk_started
-                                                .map_or(0, |t| t.elapsed().as_nanos() as u64);
-                                            let ends = Ends {
-                                                failed: &mut out.failed,
-                                                neither: &mut out.neither,
-                                                records: trace.then_some(&mut out.records),
-                                            };
-                                            unstarted(
-                                                epoch,
-                                                id,
-                                                halt,
-                                                ends,
-                                                &mut tally.local,
-                                                spent,
-                                            );
-                                            None
-                                        }
-                                    }
-                                }
-                            } else if unit.all_live || unit.live_in.get(offset) {
-                                // One state per live walk, in order: a missing one
-                                // is a combtest bug, reported as this walk's
-                                // failure rather than a walk silently skipped.
-                                Some(
-                                    unit.states_in
-                                        .next()
-                                        .expect("a held state for every live walk"),
-                                )
-                            } else {
+                                end_pruned(id..id + 1, &mut tally.local, &mut out.neither, records);
                                 None
-                            };
-                            if let Some(mut state) = state {
-                                let result = if LEVEL != ANY_LEVEL {
-                                    tally.local.segments += 1;
-                                    C::run_level::<LEVEL>(&cursor, value, &mut state, walk)
-                                } else {
-                                    match instruction {
-                                        Instruction::Run(..) => {
-                                            tally.local.segments += 1;
-                                            run_segment(
-                                                chain, epoch, value, digits, &mut state, walk,
-                                            )
-                                        }
-                                        Instruction::FailBranch(error) => {
-                                            let position = epoch.serial.map_or(0, |s| s.position);
-                                            Err((position, Halt::Fail(error.clone())))
-                                        }
-                                    }
-                                };
-                                let nanos = if trace {
-                                    let spent =
-                                        walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
-                                    unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
-                                } else {
-                                    0
-                                };
-                                // The state leaves first (kept, gathered or dropped),
-                                // then the outcome is counted: a panic while dropping it
-                                // must find the walk not yet counted.
-                                let outcome = match result {
-                                    Ok(()) if keep => {
-                                        unit.states_out.push(state);
-                                        unit.live_out.set(offset);
-                                        if trace {
-                                            unit.nanos[offset as usize] = nanos;
-                                        }
+                            } else {
+                                match K::make(start, fixtures, id) {
+                                    Ok(state) => Some(state),
+                                    Err(halt) => {
+                                        let spent = walk_started
+                                            .map_or(0, |t| t.elapsed().as_nanos() as u64);
+                                        let ends = Ends {
+                                            failed: &mut out.failed,
+                                            neither: &mut out.neither,
+                                            records: trace.then_some(&mut out.records),
+                                        };
+                                        unstarted(epoch, id, halt, ends, &mut tally.local, spent);
                                         None
                                     }
-                                    Ok(()) => {
-                                        if gather {
-                                            out.finals.push((WalkId(id), state));
-                                        } else {
-                                            drop(state);
-                                        }
-                                        tally.local.passed += 1;
-                                        trace.then_some(WalkOutcome::Passed)
-                                    }
-                                    Err((position, halt)) => {
-                                        if gather {
-                                            out.finals.push((WalkId(id), state));
-                                        } else {
-                                            drop(state);
-                                        }
-                                        match halt {
-                                            Halt::Cancel => {
-                                                tally.local.cancelled += 1;
-                                                Neither::push_id(&mut out.neither, id);
-                                                trace.then_some(WalkOutcome::Cancelled {
-                                                    action_index: position,
-                                                })
-                                            }
-                                            Halt::Fail(error) => {
-                                                tally.local.failed += 1;
-                                                let action = self.space.entries()[position].name;
-                                                let outcome = trace.then(|| WalkOutcome::Failed {
-                                                    action_index: position,
-                                                    action,
-                                                    error: error.clone(),
-                                                });
-                                                out.failed.push(FailedWalk {
-                                                    walk_id: WalkId(id),
-                                                    action_index: position,
-                                                    action: action.into(),
-                                                    error,
-                                                });
-                                                outcome
-                                            }
-                                        }
-                                    }
-                                };
-                                if let Some(outcome) = outcome {
-                                    out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
                                 }
+                            }
+                        } else if unit.all_live || unit.live_in.get(offset) {
+                            // One state per live walk, in order: a missing one
+                            // is a combtest bug, reported as this walk's
+                            // failure rather than a walk silently skipped.
+                            Some(unit.states_in.next().expect("a held state for every live walk"))
+                        } else {
+                            None
+                        };
+                        if let Some(mut state) = state {
+                            let result = if LEVEL != ANY_LEVEL {
+                                tally.local.segments += 1;
+                                C::run_level::<LEVEL>(&cursor, value, &mut state, walk)
+                            } else {
+                                match instruction {
+                                    Instruction::Run(..) => {
+                                        tally.local.segments += 1;
+                                        run_segment(chain, epoch, value, digits, &mut state, walk)
+                                    }
+                                    Instruction::FailBranch(error) => {
+                                        let position = epoch.serial.map_or(0, |s| s.position);
+                                        Err((position, Halt::Fail(error.clone())))
+                                    }
+                                }
+                            };
+                            let nanos = if trace {
+                                let spent =
+                                    walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                                unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
+                            } else {
+                                0
+                            };
+                            // The state leaves first (kept, gathered or dropped),
+                            // then the outcome is counted: a panic while dropping it
+                            // must find the walk not yet counted.
+                            let outcome = match result {
+                                Ok(()) if keep => {
+                                    unit.states_out.push(state);
+                                    unit.live_out.set(offset);
+                                    if trace {
+                                        unit.nanos[offset as usize] = nanos;
+                                    }
+                                    None
+                                }
+                                Ok(()) => {
+                                    if gather {
+                                        out.finals.push((WalkId(id), state));
+                                    } else {
+                                        drop(state);
+                                    }
+                                    tally.local.passed += 1;
+                                    trace.then_some(WalkOutcome::Passed)
+                                }
+                                Err((position, halt)) => {
+                                    if gather {
+                                        out.finals.push((WalkId(id), state));
+                                    } else {
+                                        drop(state);
+                                    }
+                                    match halt {
+                                        Halt::Cancel => {
+                                            tally.local.cancelled += 1;
+                                            Neither::push_id(&mut out.neither, id);
+                                            trace.then_some(WalkOutcome::Cancelled {
+                                                action_index: position,
+                                            })
+                                        }
+                                        Halt::Fail(error) => {
+                                            tally.local.failed += 1;
+                                            let action = self.space.entries()[position].name;
+                                            let outcome = trace.then(|| WalkOutcome::Failed {
+                                                action_index: position,
+                                                action,
+                                                error: error.clone(),
+                                            });
+                                            out.failed.push(FailedWalk {
+                                                walk_id: WalkId(id),
+                                                action_index: position,
+                                                action: action.into(),
+                                                error,
+                                            });
+                                            outcome
+                                        }
+                                    }
+                                }
+                            };
+                            if let Some(outcome) = outcome {
+                                out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
                             }
                         }
                     }
