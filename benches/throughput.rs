@@ -2,7 +2,7 @@
 //! beside a bare hand-written loop measured in the same process run.
 //!
 //! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
-//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4; default all, 5
+//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 B1; default all, 5
 //! runs each).
 //!
 //! Prints one JSON line per workload on stdout (the median run, with the
@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- workloads
 
+#[path = "throughput/barrier.rs"]
+mod barrier;
 #[path = "throughput/pruning.rs"]
 mod pruning;
 
@@ -704,8 +706,9 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             out
         }
         other if let Some(out) = pruning::child(other) => out,
+        other if let Some(out) = barrier::child(other) => out,
         other => {
-            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4");
+            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 B1");
             std::process::exit(2);
         }
     }
@@ -758,7 +761,7 @@ fn median(runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, 
 }
 
 /// The numbers whose min and max over the runs are reported too.
-const RANGED: [&str; 7] = [
+const RANGED: [&str; 9] = [
     "walks_per_s",
     "ratio_vs_bare",
     "ratio_vs_w1",
@@ -766,6 +769,8 @@ const RANGED: [&str; 7] = [
     "parallelism",
     "ratio_vs_kept",
     "ratio_vs_ceiling",
+    "us_per_serial",
+    "cpu_us_per_serial",
 ];
 
 fn measure(workload: &str, runs: usize) -> serde_json::Map<String, Value> {
@@ -803,6 +808,10 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
         "startup_ms",
         "ratio_vs_kept",
         "kept_alone_s",
+        "us_per_serial",
+        "cpu_us_per_serial",
+        "round_trip_us",
+        "round_trip_cpu_us",
     ]
     .iter()
     .filter_map(|k| r.get(*k).and_then(Value::as_f64).map(|v| format!("{k}={v:.2}")))
@@ -850,9 +859,10 @@ fn main() {
         }
     }
     if workloads.is_empty() {
-        workloads = ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4"]
-            .map(String::from)
-            .to_vec();
+        workloads =
+            ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4", "B1"]
+                .map(String::from)
+                .to_vec();
     }
     eprintln!(
         "{:<4} {:>9} {:>4} {:>11} {:>13} {:>5} {:>11} {:>6}  notes (medians)",

@@ -10,6 +10,7 @@
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc::{Receiver, RecvError, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use crate::exec::{
@@ -191,7 +192,8 @@ pub(crate) enum Replace<S> {
 }
 
 /// A runner's OS thread: runs its jobs in order, back to back, never on
-/// the async executor (user actions may block).
+/// the async executor (user actions may block). Between jobs it looks for
+/// the next one a little before parking ([`PARK_AFTER`]).
 pub(crate) struct RunnerThread;
 
 impl RunnerThread {
@@ -208,7 +210,7 @@ impl RunnerThread {
             // Every panic here is a walk's outcome, already in its report.
             let _quiet = QuietPanics::on_this_thread();
             loop {
-                let job = { queue.lock().unwrap_or_else(|p| p.into_inner()).recv() };
+                let job = { next_job(&queue.lock().unwrap_or_else(|p| p.into_inner())) };
                 let Ok(job) = job else { return }; // Every sender is gone.
                 if retired.load(Ordering::Acquire) {
                     job(None);
@@ -243,6 +245,37 @@ impl RunnerThread {
             }
         })?;
         Ok(())
+    }
+}
+
+/// How long a runner thread keeps looking for its next job, yielding the
+/// CPU between looks, before it parks. The next epoch's batch usually comes
+/// within a few tens of microseconds of the last one's acknowledgement,
+/// and waking a parked thread costs about as much again (on a loaded
+/// 2-vCPU machine, 10-25 us per wake-up): looking for it a little longer
+/// halves the cost of a short epoch and, since a thread that parks and is
+/// woken pays two context switches, does not cost more CPU per epoch
+/// (BENCHMARKS.md, B1). Bounded: a thread with nothing to do parks after
+/// this long, and yields the CPU to any other thread meanwhile.
+pub(crate) const PARK_AFTER: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The next job on a runner thread's queue: taken at once if there is one;
+/// else looked for again between yields of the CPU for [`PARK_AFTER`];
+/// then waited for, parked. `Err` when every sender is gone.
+fn next_job<S>(queue: &Receiver<Job<S>>) -> Result<Job<S>, RecvError> {
+    let mut looking_since = None;
+    loop {
+        match queue.try_recv() {
+            Ok(job) => return Ok(job),
+            Err(TryRecvError::Disconnected) => return Err(RecvError),
+            Err(TryRecvError::Empty) => {
+                let since = *looking_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= PARK_AFTER {
+                    return queue.recv();
+                }
+                std::thread::yield_now();
+            }
+        }
     }
 }
 

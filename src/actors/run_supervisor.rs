@@ -472,16 +472,24 @@ impl<S: Send + 'static> SupervisorState<S> {
     ) -> Result<(), ActorProcessingErr> {
         let spawns = indices.map(|index| {
             let args = self.runner_args(myself, index);
+            let direct = Arc::clone(&args.direct);
             let supervisor: ActorCell = myself.get_cell();
             let scheduler = self.scheduler.clone();
             async move {
                 let (runner, _) =
                     Actor::spawn_linked(None, WalkRunner::new(), args, supervisor).await?;
                 // Announced at once: it takes work while others still start.
-                let target = runner.clone();
-                let endpoint = Endpoint(Arc::new(move |job| {
-                    target.cast(WalkRunnerMsg::RunBatch(job)).is_ok()
-                }));
+                // Batches go straight to its thread when it allows it (no
+                // walk timeout), else through its mailbox.
+                let endpoint = match direct.get() {
+                    Some(endpoint) => endpoint.clone(),
+                    None => {
+                        let target = runner.clone();
+                        Endpoint(Arc::new(move |job| {
+                            target.cast(WalkRunnerMsg::RunBatch(job)).is_ok()
+                        }))
+                    }
+                };
                 scheduler.cast(SchedulerMsg::EndpointUp { slot: index, endpoint })?;
                 Ok::<_, ActorProcessingErr>((index, runner))
             }
@@ -512,6 +520,7 @@ impl<S: Send + 'static> SupervisorState<S> {
             scheduler: self.scheduler.clone(),
             collector: self.collector.clone(),
             supervisor: myself.clone(),
+            direct: Arc::default(),
         }
     }
 

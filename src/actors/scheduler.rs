@@ -5,8 +5,10 @@
 //! and carries out the commands it returns.
 //!
 //! - Receives `RunEpoch` from the SerialBarrier (one epoch at a time: the
-//!   barrier sends the next only after `EpochDone`), `BatchDone` from
-//!   runners and links, `EndpointUp` from the RunSupervisor (a runner or link
+//!   barrier sends the next only after `EpochDone`), and with it `Probe`
+//!   (whether the next epoch's branch has a live walk, answered in the
+//!   `EpochDone`) or `AnyLive` (a call, between epochs), `BatchDone` from
+//!   runners (their threads, in-process), links, `EndpointUp` from the RunSupervisor (a runner or link
 //!   started, or a runner was replaced), `SlotAdded` from the remote side (a
 //!   node rejoined), `NodeLost` from a NodeLink, `Stop` from the
 //!   RunSupervisor.
@@ -34,7 +36,7 @@ use crate::exec::{Instruction, NODE_LOST_ACTION, WALK_TIMEOUT_ACTION};
 use crate::model::dispatch::{
     BatchId, Claimed, Command, Config, Dispatch, Done, FailCause, Loss, SlotSpec, StopKind,
 };
-use crate::model::epoch::Epoch;
+use crate::model::epoch::{Epoch, EpochId};
 use crate::model::outcome::{AbortedWalks, Fate, StopReason};
 use crate::runner::Claim;
 
@@ -98,6 +100,11 @@ pub(crate) enum SchedulerMsg {
     /// Whether any walk of the range is still live (from the SerialBarrier,
     /// between epochs: nothing runs, so the answer is final).
     AnyLive { walks: Range<u64>, reply: RpcReplyPort<bool> },
+    /// When epoch `after` is done, say in its `EpochDone` whether any walk
+    /// of `walks` is still live (from the SerialBarrier, for the epoch it
+    /// asked for ahead). Dropped if `after` is not under way any more: the
+    /// barrier then asks `AnyLive`.
+    Probe { after: EpochId, walks: Range<u64> },
 }
 
 // Local only: never crosses a node.
@@ -121,6 +128,9 @@ pub(crate) struct SchedulerState {
     endpoints: Vec<Option<Endpoint>>,
     /// The current epoch's instruction.
     instruction: Option<Arc<Instruction>>,
+    /// The barrier's probe for the epoch after the current one: answered
+    /// in the current one's `EpochDone`.
+    probe: Option<Range<u64>>,
     /// Outstanding batches, as sent (a replaced runner gets them again,
     /// with the same claim).
     jobs: HashMap<BatchId, BatchJob>,
@@ -143,6 +153,7 @@ impl Actor for Scheduler {
             model: Dispatch::new(args.config, &args.slots),
             endpoints: vec![None; args.slots.len()],
             instruction: None,
+            probe: None,
             jobs: HashMap::new(),
             barrier: args.barrier,
             outcomes: args.outcomes,
@@ -199,6 +210,12 @@ impl Actor for Scheduler {
                 let _ = reply.send(state.model.any_live(walks));
                 return Ok(());
             }
+            SchedulerMsg::Probe { after, walks } => {
+                if state.model.current_epoch() == Some(after) {
+                    state.probe = Some(walks);
+                }
+                return Ok(());
+            }
         };
         state.carry_out(commands)
     }
@@ -225,7 +242,9 @@ impl SchedulerState {
                 Command::NodeLost(node) => self.outcomes.lost(node)?,
                 Command::EpochDone(id) => {
                     self.instruction = None;
-                    self.barrier.cast(SerialBarrierMsg::EpochDone(id))?;
+                    // Nothing runs now: the answer is final.
+                    let live = self.probe.take().map(|walks| self.model.any_live(walks));
+                    self.barrier.cast(SerialBarrierMsg::EpochDone { id, live })?;
                 }
                 Command::Claim { batches, force } => {
                     let results: Vec<(BatchId, Claimed)> = batches

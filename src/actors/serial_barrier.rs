@@ -7,10 +7,15 @@
 //!   Scheduler (sent only when every batch of the epoch is acknowledged and
 //!   none is outstanding, so when this actor runs a serial action no segment
 //!   of any walk is running anywhere).
-//! - Calls the Planner (`NextEpoch`); sends `SerialRan` to the Collector,
-//!   `RunEpoch` to the Scheduler, `EpochsDone` to the RunSupervisor.
+//! - Calls the Planner (`NextEpoch`), for the epoch after the one it just
+//!   released, while that one runs (asked ahead: `EpochDone` finds it
+//!   there); sends `SerialRan` to the Collector, `RunEpoch` and `Probe` to
+//!   the Scheduler, `EpochsDone` to the RunSupervisor.
+//! - Runs each serial action where `model::barrier::SerialPlacement` says:
+//!   on the blocking pool, or in this actor's task once the entry's last
+//!   run was short (never again after one long run there).
 //! - In-process, the serial action's per-node step (`apply_on_node`) runs
-//!   right after it, on the same blocking thread, with the run's fixtures
+//!   right after it, on the same thread, with the run's fixtures
 //!   (the process is the run's one node); it failing fails the branch as
 //!   the serial action failing would. In a cluster run, nodes run it (see
 //!   `cluster::node_run`): the barrier hands each epoch the branch's
@@ -20,8 +25,11 @@
 //!   `FailBranch` instruction: every live walk of the branch fails with the
 //!   serial action's error, and the Planner skips the branch's subtree.
 //! - A branch with no live walk left (DESIGN §8): before the serial action
-//!   of an epoch whose walks already ran a segment, it asks the Scheduler
-//!   (`AnyLive`, between epochs, so the answer is final); with none, the
+//!   of an epoch whose walks already ran a segment, it needs to know
+//!   whether any is live: the `Probe` it sent with the epoch asked for
+//!   ahead comes back in `EpochDone`, or (when the probe came too late) it
+//!   asks the Scheduler (`AnyLive`); both between epochs, so the answer is
+//!   final. With none, the
 //!   serial action does not run, the epoch is not released, the Planner
 //!   skips the subtree, and the Collector counts them (`SerialSkipped`).
 //! - Supervised by the RunSupervisor; its failure ends the run.
@@ -36,6 +44,7 @@ use crate::actors::planner::PlannerMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::SchedulerMsg;
 use crate::exec::{ErasedOrder, Instruction};
+use crate::model::barrier::{LiveCheck, Place, SerialPlacement};
 use crate::model::epoch::{Epoch, EpochId, SerialStep};
 use crate::model::fixtures::Fixtures;
 use crate::order::SerialValue;
@@ -44,8 +53,10 @@ use crate::order::SerialValue;
 pub(crate) enum SerialBarrierMsg {
     /// Begin with the first epoch, releasing epochs to this Scheduler.
     Start(ActorRef<SchedulerMsg>),
-    /// Every walk of this epoch has been acknowledged; nothing runs.
-    EpochDone(EpochId),
+    /// Every walk of this epoch has been acknowledged; nothing runs. `live`:
+    /// the answer to the `Probe` for the epoch asked for ahead (whether its
+    /// branch has a live walk), if the probe came while this one ran.
+    EpochDone { id: EpochId, live: Option<bool> },
 }
 
 // Local only: never crosses a node.
@@ -81,6 +92,11 @@ pub(crate) struct BarrierState<S> {
     skip_subtree: bool,
     /// The serial steps of the current branch, by level, with their values.
     path: Vec<(SerialStep, SerialValue)>,
+    /// The epoch after the running one, asked for ahead (`Some(None)`: the
+    /// Planner has no more).
+    ahead: Option<Option<Epoch>>,
+    /// Where each serial entry's next run goes.
+    placement: SerialPlacement,
 }
 
 impl<S: Send + 'static> Actor for SerialBarrier<S> {
@@ -99,6 +115,8 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
             running: None,
             skip_subtree: false,
             path: Vec::new(),
+            ahead: None,
+            placement: SerialPlacement::default(),
         })
     }
 
@@ -111,14 +129,14 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
         match message {
             SerialBarrierMsg::Start(scheduler) if state.scheduler.is_none() => {
                 state.scheduler = Some(scheduler);
-                state.advance().await
+                state.advance(None).await
             }
-            SerialBarrierMsg::EpochDone(id) if state.running == Some(id) => {
+            SerialBarrierMsg::EpochDone { id, live } if state.running == Some(id) => {
                 state.running = None;
-                state.advance().await
+                state.advance(live).await
             }
             SerialBarrierMsg::Start(_) => Err("the barrier was started twice".into()),
-            SerialBarrierMsg::EpochDone(id) => {
+            SerialBarrierMsg::EpochDone { id, .. } => {
                 Err(format!("epoch {id:?} reported done, but {:?} is running", state.running)
                     .into())
             }
@@ -127,11 +145,15 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
 }
 
 impl<S: Send + 'static> BarrierState<S> {
+    fn scheduler(&self) -> &ActorRef<SchedulerMsg> {
+        self.scheduler.as_ref().expect("advance runs only after Start")
+    }
+
     /// Whether any walk of the epoch's branch is still live.
     async fn any_live(&self, epoch: &Epoch) -> Result<bool, ActorProcessingErr> {
-        let scheduler = self.scheduler.as_ref().expect("advance runs only after Start");
         let walks = epoch.walks.clone();
-        match scheduler
+        match self
+            .scheduler()
             .call(|reply| SchedulerMsg::AnyLive { walks, reply }, Some(LOCAL_REPLY_TIMEOUT))
             .await?
         {
@@ -140,28 +162,41 @@ impl<S: Send + 'static> BarrierState<S> {
         }
     }
 
+    /// The Planner's next epoch, skipping the last one's subtree if it was
+    /// marked so.
+    async fn next_epoch(&mut self) -> Result<Option<Epoch>, ActorProcessingErr> {
+        let skip_subtree = std::mem::take(&mut self.skip_subtree);
+        match self
+            .args
+            .planner
+            .call(|reply| PlannerMsg::NextEpoch { skip_subtree, reply }, Some(LOCAL_REPLY_TIMEOUT))
+            .await?
+        {
+            ractor::rpc::CallResult::Success(next) => Ok(next),
+            other => Err(format!("the planner did not answer: {other:?}").into()),
+        }
+    }
+
     /// Moves to the next epoch: runs its serial action, if any, and releases
-    /// it; or reports that every epoch is done.
-    async fn advance(&mut self) -> Result<(), ActorProcessingErr> {
+    /// it; or reports that every epoch is done. `probed`: the answer to the
+    /// probe for the epoch asked for ahead, from `EpochDone`.
+    async fn advance(&mut self, mut probed: Option<bool>) -> Result<(), ActorProcessingErr> {
         let epoch = loop {
-            let skip_subtree = std::mem::take(&mut self.skip_subtree);
-            let next = self
-                .args
-                .planner
-                .call(
-                    |reply| PlannerMsg::NextEpoch { skip_subtree, reply },
-                    Some(LOCAL_REPLY_TIMEOUT),
-                )
-                .await?;
-            let epoch = match next {
-                ractor::rpc::CallResult::Success(Some(epoch)) => epoch,
-                ractor::rpc::CallResult::Success(None) => {
-                    self.args.supervisor.cast(RunSupervisorMsg::EpochsDone)?;
-                    return Ok(());
-                }
-                other => return Err(format!("the planner did not answer: {other:?}").into()),
+            let next = match self.ahead.take() {
+                Some(next) => next,
+                None => self.next_epoch().await?,
             };
-            if epoch.serial.is_none() || epoch.first || self.any_live(&epoch).await? {
+            let Some(epoch) = next else {
+                self.args.supervisor.cast(RunSupervisorMsg::EpochsDone)?;
+                return Ok(());
+            };
+            // The probe answers for the epoch asked for ahead only.
+            let live = match LiveCheck::of(&epoch, probed.take()) {
+                LiveCheck::None => true,
+                LiveCheck::Known(live) => live,
+                LiveCheck::Ask => self.any_live(&epoch).await?,
+            };
+            if live {
                 break epoch;
             }
             // No walk of the branch is live: neither this serial action nor
@@ -177,48 +212,73 @@ impl<S: Send + 'static> BarrierState<S> {
         let history = Arc::new(self.path.clone());
         let instruction = match epoch.serial {
             None => Instruction::Run(None, history),
-            Some(step) => {
-                let order = Arc::clone(&self.args.order);
-                let fixtures = Arc::clone(&self.args.fixtures);
-                let here = self.args.node_steps_here;
-                let branch = epoch.branch.clone();
-                let result = tokio::task::spawn_blocking(move || {
-                    let value = order.run_serial(step, &branch, &fixtures)?;
-                    if here {
-                        order.node_step(step, &branch, &value, &fixtures, None)?;
-                    }
-                    Ok::<_, String>(value)
-                })
-                .await?;
-                self.args.collector.cast(CollectorMsg::SerialRan)?;
-                match result {
-                    Ok(value) => {
-                        self.path.push((step, value.clone()));
-                        Instruction::Run(Some(value), history)
-                    }
-                    Err(error) => {
-                        tracing::warn!(epoch = epoch.id.0, branch = ?epoch.branch, %error,
-                            "serial action failed; failing its branch");
-                        self.skip_subtree = true;
-                        // Its walks fail here: the serial actions below
-                        // have no live walk left.
-                        let below = self.args.order.space().serial_epochs_below(epoch.level);
-                        if below > 0 {
-                            self.args.collector.cast(CollectorMsg::SerialSkipped(below))?;
-                        }
-                        Instruction::FailBranch(error)
-                    }
+            Some(step) => match self.run_serial(step, &epoch.branch).await? {
+                Ok(value) => {
+                    self.path.push((step, value.clone()));
+                    Instruction::Run(Some(value), history)
                 }
-            }
+                Err(error) => {
+                    tracing::warn!(epoch = epoch.id.0, branch = ?epoch.branch, %error,
+                        "serial action failed; failing its branch");
+                    self.skip_subtree = true;
+                    // Its walks fail here: the serial actions below
+                    // have no live walk left.
+                    let below = self.args.order.space().serial_epochs_below(epoch.level);
+                    if below > 0 {
+                        self.args.collector.cast(CollectorMsg::SerialSkipped(below))?;
+                    }
+                    Instruction::FailBranch(error)
+                }
+            },
         };
         tracing::debug!(epoch = epoch.id.0, level = epoch.level, branch = ?epoch.branch,
             walks = ?epoch.walks, "epoch released");
-        self.running = Some(epoch.id);
-        let scheduler = self.scheduler.as_ref().expect("advance runs only after Start");
-        scheduler.cast(SchedulerMsg::RunEpoch {
+        let id = epoch.id;
+        self.running = Some(id);
+        self.scheduler().cast(SchedulerMsg::RunEpoch {
             epoch: Arc::new(epoch),
             instruction: Arc::new(instruction),
         })?;
+        // Ask for the next epoch while this one runs, and have the
+        // Scheduler check its branch when this one is done.
+        let next = self.next_epoch().await?;
+        if let Some(next) = &next
+            && LiveCheck::needed(next)
+        {
+            self.scheduler().cast(SchedulerMsg::Probe { after: id, walks: next.walks.clone() })?;
+        }
+        self.ahead = Some(next);
         Ok(())
+    }
+
+    /// Runs `step`'s serial action once (and in-process its per-node step)
+    /// where the placement says, timing it; tells the Collector it ran.
+    async fn run_serial(
+        &mut self,
+        step: SerialStep,
+        branch: &[u32],
+    ) -> Result<Result<SerialValue, String>, ActorProcessingErr> {
+        let order = Arc::clone(&self.args.order);
+        let fixtures = Arc::clone(&self.args.fixtures);
+        let here = self.args.node_steps_here;
+        let branch = branch.to_vec();
+        let run = move || {
+            let started = std::time::Instant::now();
+            let result = order.run_serial(step, &branch, &fixtures).and_then(|value| {
+                if here {
+                    order.node_step(step, &branch, &value, &fixtures, None)?;
+                }
+                Ok(value)
+            });
+            (result, started.elapsed())
+        };
+        let place = self.placement.place(step.position);
+        let (result, took) = match place {
+            Place::Inline => run(),
+            Place::Pool => tokio::task::spawn_blocking(run).await?,
+        };
+        self.placement.ran(step.position, place, took);
+        self.args.collector.cast(CollectorMsg::SerialRan)?;
+        Ok(result)
     }
 }

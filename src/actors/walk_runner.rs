@@ -1,14 +1,19 @@
 //! WalkRunner: executes batches of walks in this process.
 //!
-//! - Receives `RunBatch` from the Scheduler (at most the runner's credit of
-//!   them at a time) and queues it on its own [`RunnerThread`] at once, so
-//!   the thread goes from one batch to the next without waiting for this
-//!   actor's task to be scheduled.
+//! - Batches from the Scheduler (at most the runner's credit of them at a
+//!   time) go straight onto its own [`RunnerThread`]'s queue: the endpoint
+//!   the runner makes at start holds the queue, so no hop through this
+//!   actor's mailbox, and the thread goes from one batch to the next
+//!   without waiting for any task to be scheduled. With a walk timeout they
+//!   come as `RunBatch`, and the runner awaits each (see
+//!   `run_batch_within`).
 //! - The thread runs the batch through the [`BatchPipeline`] (the same one
 //!   a cluster node uses), claims it (a batch the Scheduler took back when
 //!   the run stopped does not run; one it gave up delivers nothing), sends
-//!   `BatchOutcome` to the Collector, then `Finished` to this runner. The
-//!   runner sends the trace lines to the TraceWriter and waits until they are
+//!   `BatchOutcome` to the Collector, then acknowledges it to the Scheduler
+//!   itself (`BatchDone`) when nothing is left to do, or sends `Finished` to
+//!   this runner (trace lines to write, or a panic). The runner sends the
+//!   trace lines to the TraceWriter and waits until they are
 //!   written (backpressure: at most the runner's credit of batches of lines
 //!   wait), then `BatchDone` (with the batch's live bits) to the Scheduler.
 //!   So neither the next epoch, the report nor the trace misses an
@@ -33,7 +38,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use crate::actors::LOCAL_REPLY_TIMEOUT;
 use crate::actors::collector::CollectorMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
-use crate::actors::scheduler::{BatchJob, SchedulerMsg};
+use crate::actors::scheduler::{BatchJob, Endpoint, SchedulerMsg};
 use crate::actors::trace_writer::TraceWriterMsg;
 use crate::clock::PauseClock;
 use crate::exec::{
@@ -98,6 +103,9 @@ pub(crate) struct RunnerArgs<S> {
     pub(crate) scheduler: ActorRef<SchedulerMsg>,
     pub(crate) collector: ActorRef<CollectorMsg<S>>,
     pub(crate) supervisor: ActorRef<RunSupervisorMsg>,
+    /// Set at start when batches may go straight to the runner's thread (no
+    /// walk timeout): the Scheduler's endpoint for this runner.
+    pub(crate) direct: Arc<std::sync::OnceLock<Endpoint>>,
 }
 
 /// A runner's part of the trace.
@@ -148,6 +156,10 @@ struct Batches<S> {
     supervisor: ActorRef<RunSupervisorMsg>,
     /// The runner itself, which the thread tells when a batch is done.
     runner: ActorRef<WalkRunnerMsg>,
+    /// Where the thread acknowledges a batch itself (no trace lines, no
+    /// panic), and the runner's slot there.
+    scheduler: ActorRef<SchedulerMsg>,
+    index: usize,
 }
 
 impl<S: Send + 'static> Batches<S> {
@@ -183,6 +195,23 @@ impl<S: Send + 'static> Batches<S> {
         let done = Done { walks: ran.walks, nanos: ran.nanos, live: ran.live, not_started: false };
         Finished { job, done, panic: ran.panic, trace }
     }
+
+    /// On the runner's thread, once a batch is settled: acknowledges it to
+    /// the Scheduler at once when nothing is left to do (no trace lines to
+    /// write, no panic to fail the runner for), or hands it to the runner.
+    fn finish(&self, finished: Finished) {
+        if finished.trace.is_some() || finished.panic.is_some() {
+            let _ = self.runner.cast(WalkRunnerMsg::Finished(Box::new(finished)));
+            return;
+        }
+        let Finished { job, done, .. } = finished;
+        let done = SchedulerMsg::BatchDone { slot: self.index, batch: job.id, done };
+        if let Err(error) = self.scheduler.cast(done) {
+            // As when the runner cannot acknowledge: the run ends.
+            let reason = format!("runner {} cannot acknowledge: {error}", self.index);
+            let _ = self.supervisor.cast(RunSupervisorMsg::Fatal(reason));
+        }
+    }
 }
 
 impl<S: Send + 'static> Actor for WalkRunner<S> {
@@ -208,6 +237,8 @@ impl<S: Send + 'static> Actor for WalkRunner<S> {
             collector: args.collector.clone(),
             supervisor: args.supervisor.clone(),
             runner: myself.clone(),
+            scheduler: args.scheduler.clone(),
+            index: args.index,
         });
         let acks = Acks {
             index: args.index,
@@ -224,6 +255,11 @@ impl<S: Send + 'static> Actor for WalkRunner<S> {
         }));
         let name = format!("combtest-runner-{}", args.index);
         RunnerThread::spawn(name, initial, queue, Arc::clone(&retired), Arc::new(replace))?;
+        if args.walk_timeout.is_none() {
+            let (jobs, batches) = (jobs.clone(), Arc::clone(&batches));
+            let endpoint = Endpoint(Arc::new(move |job| queue_batch(&jobs, &batches, job)));
+            let _ = args.direct.set(endpoint);
+        }
         Ok(RunnerState {
             index: args.index,
             walk_timeout: args.walk_timeout,
@@ -243,7 +279,13 @@ impl<S: Send + 'static> Actor for WalkRunner<S> {
         match message {
             WalkRunnerMsg::RunBatch(job) => match state.walk_timeout {
                 None => {
-                    queue_batch(state, job);
+                    if !queue_batch(&state.jobs, &state.batches, job) {
+                        // The thread stopped after a panic (its `Finished`
+                        // is on the way and fails this runner): the batch
+                        // stays outstanding, and the Scheduler re-sends it
+                        // to the replacement.
+                        tracing::debug!(runner = state.index, "runner thread gone; batch left");
+                    }
                     Ok(())
                 }
                 Some(timeout) => run_batch_within(state, job, timeout).await,
@@ -273,11 +315,15 @@ impl<S: Send + 'static> Actor for WalkRunner<S> {
 }
 
 /// Queues a batch on the runner's thread, which runs it as soon as the
-/// batch before it is done, settles it and sends `Finished`.
-fn queue_batch<S: Send + 'static>(state: &RunnerState<S>, job: BatchJob) {
-    let batches = Arc::clone(&state.batches);
-    let id = job.id;
-    let queued = state.jobs.send(Box::new(move |initial: Option<&Origin<S>>| {
+/// batch before it is done, settles it and acknowledges it (or hands it to
+/// the runner, see `Batches::finish`). False if the thread is gone.
+fn queue_batch<S: Send + 'static>(
+    jobs: &std::sync::mpsc::Sender<Job<S>>,
+    batches: &Arc<Batches<S>>,
+    job: BatchJob,
+) -> bool {
+    let batches = Arc::clone(batches);
+    jobs.send(Box::new(move |initial: Option<&Origin<S>>| {
         // Retired (the runner is being replaced), or taken back (the run
         // stops): the batch does not run here.
         let Some(initial) = initial else { return Next::Go };
@@ -288,17 +334,11 @@ fn queue_batch<S: Send + 'static>(state: &RunnerState<S>, job: BatchJob) {
         let ran = batches.pipeline.run(&job.epoch, &job.instruction, &job.ranges, input, initial);
         let next = if ran.panic.is_some() { Next::Stop } else { Next::Go };
         if job.claim.deliver() {
-            let finished = batches.settle(job, ran);
-            let _ = batches.runner.cast(WalkRunnerMsg::Finished(Box::new(finished)));
+            batches.finish(batches.settle(job, ran));
         }
         next
-    }));
-    if queued.is_err() {
-        // The thread stopped after a panic (its `Finished` is on the way
-        // and fails this runner): the batch stays outstanding, and the
-        // Scheduler re-sends it to the replacement.
-        tracing::debug!(runner = state.index, batch = ?id, "runner thread gone; batch left");
-    }
+    }))
+    .is_ok()
 }
 
 /// Runs one batch (one walk, with a walk timeout) on the runner's thread

@@ -585,13 +585,19 @@ impl Dispatch {
         self.outstanding.contains_key(&batch)
     }
 
-    /// The current epoch starts: run its segment (or, with `fail_branch`,
-    /// fail its live walks) on every walk of it.
     /// Whether any walk of `range` is still live (held between epochs):
     /// a branch with none left runs no more serial actions.
     pub fn any_live(&self, range: Range<u64>) -> bool {
         self.holdings.any_live_in(range)
     }
+
+    /// The epoch under way (started and not yet reported done).
+    pub fn current_epoch(&self) -> Option<EpochId> {
+        self.work.as_ref().map(|w| w.epoch.id)
+    }
+
+    /// The current epoch starts: run its segment (or, with `fail_branch`,
+    /// fail its live walks) on every walk of it.
 
     pub fn start_epoch(
         &mut self,

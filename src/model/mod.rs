@@ -3,6 +3,7 @@
 //! of it is tested without one.
 
 pub mod action;
+pub mod barrier;
 pub mod dispatch;
 pub mod epoch;
 pub mod failures;
