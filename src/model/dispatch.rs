@@ -598,7 +598,6 @@ impl Dispatch {
 
     /// The current epoch starts: run its segment (or, with `fail_branch`,
     /// fail its live walks) on every walk of it.
-
     pub fn start_epoch(
         &mut self,
         epoch: Arc<Epoch>,
