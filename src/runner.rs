@@ -259,10 +259,10 @@ impl RunnerThread {
 /// this long, and yields the CPU to any other thread meanwhile.
 pub(crate) const PARK_AFTER: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// The next job on a runner thread's queue: taken at once if there is one;
+/// The next job on a runner's (or the serial thread's) queue: taken at once if there is one;
 /// else looked for again between yields of the CPU for [`PARK_AFTER`];
 /// then waited for, parked. `Err` when every sender is gone.
-fn next_job<S>(queue: &Receiver<Job<S>>) -> Result<Job<S>, RecvError> {
+fn next_job<T>(queue: &Receiver<T>) -> Result<T, RecvError> {
     let mut looking_since = None;
     loop {
         match queue.try_recv() {
@@ -276,6 +276,47 @@ fn next_job<S>(queue: &Receiver<Job<S>>) -> Result<Job<S>, RecvError> {
                 std::thread::yield_now();
             }
         }
+    }
+}
+
+/// A run's thread for serial actions (in-process runs: with their
+/// per-node step): a plain OS thread, never the async executor, since a
+/// serial action may block for as long as it likes or drive its own async
+/// runtime (`block_on`, which panics on an executor's thread). It runs one
+/// job at a time, as the barrier asks (one serial action at a time), and
+/// between jobs looks for the next one like a runner thread before parking
+/// ([`PARK_AFTER`]), so that a run of short epochs does not wake it each
+/// time. Dropping the handle ends the thread once its job (if any) is done.
+pub(crate) struct SerialThread {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl SerialThread {
+    /// Starts the thread.
+    pub(crate) fn spawn() -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new().name("combtest-serial".to_string()).spawn(move || {
+            while let Ok(job) = next_job(&queue) {
+                job();
+            }
+        })?;
+        Ok(SerialThread { jobs })
+    }
+
+    /// Runs `job` on the thread and waits for its result without holding
+    /// an executor's thread. `Err` if the thread is gone or the job did not
+    /// return (it panicked: serial steps catch their own panics, so this is
+    /// a bug, reported as such).
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job = Box::new(move || {
+            let _ = done.send(job());
+        });
+        self.jobs.send(job).map_err(|_| "the serial thread is gone".to_string())?;
+        result.await.map_err(|_| "a serial step ended its thread without a result".to_string())
     }
 }
 

@@ -1,5 +1,6 @@
 //! DESIGN.md's execution semantics, point by point: pruning, cancel,
-//! failures and panics, failing serial actions, replay.
+//! failures and panics, failing serial actions, serial actions off the async
+//! executor, replay.
 
 mod common;
 
@@ -428,4 +429,36 @@ fn one_action_type_at_two_positions_knows_which_entry_prunes() {
         assert_eq!(order.replay(id, Vec::new()).unwrap().outcome, WalkOutcome::Pruned, "walk {id}");
     }
     assert_eq!(order.replay(1u64, Vec::new()).unwrap().outcome, WalkOutcome::Passed);
+}
+
+/// A serial action that drives its own async client: its own tokio
+/// runtime, entered with `block_on` (which panics on an async executor's
+/// thread).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RestartWithClient(u32);
+
+impl SerialAction<Trail> for RestartWithClient {
+    type Value = u32;
+    fn options() -> Vec<Self> {
+        (0..40).map(RestartWithClient).collect()
+    }
+    fn run(&self) -> Result<u32, Halt> {
+        let client = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| Halt::fail(e.to_string()))?;
+        Ok(client.block_on(async { self.0 }))
+    }
+}
+
+#[test]
+fn serial_actions_run_off_the_executor_so_they_may_block_on_their_own_runtime() {
+    // Every run, not only the first: 40 serial runs of 2 walks each, on 2
+    // runner threads.
+    let order = WalkOrder::<Trail>::new()
+        .then::<Append<0, 2>>()
+        .serial::<RestartWithClient>()
+        .then::<Append<1, 1>>();
+    let report = run(&order, RunOptions::new(Trail::default()).threads(2)).unwrap();
+    assert_eq!(report.counts.failed, 0, "{report}");
+    assert_eq!((report.serial_actions, report.counts.passed), (40, 80));
 }

@@ -11,9 +11,11 @@
 //!   released, while that one runs (asked ahead: `EpochDone` finds it
 //!   there); sends `SerialRan` to the Collector, `RunEpoch` and `Probe` to
 //!   the Scheduler, `EpochsDone` to the RunSupervisor.
-//! - Runs each serial action where `model::barrier::SerialPlacement` says:
-//!   on the blocking pool, or in this actor's task once the entry's last
-//!   run was short (never again after one long run there).
+//! - Runs each serial action on the run's serial thread (`SerialThread`: a
+//!   plain thread of its own, kept awake a little between serial runs, so a
+//!   short serial action costs no thread start and usually no wake-up; never
+//!   the async executor, where a blocking or `block_on` action would stall
+//!   or panic).
 //! - In-process, the serial action's per-node step (`apply_on_node`) runs
 //!   right after it, on the same thread, with the run's fixtures
 //!   (the process is the run's one node); it failing fails the branch as
@@ -44,10 +46,11 @@ use crate::actors::planner::PlannerMsg;
 use crate::actors::run_supervisor::RunSupervisorMsg;
 use crate::actors::scheduler::SchedulerMsg;
 use crate::exec::{ErasedOrder, Instruction};
-use crate::model::barrier::{LiveCheck, Place, SerialPlacement};
+use crate::model::barrier::LiveCheck;
 use crate::model::epoch::{Epoch, EpochId, SerialStep};
 use crate::model::fixtures::Fixtures;
 use crate::order::SerialValue;
+use crate::runner::SerialThread;
 
 /// Events to the SerialBarrier.
 pub(crate) enum SerialBarrierMsg {
@@ -95,8 +98,8 @@ pub(crate) struct BarrierState<S> {
     /// The epoch after the running one, asked for ahead (`Some(None)`: the
     /// Planner has no more).
     ahead: Option<Option<Epoch>>,
-    /// Where each serial entry's next run goes.
-    placement: SerialPlacement,
+    /// Where serial actions run.
+    serial: SerialThread,
 }
 
 impl<S: Send + 'static> Actor for SerialBarrier<S> {
@@ -116,7 +119,7 @@ impl<S: Send + 'static> Actor for SerialBarrier<S> {
             skip_subtree: false,
             path: Vec::new(),
             ahead: None,
-            placement: SerialPlacement::default(),
+            serial: SerialThread::spawn()?,
         })
     }
 
@@ -252,7 +255,7 @@ impl<S: Send + 'static> BarrierState<S> {
     }
 
     /// Runs `step`'s serial action once (and in-process its per-node step)
-    /// where the placement says, timing it; tells the Collector it ran.
+    /// on the run's serial thread; tells the Collector it ran.
     async fn run_serial(
         &mut self,
         step: SerialStep,
@@ -262,22 +265,16 @@ impl<S: Send + 'static> BarrierState<S> {
         let fixtures = Arc::clone(&self.args.fixtures);
         let here = self.args.node_steps_here;
         let branch = branch.to_vec();
-        let run = move || {
-            let started = std::time::Instant::now();
-            let result = order.run_serial(step, &branch, &fixtures).and_then(|value| {
+        let result = self
+            .serial
+            .run(move || {
+                let value = order.run_serial(step, &branch, &fixtures)?;
                 if here {
                     order.node_step(step, &branch, &value, &fixtures, None)?;
                 }
-                Ok(value)
-            });
-            (result, started.elapsed())
-        };
-        let place = self.placement.place(step.position);
-        let (result, took) = match place {
-            Place::Inline => run(),
-            Place::Pool => tokio::task::spawn_blocking(run).await?,
-        };
-        self.placement.ran(step.position, place, took);
+                Ok::<_, String>(value)
+            })
+            .await?;
         self.args.collector.cast(CollectorMsg::SerialRan)?;
         Ok(result)
     }
