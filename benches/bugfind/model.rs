@@ -221,8 +221,11 @@ impl Store {
         let oldest_wins = self.has(Bug::MergeOrder);
         let segments = std::mem::take(&mut self.segments);
         // Later inserts win: oldest first is right; B3 goes newest first.
-        let ordered: Box<dyn Iterator<Item = _>> =
-            if oldest_wins { Box::new(segments.into_iter().rev()) } else { Box::new(segments.into_iter()) };
+        let ordered: Box<dyn Iterator<Item = _>> = if oldest_wins {
+            Box::new(segments.into_iter().rev())
+        } else {
+            Box::new(segments.into_iter())
+        };
         for segment in ordered {
             merged.extend(segment);
         }
