@@ -116,7 +116,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// combtest's side for one bug: the whole run, `runs` times.
+/// combtest's side for one bug: one whole run.
 struct Exhaustive {
     found: bool,
     walks: u64,
@@ -128,27 +128,50 @@ struct Exhaustive {
     elapsed: Vec<Duration>,
 }
 
-fn combtest_side(bug: Bug, threads: usize, runs: usize) -> Exhaustive {
-    let mut side = Exhaustive {
-        found: false,
-        walks: 0,
-        failed: 0,
-        first_failing: None,
-        minimal_ops: None,
-        elapsed: vec![],
-    };
-    for _ in 0..runs {
-        let started = Instant::now();
-        let report = run(&order(), RunOptions::new(World::new(Some(bug))).threads(threads))
-            .expect("the walk order is valid");
-        side.elapsed.push(started.elapsed());
-        side.found = report.counts.failed > 0;
-        side.walks = report.walks;
-        side.failed = report.counts.failed;
-        side.first_failing = report.failed_walks.iter().map(|w| u64::from(w.walk_id)).min();
-        side.minimal_ops = report.failed_walks.iter().map(|w| w.action_index).min();
+fn combtest_side(bug: Bug, threads: usize) -> Exhaustive {
+    let started = Instant::now();
+    let report = run(&order(), RunOptions::new(World::new(Some(bug))).threads(threads))
+        .expect("the walk order is valid");
+    let elapsed = started.elapsed();
+    Exhaustive {
+        found: report.counts.failed > 0,
+        walks: report.walks,
+        failed: report.counts.failed,
+        first_failing: report.failed_walks.iter().map(|w| u64::from(w.walk_id)).min(),
+        minimal_ops: report.failed_walks.iter().map(|w| w.action_index).min(),
+        elapsed: vec![elapsed],
     }
-    side
+}
+
+/// The same-run reference: every walk of the same space in a hand-written
+/// single-thread loop (no combtest), each from a fresh store, stopping a
+/// walk at its first failure, as combtest does. Returns the failures
+/// counted and the run's time (in a vector, to extend with later runs).
+fn bare_loop(bug: Bug) -> (u64, Vec<Duration>) {
+    let ops = <Op as Action<World>>::options();
+    let walks = ops.len().pow(MAX_OPS as u32);
+    let mut failed = 0;
+    let started = Instant::now();
+    for mode in <Mode as SerialAction<World>>::options() {
+        for walk in 0..walks {
+            let (mut store, mut model) = (Store::new(Some(bug), mode), Model::new(mode));
+            // The walk's operations, most significant digit first.
+            let mut digits = [0; MAX_OPS];
+            let mut rest = walk;
+            for digit in digits.iter_mut().rev() {
+                *digit = rest % ops.len();
+                rest /= ops.len();
+            }
+            for digit in digits {
+                model.apply(ops[digit]);
+                if check(&mut store, &model, ops[digit]).is_err() {
+                    failed += 1;
+                    break;
+                }
+            }
+        }
+    }
+    (failed, vec![std::hint::black_box(started.elapsed())])
 }
 
 /// One proptest seed's result.
@@ -232,6 +255,12 @@ fn spread<T: Copy + PartialOrd>(values: &[T]) -> Option<(T, T, T)> {
     Some((*v.get(v.len() / 2)?, *v.first()?, *v.last()?))
 }
 
+/// Median, min and max of durations, in milliseconds.
+fn ms_spread(durations: &[Duration]) -> (f64, f64, f64) {
+    let values: Vec<f64> = durations.iter().map(|&d| ms(d)).collect();
+    spread(&values).expect("at least one run")
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -260,8 +289,16 @@ fn main() {
 
     let mut rows = Vec::new();
     for bug in Bug::ALL {
-        let two = combtest_side(bug, 2, args.runs);
-        let one = combtest_side(bug, 1, args.runs);
+        // The three exhaustive sides alternate run by run, so drift of the
+        // shared machine falls on each alike.
+        let (mut two, mut one, mut bare) =
+            (combtest_side(bug, 2), combtest_side(bug, 1), bare_loop(bug));
+        for _ in 1..args.runs {
+            two.elapsed.extend(combtest_side(bug, 2).elapsed);
+            one.elapsed.extend(combtest_side(bug, 1).elapsed);
+            bare.1.extend(bare_loop(bug).1);
+        }
+        assert_eq!(bare.0, two.failed, "{bug:?}: the bare loop and combtest disagree");
         let mut seeds = Vec::new();
         for seed in 0..args.seeds {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -270,18 +307,19 @@ fn main() {
             result.cut = cap < args.cap && !result.found;
             seeds.push(result);
         }
-        rows.push((bug, two, one, seeds));
+        rows.push((bug, two, one, bare.1, seeds));
     }
     let _ = std::panic::take_hook();
 
     eprintln!();
     eprintln!(
-        "{:<20} {:>3} | {:>14} {:>20} {:>20} | {:>5} {:>5} {:>20} {:>22} {:>22} | {:>6}",
+        "{:<20} {:>3} | {:>14} {:>20} {:>20} {:>20} | {:>5} {:>5} {:>20} {:>22} {:>22} | {:>6}",
         "bug",
         "ops",
         "failed/walks",
         "combtest 2 thr ms",
         "combtest 1 thr ms",
+        "bare loop 1 thr ms",
         "found",
         "<=256",
         "proptest cases",
@@ -289,11 +327,10 @@ fn main() {
         "proptest +shrink ms",
         "speedup"
     );
-    for (bug, two, one, seeds) in &rows {
-        let (c2, c2lo, c2hi) =
-            spread(&two.elapsed.iter().map(|&d| ms(d)).collect::<Vec<_>>()).unwrap();
-        let (c1, c1lo, c1hi) =
-            spread(&one.elapsed.iter().map(|&d| ms(d)).collect::<Vec<_>>()).unwrap();
+    for (bug, two, one, bare, seeds) in &rows {
+        let (c2, c2lo, c2hi) = ms_spread(&two.elapsed);
+        let (c1, c1lo, c1hi) = ms_spread(&one.elapsed);
+        let (b, blo, bhi) = ms_spread(bare);
         let found = seeds.iter().filter(|s| s.found).count();
         // What `proptest!` finds with its default 256 cases per test.
         let default_cases = Config::default().cases;
@@ -315,12 +352,13 @@ fn main() {
             None => "-".into(),
         };
         eprintln!(
-            "{:<20} {:>3} | {:>14} {:>20} {:>20} | {:>5} {:>5} {:>20} {:>22} {:>22} | {:>6}",
+            "{:<20} {:>3} | {:>14} {:>20} {:>20} {:>20} | {:>5} {:>5} {:>20} {:>22} {:>22} | {:>6}",
             bug.label(),
             bug.min_ops(),
             format!("{}/{}", two.failed, two.walks),
             format!("{c2:.1} ({c2lo:.1}-{c2hi:.1})"),
             format!("{c1:.1} ({c1lo:.1}-{c1hi:.1})"),
+            format!("{b:.1} ({blo:.1}-{bhi:.1})"),
             format!("{found}/{}", seeds.len()),
             format!("{within_default}/{}", seeds.len()),
             cases_text,
@@ -345,6 +383,7 @@ fn main() {
                 "threads_2_ms": {"median": c2, "min": c2lo, "max": c2hi},
                 "threads_1_ms": {"median": c1, "min": c1lo, "max": c1hi},
             },
+            "bare_loop_1_thread_ms": {"median": b, "min": blo, "max": bhi},
             "proptest": {
                 "seeds": seeds.len(),
                 "found": found,
