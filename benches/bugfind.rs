@@ -25,7 +25,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use combtest::{Action, RunOptions, SerialAction, run};
+use combtest::{Action, Fixtures, RunOptions, RunStop, SerialAction, run};
 use model::{Bug, MAX_OPS, Mode, Model, Op, Store, World, check, order};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -141,6 +141,22 @@ fn combtest_side(bug: Bug, threads: usize) -> Exhaustive {
         minimal_ops: report.failed_walks.iter().map(|w| w.action_index).min(),
         elapsed: vec![elapsed],
     }
+}
+
+/// combtest stopped at its first failure (a `RunStop` drained by the
+/// failing action; the batches running finish): not the brief's measure,
+/// which is the whole run, but what a fail-fast option would give. Returns
+/// the run's time.
+fn combtest_stopped(bug: Bug) -> Duration {
+    let stop = RunStop::default();
+    let options = RunOptions::new(World::new(Some(bug)))
+        .fixtures(Fixtures::new().with(stop.clone()))
+        .stop(stop);
+    let started = Instant::now();
+    let report = run(&order(), options).expect("the walk order is valid");
+    let elapsed = started.elapsed();
+    assert!(report.counts.failed > 0, "{bug:?}: the stopped run found nothing");
+    elapsed
 }
 
 /// The same-run reference: every walk of the same space in a hand-written
@@ -293,7 +309,9 @@ fn main() {
         // shared machine falls on each alike.
         let (mut two, mut one, mut bare) =
             (combtest_side(bug, 2), combtest_side(bug, 1), bare_loop(bug));
+        let mut stopped = vec![combtest_stopped(bug)];
         for _ in 1..args.runs {
+            stopped.push(combtest_stopped(bug));
             two.elapsed.extend(combtest_side(bug, 2).elapsed);
             one.elapsed.extend(combtest_side(bug, 1).elapsed);
             bare.1.extend(bare_loop(bug).1);
@@ -307,19 +325,20 @@ fn main() {
             result.cut = cap < args.cap && !result.found;
             seeds.push(result);
         }
-        rows.push((bug, two, one, bare.1, seeds));
+        rows.push((bug, two, one, bare.1, stopped, seeds));
     }
     let _ = std::panic::take_hook();
 
     eprintln!();
     eprintln!(
-        "{:<20} {:>3} | {:>14} {:>20} {:>20} {:>20} | {:>5} {:>5} {:>20} {:>22} {:>22} | {:>6}",
+        "{:<20} {:>3} | {:>14} {:>20} {:>20} {:>20} {:>18} | {:>5} {:>5} {:>20} {:>22} {:>22} | {:>6}",
         "bug",
         "ops",
         "failed/walks",
         "combtest 2 thr ms",
         "combtest 1 thr ms",
         "bare loop 1 thr ms",
+        "stop at 1st ms",
         "found",
         "<=256",
         "proptest cases",
@@ -327,10 +346,11 @@ fn main() {
         "proptest +shrink ms",
         "speedup"
     );
-    for (bug, two, one, bare, seeds) in &rows {
+    for (bug, two, one, bare, stopped, seeds) in &rows {
         let (c2, c2lo, c2hi) = ms_spread(&two.elapsed);
         let (c1, c1lo, c1hi) = ms_spread(&one.elapsed);
         let (b, blo, bhi) = ms_spread(bare);
+        let (st, stlo, sthi) = ms_spread(stopped);
         let found = seeds.iter().filter(|s| s.found).count();
         // What `proptest!` finds with its default 256 cases per test.
         let default_cases = Config::default().cases;
@@ -352,13 +372,14 @@ fn main() {
             None => "-".into(),
         };
         eprintln!(
-            "{:<20} {:>3} | {:>14} {:>20} {:>20} {:>20} | {:>5} {:>5} {:>20} {:>22} {:>22} | {:>6}",
+            "{:<20} {:>3} | {:>14} {:>20} {:>20} {:>20} {:>18} | {:>5} {:>5} {:>20} {:>22} {:>22} | {:>6}",
             bug.label(),
             bug.min_ops(),
             format!("{}/{}", two.failed, two.walks),
             format!("{c2:.1} ({c2lo:.1}-{c2hi:.1})"),
             format!("{c1:.1} ({c1lo:.1}-{c1hi:.1})"),
             format!("{b:.1} ({blo:.1}-{bhi:.1})"),
+            format!("{st:.1} ({stlo:.1}-{sthi:.1})"),
             format!("{found}/{}", seeds.len()),
             format!("{within_default}/{}", seeds.len()),
             cases_text,
@@ -384,6 +405,7 @@ fn main() {
                 "threads_1_ms": {"median": c1, "min": c1lo, "max": c1hi},
             },
             "bare_loop_1_thread_ms": {"median": b, "min": blo, "max": bhi},
+            "combtest_stopped_at_first_failure_ms": {"median": st, "min": stlo, "max": sthi},
             "proptest": {
                 "seeds": seeds.len(),
                 "found": found,
