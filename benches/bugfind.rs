@@ -11,8 +11,9 @@
 //! what is left, and is reported as cut).
 //!
 //! Per bug: combtest's whole-run elapsed time (median of `--runs`, on 2
-//! threads and on 1), the walks it ran and the first failing walk id;
-//! proptest's cases and time to its first failing case and to the end of
+//! threads and on 1), the walks it ran and the first failing walk id,
+//! beside a hand-written loop over the same space (the same-run reference,
+//! runs alternating) and combtest stopped at its first failure; proptest's cases and time to its first failing case and to the end of
 //! shrinking, over the seeds. One JSON line per bug on stdout, a table on
 //! stderr. See BENCHMARKS.md ("Bug finding against random stateful
 //! testing").
