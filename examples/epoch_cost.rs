@@ -104,7 +104,12 @@ fn main() -> ExitCode {
     if COMMANDS.contains(&first.as_str()) {
         let mut suites = builtin();
         let fixture = || Ok(Fixture::new(0u64));
-        suites.push(suite("epochs-2000", "2000 serial epochs of 2 walks", order::<2000>(), fixture));
+        suites.push(suite(
+            "epochs-2000",
+            "2000 serial epochs of 2 walks",
+            order::<2000>(),
+            fixture,
+        ));
         suites.push(suite("epochs-500", "500 serial epochs of 2 walks", order::<500>(), fixture));
         return combtest::cli::main(suites);
     }

@@ -192,8 +192,8 @@ pub(crate) enum Replace<S> {
 }
 
 /// A runner's OS thread: runs its jobs in order, back to back, never on
-/// the async executor (user actions may block). Between jobs it looks for
-/// the next one a little before parking ([`PARK_AFTER`]).
+/// the async executor (user actions may block). After a short job it looks
+/// for the next one a little before parking ([`next_job`]).
 pub(crate) struct RunnerThread;
 
 impl RunnerThread {
@@ -209,18 +209,21 @@ impl RunnerThread {
         std::thread::Builder::new().name(name.clone()).spawn(move || {
             // Every panic here is a walk's outcome, already in its report.
             let _quiet = QuietPanics::on_this_thread();
+            let mut look = false;
             loop {
-                let job = { next_job(&queue.lock().unwrap_or_else(|p| p.into_inner())) };
+                let job = { next_job(&queue.lock().unwrap_or_else(|p| p.into_inner()), look) };
                 let Ok(job) = job else { return }; // Every sender is gone.
                 if retired.load(Ordering::Acquire) {
                     job(None);
                     continue;
                 }
+                let started = std::time::Instant::now();
                 let (stop, died) = match catch_unwind(AssertUnwindSafe(|| job(Some(&origin)))) {
                     Ok(Next::Go) => (false, None),
                     Ok(Next::Stop) => (true, None),
                     Err(payload) => (true, Some(panic_message(payload))),
                 };
+                look = started.elapsed() < PARK_AFTER;
                 if !stop {
                     continue;
                 }
@@ -248,33 +251,33 @@ impl RunnerThread {
     }
 }
 
-/// How long a runner thread keeps looking for its next job, yielding the
-/// CPU between looks, before it parks. The next epoch's batch usually comes
-/// within a few tens of microseconds of the last one's acknowledgement,
-/// and waking a parked thread costs about as much again (on a loaded
-/// 2-vCPU machine, 10-25 us per wake-up): looking for it a little longer
-/// halves the cost of a short epoch and, since a thread that parks and is
-/// woken pays two context switches, does not cost more CPU per epoch
-/// (BENCHMARKS.md, B1). Bounded: a thread with nothing to do parks after
-/// this long, and yields the CPU to any other thread meanwhile.
+/// How long a runner thread (or the serial thread) keeps looking for its
+/// next job after a short one, yielding the CPU between looks, before it
+/// parks. In a run of short epochs the next job comes within a few tens of
+/// microseconds, and waking a parked thread costs about as much again (a
+/// futex wake-up and, on a virtual machine, often an idle vCPU's wake-up):
+/// looking a little longer saves that, and costs less CPU than the park and
+/// the wake-up it saves (BENCHMARKS.md, B1). After a long job the thread
+/// parks at once: the wake-up is small beside the work, and a thread that
+/// looks while another runner finishes the run's last batches takes CPU
+/// from the actors that hand out work (W1 was 6% slower with it).
 pub(crate) const PARK_AFTER: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// The next job on a runner's (or the serial thread's) queue: taken at once if there is one;
-/// else looked for again between yields of the CPU for [`PARK_AFTER`];
-/// then waited for, parked. `Err` when every sender is gone.
-fn next_job<T>(queue: &Receiver<T>) -> Result<T, RecvError> {
-    let mut looking_since = None;
+/// The next job on a runner's (or the serial thread's) queue: taken at
+/// once if there is one; else, if `look` (the last job was shorter than
+/// [`PARK_AFTER`]), looked for again between yields of the CPU for
+/// `PARK_AFTER`; then waited for, parked. `Err` when every sender is gone.
+fn next_job<T>(queue: &Receiver<T>, look: bool) -> Result<T, RecvError> {
+    if !look {
+        return queue.recv();
+    }
+    let looking = std::time::Instant::now();
     loop {
         match queue.try_recv() {
             Ok(job) => return Ok(job),
             Err(TryRecvError::Disconnected) => return Err(RecvError),
-            Err(TryRecvError::Empty) => {
-                let since = *looking_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() >= PARK_AFTER {
-                    return queue.recv();
-                }
-                std::thread::yield_now();
-            }
+            Err(TryRecvError::Empty) if looking.elapsed() >= PARK_AFTER => return queue.recv(),
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
         }
     }
 }
@@ -284,8 +287,8 @@ fn next_job<T>(queue: &Receiver<T>) -> Result<T, RecvError> {
 /// serial action may block for as long as it likes or drive its own async
 /// runtime (`block_on`, which panics on an executor's thread). It runs one
 /// job at a time, as the barrier asks (one serial action at a time), and
-/// between jobs looks for the next one like a runner thread before parking
-/// ([`PARK_AFTER`]), so that a run of short epochs does not wake it each
+/// after a short one looks for the next like a runner thread before parking
+/// ([`next_job`]), so that a run of short epochs does not wake it each
 /// time. Dropping the handle ends the thread once its job (if any) is done.
 pub(crate) struct SerialThread {
     jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
@@ -296,8 +299,11 @@ impl SerialThread {
     pub(crate) fn spawn() -> std::io::Result<Self> {
         let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
         std::thread::Builder::new().name("combtest-serial".to_string()).spawn(move || {
-            while let Ok(job) = next_job(&queue) {
+            let mut look = false;
+            while let Ok(job) = next_job(&queue, look) {
+                let started = std::time::Instant::now();
                 job();
+                look = started.elapsed() < PARK_AFTER;
             }
         })?;
         Ok(SerialThread { jobs })
