@@ -2,7 +2,7 @@
 //! beside a bare hand-written loop measured in the same process run.
 //!
 //! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
-//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 B1; default all, 5
+//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1; default all, 5
 //! runs each).
 //!
 //! Prints one JSON line per workload on stdout (the median run, with the
@@ -708,7 +708,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
         other if let Some(out) = pruning::child(other) => out,
         other if let Some(out) = barrier::child(other) => out,
         other => {
-            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 B1");
+            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1");
             std::process::exit(2);
         }
     }
@@ -860,7 +860,7 @@ fn main() {
     }
     if workloads.is_empty() {
         workloads =
-            ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4", "B1"]
+            ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4", "E1"]
                 .map(String::from)
                 .to_vec();
     }

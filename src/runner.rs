@@ -257,7 +257,7 @@ impl RunnerThread {
 /// microseconds, and waking a parked thread costs about as much again (a
 /// futex wake-up and, on a virtual machine, often an idle vCPU's wake-up):
 /// looking a little longer saves that, and costs less CPU than the park and
-/// the wake-up it saves (BENCHMARKS.md, B1). After a long job the thread
+/// the wake-up it saves (BENCHMARKS.md, E1). After a long job the thread
 /// parks at once: the wake-up is small beside the work, and a thread that
 /// looks while another runner finishes the run's last batches takes CPU
 /// from the actors that hand out work (W1 was 6% slower with it).

@@ -1,4 +1,4 @@
-//! The barrier workload (issue 17): B1, `A(2) *S(10^4) A(1)`, a serial
+//! The barrier workload (issue 17): E1, `A(2) *S(10^4) A(1)`, a serial
 //! action that does nothing with 10^4 options and 2 walks per branch, so
 //! the run is 10^4 serial epochs of two trivial walks each: what one pass
 //! through the barrier costs (the live-walk check, the serial action, the
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::{Add, K, result, run_order, timed};
 
-/// Serial epochs in B1.
+/// Serial epochs in E1.
 const EPOCHS: u64 = 10_000;
 
 /// A serial action that does nothing, with `EPOCHS` options.
@@ -71,7 +71,7 @@ fn round_trip() -> (f64, f64) {
 
 /// The barrier workloads' results, or `None` for another workload.
 pub(crate) fn child(workload: &str) -> Option<serde_json::Map<String, Value>> {
-    if workload != "B1" {
+    if workload != "E1" {
         return None;
     }
     let order = WalkOrder::<K>::new().then::<Add<1, 2>>().serial::<Tick>().then::<Add<2, 1>>();
