@@ -622,7 +622,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         // A slice of the chain's constant length: the entries index it at
         // constant positions, so their bounds checks fold away.
         let (digits, decoded_digits) = digits.split_at_mut(C::LEN);
-        let digits = &mut digits[..C::LEN];
+        let (digits, decoded_digits) = (&mut digits[..C::LEN], &mut decoded_digits[..C::LEN]);
         // Each unit's first walk, decoded from the previous unit's first
         // walk (`Space::seek`): a sample's units are single walks, close
         // together in id order.

@@ -715,7 +715,10 @@ impl Dispatch {
         if done.walks > 0 {
             self.cost.add(done.nanos, done.walks);
         }
-        for range in &out.batch.ranges {
+        // Nothing to forget unless a loss hit some walk (a sampled batch
+        // has a range per walk: no pass over them for nothing).
+        let losses = !self.hits.ranges.is_empty() || !self.evidence.is_empty();
+        for range in out.batch.ranges.iter().filter(|_| losses) {
             self.hits.clear(range.clone());
             if !self.evidence.is_empty() {
                 let ended: Vec<u64> = self.evidence.range(range.clone()).map(|(&w, _)| w).collect();
