@@ -6,8 +6,8 @@
 //! a sampled walk costs than a walk of a full run. The draw alone, and the
 //! draw of sampler version 1 (`rand::seq::index::sample`), are timed too.
 
+use combtest::RunOptions;
 use combtest::model::sample::WalkSample;
-use combtest::{RunOptions, WalkOrder};
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
@@ -28,16 +28,8 @@ pub(super) fn child(name: &str) -> Option<Out> {
     if name != "S1" {
         return None;
     }
-    let order = WalkOrder::new()
-        .then::<Add<1, 10>>()
-        .then::<Add<2, 10>>()
-        .then::<Add<3, 10>>()
-        .then::<Add<4, 10>>()
-        .then::<Add<5, 10>>()
-        .then::<Add<6, 10>>()
-        .then::<Add<7, 10>>()
-        .then::<Add<8, 10>>()
-        .then::<Add<9, 10>>();
+    // W1's order and three more entries of the same actions.
+    let order = w1_order().then::<Add<7, 10>>().then::<Add<8, 10>>().then::<Add<9, 10>>();
     // W1 twice: the first run of a process pays for what the process
     // caches (the CPU quota, the async runtime's threads).
     let w1_once = || timed(|| run_order(&w1_order(), RunOptions::default())).1;

@@ -621,7 +621,8 @@ impl Dispatch {
             match &self.config.sample {
                 Some(sample) => {
                     work.remaining = sample.count_in(&epoch.walks);
-                    work.any.extend(sample.pieces(&epoch.walks, &self.config.blocks));
+                    // The pieces' vector becomes the queue, uncopied.
+                    work.any = sample.pieces(&epoch.walks, &self.config.blocks).into();
                 }
                 None => {
                     work.remaining = epoch.walks.end - epoch.walks.start;

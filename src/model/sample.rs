@@ -126,8 +126,10 @@ impl WalkSample {
     /// The sampled walks of `range` as id ranges: runs of consecutive ids,
     /// cut at block boundaries (so each is stored and taken whole).
     pub fn pieces(&self, range: &Range<u64>, blocks: &Blocks) -> Vec<Range<u64>> {
-        let mut out: Vec<Range<u64>> = Vec::new();
-        for &id in self.within(range) {
+        let ids = self.within(range);
+        // A piece per id, at most (a sparse sample's ids are all apart).
+        let mut out: Vec<Range<u64>> = Vec::with_capacity(ids.len());
+        for &id in ids {
             match out.last_mut() {
                 Some(last) if last.end == id && blocks.block_of(id).start < id => last.end += 1,
                 _ => out.push(id..id + 1),
