@@ -2,7 +2,7 @@
 //! beside a bare hand-written loop measured in the same process run.
 //!
 //! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
-//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1; default all, 5
+//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1; default all, 5
 //! runs each).
 //!
 //! Prints one JSON line per workload on stdout (the median run, with the
@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 mod barrier;
 #[path = "throughput/pruning.rs"]
 mod pruning;
+#[path = "throughput/sampling.rs"]
+mod sampling;
 
 /// W1, W4, W5: the walk state is one integer.
 #[derive(Debug, Clone, Default)]
@@ -707,8 +709,11 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
         }
         other if let Some(out) = pruning::child(other) => out,
         other if let Some(out) = barrier::child(other) => out,
+        other if let Some(out) = sampling::child(other) => out,
         other => {
-            eprintln!("unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1");
+            eprintln!(
+                "unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1"
+            );
             std::process::exit(2);
         }
     }
@@ -761,7 +766,7 @@ fn median(runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, 
 }
 
 /// The numbers whose min and max over the runs are reported too.
-const RANGED: [&str; 9] = [
+const RANGED: [&str; 11] = [
     "walks_per_s",
     "ratio_vs_bare",
     "ratio_vs_w1",
@@ -771,6 +776,8 @@ const RANGED: [&str; 9] = [
     "ratio_vs_ceiling",
     "us_per_serial",
     "cpu_us_per_serial",
+    "ns_per_sampled_walk",
+    "ratio_vs_w1_walk",
 ];
 
 fn measure(workload: &str, runs: usize) -> serde_json::Map<String, Value> {
@@ -812,6 +819,11 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
         "cpu_us_per_serial",
         "round_trip_us",
         "round_trip_cpu_us",
+        "ns_per_sampled_walk",
+        "w1_ns_per_walk",
+        "ratio_vs_w1_walk",
+        "draw_ns_per_walk",
+        "v1_draw_ns_per_walk",
     ]
     .iter()
     .filter_map(|k| r.get(*k).and_then(Value::as_f64).map(|v| format!("{k}={v:.2}")))
@@ -859,10 +871,12 @@ fn main() {
         }
     }
     if workloads.is_empty() {
-        workloads =
-            ["W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4", "E1"]
-                .map(String::from)
-                .to_vec();
+        workloads = [
+            "W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4", "E1",
+            "S1",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     eprintln!(
         "{:<4} {:>9} {:>4} {:>11} {:>13} {:>5} {:>11} {:>6}  notes (medians)",

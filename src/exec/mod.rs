@@ -407,7 +407,9 @@ struct Unit<S> {
 impl<S> Unit<S> {
     /// A unit of walks that start here. `keep`: walks go on, so their
     /// states are kept (room for all of them is made up front, so that no
-    /// push reallocates).
+    /// push reallocates). Inlined: built in place in its batch's vector
+    /// (a sampled batch has a unit per walk).
+    #[inline]
     fn fresh(range: Range<u64>, keep: bool, trace: bool) -> Self {
         let len = range.end - range.start;
         let (live_out, states_out, nanos) = if keep {
@@ -515,7 +517,9 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
     ) -> Progress<S> {
         let mut progress =
             Progress { out: BatchOutput::new(), unit: 0, offset: 0, walk_started: None };
-        let mut digits = vec![0u32; self.space.len()];
+        // The walk's digits, then those `run_units` decodes each unit's
+        // first walk into.
+        let mut digits = vec![0u32; 2 * self.space.len()];
         loop {
             let attempt = catch_unwind(AssertUnwindSafe(|| {
                 self.run_units::<LEVEL, TRACE, OUT, PRUNE>(
@@ -530,7 +534,8 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
             }));
             let Err(payload) = attempt else { return progress };
             // `digits` hold the walk that panicked; resume after it.
-            let id = self.space.id_of(&digits).expect("digits stay in the space");
+            let id =
+                self.space.id_of(&digits[..self.space.len()]).expect("digits stay in the space");
             let unit = &units[progress.unit];
             let offset = id - unit.range.start;
             progress.offset = offset + 1;
@@ -618,7 +623,13 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         debug_assert_eq!(keep, !epoch.last, "the loop's OUT matches the epoch");
         // A slice of the chain's constant length: the entries index it at
         // constant positions, so their bounds checks fold away.
-        let digits = &mut digits[..C::LEN];
+        let (digits, decoded_digits) = digits.split_at_mut(C::LEN);
+        let (digits, decoded_digits) = (&mut digits[..C::LEN], &mut decoded_digits[..C::LEN]);
+        // Each unit's first walk, decoded from the previous unit's first
+        // walk (`Space::seek`): a sample's units are single walks, close
+        // together in id order.
+        let mut decoded = 0;
+        decoded_digits.fill(0);
         // The least significant digit, as a constant: a store to it is then
         // known to leave the other digits alone.
         let fast = C::FAST;
@@ -638,9 +649,10 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
             let len = unit.range.end - unit.range.start;
             let first = progress.offset;
             if first < len {
-                self.space
-                    .decode_into(unit.range.start + first, digits)
-                    .expect("batches lie inside the space");
+                let id = unit.range.start + first;
+                self.space.seek(decoded, id, decoded_digits).expect("batches lie inside the space");
+                decoded = id;
+                digits.copy_from_slice(decoded_digits);
             }
             let out = &mut progress.out;
             let walk_started = &mut progress.walk_started;

@@ -621,7 +621,8 @@ impl Dispatch {
             match &self.config.sample {
                 Some(sample) => {
                     work.remaining = sample.count_in(&epoch.walks);
-                    work.any.extend(sample.pieces(&epoch.walks, &self.config.blocks));
+                    // The pieces' vector becomes the queue, uncopied.
+                    work.any = sample.pieces(&epoch.walks, &self.config.blocks).into();
                 }
                 None => {
                     work.remaining = epoch.walks.end - epoch.walks.start;
@@ -715,7 +716,10 @@ impl Dispatch {
         if done.walks > 0 {
             self.cost.add(done.nanos, done.walks);
         }
-        for range in &out.batch.ranges {
+        // Nothing to forget unless a loss hit some walk (a sampled batch
+        // has a range per walk: no pass over them for nothing).
+        let losses = !self.hits.ranges.is_empty() || !self.evidence.is_empty();
+        for range in out.batch.ranges.iter().filter(|_| losses) {
             self.hits.clear(range.clone());
             if !self.evidence.is_empty() {
                 let ended: Vec<u64> = self.evidence.range(range.clone()).map(|(&w, _)| w).collect();

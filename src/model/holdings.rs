@@ -294,7 +294,9 @@ impl Holdings {
 
     /// Removes `range` from every entry, keeping what lies outside it.
     fn carve(&mut self, range: Range<u64>) {
-        if range.is_empty() {
+        // Nothing held (a run without serial actions releases every
+        // batch's walks, one range per sampled piece).
+        if range.is_empty() || self.entries.is_empty() {
             return;
         }
         let hit: Vec<u64> = self.overlapping(&range).map(|(&s, _)| s).collect();

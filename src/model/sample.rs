@@ -7,10 +7,19 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use rand::SeedableRng as _;
+use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
 use super::space::Blocks;
+
+/// Which ids a seed draws ([`WalkSample::draw`]): soak traces record a
+/// sampled round as its seed (plus its exceptions), so the sampler is part
+/// of the trace format. Version 1 was `rand::seq::index::sample` over
+/// ChaCha8; version 2 draws with repeats, radix-sorts, deduplicates and
+/// tops up (`distinct_sorted`), and above half the space draws the ids left
+/// out.
+#[allow(dead_code, reason = "the trace format records it; until then, only its test reads it")]
+pub(crate) const SAMPLER_VERSION: u32 = 2;
 
 /// Walk ids, sorted and unique.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,22 +63,37 @@ impl WalkSample {
     }
 
     /// `count` distinct ids of a space of `size` walks, drawn uniformly by a
-    /// ChaCha8 RNG seeded with `seed`: the same seed gives the same sample
-    /// on every machine and build. Asking for at least `size` gives them all.
+    /// ChaCha8 RNG seeded with `seed` (sampler [`SAMPLER_VERSION`]): the
+    /// same seed gives the same sample on every machine and build. Asking
+    /// for at least `size` gives them all.
+    ///
+    /// Up to half the space, the ids are drawn (with repeats), radix-sorted
+    /// and deduplicated, and the repeats are made up by further draws until
+    /// `count` are distinct; above half, the ids left out are drawn that
+    /// way and the sample is the rest. No hash set: the cost is a few
+    /// nanoseconds per id, sparse or dense.
     pub fn draw(size: u64, count: u64, seed: u64) -> Result<Self, SampleError> {
         if count >= size {
             return WalkSample::new((0..size).collect(), size);
         }
+        if count == 0 {
+            return Err(SampleError::Empty);
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let ids: Vec<u64> = if size <= usize::MAX as u64 {
-            rand::seq::index::sample(&mut rng, size as usize, count as usize)
-                .into_iter()
-                .map(|i| i as u64)
-                .collect()
+        let ids = if count <= size / 2 {
+            distinct_sorted(&mut rng, size, count)
         } else {
-            unreachable!("a u64 space fits a 64-bit usize")
+            let out = distinct_sorted(&mut rng, size, size - count);
+            let mut ids = Vec::with_capacity(count as usize);
+            let mut next = 0;
+            for left_out in out.into_iter().chain([size]) {
+                ids.extend(next..left_out);
+                next = left_out + 1;
+            }
+            ids
         };
-        WalkSample::new(ids, size)
+        debug_assert_eq!(ids.len() as u64, count);
+        Ok(WalkSample { ids: ids.into() })
     }
 
     /// Walks in the sample.
@@ -102,14 +126,81 @@ impl WalkSample {
     /// The sampled walks of `range` as id ranges: runs of consecutive ids,
     /// cut at block boundaries (so each is stored and taken whole).
     pub fn pieces(&self, range: &Range<u64>, blocks: &Blocks) -> Vec<Range<u64>> {
-        let mut out: Vec<Range<u64>> = Vec::new();
-        for &id in self.within(range) {
+        let ids = self.within(range);
+        // A piece per id, at most (a sparse sample's ids are all apart).
+        let mut out: Vec<Range<u64>> = Vec::with_capacity(ids.len());
+        for &id in ids {
             match out.last_mut() {
                 Some(last) if last.end == id && blocks.block_of(id).start < id => last.end += 1,
                 _ => out.push(id..id + 1),
             }
         }
         out
+    }
+}
+
+/// `count` distinct ids below `size` (`count` at most half of it), sorted:
+/// `count` draws, sorted and deduplicated, then as many more draws as ids
+/// were repeated, merged in, until none is missing. The ids and their
+/// order of drawing are part of [`SAMPLER_VERSION`].
+fn distinct_sorted(rng: &mut ChaCha8Rng, size: u64, count: u64) -> Vec<u64> {
+    let below = Below::new(size);
+    let mut ids: Vec<u64> = (0..count).map(|_| below.draw(rng)).collect();
+    radsort::sort(&mut ids);
+    ids.dedup();
+    while (ids.len() as u64) < count {
+        let missing = count - ids.len() as u64;
+        let mut more: Vec<u64> = (0..missing).map(|_| below.draw(rng)).collect();
+        radsort::sort(&mut more);
+        more.dedup();
+        more.retain(|id| ids.binary_search(id).is_err());
+        merge_into(&mut ids, &more);
+    }
+    ids
+}
+
+/// Merges `more` (sorted, none in `ids`) into `ids` (sorted), in place:
+/// from the back, so each id moves once.
+fn merge_into(ids: &mut Vec<u64>, more: &[u64]) {
+    let old = ids.len();
+    ids.resize(old + more.len(), 0);
+    let (mut i, mut j, mut k) = (old, more.len(), ids.len());
+    while j > 0 {
+        k -= 1;
+        if i > 0 && ids[i - 1] > more[j - 1] {
+            i -= 1;
+            ids[k] = ids[i];
+        } else {
+            j -= 1;
+            ids[k] = more[j];
+        }
+    }
+}
+
+/// Uniform draws below `n` from 64-bit words (Lemire's multiply-shift with
+/// rejection, "Fast random integer generation in an interval", 2019):
+/// unbiased, one word per draw but for a rejection once in 2^64 / `n`
+/// words, and defined here rather than by `rand`'s range sampling, whose
+/// algorithm may change between its versions.
+struct Below {
+    n: u64,
+    /// Low halves below this are rejected: `2^64 mod n`.
+    threshold: u64,
+}
+
+impl Below {
+    fn new(n: u64) -> Self {
+        debug_assert!(n > 0);
+        Below { n, threshold: n.wrapping_neg() % n }
+    }
+
+    fn draw(&self, rng: &mut ChaCha8Rng) -> u64 {
+        loop {
+            let wide = u128::from(rng.next_u64()) * u128::from(self.n);
+            if wide as u64 >= self.threshold {
+                return (wide >> 64) as u64;
+            }
+        }
     }
 }
 
@@ -136,6 +227,70 @@ mod tests {
         assert_ne!(a, WalkSample::draw(1_000_000, 500, 8).unwrap());
         assert_eq!(WalkSample::draw(10, 50, 1).unwrap().len(), 10);
         assert_ne!(round_seed(1, 0), round_seed(1, 1));
+    }
+
+    /// Sampler version 2's ids for a fixed seed, committed: a change of
+    /// the draw (or of ChaCha8's stream) changes which walks a soak trace's
+    /// seed names, and must come with a new [`SAMPLER_VERSION`].
+    #[test]
+    fn a_seed_draws_the_same_ids_as_committed() {
+        assert_eq!(SAMPLER_VERSION, 2);
+        let sparse = WalkSample::draw(1_000_000_000, 1_000, 42).unwrap();
+        assert_eq!(&sparse.ids()[..8], &SPARSE_PREFIX);
+        let dense = WalkSample::draw(1_000, 990, 42).unwrap();
+        let left_out: Vec<u64> =
+            (0..1_000).filter(|id| dense.ids().binary_search(id).is_err()).collect();
+        assert_eq!(left_out, DENSE_LEFT_OUT);
+    }
+
+    const SPARSE_PREFIX: [u64; 8] =
+        [614_616, 1_532_996, 4_170_553, 6_231_255, 6_508_467, 6_528_518, 8_088_679, 10_923_677];
+    const DENSE_LEFT_OUT: [u64; 10] = [149, 238, 288, 308, 427, 627, 681, 771, 803, 950];
+
+    /// Dense draws (the ids left out drawn) and sparse ones with many
+    /// repeats (topped up): `count` distinct ids, sorted, in range.
+    #[test]
+    fn dense_and_crowded_draws_have_count_distinct_ids() {
+        for (size, count) in [(20, 10), (20, 11), (20, 19), (3, 1), (3, 2), (2, 1), (1_000, 999)] {
+            for seed in 0..50 {
+                let ids = WalkSample::draw(size, count, seed).unwrap();
+                assert_eq!(ids.len(), count, "{count} of {size}, seed {seed}");
+                assert!(ids.ids().windows(2).all(|w| w[0] < w[1]));
+                assert!(ids.ids().iter().all(|&id| id < size));
+            }
+        }
+        assert_eq!(WalkSample::draw(10, 0, 1), Err(SampleError::Empty));
+        assert_eq!(WalkSample::draw(0, 5, 1), Err(SampleError::Empty));
+    }
+
+    /// Every id is drawn about equally often over many seeds, sparse (3 of
+    /// 10) and dense (7 of 10): 3,000 draws each, so each id's count is
+    /// 900 or 2,100 give or take 25 (one standard deviation); a bias of a
+    /// tenth on one id (an off-by-one at either end) is 90 off.
+    #[test]
+    fn every_id_is_drawn_about_equally_often() {
+        for count in [3, 7] {
+            let mut hits = [0u32; 10];
+            for seed in 0..3_000 {
+                for &id in WalkSample::draw(10, count, seed).unwrap().ids() {
+                    hits[id as usize] += 1;
+                }
+            }
+            let expected = 300 * count as u32;
+            assert!(hits.iter().all(|&h| h.abs_diff(expected) < 100), "{count} of 10: {hits:?}");
+        }
+    }
+
+    #[test]
+    fn merging_keeps_ids_sorted() {
+        let mut ids = vec![2, 5, 9];
+        merge_into(&mut ids, &[0, 3, 4, 10]);
+        assert_eq!(ids, vec![0, 2, 3, 4, 5, 9, 10]);
+        merge_into(&mut ids, &[]);
+        assert_eq!(ids.len(), 7);
+        let mut empty = Vec::new();
+        merge_into(&mut empty, &[1]);
+        assert_eq!(empty, vec![1]);
     }
 
     #[test]

@@ -122,6 +122,39 @@ pub struct Space {
     /// differs: every position, and the least significant digit if it
     /// changes at all.
     next_differs: u64,
+    /// The digits that change (option count above 1), least significant
+    /// first, for [`Space::seek`].
+    carries: Vec<Carry>,
+}
+
+/// One digit of [`Space::seek`]'s addition, with a reciprocal of its radix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Carry {
+    position: usize,
+    radix: u64,
+    /// `ceil(2^64 / radix)`: for `n < 2^32`, `n / radix` is the high half
+    /// of `n * reciprocal` (Lemire, Kaser, Kurz, "Faster remainder by
+    /// direct computation", 2019), a multiplication instead of a division.
+    reciprocal: u64,
+}
+
+impl Carry {
+    fn new(position: usize, radix: u32) -> Self {
+        debug_assert!(radix > 1);
+        let radix = u64::from(radix);
+        Carry { position, radix, reciprocal: u64::MAX / radix + 1 }
+    }
+
+    /// `n / radix` and `n % radix`.
+    #[inline]
+    fn div_rem(&self, n: u64) -> (u64, u64) {
+        let quotient = if n >> 32 == 0 {
+            ((u128::from(self.reciprocal) * u128::from(n)) >> 64) as u64
+        } else {
+            n / self.radix
+        };
+        (quotient, n - quotient * self.radix)
+    }
 }
 
 impl Space {
@@ -157,7 +190,12 @@ impl Space {
         let fast = step_order[0];
         let fast_bit = if fast < 63 && radix[fast] > 1 { 1 << fast } else { 0 };
         let next_differs = super::walk::Reads::ALL | fast_bit;
-        Ok(Space { entries, radix, weight, step_order, serials, size: acc, next_differs })
+        let carries = step_order
+            .iter()
+            .filter(|&&p| radix[p] > 1)
+            .map(|&p| Carry::new(p, radix[p]))
+            .collect();
+        Ok(Space { entries, radix, weight, step_order, serials, size: acc, next_differs, carries })
     }
 
     /// Number of walks in the space.
@@ -217,6 +255,40 @@ impl Space {
         for (p, d) in digits.iter_mut().enumerate() {
             // The quotient modulo a u32 radix always fits in u32.
             *d = ((id / self.weight[p]) % u64::from(self.radix[p])) as u32;
+        }
+        Ok(())
+    }
+
+    /// Decodes walk `id` into `digits`, which hold the digits of walk
+    /// `from`: incrementally when `id` is not below `from`, by adding
+    /// `id - from` to them digit by digit, least significant first, and
+    /// stopping when nothing carries. Ids close together (a sorted sample's)
+    /// share their more significant digits, which it does not touch; a
+    /// carry smaller than the digit's radix (most of them) costs no
+    /// division, and one below 2^32 a multiplication. Below `from`, it
+    /// decodes from scratch ([`Space::decode_into`]).
+    #[inline]
+    pub(crate) fn seek(&self, from: u64, id: u64, digits: &mut [u32]) -> Result<(), IdOutOfRange> {
+        if id < from || id >= self.size {
+            return self.decode_into(id, digits);
+        }
+        debug_assert_eq!(self.id_of(digits), Some(from), "the digits are `from`'s");
+        let mut carry = id - from;
+        for step in &self.carries {
+            if carry == 0 {
+                break;
+            }
+            let (quotient, rest) =
+                if carry < step.radix { (0, carry) } else { step.div_rem(carry) };
+            // Both terms are below the radix, a u32.
+            let sum = u64::from(digits[step.position]) + rest;
+            if sum >= step.radix {
+                digits[step.position] = (sum - step.radix) as u32;
+                carry = quotient + 1;
+            } else {
+                digits[step.position] = sum as u32;
+                carry = quotient;
+            }
         }
         Ok(())
     }
@@ -480,6 +552,72 @@ mod tests {
                 };
                 let expected = (id + 1..s.size()).find(|&o| !same(o)).unwrap_or(s.size());
                 assert_eq!(s.same_until(id, read), expected, "id {id}, read {read:#b}");
+            }
+        }
+    }
+
+    /// `Carry::div_rem` against `/` and `%`, on both sides of its 32-bit
+    /// fast path.
+    #[test]
+    fn reciprocals_divide_exactly() {
+        for radix in [2, 3, 7, 10, 1000, 65_535, 1 << 31, u32::MAX - 1, u32::MAX] {
+            let carry = Carry::new(0, radix);
+            let radix = u64::from(radix);
+            let edges = [0, 1, radix - 1, radix, radix + 1, 3 * radix - 1];
+            let wide = [(1 << 32) - 1, 1 << 32, u64::MAX - 1, u64::MAX];
+            for n in edges.into_iter().chain(wide).chain((0..2000).map(|i| i * 2_147_483 + 11)) {
+                assert_eq!(carry.div_rem(n), (n / radix, n % radix), "{n} / {radix}");
+            }
+        }
+    }
+
+    /// `seek` against `decode_into` for every pair of ids of a small space
+    /// with serial entries and an entry of one option.
+    #[test]
+    fn seek_decodes_every_pair_as_decode_into() {
+        let s = space_of(&[(P, 3), (S, 2), (P, 1), (S, 3), (P, 4)]);
+        for from in 0..s.size() {
+            for id in 0..s.size() {
+                let mut digits = s.digits(from).unwrap();
+                s.seek(from, id, &mut digits).unwrap();
+                assert_eq!(digits, s.digits(id).unwrap(), "from {from} to {id}");
+            }
+        }
+        let mut digits = s.digits(0).unwrap();
+        assert_eq!(s.seek(0, s.size(), &mut digits), Err(IdOutOfRange { id: 72, size: 72 }));
+    }
+
+    proptest::proptest! {
+        /// `seek` against `decode_into` on random spaces (up to 2^64 walks,
+        /// option counts from 1 to 5,000) and sorted id lists, near
+        /// together or far apart, each id decoded from the one before, as
+        /// the batch loop decodes its units' first walks.
+        #[test]
+        fn seek_follows_sorted_ids(
+            counts in proptest::collection::vec((proptest::bool::ANY, proptest::prop_oneof![1u32..4, 1u32..12, 1u32..5_000]), 1..8),
+            picks in proptest::collection::vec((proptest::num::u64::ANY, 0u64..40), 1..60),
+            near in proptest::bool::ANY,
+        ) {
+            // Entries while the size fits a u64.
+            let mut size: u64 = 1;
+            let kinds: Vec<(EntryKind, u32)> = counts
+                .into_iter()
+                .map(|(serial, n)| (if serial { S } else { P }, n))
+                .take_while(|&(_, n)| size.checked_mul(u64::from(n)).map(|m| size = m).is_some())
+                .collect();
+            let s = space_of(&kinds);
+            let mut ids: Vec<u64> = if near {
+                let mut at = picks[0].0 % s.size();
+                picks.iter().map(|&(_, gap)| { at = (at + gap).min(s.size() - 1); at }).collect()
+            } else {
+                picks.iter().map(|&(pick, _)| pick % s.size()).collect()
+            };
+            ids.sort_unstable();
+            let (mut from, mut digits) = (0, vec![0; s.len()]);
+            for id in ids {
+                s.seek(from, id, &mut digits).unwrap();
+                proptest::prop_assert_eq!(&digits, &s.digits(id).unwrap(), "from {} to {}", from, id);
+                from = id;
             }
         }
     }

@@ -1,0 +1,62 @@
+//! The sampled-round workload (issue 17): S1, one soak round of
+//! K = 10^6 walks drawn from a space of 10^9 trivial walks (9 entries of
+//! 10 options), the draw included in its time: nanoseconds per sampled
+//! walk. Its same-run reference is W1's full run (10^6 walks of the same
+//! actions, run twice, the second timed) in the same child: how much more
+//! a sampled walk costs than a walk of a full run. The draw alone, and the
+//! draw of sampler version 1 (`rand::seq::index::sample`), are timed too.
+
+use combtest::RunOptions;
+use combtest::model::sample::WalkSample;
+use rand::SeedableRng as _;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+use super::{Add, result, run_order, timed, w1_order};
+
+/// Walks in S1's space.
+const SIZE: u64 = 1_000_000_000;
+/// Walks in S1's round.
+const SAMPLED: u64 = 1_000_000;
+/// The round's seed.
+const SEED: u64 = 17;
+
+type Out = serde_json::Map<String, Value>;
+
+/// Runs workload `name` (S1), or `None` if it is not one.
+pub(super) fn child(name: &str) -> Option<Out> {
+    if name != "S1" {
+        return None;
+    }
+    // W1's order and three more entries of the same actions.
+    let order = w1_order().then::<Add<7, 10>>().then::<Add<8, 10>>().then::<Add<9, 10>>();
+    // W1 twice: the first run of a process pays for what the process
+    // caches (the CPU quota, the async runtime's threads).
+    let w1_once = || timed(|| run_order(&w1_order(), RunOptions::default())).1;
+    let w1 = (w1_once(), w1_once()).1;
+    let ((report, threads), elapsed) = timed(|| {
+        let sample = WalkSample::draw(SIZE, SAMPLED, SEED).expect("S1's sample fits its space");
+        run_order(&order, RunOptions::default().sample(sample))
+    });
+    assert_eq!((report.walks, report.counts.passed), (SAMPLED, SAMPLED));
+    let (sample, draw) = timed(|| WalkSample::draw(SIZE, SAMPLED, SEED));
+    assert_eq!(sample.map(|s| s.len()), Ok(SAMPLED));
+    let (old, old_draw) = timed(|| {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+        let mut ids: Vec<u64> = rand::seq::index::sample(&mut rng, SIZE as usize, SAMPLED as usize)
+            .into_iter()
+            .map(|i| i as u64)
+            .collect();
+        ids.sort_unstable();
+        ids
+    });
+    assert_eq!(old.len() as u64, SAMPLED);
+    let per_walk = |seconds: f64| seconds / SAMPLED as f64 * 1e9;
+    let mut out = result(name, SAMPLED, threads, elapsed, None);
+    out.insert("ns_per_sampled_walk".into(), json!(per_walk(elapsed)));
+    out.insert("w1_ns_per_walk".into(), json!(per_walk(w1)));
+    out.insert("ratio_vs_w1_walk".into(), json!(elapsed / w1));
+    out.insert("draw_ns_per_walk".into(), json!(per_walk(draw)));
+    out.insert("v1_draw_ns_per_walk".into(), json!(per_walk(old_draw)));
+    Some(out)
+}
