@@ -30,6 +30,21 @@ fn demo_run() -> (tempfile::TempDir, PathBuf, Output) {
     (logs, dir, output)
 }
 
+/// A copy of the format-1 run directory committed under
+/// `tests/fixtures/format1/<name>` (a run of `demo`, written by the build
+/// before format 2), in a temp dir of its own.
+fn format1_run(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let logs = tempfile::tempdir().unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1").join(name);
+    let dir = logs.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    (logs, dir)
+}
+
 fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -200,7 +215,8 @@ fn copy_run(dir: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn bad_run_directories_give_one_line_and_exit_2() {
-    let (logs, dir, _) = demo_run();
+    // Line by line damage of a format-1 trace (one line per walk).
+    let (logs, dir) = format1_run("whole");
     let walk_of = |line: &str| -> u64 {
         serde_json::from_str::<serde_json::Value>(line).unwrap()["walk_id"].as_u64().unwrap()
     };
@@ -328,7 +344,8 @@ fn cut_last_line(dir: &Path) -> u64 {
 
 #[test]
 fn a_crashed_runs_cut_off_last_line_is_skipped_with_a_warning() {
-    let (_logs, dir, _) = demo_run();
+    // A format-1 trace (one line per walk); format 2: `format2_damage`.
+    let (_logs, dir) = format1_run("whole");
     let crashed = copy_run(&dir, "crashed");
     unfinish(&crashed);
     let torn = cut_last_line(&crashed);
@@ -390,7 +407,8 @@ fn a_crashed_runs_cut_off_last_line_is_skipped_with_a_warning() {
 
 #[test]
 fn show_and_replay_refuse_a_trace_that_does_not_match_its_run_json() {
-    let (_logs, dir, _) = demo_run();
+    // A format-1 trace (one line per walk); format 2: `format2_damage`.
+    let (_logs, dir) = format1_run("whole");
     let walk_of = |line: &str| -> u64 {
         serde_json::from_str::<serde_json::Value>(line).unwrap()["walk_id"].as_u64().unwrap()
     };

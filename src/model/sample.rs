@@ -12,6 +12,11 @@ use rand_chacha::ChaCha8Rng;
 
 use super::space::Blocks;
 
+/// Version of the sampler ([`WalkSample::draw`]): a soak trace records a
+/// sampled round as its seed, so its readers redraw it; bump this whenever a
+/// seed would draw other ids.
+pub(crate) const SAMPLER_VERSION: u32 = 1;
+
 /// Walk ids, sorted and unique.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalkSample {
