@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 mod common;
 
-use common::{node, stderr, stdout};
+use common::{format1_run, node, stderr, stdout};
 
 /// Runs the demo suite into a fresh log dir; returns the log dir (keep it
 /// alive), the run directory and the run's output.
@@ -28,21 +28,6 @@ fn demo_run() -> (tempfile::TempDir, PathBuf, Output) {
     assert_eq!(runs.len(), 1, "one run directory");
     let dir = runs.into_iter().next().unwrap();
     (logs, dir, output)
-}
-
-/// A copy of the format-1 run directory committed under
-/// `tests/fixtures/format1/<name>` (a run of `demo`, written by the build
-/// before format 2), in a temp dir of its own.
-fn format1_run(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let logs = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1").join(name);
-    let dir = logs.path().join(name);
-    std::fs::create_dir(&dir).unwrap();
-    for entry in std::fs::read_dir(&fixture).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    (logs, dir)
 }
 
 fn s(path: &Path) -> &str {

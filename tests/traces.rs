@@ -16,7 +16,7 @@ use combtest::{
     Action, ActionResult, ModelCheck, ReplayError, RunDir, RunOptions, TraceError, WalkOrder,
     WalkOutcome, cancel, run,
 };
-use common::{Append, SerialAppend, Trail};
+use common::{Append, SerialAppend, Trail, format1_run};
 use serde::{Deserialize, Serialize};
 
 /// Every walk the trace records, in file order (format 2: a batch record's
@@ -341,21 +341,6 @@ fn every_reader_refuses_a_walk_recorded_twice_with_the_same_error() {
     }
 }
 
-/// A copy of the format-1 run directory committed under
-/// `tests/fixtures/format1/<name>` (a run of `demo` written before format
-/// 2: one line per walk).
-fn format1(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let logs = tempfile::tempdir().unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1").join(name);
-    let dir = logs.path().join(name);
-    std::fs::create_dir(&dir).unwrap();
-    for entry in std::fs::read_dir(&fixture).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    (logs, dir)
-}
-
 /// (walk id, outcome, action index, error, actions) of every record, by id.
 type Seen = Vec<(u64, TraceOutcome, Option<usize>, Option<String>, Vec<(String, u32)>)>;
 
@@ -373,7 +358,7 @@ fn seen(records: &[TraceRecord]) -> Seen {
 fn a_format_2_trace_reads_back_the_walks_a_format_1_trace_gave() {
     // The committed format-1 run and a fresh format-2 run of the same
     // suite: the same walks, outcomes, errors, actions and counts.
-    let (_old_logs, old) = format1("whole");
+    let (_old_logs, old) = format1_run("whole");
     let (_logs, new) = demo_run();
     let (old_dir, new_dir) = (RunDir::open(&old).unwrap(), RunDir::open(&new).unwrap());
     assert_eq!((old_dir.meta().format, new_dir.meta().format), (1, TRACE_FORMAT));
@@ -414,7 +399,7 @@ fn a_format_2_trace_reads_back_the_walks_a_format_1_trace_gave() {
 #[test]
 fn the_format_1_fixtures_read_as_they_did() {
     // Whole: every walk, counts as run.json's.
-    let (_logs, whole) = format1("whole");
+    let (_logs, whole) = format1_run("whole");
     let dir = RunDir::open(&whole).unwrap();
     let trace = dir.trace().unwrap();
     let summary = dir.meta().summary.clone().unwrap();
@@ -429,7 +414,7 @@ fn the_format_1_fixtures_read_as_they_did() {
     );
 
     // Torn: a crashed run, its 21st line cut off: skipped, reported.
-    let (_logs, torn) = format1("torn");
+    let (_logs, torn) = format1_run("torn");
     let dir = RunDir::open(&torn).unwrap();
     let trace = dir.trace().unwrap();
     let cut = TornTail { path: torn.join("walks.jsonl"), line: 21 };
@@ -437,7 +422,7 @@ fn the_format_1_fixtures_read_as_they_did() {
     assert!(!trace.check.finished);
 
     // Duplicated: line 4 again as line 11, refused by every reader.
-    let (_logs, twice) = format1("duplicated");
+    let (_logs, twice) = format1_run("duplicated");
     let dir = RunDir::open(&twice).unwrap();
     for error in [dir.check().unwrap_err(), dir.trace().unwrap_err(), dir.find(0u64).unwrap_err()] {
         assert!(

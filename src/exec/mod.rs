@@ -161,6 +161,53 @@ impl BatchRecords {
         }
     }
 
+    /// Records as passed every walk of `units` (a batch whose walks end in
+    /// it) that ran and has no other record: the batch loop does not record
+    /// passing walks one by one.
+    fn add_passing<S>(&mut self, units: &[Unit<S>]) {
+        let mut other: Vec<Range<u64>> = self
+            .walks
+            .iter()
+            .map(|r| r.id.0..r.id.0 + 1)
+            .chain(self.pruned.iter().cloned())
+            .collect();
+        other.sort_unstable_by_key(|r| r.start);
+        for unit in units {
+            let range = unit.range.clone();
+            if unit.fresh || unit.all_live {
+                self.pass_range(range, &other);
+            } else {
+                // A held unit's walks without a state ended earlier.
+                for offset in 0..range.end - range.start {
+                    if unit.live_in.get(offset) {
+                        let id = range.start + offset;
+                        self.pass_range(id..id + 1, &other);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the walks of `range` that are in none of `other` (sorted by
+    /// start, not overlapping) as passed.
+    fn pass_range(&mut self, range: Range<u64>, other: &[Range<u64>]) {
+        let mut next = range.start;
+        let first = other.partition_point(|r| r.end <= range.start);
+        for r in other[first..].iter().take_while(|r| r.start < range.end) {
+            if r.start > next {
+                self.push_passed(next..r.start);
+            }
+            next = next.max(r.end);
+        }
+        if next < range.end {
+            self.push_passed(next..range.end);
+        }
+    }
+
+    fn push_passed(&mut self, walks: Range<u64>) {
+        Neither::push_range(&mut self.passed, walks);
+    }
+
     /// Records the walks `walks` as pruned.
     fn prune(&mut self, walks: Range<u64>) {
         Neither::push_range(&mut self.pruned, walks);
@@ -655,15 +702,17 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         origin: &Begin<'_, S, K>,
         settings: BatchSettings,
     ) -> Progress<S> {
-        // Traced loops always have pruning in them (they are not the fast
-        // ones); untraced ones only for a walk order with a rule.
+        // Pruning only for a walk order with a rule. Traced loops test
+        // where a passing walk goes at run time (trace format 2 made them
+        // cheap enough per walk that this matters less than their number).
         let (a, b, c, d, e) = (epoch, instruction, units, origin, settings);
         match (settings.trace, epoch.last, self.rules) {
             (false, false, false) => self.drive::<LEVEL, false, KEEP, false>(a, b, c, d, e),
             (false, false, true) => self.drive::<LEVEL, false, KEEP, true>(a, b, c, d, e),
             (false, true, false) => self.drive::<LEVEL, false, END, false>(a, b, c, d, e),
             (false, true, true) => self.drive::<LEVEL, false, END, true>(a, b, c, d, e),
-            (true, _, _) => self.drive::<LEVEL, true, EITHER, true>(a, b, c, d, e),
+            (true, _, false) => self.drive::<LEVEL, true, EITHER, false>(a, b, c, d, e),
+            (true, _, true) => self.drive::<LEVEL, true, EITHER, true>(a, b, c, d, e),
         }
     }
 
@@ -947,9 +996,8 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                                         drop(state);
                                     }
                                     tally.local.passed += 1;
-                                    if trace {
-                                        out.records.pass(id);
-                                    }
+                                    // Traced: recorded after the loop, as
+                                    // ranges (`BatchRecords::add_passing`).
                                     None
                                 }
                                 Err((position, halt)) => {
@@ -1222,6 +1270,9 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnabl
         };
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
+        if trace && !keep {
+            out.records.add_passing(&units);
+        }
         if keep {
             // Every unit is one block.
             out.held = units.into_iter().map(Unit::into_block).collect();

@@ -1545,6 +1545,143 @@ mod tests {
         assert!(matches!(parse_line("{\"suite\":1}}\n", "s"), Err(LineError::NotJson(_))));
     }
 
+    #[test]
+    fn batch_records_round_trip_and_are_checked_against_the_run() {
+        let space = space();
+        let encoder = TraceEncoder::new("s".into(), space.clone(), values(&space));
+        let mut out = Vec::new();
+        assert_eq!(encoder.encode_batch(&mut out, &[], &[], 5, "local/0"), 0);
+        assert!(out.is_empty(), "a batch with no passing or pruned walk writes nothing");
+        let walks = encoder.encode_batch(&mut out, &[0..2, 3..5], &[2..3], 77, "local/0");
+        assert_eq!(walks, 5);
+        let text = String::from_utf8(out).unwrap();
+        let TraceLine::Batch(batch) = parse_any_line(&text).unwrap() else { panic!("{text}") };
+        assert_eq!(
+            (batch.passed.clone(), batch.pruned.clone()),
+            (vec![[0, 2], [3, 5]], vec![[2, 3]])
+        );
+        assert_eq!((batch.batch_ns, batch.walks()), (77, 5));
+        let check = RecordCheck::new(&meta(&space)).unwrap();
+        assert_eq!(check.check_line(&TraceLine::Batch(batch.clone())), Ok(()));
+        // A walk listed from it is the walk its id makes, with run.json's values.
+        let listed = check.record_of(3, TraceOutcome::Passed, &batch);
+        assert_eq!(check.check(&listed), Ok(()));
+        assert_eq!(
+            listed,
+            TraceRecord { duration_ns: 0, batch_ns: Some(77), ..record_of(&space, 3) }
+        );
+
+        let mut outside = batch.clone();
+        outside.pruned = vec![[5, 7]];
+        assert_eq!(
+            check.check_line(&TraceLine::Batch(outside)),
+            Err(LineError::OutsideSpace { walk: 6, walks: 6 })
+        );
+        let mut empty = batch.clone();
+        empty.passed = vec![[4, 4]];
+        assert_eq!(
+            check.check_line(&TraceLine::Batch(empty)),
+            Err(LineError::EmptyRange { start: 4, end: 4 })
+        );
+        // Format 1 has no batch records, and its run.json no options.
+        let mut old = meta(&space);
+        (old.format, old.options) = (1, None);
+        let check = RecordCheck::new(&old).unwrap();
+        assert!(matches!(check.check_line(&TraceLine::Batch(batch)), Err(LineError::NotJson(_))));
+        let mut missing = meta(&space);
+        missing.options = None;
+        assert!(matches!(RecordCheck::new(&missing), Err(MetaError::Options(_))));
+    }
+
+    #[test]
+    fn the_tally_sees_ranges_that_overlap_and_counts_walks() {
+        let space = space();
+        let mut tally = TraceTally::default();
+        tally.add_range(0..3, 1);
+        tally.add(4, 2);
+        tally.add_range(2..4, 3);
+        assert_eq!(
+            tally.finish(&meta(&space)),
+            Err(TallyError::Duplicate { walk: 2, first: 1, second: 3 })
+        );
+        let mut tally = TraceTally::default();
+        tally.add_range(3..6, 2);
+        tally.add_range(0..2, 1);
+        assert_eq!(tally.records(), 5);
+        assert_eq!(
+            tally.finish(&finished(meta(&space), 6, Vec::new())),
+            Err(TallyError::Count { found: 5, expected: 6, first_missing: Some(2) })
+        );
+    }
+
+    #[test]
+    fn a_sampled_round_is_listed_from_its_seed_and_its_exceptions() {
+        use crate::model::sample::{SAMPLER_VERSION, WalkSample};
+        let (walks, count, seed) = (1000, 20, 7);
+        let ids = WalkSample::draw(walks, count, seed).unwrap().ids().to_vec();
+        let space = space();
+        let encoder = TraceEncoder::new("s".into(), space.clone(), values(&space))
+            .with_round(Some(RoundTag { round: 3, seed: Some(seed) }));
+        let mut out = Vec::new();
+        // Walk ids[0] failed, ids[1] was pruned, ids[2] not finished; the
+        // other 17 passed and are only counted.
+        let failed = TraceRecord {
+            walk_id: ids[0],
+            round: Some(3),
+            outcome: TraceOutcome::Failed,
+            ..record_of(&space, 0)
+        };
+        out.extend(serde_json::to_vec(&failed).unwrap());
+        out.push(b'\n');
+        let passed: Vec<Range<u64>> = ids[3..].iter().map(|&i| i..i + 1).collect();
+        encoder.encode_batch(&mut out, &passed, &[ids[1]..ids[1] + 1], 9, "local/0");
+        let sample = SampleRecord {
+            suite: "s".into(),
+            round: 3,
+            seed,
+            sampler: SAMPLER_VERSION,
+            walks,
+            sample: count,
+            unfinished: vec![[ids[2], ids[2] + 1]],
+        };
+        out.extend(serde_json::to_vec(&sample).unwrap());
+        out.push(b'\n');
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("\"passed\":"), "passing walks are not listed: {text}");
+        let lines: Vec<TraceLine> =
+            text.split_inclusive('\n').map(|l| parse_any_line(l).unwrap()).collect();
+        let tally = |lines: &[TraceLine]| {
+            let mut tally = SoakTally::default();
+            for (n, line) in lines.iter().enumerate() {
+                tally.add(line.clone(), n as u64 + 1);
+            }
+            tally.finish()
+        };
+        let listed = tally(&lines).unwrap();
+        assert!(listed.unlisted.is_empty());
+        let mut expected: Vec<u64> = ids.iter().copied().filter(|&i| i != ids[2]).collect();
+        expected.sort_unstable();
+        let got: Vec<u64> = listed.walks.iter().map(|w| w.walk_id).collect();
+        assert_eq!(got, expected);
+        let outcome = |id| listed.walks.iter().find(|w| w.walk_id == id).unwrap().outcome;
+        assert_eq!(outcome(ids[0]), TraceOutcome::Failed);
+        assert_eq!(outcome(ids[1]), TraceOutcome::Pruned);
+        assert_eq!(outcome(ids[5]), TraceOutcome::Passed);
+
+        // Without its sample record: counted, not listed.
+        let unlisted = tally(&lines[..2]).unwrap();
+        assert_eq!(unlisted.unlisted, vec![(3, 17)]);
+        // Another sampler, or a count that does not add up: refused.
+        let mut other = lines.clone();
+        let TraceLine::Sample(s) = &mut other[2] else { panic!() };
+        s.sampler += 1;
+        assert!(matches!(tally(&other), Err(SoakTraceError::Sampler { round: 3, .. })));
+        let mut wrong = lines.clone();
+        let TraceLine::Sample(s) = &mut wrong[2] else { panic!() };
+        s.unfinished.clear();
+        assert!(matches!(tally(&wrong), Err(SoakTraceError::Sample { round: 3, .. })));
+    }
+
     const PINNED: &str = "9f3e9bcb2228385b2438d6bf4db89d1f02eaa5dad9ecf1fa8a132df698a42da2";
 
     #[test]
