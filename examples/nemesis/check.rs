@@ -17,7 +17,6 @@
 //!   [`STALL`]), and never stalled that long while the duration ran.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

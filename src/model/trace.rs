@@ -1552,7 +1552,8 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(encoder.encode_batch(&mut out, &[], &[], 5, "local/0"), 0);
         assert!(out.is_empty(), "a batch with no passing or pruned walk writes nothing");
-        let walks = encoder.encode_batch(&mut out, &[0..2, 3..5], &[2..3], 77, "local/0");
+        let pruned: Vec<Range<u64>> = std::iter::once(2..3).collect();
+        let walks = encoder.encode_batch(&mut out, &[0..2, 3..5], &pruned, 77, "local/0");
         assert_eq!(walks, 5);
         let text = String::from_utf8(out).unwrap();
         let TraceLine::Batch(batch) = parse_any_line(&text).unwrap() else { panic!("{text}") };
@@ -1634,7 +1635,8 @@ mod tests {
         out.extend(serde_json::to_vec(&failed).unwrap());
         out.push(b'\n');
         let passed: Vec<Range<u64>> = ids[3..].iter().map(|&i| i..i + 1).collect();
-        encoder.encode_batch(&mut out, &passed, &[ids[1]..ids[1] + 1], 9, "local/0");
+        let pruned: Vec<Range<u64>> = std::iter::once(ids[1]..ids[1] + 1).collect();
+        encoder.encode_batch(&mut out, &passed, &pruned, 9, "local/0");
         let sample = SampleRecord {
             suite: "s".into(),
             round: 3,
