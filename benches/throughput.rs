@@ -2,7 +2,7 @@
 //! beside a bare hand-written loop measured in the same process run.
 //!
 //! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
-//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1; default all, 5
+//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1 T1; default all, 5
 //! runs each).
 //!
 //! Prints one JSON line per workload on stdout (the median run, with the
@@ -707,12 +707,44 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
             out.insert("parallelism".into(), json!(actions * 1e-3 / elapsed));
             out
         }
+        "T1" => {
+            // W1 traced (`log_dir`: run.json, walks.jsonl, junit.xml) against
+            // W1 untraced, alternated in this one child: U T U T U T U.
+            let order = w1_order();
+            let logs = tempfile::tempdir().expect("a temp dir");
+            let mut untraced = Vec::new();
+            let mut traced = Vec::new();
+            let mut bytes = 0;
+            let mut threads = 0;
+            for round in 0..7 {
+                if round % 2 == 0 {
+                    let ((_, t), elapsed) = timed(|| run_order(&order, RunOptions::default()));
+                    (threads, untraced) = (t, [untraced, vec![elapsed]].concat());
+                    continue;
+                }
+                let options = RunOptions::default().log_dir(logs.path());
+                let ((report, _), elapsed) = timed(|| run_order(&order, options));
+                traced.push(elapsed);
+                let dir = report.run_dir.expect("a traced run has its directory");
+                bytes = std::fs::metadata(dir.join("walks.jsonl")).expect("walks.jsonl").len();
+            }
+            let mid = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (u, t) = (mid(untraced), mid(traced));
+            let mut out = result(workload, 1_000_000, threads, t, None);
+            out.insert("untraced_s".into(), json!(u));
+            out.insert("ratio_vs_untraced".into(), json!(u / t));
+            out.insert("bytes_per_walk".into(), json!(bytes as f64 / 1e6));
+            out
+        }
         other if let Some(out) = pruning::child(other) => out,
         other if let Some(out) = barrier::child(other) => out,
         other if let Some(out) = sampling::child(other) => out,
         other => {
             eprintln!(
-                "unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1"
+                "unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1 T1"
             );
             std::process::exit(2);
         }
@@ -766,8 +798,9 @@ fn median(runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, 
 }
 
 /// The numbers whose min and max over the runs are reported too.
-const RANGED: [&str; 11] = [
+const RANGED: [&str; 12] = [
     "walks_per_s",
+    "ratio_vs_untraced",
     "ratio_vs_bare",
     "ratio_vs_w1",
     "ceiling",
@@ -824,6 +857,8 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
         "ratio_vs_w1_walk",
         "draw_ns_per_walk",
         "v1_draw_ns_per_walk",
+        "ratio_vs_untraced",
+        "bytes_per_walk",
     ]
     .iter()
     .filter_map(|k| r.get(*k).and_then(Value::as_f64).map(|v| format!("{k}={v:.2}")))
@@ -873,7 +908,7 @@ fn main() {
     if workloads.is_empty() {
         workloads = [
             "W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4", "E1",
-            "S1",
+            "S1", "T1",
         ]
         .map(String::from)
         .to_vec();

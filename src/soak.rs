@@ -36,11 +36,19 @@ use serde::Serialize;
 use crate::actors::collector::Progress;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::model::outcome::{AbortedWalks, Counts, Ending, FailedWalk, Report, StopReason};
-use crate::model::sample::{WalkSample, round_seed};
-use crate::model::trace::RoundTag;
+use crate::model::sample::{SAMPLER_VERSION, WalkSample, round_seed};
+use crate::model::trace::{RoundTag, SampleRecord};
 use crate::model::triage::GroupSummary;
 use crate::runtime::{RoundTrace, RunError, RunStop};
 use crate::suites::{Suite, SuiteError, SuiteOptions};
+
+/// How a round's sample was drawn.
+#[derive(Debug, Clone, Copy)]
+struct SampleDraw {
+    size: u64,
+    count: u64,
+    seed: u64,
+}
 
 /// Failures kept in memory (the trace has them all).
 pub const KEPT_FAILURES: usize = 100;
@@ -488,6 +496,9 @@ impl Soak<'_> {
         match result {
             Ok(report) => {
                 let ending = report.ending.clone();
+                if let (Some(count), Some(seed)) = (self.options.sample, seed) {
+                    self.record_sample(round, SampleDraw { size, count, seed }, &report);
+                }
                 self.fold(round, report);
                 match ending {
                     Ending::Completed => false,
@@ -509,6 +520,33 @@ impl Soak<'_> {
                 self.report.ending_reason = Some(error.to_string());
                 true
             }
+        }
+    }
+
+    /// Appends a sampled round's sample record to the soak's `walks.jsonl`
+    /// (when it has one): its seed and the sampled walks it did not finish,
+    /// from which readers list its passing walks.
+    fn record_sample(&mut self, round: u64, draw: SampleDraw, report: &Report) {
+        let Some(file) = &self.walks_file else { return };
+        let unfinished = report
+            .aborted_walks
+            .iter()
+            .chain(&report.not_run_walks)
+            .flat_map(|group| group.walks.iter().map(|r| [r.start, r.end]))
+            .collect();
+        let record = SampleRecord {
+            suite: self.suite.name().to_string(),
+            round,
+            seed: draw.seed,
+            sampler: SAMPLER_VERSION,
+            walks: draw.size,
+            sample: draw.count,
+            unfinished,
+        };
+        let mut line = serde_json::to_vec(&record).expect("a sample record serializes");
+        line.push(b'\n');
+        if let Err(error) = (&**file).write_all(&line) {
+            tracing::error!(%error, round, "cannot write the round's sample record to walks.jsonl");
         }
     }
 

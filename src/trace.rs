@@ -1,10 +1,12 @@
 //! Traced runs on disk. A run given a log dir writes `DIR/<run-id>/`:
 //! `run.json` (at the start, and again at the end with the summary),
-//! `walks.jsonl` (one line per walk, appended batch by batch by the
-//! `TraceWriter` actor as outcomes arrive) and `junit.xml` (at the end).
-//! [`RunDir`] reads such a directory back: it checks `run.json`, every line
-//! against it, and the whole file (no walk twice, a finished run's record
-//! count), and skips the cut-off last line a crash leaves ([`TornTail`]).
+//! `walks.jsonl` (format 2: a record per failed or cancelled walk and one
+//! per batch for its passing and pruned walks, appended batch by batch by
+//! the `TraceWriter` actor as outcomes arrive) and `junit.xml` (at the
+//! end). [`RunDir`] reads such a directory back, in format 2 or 1: it
+//! checks `run.json`, every line against it, and the whole file (no walk
+//! twice, a finished run's record count), and skips the cut-off last line a
+//! crash leaves ([`TornTail`]). [`read_soak`] reads a soak's `walks.jsonl`.
 //! The formats and the checks themselves (no I/O) are in `model::trace`
 //! and `model::junit`.
 
@@ -19,8 +21,9 @@ use crate::model::junit::{self, JunitGroup, JunitRun};
 use crate::model::outcome::Report;
 use crate::model::space::{Space, WalkId};
 use crate::model::trace::{
-    EntryMeta, LineError, OptionJson, RecordCheck, RunMeta, Summary, TRACE_FORMAT, TallyError,
-    TraceEncoder, TraceEnd, TraceOutcome, TraceRecord, TraceTally, fingerprint, parse_line,
+    EntryMeta, FORMATS_READ, LineError, OptionJson, RecordCheck, RunMeta, SoakTally,
+    SoakTraceError, SoakWalks, Summary, TRACE_FORMAT, TallyError, TraceEncoder, TraceEnd,
+    TraceLine, TraceOutcome, TraceRecord, TraceTally, fingerprint, parse_any_line,
 };
 use crate::order::{Chain, WalkOrder};
 
@@ -168,6 +171,14 @@ pub enum TraceError {
         /// Its cut-off last line, if it has one.
         torn_line: Option<u64>,
     },
+    /// A soak's trace whose sampled rounds cannot be listed.
+    #[error("{}: {error}", .path.display())]
+    Soak {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: SoakTraceError,
+    },
     /// An option cannot be serialized to JSON.
     #[error("cannot trace option {option} of {action} (entry {position}): {reason}")]
     Serialize {
@@ -276,6 +287,15 @@ pub(crate) fn start(
 ) -> Result<(TraceSession, TraceEncoder, File), TraceError> {
     let dir = target.log_dir.join(target.run_id.to_string());
     std::fs::create_dir_all(&dir).map_err(|e| TraceError::io(&dir, e))?;
+    let options = values
+        .iter()
+        .map(|entry| {
+            entry
+                .iter()
+                .map(|v| serde_json::from_str(v.get()).expect("option JSON parses back"))
+                .collect()
+        })
+        .collect();
     let meta = RunMeta {
         format: TRACE_FORMAT,
         run_id: target.run_id.to_string(),
@@ -283,6 +303,7 @@ pub(crate) fn start(
         fingerprint: fingerprint(space, &values),
         library_version: env!("CARGO_PKG_VERSION").to_string(),
         walk_order: EntryMeta::of(space),
+        options: Some(options),
         walks: space.size(),
         threads,
         started_at: now(),
@@ -369,16 +390,66 @@ pub fn replay_command(program: &str, dir: &Path, walk: u64) -> String {
     format!("{program} replay --run {} --walk {walk}", dir.display())
 }
 
-/// Appends the lines of a batch's records to `out`.
-pub(crate) fn encode_batch(
+/// What a batch records for the trace: its failed and cancelled walks,
+/// each with its duration, and (from the executor) its passing and pruned
+/// walks as ranges with the batch's time.
+pub(crate) trait BatchTrace {
+    /// The walks with a record of their own.
+    fn walk_records(&self) -> &[WalkRecord];
+    /// Passing walks, as ranges.
+    fn passed(&self) -> &[std::ops::Range<u64>] {
+        &[]
+    }
+    /// Pruned walks, as ranges.
+    fn pruned(&self) -> &[std::ops::Range<u64>] {
+        &[]
+    }
+    /// The batch's time.
+    fn batch_nanos(&self) -> u64 {
+        0
+    }
+}
+
+impl BatchTrace for Vec<WalkRecord> {
+    fn walk_records(&self) -> &[WalkRecord] {
+        self
+    }
+}
+
+/// Appends the lines of a batch's records to `out`: a walk record per
+/// failed or cancelled walk (a passing or pruned one, if any comes as a
+/// record, joins the batch record), then the batch record. Returns the
+/// walks recorded.
+pub(crate) fn encode_batch<B: BatchTrace + ?Sized>(
     encoder: &TraceEncoder,
-    records: &[WalkRecord],
+    batch: &B,
     runner: &str,
     out: &mut Vec<u8>,
-) {
-    for record in records {
-        encoder.encode(out, record.id.0, trace_end(&record.outcome), record.nanos, runner);
+) -> u64 {
+    let mut passed = Vec::new();
+    let mut pruned = Vec::new();
+    let mut walks = 0;
+    for record in batch.walk_records() {
+        match record.outcome {
+            WalkOutcome::Passed => crate::model::triage::Neither::push_id(&mut passed, record.id.0),
+            WalkOutcome::Pruned => crate::model::triage::Neither::push_id(&mut pruned, record.id.0),
+            _ => {
+                encoder.encode(out, record.id.0, trace_end(&record.outcome), record.nanos, runner);
+                walks += 1;
+            }
+        }
     }
+    let (passed, pruned) = match passed.is_empty() && pruned.is_empty() {
+        true => (batch.passed(), batch.pruned()),
+        false => {
+            passed.extend_from_slice(batch.passed());
+            pruned.extend_from_slice(batch.pruned());
+            passed.sort_unstable_by_key(|r| r.start);
+            pruned.sort_unstable_by_key(|r| r.start);
+            (&passed[..], &pruned[..])
+        }
+    };
+    walks + encoder.encode_batch(out, passed, pruned, batch.batch_nanos(), runner)
 }
 
 /// A walk outcome as the trace spells it.
@@ -466,7 +537,7 @@ pub struct Trace {
 
 impl RunDir {
     /// Opens the run directory `path` and reads its `run.json`, checking it
-    /// (see [`RecordCheck::new`]).
+    /// (see [`RecordCheck::new`]). Reads trace formats 1 and 2.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, TraceError> {
         let path = path.as_ref().to_path_buf();
         if path.is_file() {
@@ -480,10 +551,10 @@ impl RunDir {
         let text = std::fs::read_to_string(&file).map_err(|e| TraceError::io(&file, e))?;
         let meta: RunMeta = serde_json::from_str(&text)
             .map_err(|e| TraceError::BadMeta { path: file.clone(), reason: e.to_string() })?;
-        if meta.format != TRACE_FORMAT {
+        if !FORMATS_READ.contains(&meta.format) {
             let reason = format!(
-                "trace format {} is not the format {TRACE_FORMAT} this build reads",
-                meta.format
+                "trace format {} is not one this build reads ({:?}): read it with the combtest version that wrote it ({})",
+                meta.format, FORMATS_READ, meta.library_version
             );
             return Err(TraceError::BadMeta { path: file, reason });
         }
@@ -502,20 +573,19 @@ impl RunDir {
         &self.meta
     }
 
-    /// Every whole record of `walks.jsonl`, in file order, each with its line
-    /// number and checked against `run.json` ([`RecordCheck::check`]); stops
-    /// at the first line that cannot be used. A cut-off last line is not
-    /// yielded: [`Records::torn_tail`] reports it once the records are read.
-    /// Checks across lines (a walk recorded twice, the record count) are
-    /// [`check`](Self::check)'s.
-    pub fn records(&self) -> Result<Records, TraceError> {
+    /// Every whole line of `walks.jsonl`, in file order, each with its line
+    /// number and checked against `run.json` ([`RecordCheck::check_line`]);
+    /// stops at the first line that cannot be used. A cut-off last line is
+    /// not yielded: [`Lines::torn_tail`] reports it once the lines are
+    /// read. Checks across lines (a walk recorded twice, the record count)
+    /// are [`check`](Self::check)'s.
+    pub fn lines(&self) -> Result<Lines, TraceError> {
         let path = self.path.join(WALKS_FILE);
         let file = File::open(&path).map_err(|e| TraceError::io(&path, e))?;
-        Ok(Records {
+        Ok(Lines {
             reader: BufReader::new(file),
             path,
-            suite: self.meta.suite.clone(),
-            check: self.check.clone(),
+            check: Some(self.check.clone()),
             line: 0,
             buffer: Vec::new(),
             torn_tail: None,
@@ -523,20 +593,41 @@ impl RunDir {
         })
     }
 
+    /// Every walk `walks.jsonl` records, in file order, each with the
+    /// number of the line that records it: a walk record as it is, a batch
+    /// record's walks one by one ([`RecordCheck::record_of`]). As
+    /// [`lines`](Self::lines), line by line.
+    pub fn records(&self) -> Result<Records, TraceError> {
+        Ok(Records { lines: self.lines()?, check: self.check.clone(), pending: None })
+    }
+
     /// Reads and checks the whole of `walks.jsonl`: every line as
-    /// [`records`](Self::records) does, no walk recorded twice, and, if the
+    /// [`lines`](Self::lines) does, no walk recorded twice, and, if the
     /// run finished, as many records as `run.json` counts. The one pass
     /// that [`trace`](Self::trace), [`find`](Self::find) (and so every
     /// replay from a run directory) and the command line's `show` make.
     pub fn check(&self) -> Result<TraceCheck, TraceError> {
-        self.scan(|_| {})
+        self.scan(|_, _| {})
     }
 
-    /// Every record of `walks.jsonl`, sorted by walk id, after the checks
+    /// Every walk of `walks.jsonl`, sorted by walk id, after the checks
     /// of [`check`](Self::check).
     pub fn trace(&self) -> Result<Trace, TraceError> {
         let mut records = Vec::new();
-        let check = self.scan(|record| records.push(record))?;
+        let check = self.scan(|line, _| match line {
+            TraceLine::Walk(record) => records.push(record),
+            TraceLine::Batch(batch) => {
+                for (ranges, outcome) in
+                    [(&batch.passed, TraceOutcome::Passed), (&batch.pruned, TraceOutcome::Pruned)]
+                {
+                    for r in ranges {
+                        records
+                            .extend((r[0]..r[1]).map(|w| self.check.record_of(w, outcome, &batch)));
+                    }
+                }
+            }
+            TraceLine::Sample(_) => {}
+        })?;
         records.sort_unstable_by_key(|r| r.walk_id);
         Ok(Trace { records, check })
     }
@@ -551,10 +642,18 @@ impl RunDir {
             return Err(TraceError::NotInSpace { dir, walk, walks });
         }
         let mut found = None;
-        let check = self.scan(|record| {
-            if record.walk_id == walk {
-                found = Some(record);
+        let check = self.scan(|line, _| match line {
+            TraceLine::Walk(record) if record.walk_id == walk => found = Some(record),
+            TraceLine::Batch(batch) => {
+                let within =
+                    |ranges: &[[u64; 2]]| ranges.iter().any(|r| r[0] <= walk && walk < r[1]);
+                if within(&batch.passed) {
+                    found = Some(self.check.record_of(walk, TraceOutcome::Passed, &batch));
+                } else if within(&batch.pruned) {
+                    found = Some(self.check.record_of(walk, TraceOutcome::Pruned, &batch));
+                }
             }
+            _ => {}
         })?;
         found.ok_or_else(|| TraceError::Absent {
             path: self.path.join(WALKS_FILE),
@@ -563,17 +662,17 @@ impl RunDir {
         })
     }
 
-    /// The checked pass over `walks.jsonl`, handing each record to `keep`.
-    fn scan(&self, mut keep: impl FnMut(TraceRecord)) -> Result<TraceCheck, TraceError> {
-        let mut records = self.records()?;
+    /// The checked pass over `walks.jsonl`, handing each line to `keep`.
+    fn scan(&self, mut keep: impl FnMut(TraceLine, u64)) -> Result<TraceCheck, TraceError> {
+        let mut lines = self.lines()?;
         let mut tally = TraceTally::default();
-        for item in records.by_ref() {
-            let (line, record) = item?;
-            tally.add(record.walk_id, line);
-            keep(record);
+        for item in lines.by_ref() {
+            let (number, line) = item?;
+            tally.add_line(&line, number);
+            keep(line, number);
         }
-        let torn_tail = records.torn_tail().cloned();
-        let path = records.path;
+        let torn_tail = lines.torn_tail().cloned();
+        let path = lines.path;
         let records = tally.finish(&self.meta).map_err(|error| match error {
             TallyError::Duplicate { walk, first, second } => {
                 TraceError::Duplicate { path, walk, first, second }
@@ -590,37 +689,39 @@ impl RunDir {
     }
 }
 
-/// The records of a `walks.jsonl`: see [`RunDir::records`].
+/// The lines of a `walks.jsonl`: see [`RunDir::lines`] and [`read_soak`].
 #[derive(Debug)]
-pub struct Records {
+pub struct Lines {
     reader: BufReader<File>,
     path: PathBuf,
-    suite: String,
-    check: RecordCheck,
+    /// A run's checks (none for a soak's file).
+    check: Option<RecordCheck>,
     line: u64,
     buffer: Vec<u8>,
     torn_tail: Option<TornTail>,
     done: bool,
 }
 
-impl Records {
+impl Lines {
     /// The cut-off last line, once the iterator has ended (it is skipped).
     pub fn torn_tail(&self) -> Option<&TornTail> {
         self.torn_tail.as_ref()
     }
 
-    /// The record on the line in the buffer (with its newline).
-    fn parse(&self) -> Result<TraceRecord, LineError> {
+    /// The line in the buffer (with its newline).
+    fn parse(&self) -> Result<TraceLine, LineError> {
         let text = std::str::from_utf8(&self.buffer)
             .map_err(|_| LineError::NotJson("not UTF-8 text".to_string()))?;
-        let record = parse_line(text, &self.suite)?;
-        self.check.check(&record)?;
-        Ok(record)
+        let line = parse_any_line(text)?;
+        if let Some(check) = &self.check {
+            check.check_line(&line)?;
+        }
+        Ok(line)
     }
 }
 
-impl Iterator for Records {
-    type Item = Result<(u64, TraceRecord), TraceError>;
+impl Iterator for Lines {
+    type Item = Result<(u64, TraceLine), TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -654,6 +755,102 @@ impl Iterator for Records {
         self.done = result.is_err();
         Some(result)
     }
+}
+
+/// The walks of a `walks.jsonl`, one by one: see [`RunDir::records`].
+#[derive(Debug)]
+pub struct Records {
+    lines: Lines,
+    check: RecordCheck,
+    /// A batch record being listed.
+    pending: Option<Listing>,
+}
+
+impl Records {
+    /// The cut-off last line, once the iterator has ended (it is skipped).
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.lines.torn_tail()
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<(u64, TraceRecord), TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((line, batch, ranges)) = &mut self.pending {
+                if let Some((range, outcome)) = ranges.last_mut() {
+                    let (walk, outcome) = (range.start, *outcome);
+                    range.start += 1;
+                    if range.is_empty() {
+                        ranges.pop();
+                    }
+                    return Some(Ok((*line, self.check.record_of(walk, outcome, batch))));
+                }
+                self.pending = None;
+            }
+            match self.lines.next()? {
+                Err(error) => return Some(Err(error)),
+                Ok((line, TraceLine::Walk(record))) => return Some(Ok((line, record))),
+                Ok((line, TraceLine::Batch(batch))) => {
+                    let mut ranges: Vec<_> = batch
+                        .passed
+                        .iter()
+                        .map(|r| (r[0]..r[1], TraceOutcome::Passed))
+                        .chain(batch.pruned.iter().map(|r| (r[0]..r[1], TraceOutcome::Pruned)))
+                        .collect();
+                    // Listed by id, taken from the end.
+                    ranges.sort_unstable_by_key(|r| std::cmp::Reverse(r.0.start));
+                    self.pending = Some((line, batch, ranges));
+                }
+                Ok((_, TraceLine::Sample(_))) => {}
+            }
+        }
+    }
+}
+
+/// A batch record being listed: its line, the record, and the walks left
+/// (ranges, the next one last).
+type Listing = (u64, crate::model::trace::BatchRecord, Vec<(std::ops::Range<u64>, TraceOutcome)>);
+
+/// A soak's `walks.jsonl` read back: see [`read_soak`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SoakTrace {
+    /// Every walk listed, by round and walk id, and the rounds whose
+    /// passing walks can only be counted.
+    pub walks: SoakWalks,
+    /// Lines read (the torn tail is not one).
+    pub lines: u64,
+    /// The cut-off last line, skipped.
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Reads a soak's `walks.jsonl` (`DIR/soak-<id>/walks.jsonl`, format 2 or
+/// 1): every walk of every round, passing walks of sampled rounds redrawn
+/// from their seed. A cut-off last line is skipped and reported
+/// ([`SoakTrace::torn_tail`]); any other bad line is an error.
+pub fn read_soak(path: impl AsRef<Path>) -> Result<SoakTrace, TraceError> {
+    let path = path.as_ref().to_path_buf();
+    let file = File::open(&path).map_err(|e| TraceError::io(&path, e))?;
+    let mut lines = Lines {
+        reader: BufReader::new(file),
+        path: path.clone(),
+        check: None,
+        line: 0,
+        buffer: Vec::new(),
+        torn_tail: None,
+        done: false,
+    };
+    let mut tally = SoakTally::default();
+    let mut count = 0;
+    for item in lines.by_ref() {
+        let (number, line) = item?;
+        tally.add(line, number);
+        count += 1;
+    }
+    let walks = tally.finish().map_err(|error| TraceError::Soak { path, error })?;
+    Ok(SoakTrace { walks, lines: count, torn_tail: lines.torn_tail().cloned() })
 }
 
 /// Appends batches to `walks.jsonl`: the `TraceWriter` actor's file.

@@ -163,8 +163,9 @@ fn log_dir_from_the_file_traces_the_run() {
     let runs: Vec<_> = std::fs::read_dir(dir.path().join("logs")).unwrap().collect();
     assert_eq!(runs.len(), 1);
     let run_dir = runs[0].as_ref().unwrap().path();
-    let walks = std::fs::read_to_string(run_dir.join("walks.jsonl")).unwrap();
-    assert_eq!(walks.lines().count(), 9);
+    // Trace format 2: the walks of its records, listed back by the reader.
+    let trace = combtest::RunDir::open(&run_dir).unwrap().trace().unwrap();
+    assert_eq!(trace.records.len(), 9);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 mod common;
 
-use common::{node, stderr, stdout};
+use common::{format1_run, node, stderr, stdout};
 
 /// Runs the demo suite into a fresh log dir; returns the log dir (keep it
 /// alive), the run directory and the run's output.
@@ -200,7 +200,8 @@ fn copy_run(dir: &Path, name: &str) -> PathBuf {
 
 #[test]
 fn bad_run_directories_give_one_line_and_exit_2() {
-    let (logs, dir, _) = demo_run();
+    // Line by line damage of a format-1 trace (one line per walk).
+    let (logs, dir) = format1_run("whole");
     let walk_of = |line: &str| -> u64 {
         serde_json::from_str::<serde_json::Value>(line).unwrap()["walk_id"].as_u64().unwrap()
     };
@@ -328,7 +329,8 @@ fn cut_last_line(dir: &Path) -> u64 {
 
 #[test]
 fn a_crashed_runs_cut_off_last_line_is_skipped_with_a_warning() {
-    let (_logs, dir, _) = demo_run();
+    // A format-1 trace (one line per walk); format 2: `format2_damage`.
+    let (_logs, dir) = format1_run("whole");
     let crashed = copy_run(&dir, "crashed");
     unfinish(&crashed);
     let torn = cut_last_line(&crashed);
@@ -390,7 +392,8 @@ fn a_crashed_runs_cut_off_last_line_is_skipped_with_a_warning() {
 
 #[test]
 fn show_and_replay_refuse_a_trace_that_does_not_match_its_run_json() {
-    let (_logs, dir, _) = demo_run();
+    // A format-1 trace (one line per walk); format 2: `format2_damage`.
+    let (_logs, dir) = format1_run("whole");
     let walk_of = |line: &str| -> u64 {
         serde_json::from_str::<serde_json::Value>(line).unwrap()["walk_id"].as_u64().unwrap()
     };
@@ -465,4 +468,105 @@ fn show_and_replay_refuse_a_trace_that_does_not_match_its_run_json() {
     // In a run that did not finish too.
     unfinish(&twice);
     both(&twice, &[&format!("has two records of walk {duplicated}, on lines 4 and 21")]);
+}
+
+#[test]
+fn format2_damage_is_named_as_format_1_damage_was() {
+    let (_logs, dir, _) = demo_run();
+    let text = std::fs::read_to_string(dir.join("walks.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // A batch record (passing and pruned walks as id ranges), and the
+    // walks it records.
+    let batch = lines.iter().position(|l| l.contains("\"batch_ns\"")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(lines[batch]).unwrap();
+    let mut walks: Vec<u64> = ["passed", "pruned"]
+        .iter()
+        .filter_map(|k| record[k].as_array())
+        .flatten()
+        .flat_map(|r| r[0].as_u64().unwrap()..r[1].as_u64().unwrap())
+        .collect();
+    walks.sort_unstable();
+
+    // Deleted: the count of run.json names the first walk missing.
+    let deleted = copy_run(&dir, "deleted");
+    edit_walks(&deleted, |lines| {
+        lines.remove(batch);
+    });
+    let missing = format!(
+        "walks.jsonl has {}, but run.json says the run finished with 36: {} missing, the first is walk {}",
+        if 36 - walks.len() == 1 {
+            "1 record".to_string()
+        } else {
+            format!("{} records", 36 - walks.len())
+        },
+        walks.len(),
+        walks[0]
+    );
+    expect_bad_input(&["show", "--run", s(&deleted)], &[&missing]);
+
+    // Duplicated: every reader refuses it.
+    let twice = copy_run(&dir, "twice");
+    let again = lines.len() + 1;
+    edit_walks(&twice, |lines| {
+        let copy = lines[batch].clone();
+        lines.push(copy);
+    });
+    let needle =
+        format!("has two records of walk {}, on lines {} and {again}", walks[0], batch + 1);
+    expect_bad_input(&["show", "--run", s(&twice)], &[&needle]);
+    expect_bad_input(&["replay", "--run", s(&twice), "--walk", "27"], &[&needle]);
+
+    // A range outside the space.
+    let outside = copy_run(&dir, "outside");
+    edit_walks(&outside, |lines| {
+        let mut record: serde_json::Value = serde_json::from_str(&lines[batch]).unwrap();
+        record["pruned"] = serde_json::json!([[40, 41]]);
+        lines[batch] = record.to_string();
+    });
+    expect_bad_input(
+        &["show", "--run", s(&outside)],
+        &[&format!("line {} records walk 40, which is not in the space", batch + 1)],
+    );
+
+    // Torn: a crashed run's cut-off last line is skipped with a warning,
+    // the rest shown and replayable, a passing walk included.
+    let crashed = copy_run(&dir, "crashed");
+    unfinish(&crashed);
+    let text = std::fs::read_to_string(crashed.join("walks.jsonl")).unwrap();
+    let last = text.lines().last().unwrap();
+    std::fs::write(crashed.join("walks.jsonl"), &text[..text.len() - last.len() / 2]).unwrap();
+    let output = node(&["show", "--run", s(&crashed)]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let warning = format!("line {} is cut off", lines.len());
+    assert!(stderr(&output).contains(&warning), "{}", stderr(&output));
+    assert!(stdout(&output).contains("did not finish"), "{}", stdout(&output));
+    let passing = (0..36)
+        .find(|w| stdout(&output).contains(&format!("  walk {w}: passed")))
+        .expect("a passing walk is listed");
+    let output = node(&["replay", "--run", s(&crashed), "--walk", &passing.to_string()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("recorded: passed"), "{}", stdout(&output));
+}
+
+#[test]
+fn format1_fixtures_show_as_before() {
+    // The torn one: 20 whole records, the cut-off 21st skipped with a warning.
+    let (_logs, torn) = format1_run("torn");
+    let output = node(&["show", "--run", s(&torn)]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stderr(&output).contains("walks.jsonl line 21 is cut off"), "{}", stderr(&output));
+    assert!(stdout(&output).contains("20 records read"), "{}", stdout(&output));
+    // The duplicated one: refused.
+    let (_logs, twice) = format1_run("duplicated");
+    expect_bad_input(
+        &["show", "--run", s(&twice)],
+        &["has two records of walk 14, on lines 4 and 11"],
+    );
+    // The whole one: groups from its summary, and a replay of a failure.
+    let (_logs, whole) = format1_run("whole");
+    let output = node(&["show", "--run", s(&whole), "--groups"]);
+    assert!(stdout(&output).contains("failure groups: 1 (2 failed walks)"), "{}", stdout(&output));
+    let output = node(&["replay", "--run", s(&whole), "--walk", "27"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stdout(&output).contains("recorded: failed at entry 3 (Checkout)"));
 }

@@ -65,8 +65,9 @@ fn a_traced_cluster_run_writes_one_record_per_walk() {
     assert!(out.contains("on 2 nodes"), "{out}");
     let run = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
     let walks = std::fs::read_to_string(run.join("walks.jsonl")).unwrap();
-    let mut ids: Vec<u64> = walks.lines().map(|l| json(l)["walk_id"].as_u64().unwrap()).collect();
-    ids.sort_unstable();
+    // Trace format 2: passing walks as ranges, listed back by the reader.
+    let trace = combtest::RunDir::open(&run).unwrap().trace().unwrap();
+    let ids: Vec<u64> = trace.records.iter().map(|r| r.walk_id).collect();
     assert_eq!(ids, (0..36).collect::<Vec<_>>());
     // Lines name the node that ran the walk: both nodes ran some.
     assert!(walks.contains("\"local-0\"") && walks.contains("\"local-1\""), "{walks}");
@@ -149,9 +150,10 @@ fn lose_a_node(signal_name: &str, marker: &str) -> u64 {
         assert!(err.contains("missed heartbeats"), "{err}");
     }
     let run = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
-    let records = std::fs::read_to_string(run.join("walks.jsonl")).unwrap();
-    let mut ids: Vec<u64> = records.lines().map(|l| json(l)["walk_id"].as_u64().unwrap()).collect();
-    assert_eq!(ids.len() as u64, walks - aborted, "one line per walk that ended");
+    // Trace format 2: passing walks as ranges, listed back by the reader.
+    let trace = combtest::RunDir::open(&run).unwrap().trace().unwrap();
+    let mut ids: Vec<u64> = trace.records.iter().map(|r| r.walk_id).collect();
+    assert_eq!(ids.len() as u64, walks - aborted, "one record per walk that ended");
     // The aborted walks are named, with the lost node; with the traced
     // ones they make up the space, each walk once.
     let groups = report["aborted_walks"].as_array().unwrap();

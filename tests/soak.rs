@@ -4,6 +4,8 @@
 //! stdin lifeline), and the tests check none is left.
 
 use std::io::BufRead as _;
+
+use combtest::model::trace::TraceOutcome;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -92,8 +94,16 @@ fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
     assert!(totals["nodes_lost"].as_u64().unwrap() >= 3 * rounds, "{out}");
     // Every walk of every round has its record, once, tagged with its round.
     let dir = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
-    let walks = std::fs::read_to_string(dir.join("walks.jsonl")).unwrap();
-    let records: Vec<serde_json::Value> = walks.lines().map(json).collect();
+    // Format 2: passing walks come as id ranges per batch, listed by the
+    // reader.
+    let trace = combtest::trace::read_soak(dir.join("walks.jsonl")).unwrap();
+    assert!(trace.walks.unlisted.is_empty() && trace.torn_tail.is_none());
+    let records: Vec<serde_json::Value> = trace
+        .walks
+        .walks
+        .iter()
+        .map(|w| serde_json::json!({"round": w.round, "walk_id": w.walk_id}))
+        .collect();
     let unfinished = totals["aborted"].as_u64().unwrap() + totals["not_run"].as_u64().unwrap();
     assert_eq!(
         records.len() as u64,
@@ -118,6 +128,76 @@ fn a_soak_on_local_nodes_survives_panics_hangs_and_crashes() {
     }
     let meta = json(&std::fs::read_to_string(dir.join("soak.json")).unwrap());
     assert_eq!(meta["totals"]["rounds"], rounds);
+}
+
+#[test]
+fn a_sampled_rounds_trace_is_its_seed_plus_the_walks_that_did_not_pass() {
+    let node = std::path::Path::new(env!("CARGO_BIN_EXE_combtest-node"));
+    let logs = tempfile::tempdir().unwrap();
+    let args = [
+        "soak",
+        "--suite",
+        "demo",
+        "--rounds",
+        "3",
+        "--sample",
+        "9",
+        "--seed",
+        "42",
+        "--json",
+        "--log-dir",
+        logs.path().to_str().unwrap(),
+    ];
+    let (code, out, err) = run(node, &args, &[]);
+    assert!(code == 0 || code == 1, "{out}{err}");
+    let totals = &json(&out)["totals"];
+    let dir = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(dir.join("walks.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(json).collect();
+    // No passing walk is listed: batches count them, and each round ends
+    // with its seed and the sampler's version.
+    assert!(lines.iter().all(|l| l.get("passed").is_none()), "{text}");
+    let samples: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("sampler").is_some()).collect();
+    assert_eq!(samples.len(), 3, "{text}");
+    for (round, sample) in samples.iter().enumerate() {
+        assert_eq!(sample["round"], round as u64);
+        assert_eq!((sample["sample"].as_u64(), sample["walks"].as_u64()), (Some(9), Some(36)));
+        assert_eq!(sample["sampler"], 2, "sampler version 2 draws the rounds");
+    }
+    // The reader lists every walk of every round: 9 distinct walks each,
+    // the same outcomes as the soak counted.
+    let trace = combtest::trace::read_soak(dir.join("walks.jsonl")).unwrap();
+    assert!(trace.walks.unlisted.is_empty());
+    for round in 0..3 {
+        let mut ids: Vec<u64> =
+            trace.walks.walks.iter().filter(|w| w.round == round).map(|w| w.walk_id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 9, "round {round}");
+    }
+    let count = |outcome: TraceOutcome| {
+        trace.walks.walks.iter().filter(|w| w.outcome == outcome).count() as u64
+    };
+    assert_eq!(count(TraceOutcome::Passed), totals["passed"].as_u64().unwrap());
+    assert_eq!(count(TraceOutcome::Failed), totals["failed"].as_u64().unwrap());
+    assert_eq!(count(TraceOutcome::Cancelled), totals["cancelled"].as_u64().unwrap());
+    assert_eq!(count(TraceOutcome::Pruned), totals["pruned"].as_u64().unwrap());
+
+    // A round whose sample record is missing (the soak stopped in it) can
+    // only count its passing walks.
+    let cut: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.contains("\"sampler\"") && l.contains("\"round\":2")))
+        .collect();
+    std::fs::write(dir.join("cut.jsonl"), cut.join("\n") + "\n").unwrap();
+    let trace = combtest::trace::read_soak(dir.join("cut.jsonl")).unwrap();
+    assert_eq!(trace.walks.unlisted.len(), 1);
+    assert_eq!(trace.walks.unlisted[0].0, 2);
+    // A sample drawn by another sampler version is refused by name.
+    let other = text.replace("\"sampler\":2", "\"sampler\":99");
+    std::fs::write(dir.join("other.jsonl"), other).unwrap();
+    let error = combtest::trace::read_soak(dir.join("other.jsonl")).unwrap_err().to_string();
+    assert!(error.contains("sampler version 99"), "{error}");
 }
 
 #[test]

@@ -7,24 +7,41 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use combtest::model::trace::{RunMeta, TraceOutcome, TraceRecord};
+use combtest::model::trace::{
+    RunMeta, TRACE_FORMAT, TraceLine, TraceOutcome, TraceRecord, parse_any_line,
+};
 use combtest::suites::demo;
 use combtest::trace::TornTail;
 use combtest::{
     Action, ActionResult, ModelCheck, ReplayError, RunDir, RunOptions, TraceError, WalkOrder,
     WalkOutcome, cancel, run,
 };
-use common::{Append, SerialAppend, Trail};
+use common::{Append, SerialAppend, Trail, format1_run};
 use serde::{Deserialize, Serialize};
 
+/// Every walk the trace records, in file order (format 2: a batch record's
+/// walks listed one by one by the reader).
 fn read_records(dir: &Path) -> Vec<TraceRecord> {
     let text = std::fs::read_to_string(dir.join("walks.jsonl")).unwrap();
     assert!(text.ends_with('\n'), "every line is complete");
-    text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    RunDir::open(dir).unwrap().records().unwrap().map(|r| r.unwrap().1).collect()
 }
 
 fn read_meta(dir: &Path) -> RunMeta {
     serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap()
+}
+
+/// The walks one line of `walks.jsonl` records, by id.
+fn walks_of(line: &str) -> Vec<u64> {
+    let mut walks: Vec<u64> = match parse_any_line(&format!("{line}\n")).unwrap() {
+        TraceLine::Walk(record) => vec![record.walk_id],
+        TraceLine::Batch(batch) => {
+            batch.passed.iter().chain(&batch.pruned).flat_map(|r| r[0]..r[1]).collect()
+        }
+        other => panic!("not a line of a run: {other:?}"),
+    };
+    walks.sort_unstable();
+    walks
 }
 
 fn count(records: &[TraceRecord], outcome: TraceOutcome) -> u64 {
@@ -242,31 +259,38 @@ fn a_crashed_trace_reports_its_cut_off_line_apart_and_every_whole_record_replays
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     let last = lines.pop().unwrap();
-    let torn: TraceRecord = serde_json::from_str(last).unwrap();
+    // Format 2: the last line is a walk record or a batch record.
+    let torn = walks_of(last);
+    let whole = lines.len() as u64;
     let mut bytes = lines.join("\n").into_bytes();
     bytes.extend_from_slice(b"\n");
     bytes.extend_from_slice(&last.as_bytes()[..40]);
     bytes.extend_from_slice(&"é".as_bytes()[..1]);
     std::fs::write(&path, bytes).unwrap();
-    let cut = TornTail { path: path.clone(), line: 36 };
+    let cut = TornTail { path: path.clone(), line: whole + 1 };
+    let left = 36 - torn.len() as u64;
 
     let run_dir = RunDir::open(&dir).unwrap();
     let mut records = run_dir.records().unwrap();
     let read: Vec<(u64, TraceRecord)> = records.by_ref().map(|r| r.unwrap()).collect();
-    assert_eq!(read.len(), 35);
-    assert_eq!(read.last().unwrap().0, 35);
+    assert_eq!(read.len() as u64, left);
+    assert_eq!(read.last().unwrap().0, whole);
     assert_eq!(records.torn_tail(), Some(&cut));
     let check = run_dir.check().unwrap();
-    assert_eq!((check.records, check.torn_tail.as_ref(), check.finished), (35, Some(&cut), false));
+    assert_eq!(
+        (check.records, check.torn_tail.as_ref(), check.finished),
+        (left, Some(&cut), false)
+    );
     let trace = run_dir.trace().unwrap();
     let ids: Vec<u64> = trace.records.iter().map(|r| r.walk_id).collect();
-    let expected: Vec<u64> = (0..36).filter(|&id| id != torn.walk_id).collect();
+    let expected: Vec<u64> = (0..36).filter(|id| !torn.contains(id)).collect();
     assert_eq!(ids, expected);
     assert_eq!(
         cut.to_string(),
         format!(
-            "{} line 36 is cut off (the run stopped while writing it); it is skipped",
-            path.display()
+            "{} line {} is cut off (the run stopped while writing it); it is skipped",
+            path.display(),
+            whole + 1
         )
     );
 
@@ -275,11 +299,10 @@ fn a_crashed_trace_reports_its_cut_off_line_apart_and_every_whole_record_replays
         let replayed = order.replay_from_run(&run_dir, id, demo::Session::default(), |_| {});
         assert_eq!(replayed.unwrap().model, ModelCheck::Same, "walk {id}");
     }
-    let error = order
-        .replay_from_run(&run_dir, torn.walk_id, demo::Session::default(), |_| {})
-        .unwrap_err();
+    let error =
+        order.replay_from_run(&run_dir, torn[0], demo::Session::default(), |_| {}).unwrap_err();
     assert!(
-        matches!(error, ReplayError::Trace(TraceError::Absent { walk, finished: false, .. }) if walk == torn.walk_id),
+        matches!(error, ReplayError::Trace(TraceError::Absent { walk, finished: false, .. }) if walk == torn[0]),
         "{error}"
     );
 }
@@ -290,25 +313,121 @@ fn every_reader_refuses_a_walk_recorded_twice_with_the_same_error() {
     let path = dir.join("walks.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
-    let twice: TraceRecord = serde_json::from_str(lines[1]).unwrap();
+    // Format 2: the line may be a batch record; the walk named is its first.
+    let twice = walks_of(lines[1])[0];
     lines.push(lines[1]);
+    let again = lines.len() as u64;
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let expected =
-        format!("{} has two records of walk {}, on lines 2 and 37", path.display(), twice.walk_id);
+        format!("{} has two records of walk {twice}, on lines 2 and {again}", path.display());
 
     let run_dir = RunDir::open(&dir).unwrap();
     let order = demo::order();
     let mut messages =
         vec![run_dir.check().unwrap_err().to_string(), run_dir.trace().unwrap_err().to_string()];
     // Whichever walk is asked for, the duplicated one or not.
-    for walk in [twice.walk_id, (twice.walk_id + 1) % 36] {
+    for walk in [twice, (twice + 1) % 36] {
         let error = run_dir.find(walk).unwrap_err();
-        assert!(matches!(error, TraceError::Duplicate { first: 2, second: 37, .. }), "{error}");
+        assert!(
+            matches!(error, TraceError::Duplicate { first: 2, second, .. } if second == again),
+            "{error}"
+        );
         messages.push(error.to_string());
         let replayed = order.replay_from_run(&run_dir, walk, demo::Session::default(), |_| {});
         messages.push(replayed.unwrap_err().to_string());
     }
     for message in messages {
         assert_eq!(message, expected);
+    }
+}
+
+/// (walk id, outcome, action index, error, actions) of every record, by id.
+type Seen = Vec<(u64, TraceOutcome, Option<usize>, Option<String>, Vec<(String, u32)>)>;
+
+fn seen(records: &[TraceRecord]) -> Seen {
+    records
+        .iter()
+        .map(|r| {
+            let actions = r.actions.iter().map(|a| (a.type_name.clone(), a.option)).collect();
+            (r.walk_id, r.outcome, r.action_index, r.error.clone(), actions)
+        })
+        .collect()
+}
+
+#[test]
+fn a_format_2_trace_reads_back_the_walks_a_format_1_trace_gave() {
+    // The committed format-1 run and a fresh format-2 run of the same
+    // suite: the same walks, outcomes, errors, actions and counts.
+    let (_old_logs, old) = format1_run("whole");
+    let (_logs, new) = demo_run();
+    let (old_dir, new_dir) = (RunDir::open(&old).unwrap(), RunDir::open(&new).unwrap());
+    assert_eq!((old_dir.meta().format, new_dir.meta().format), (1, TRACE_FORMAT));
+    let (a, b) = (old_dir.trace().unwrap(), new_dir.trace().unwrap());
+    assert_eq!(seen(&a.records), seen(&b.records));
+    assert_eq!((a.check.records, b.check.records), (36, 36));
+    assert_eq!(new_dir.meta().records, Some(36));
+    // Values too: run.json's options give the passing walks theirs.
+    for (x, y) in a.records.iter().zip(&b.records) {
+        let values =
+            |r: &TraceRecord| r.actions.iter().map(|a| a.value.clone()).collect::<Vec<_>>();
+        assert_eq!(values(x), values(y), "walk {}", x.walk_id);
+        // Passing and pruned walks' durations are their batch's.
+        match y.outcome {
+            TraceOutcome::Passed | TraceOutcome::Pruned => {
+                assert!(y.batch_ns.is_some() && y.duration_ns == 0, "{y:?}")
+            }
+            _ => assert!(y.batch_ns.is_none(), "{y:?}"),
+        }
+    }
+    // Format 2 writes far fewer lines: one per failed or cancelled walk
+    // and one per batch.
+    let lines =
+        |dir: &Path| std::fs::read_to_string(dir.join("walks.jsonl")).unwrap().lines().count();
+    let exceptions = 2 + 8;
+    assert!(lines(&new) < 36 && lines(&new) > exceptions, "{}", lines(&new));
+    // Every walk of either replays from its directory by id.
+    let order = demo::order();
+    for id in 0..36 {
+        for dir in [&old_dir, &new_dir] {
+            let replayed = order.replay_from_run(dir, id, demo::Session::default(), |_| {});
+            let replayed = replayed.unwrap();
+            assert_eq!(replayed.model, ModelCheck::Same, "walk {id}");
+        }
+    }
+}
+
+#[test]
+fn the_format_1_fixtures_read_as_they_did() {
+    // Whole: every walk, counts as run.json's.
+    let (_logs, whole) = format1_run("whole");
+    let dir = RunDir::open(&whole).unwrap();
+    let trace = dir.trace().unwrap();
+    let summary = dir.meta().summary.clone().unwrap();
+    assert_eq!(trace.records.len(), 36);
+    assert_eq!(trace.check.torn_tail, None);
+    assert_eq!(summary.passed, count(&trace.records, TraceOutcome::Passed));
+    assert_eq!(summary.failed, count(&trace.records, TraceOutcome::Failed));
+    assert_eq!(summary.pruned, count(&trace.records, TraceOutcome::Pruned));
+    assert_eq!(
+        dir.find(27u64).unwrap().error.as_deref().map(|e| e.starts_with("charged 360")),
+        Some(true)
+    );
+
+    // Torn: a crashed run, its 21st line cut off: skipped, reported.
+    let (_logs, torn) = format1_run("torn");
+    let dir = RunDir::open(&torn).unwrap();
+    let trace = dir.trace().unwrap();
+    let cut = TornTail { path: torn.join("walks.jsonl"), line: 21 };
+    assert_eq!((trace.records.len(), trace.check.torn_tail.as_ref()), (20, Some(&cut)));
+    assert!(!trace.check.finished);
+
+    // Duplicated: line 4 again as line 11, refused by every reader.
+    let (_logs, twice) = format1_run("duplicated");
+    let dir = RunDir::open(&twice).unwrap();
+    for error in [dir.check().unwrap_err(), dir.trace().unwrap_err(), dir.find(0u64).unwrap_err()] {
+        assert!(
+            matches!(error, TraceError::Duplicate { walk: 14, first: 4, second: 11, .. }),
+            "{error}"
+        );
     }
 }

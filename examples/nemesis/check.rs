@@ -17,7 +17,6 @@
 //!   [`STALL`]), and never stalled that long while the duration ran.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -74,13 +73,12 @@ struct Report {
     dir: Option<PathBuf>,
 }
 
-/// One line of `walks.jsonl`, as far as the check reads it.
-#[derive(Debug, Deserialize)]
+/// One walk of `walks.jsonl`, as far as the check reads it.
+#[derive(Debug)]
 struct Line {
     round: u64,
     walk_id: u64,
     outcome: String,
-    #[serde(default)]
     error: Option<String>,
 }
 
@@ -424,21 +422,34 @@ fn accounting(seen: &Seen, report: &Report, figures: &mut Figures, violations: &
     }
 }
 
-/// Reads `walks.jsonl`, calling `each` with the line number and the line;
-/// returns how many lines there were. A line that is not a whole record is
-/// an error (the coordinator was never killed: none may be cut off).
+/// Reads `walks.jsonl` (trace format 2: walk records, batch records and
+/// sampled rounds' seeds, listed walk by walk by `combtest::trace::read_soak`),
+/// calling `each` with the number of the line that records each walk and
+/// the walk; returns how many walks there were. A line that is not a whole
+/// record is an error (the coordinator was never killed: none may be cut
+/// off), and so is a round whose passing walks cannot be listed.
 fn read_lines(path: &Path, mut each: impl FnMut(u64, &Line)) -> Result<u64, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut count = 0;
-    for (index, text) in std::io::BufReader::with_capacity(1 << 20, file).lines().enumerate() {
-        let number = index as u64 + 1;
-        let text = text.map_err(|e| format!("{} line {number}: {e}", path.display()))?;
-        let line: Line = serde_json::from_str(&text)
-            .map_err(|e| format!("{} line {number} is not a whole record: {e}", path.display()))?;
-        each(number, &line);
-        count += 1;
+    let trace = combtest::trace::read_soak(path).map_err(|e| e.to_string())?;
+    if let Some(torn) = &trace.torn_tail {
+        return Err(format!("{torn}: the coordinator was never killed"));
     }
-    Ok(count)
+    if let Some((round, count)) = trace.walks.unlisted.first() {
+        return Err(format!(
+            "{}: round {round}'s {count} passing walks cannot be listed (no sample record)",
+            path.display()
+        ));
+    }
+    for walk in &trace.walks.walks {
+        let outcome = serde_json::to_value(walk.outcome).map_err(|e| e.to_string())?;
+        let line = Line {
+            round: walk.round,
+            walk_id: walk.walk_id,
+            outcome: outcome.as_str().unwrap_or("?").to_string(),
+            error: walk.error.clone(),
+        };
+        each(walk.line, &line);
+    }
+    Ok(trace.walks.walks.len() as u64)
 }
 
 /// Whether a failure is "its node was lost while running it alone" with

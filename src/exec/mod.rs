@@ -105,8 +105,8 @@ pub(crate) struct BatchOutput<S> {
     pub(crate) held: Vec<Block<S>>,
     /// The message of the first panic, if an action panicked.
     pub(crate) panic: Option<String>,
-    /// One record per walk that ended here, when tracing.
-    pub(crate) records: Vec<WalkRecord>,
+    /// What the trace records of the walks that ended here, when tracing.
+    pub(crate) records: BatchRecords,
     /// Walks the batch covered (ended or not).
     pub(crate) walks: u64,
     /// Time spent running the batch.
@@ -126,6 +126,146 @@ pub(crate) struct BatchSettings {
     /// Walks in flight at once on one runner thread, for async walk orders
     /// (see `walks_async`).
     pub(crate) in_flight: usize,
+}
+
+/// What a batch gives the trace: a record per failed or cancelled walk,
+/// its passing and pruned walks as id ranges, and its time. Passing walks
+/// are not timed one by one (see [`WalkClock`]).
+#[derive(Debug, Default)]
+pub(crate) struct BatchRecords {
+    /// Failed and cancelled walks, each with its duration.
+    walks: Vec<WalkRecord>,
+    passed: Vec<Range<u64>>,
+    pruned: Vec<Range<u64>>,
+    /// The batch's time.
+    nanos: u64,
+}
+
+impl BatchRecords {
+    /// Records a walk that ended: a passing or pruned one joins the ranges.
+    pub(crate) fn push(&mut self, record: WalkRecord) {
+        match record.outcome {
+            WalkOutcome::Passed => self.pass(record.id.0),
+            WalkOutcome::Pruned => self.prune(record.id.0..record.id.0 + 1),
+            _ => self.walks.push(record),
+        }
+    }
+
+    /// Records walk `id` as passed (ids come in increasing order within a
+    /// unit, so a run of them is one range).
+    #[inline(always)]
+    fn pass(&mut self, id: u64) {
+        match self.passed.last_mut() {
+            Some(last) if last.end == id => last.end += 1,
+            _ => self.passed.push(id..id + 1),
+        }
+    }
+
+    /// Records as passed every walk of `units` (a batch whose walks end in
+    /// it) that ran and has no other record: the batch loop does not record
+    /// passing walks one by one.
+    fn add_passing<S>(&mut self, units: &[Unit<S>]) {
+        let mut other: Vec<Range<u64>> = self
+            .walks
+            .iter()
+            .map(|r| r.id.0..r.id.0 + 1)
+            .chain(self.pruned.iter().cloned())
+            .collect();
+        other.sort_unstable_by_key(|r| r.start);
+        for unit in units {
+            let range = unit.range.clone();
+            if unit.fresh || unit.all_live {
+                self.pass_range(range, &other);
+            } else {
+                // A held unit's walks without a state ended earlier.
+                for offset in 0..range.end - range.start {
+                    if unit.live_in.get(offset) {
+                        let id = range.start + offset;
+                        self.pass_range(id..id + 1, &other);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the walks of `range` that are in none of `other` (sorted by
+    /// start, not overlapping) as passed.
+    fn pass_range(&mut self, range: Range<u64>, other: &[Range<u64>]) {
+        let mut next = range.start;
+        let first = other.partition_point(|r| r.end <= range.start);
+        for r in other[first..].iter().take_while(|r| r.start < range.end) {
+            if r.start > next {
+                self.push_passed(next..r.start);
+            }
+            next = next.max(r.end);
+        }
+        if next < range.end {
+            self.push_passed(next..range.end);
+        }
+    }
+
+    fn push_passed(&mut self, walks: Range<u64>) {
+        Neither::push_range(&mut self.passed, walks);
+    }
+
+    /// Records the walks `walks` as pruned.
+    fn prune(&mut self, walks: Range<u64>) {
+        Neither::push_range(&mut self.pruned, walks);
+    }
+
+    /// Walks recorded.
+    pub(crate) fn len(&self) -> usize {
+        let span = |r: &Range<u64>| (r.end - r.start) as usize;
+        self.walks.len()
+            + self.passed.iter().map(span).sum::<usize>()
+            + self.pruned.iter().map(span).sum::<usize>()
+    }
+
+    /// Whether it records no walk.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The failed and cancelled walks.
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, WalkRecord> {
+        self.walks.iter()
+    }
+
+    /// Every walk recorded, one record each (passing and pruned ones with
+    /// no duration), by id: for tests.
+    #[cfg(test)]
+    pub(crate) fn expand(&self) -> Vec<WalkRecord> {
+        let mut all = self.walks.clone();
+        for (ranges, outcome) in
+            [(&self.passed, WalkOutcome::Passed), (&self.pruned, WalkOutcome::Pruned)]
+        {
+            for r in ranges {
+                all.extend(r.clone().map(|id| WalkRecord {
+                    id: WalkId(id),
+                    outcome: outcome.clone(),
+                    nanos: 0,
+                }));
+            }
+        }
+        all.sort_by_key(|r| r.id);
+        all
+    }
+}
+
+impl crate::trace::BatchTrace for BatchRecords {
+    fn walk_records(&self) -> &[WalkRecord] {
+        &self.walks
+    }
+    fn passed(&self) -> &[Range<u64>] {
+        &self.passed
+    }
+    fn pruned(&self) -> &[Range<u64>] {
+        &self.pruned
+    }
+    fn batch_nanos(&self) -> u64 {
+        self.nanos
+    }
 }
 
 /// The end of one walk, for the trace.
@@ -381,8 +521,80 @@ struct Progress<S> {
     /// Index (into the batch's units) and offset of the walk to run next.
     unit: usize,
     offset: u64,
-    /// When the walk in progress started, when tracing.
-    walk_started: Option<Instant>,
+    /// The traced loop's clock.
+    clock: WalkClock,
+}
+
+/// How often, at most, a traced batch reads the clock: about once per
+/// this many nanoseconds of walks, and at the start of every walk slower
+/// than that. A failed or cancelled walk's duration is the time since the
+/// last reading: its own time, plus about this much of the passing walks
+/// before it at most (more when walks' durations vary widely).
+pub(crate) const TIMED_STRIDE_NS: u64 = 1_000;
+
+/// Walks between two readings of the clock, at most.
+const MAX_STRIDE: u32 = 1 << 12;
+
+/// The traced loop's clock: it reads the time at a walk's start only every
+/// `stride` walks, the stride set from the walks' measured cost so that
+/// readings come about every [`TIMED_STRIDE_NS`] (every walk, for walks
+/// slower than that), and at the end of a walk that failed or was
+/// cancelled. Passing walks are never timed one by one: their durations
+/// are their batch's.
+struct WalkClock {
+    /// The last reading.
+    mark: Instant,
+    /// Walks to start before the next reading.
+    left: u32,
+    /// Walks between readings.
+    stride: u32,
+}
+
+impl WalkClock {
+    fn new() -> Self {
+        WalkClock { mark: Instant::now(), left: 0, stride: 1 }
+    }
+
+    /// A walk starts.
+    #[inline(always)]
+    fn tick(&mut self) {
+        if self.left == 0 {
+            self.read();
+        }
+        self.left -= 1;
+    }
+
+    /// Reads the clock and sets the stride from the walks since the last
+    /// reading (it at most doubles, so a first slow walk is soon timed
+    /// alone).
+    #[cold]
+    #[inline(never)]
+    fn read(&mut self) {
+        let now = Instant::now();
+        let mean = (now - self.mark).as_nanos() as u64 / u64::from(self.stride);
+        let fits = TIMED_STRIDE_NS / mean.max(1);
+        self.stride = (fits.min(u64::from(MAX_STRIDE)) as u32).clamp(1, self.stride * 2);
+        self.left = self.stride;
+        self.mark = now;
+    }
+
+    /// A walk halted: the time since the last reading, which becomes now.
+    fn spent(&mut self) -> u64 {
+        let now = Instant::now();
+        let spent = (now - self.mark).as_nanos() as u64;
+        self.mark = now;
+        // The stride's walks are not all behind this reading: start again.
+        self.stride = self.stride.saturating_sub(self.left).max(1);
+        self.left = 0;
+        spent
+    }
+
+    /// A walk goes on to a later segment: its time so far, when walks are
+    /// timed one by one (else 0: its segments are timed only if it halts).
+    #[inline(always)]
+    fn so_far(&self) -> u64 {
+        if self.stride == 1 { self.mark.elapsed().as_nanos() as u64 } else { 0 }
+    }
 }
 
 /// A run of consecutive walk ids: the states it takes in (a held unit) and
@@ -492,15 +704,17 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         origin: &Begin<'_, S, K>,
         settings: BatchSettings,
     ) -> Progress<S> {
-        // Traced loops always have pruning in them (they are not the fast
-        // ones); untraced ones only for a walk order with a rule.
+        // Pruning only for a walk order with a rule. Traced loops test
+        // where a passing walk goes at run time (trace format 2 made them
+        // cheap enough per walk that this matters less than their number).
         let (a, b, c, d, e) = (epoch, instruction, units, origin, settings);
         match (settings.trace, epoch.last, self.rules) {
             (false, false, false) => self.drive::<LEVEL, false, KEEP, false>(a, b, c, d, e),
             (false, false, true) => self.drive::<LEVEL, false, KEEP, true>(a, b, c, d, e),
             (false, true, false) => self.drive::<LEVEL, false, END, false>(a, b, c, d, e),
             (false, true, true) => self.drive::<LEVEL, false, END, true>(a, b, c, d, e),
-            (true, _, _) => self.drive::<LEVEL, true, EITHER, true>(a, b, c, d, e),
+            (true, _, false) => self.drive::<LEVEL, true, EITHER, false>(a, b, c, d, e),
+            (true, _, true) => self.drive::<LEVEL, true, EITHER, true>(a, b, c, d, e),
         }
     }
 
@@ -516,7 +730,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         settings: BatchSettings,
     ) -> Progress<S> {
         let mut progress =
-            Progress { out: BatchOutput::new(), unit: 0, offset: 0, walk_started: None };
+            Progress { out: BatchOutput::new(), unit: 0, offset: 0, clock: WalkClock::new() };
         // The walk's digits, then those `run_units` decodes each unit's
         // first walk into.
         let mut digits = vec![0u32; 2 * self.space.len()];
@@ -556,7 +770,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
             };
             if TRACE {
                 let prior = unit.nanos.get(offset as usize).copied().unwrap_or(0);
-                let spent = progress.walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
+                let spent = progress.clock.spent();
                 progress.out.records.push(WalkRecord {
                     id: WalkId(id),
                     outcome: WalkOutcome::Failed {
@@ -655,7 +869,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                 digits.copy_from_slice(decoded_digits);
             }
             let out = &mut progress.out;
-            let walk_started = &mut progress.walk_started;
+            let clock = &mut progress.clock;
             let mut tally = Tally { local: Counts::default(), sink: &mut out.counts };
             let mut next = first;
             let mut pruning = Pruning::new(&self.space);
@@ -689,9 +903,6 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                         // Pruning reads the walk's options, and after a panic
                         // they name the walk.
                         digits[fast] = first_fast;
-                        if trace {
-                            *walk_started = Some(Instant::now());
-                        }
                         let end = unit.range.end;
                         if let Some(end) = pruning.decide(chain, &lookup, first_id, digits, end) {
                             let records = trace.then_some(&mut out.records);
@@ -727,7 +938,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                         // From here on the walk is charged: pruning and the
                         // state's clone may panic before its actions run.
                         if trace {
-                            *walk_started = Some(Instant::now());
+                            clock.tick();
                         }
                         let walk = WalkContext::new(id, 0, fixtures);
                         let state = if fresh_run {
@@ -743,8 +954,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                                 match K::make(start, fixtures, id) {
                                     Ok(state) => Some(state),
                                     Err(halt) => {
-                                        let spent = walk_started
-                                            .map_or(0, |t| t.elapsed().as_nanos() as u64);
+                                        let spent = if trace { clock.spent() } else { 0 };
                                         let ends = Ends {
                                             failed: &mut out.failed,
                                             neither: &mut out.neither,
@@ -779,13 +989,6 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                                     }
                                 }
                             };
-                            let nanos = if trace {
-                                let spent =
-                                    walk_started.map_or(0, |t| t.elapsed().as_nanos() as u64);
-                                unit.nanos.get(offset as usize).copied().unwrap_or(0) + spent
-                            } else {
-                                0
-                            };
                             // The state leaves first (kept, gathered or dropped),
                             // then the outcome is counted: a panic while dropping it
                             // must find the walk not yet counted.
@@ -794,7 +997,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                                     unit.states_out.push(state);
                                     unit.live_out.set(offset);
                                     if trace {
-                                        unit.nanos[offset as usize] = nanos;
+                                        unit.nanos[offset as usize] += clock.so_far();
                                     }
                                     None
                                 }
@@ -805,7 +1008,9 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                                         drop(state);
                                     }
                                     tally.local.passed += 1;
-                                    trace.then_some(WalkOutcome::Passed)
+                                    // Traced: recorded after the loop, as
+                                    // ranges (`BatchRecords::add_passing`).
+                                    None
                                 }
                                 Err((position, halt)) => {
                                     if gather {
@@ -841,6 +1046,10 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                                 }
                             };
                             if let Some(outcome) = outcome {
+                                // A halt: the time since the clock's last
+                                // reading, and the segments before.
+                                let prior = unit.nanos.get(offset as usize).copied().unwrap_or(0);
+                                let nanos = prior + clock.spent();
                                 out.records.push(WalkRecord { id: WalkId(id), outcome, nanos });
                             }
                         }
@@ -937,16 +1146,12 @@ fn end_pruned(
     walks: Range<u64>,
     counts: &mut Counts,
     neither: &mut Vec<Range<u64>>,
-    records: Option<&mut Vec<WalkRecord>>,
+    records: Option<&mut BatchRecords>,
 ) {
     counts.pruned += walks.end - walks.start;
     Neither::push_range(neither, walks.clone());
     if let Some(records) = records {
-        records.extend(walks.map(|id| WalkRecord {
-            id: WalkId(id),
-            outcome: WalkOutcome::Pruned,
-            nanos: 0,
-        }));
+        records.prune(walks);
     }
 }
 
@@ -955,7 +1160,7 @@ fn end_pruned(
 struct Ends<'a> {
     failed: &'a mut Vec<FailedWalk>,
     neither: &'a mut Vec<Range<u64>>,
-    records: Option<&'a mut Vec<WalkRecord>>,
+    records: Option<&'a mut BatchRecords>,
 }
 
 /// Ends a walk whose starting state could not be made (its factory
@@ -1009,7 +1214,7 @@ impl<S> BatchOutput<S> {
             finals: Vec::new(),
             held: Vec::new(),
             panic: None,
-            records: Vec::new(),
+            records: BatchRecords::default(),
             walks: 0,
             nanos: 0,
         }
@@ -1077,11 +1282,15 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnabl
         };
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
+        if trace && !keep {
+            out.records.add_passing(&units);
+        }
         if keep {
             // Every unit is one block.
             out.held = units.into_iter().map(Unit::into_block).collect();
         }
         out.nanos = started.elapsed().as_nanos() as u64;
+        out.records.nanos = out.nanos;
         out
     }
 
@@ -1219,7 +1428,7 @@ mod tests {
     fn traced_batches_record_every_walk_once() {
         let outputs = run_all(true);
         let mut records: Vec<WalkRecord> =
-            outputs.iter().flat_map(|o| o.records.iter().cloned()).collect();
+            outputs.iter().flat_map(|o| o.records.expand()).collect();
         records.sort_by_key(|r| r.id);
         // 12 walks: Last decides; the first segment ends no walk.
         assert_eq!(records.len(), 12);
@@ -1273,11 +1482,11 @@ mod tests {
         let run = Instruction::Run(None, History::default());
         let out = runnable.execute(&epoch, &run, input, &origin, settings);
         drop(quiet);
-        let mut records = out.records;
-        records.sort_by_key(|r| r.id);
+        // A passing walk has no time of its own: its batch's time covers it.
+        assert!(out.records.nanos >= 30_000_000, "walk 0 slept 30 ms: {}", out.records.nanos);
+        let records = out.records.expand();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].outcome, WalkOutcome::Passed);
-        assert!(records[0].nanos >= 30_000_000, "walk 0 slept 30 ms: {}", records[0].nanos);
         assert!(matches!(records[1].outcome, WalkOutcome::Failed { .. }), "{:?}", records[1]);
         // The walk ran nothing: far less than the walk before it.
         assert!(records[1].nanos < 30_000_000, "walk 1 charged {} ns", records[1].nanos);

@@ -185,6 +185,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         let elapsed = started.elapsed().as_nanos() as u64;
         let room = out.walks.max(settings.in_flight.max(1) as u64);
         out.nanos = (u128::from(elapsed) * u128::from(out.walks) / u128::from(room)) as u64;
+        out.records.nanos = elapsed;
         out
     }
 

@@ -12,13 +12,13 @@ use rand_chacha::ChaCha8Rng;
 
 use super::space::Blocks;
 
-/// Which ids a seed draws ([`WalkSample::draw`]): soak traces record a
-/// sampled round as its seed (plus its exceptions), so the sampler is part
-/// of the trace format. Version 1 was `rand::seq::index::sample` over
+/// Which ids a seed draws ([`WalkSample::draw`]): a soak trace records a
+/// sampled round as its seed (plus its exceptions), so its readers redraw
+/// it and the sampler is part of the trace format; bump this whenever a
+/// seed would draw other ids. Version 1 was `rand::seq::index::sample` over
 /// ChaCha8; version 2 draws with repeats, radix-sorts, deduplicates and
 /// tops up (`distinct_sorted`), and above half the space draws the ids left
 /// out.
-#[allow(dead_code, reason = "the trace format records it; until then, only its test reads it")]
 pub(crate) const SAMPLER_VERSION: u32 = 2;
 
 /// Walk ids, sorted and unique.

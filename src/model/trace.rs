@@ -1,23 +1,48 @@
-//! The files of a traced run, as data: a `walks.jsonl` line
-//! ([`TraceRecord`]), `run.json` ([`RunMeta`]), the walk order's
-//! fingerprint, and the checks a line must pass when it is read back.
-//! Reading and writing the files is `crate::trace`'s job; here is only what
-//! they contain.
+//! The files of a traced run, as data: the lines of `walks.jsonl`
+//! ([`TraceLine`]: [`TraceRecord`], [`BatchRecord`], [`SampleRecord`]),
+//! `run.json` ([`RunMeta`]), the walk order's fingerprint, and the checks a
+//! line must pass when it is read back. Reading and writing the files is
+//! `crate::trace`'s job; here is only what they contain.
 //!
-//! # `walks.jsonl`
-//! One JSON object per line, one line per walk id, in the order the walks
-//! ended (not by id):
+//! # `walks.jsonl`, format 2
+//! One JSON object per line, in the order batches ended (not by id). A
+//! walk's actions are a pure function of its id and the walk order, whose
+//! options `run.json` records once (`options`), so only the walks that did
+//! not pass carry a record of their own:
 //!
-//! ```text
-//! {"suite":"demo","walk_id":27,"branch":[1],"outcome":"failed",
-//!  "actions":[{"type":"Login","option":1,"value":"Bob"}, ...],
-//!  "action_index":3,"error":"charged 360 cents ...","duration_ns":5120,"runner":"local/0"}
-//! ```
+//! - a **walk record** ([`TraceRecord`]) for each walk that failed or was
+//!   cancelled, with its own duration (see [`TraceRecord::duration_ns`]):
+//!
+//!   ```text
+//!   {"suite":"demo","walk_id":27,"branch":[1],"outcome":"failed",
+//!    "actions":[{"type":"Login","option":1,"value":"Bob"}, ...],
+//!    "action_index":3,"error":"charged 360 cents ...","duration_ns":5120,"runner":"local/0"}
+//!   ```
+//!
+//! - a **batch record** ([`BatchRecord`]) per batch: its passing and pruned
+//!   walks as id ranges (`[start, end)`), and the batch's time on its
+//!   runner. Passing walks have no duration of their own: it is the
+//!   batch's.
+//!
+//!   ```text
+//!   {"suite":"demo","passed":[[0,1],[2,7]],"pruned":[[1,2]],"batch_ns":81200,"runner":"local/0"}
+//!   ```
+//!
+//! - in a soak's file, a **sample record** ([`SampleRecord`]) after each
+//!   sampled round: its seed, the sampler's version
+//!   (`model::sample::SAMPLER_VERSION`) and the walks it did not finish.
+//!   The round's batch records then count its passing walks
+//!   (`passed_count`) instead of listing them: they are the sample drawn
+//!   from the seed less every other walk of the round.
 //!
 //! `branch` holds the walk's serial options; `actions` every entry of the
 //! walk order, serial ones included, with the option's index and its serde
 //! JSON. `action_index` is the failing or cancelling entry; `error` is set
 //! for failed walks only.
+//!
+//! # Format 1
+//! One walk record per walk, passing and pruned ones included (each with
+//! its own duration); `run.json` without `options`. Still read.
 
 use std::ops::Range;
 
@@ -29,8 +54,11 @@ use super::failures::GroupSummary;
 use super::outcome::{AbortedWalks, FailedWalk, Report};
 use super::space::{EntryKind, Space};
 
-/// Version of the trace format, stored in `run.json`.
-pub const TRACE_FORMAT: u32 = 1;
+/// Version of the trace format this build writes, stored in `run.json`.
+pub const TRACE_FORMAT: u32 = 2;
+
+/// The trace formats this build reads.
+pub const FORMATS_READ: [u32; 2] = [1, 2];
 
 /// How a walk ended, as the trace spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +108,15 @@ pub struct TraceRecord {
     /// The error, for a failed walk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Time its segments took, summed.
+    /// Time the walk took. In format 2, for a failed or cancelled walk:
+    /// from the executor's last clock reading before it ended to its end.
+    /// The executor reads the clock at least once per
+    /// `exec::TIMED_STRIDE_NS` of walks and at the start of every walk
+    /// slower than that, so this is the walk's own time (its segments'
+    /// summed, when its walks are that slow), plus at most that much of the
+    /// passing walks just before it. For a passing or pruned walk read back
+    /// from a batch record: 0 (see `batch_ns`). In format 1: every walk's
+    /// own time.
     pub duration_ns: u64,
     /// Where it ran: `local/<runner index>`, or the node's name.
     pub runner: String,
@@ -90,6 +126,98 @@ pub struct TraceRecord {
     /// In a soak's sampled round, the seed its sample was drawn with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Format 2, a passing or pruned walk read back from its batch's
+    /// record: the time of that whole batch (durations of passing walks are
+    /// batch-level). Never written in a walk record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_ns: Option<u64>,
+}
+
+/// A format-2 line for a batch: its passing and pruned walks as id ranges
+/// (`[start, end)`, each walk in one range of one batch record), and its
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// The suite.
+    pub suite: String,
+    /// The walks that passed, as id ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed: Vec<[u64; 2]>,
+    /// In a sampled soak round: how many walks passed (their ids follow from
+    /// the round's sample; see [`SampleRecord`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed_count: Option<u64>,
+    /// The walks pruned, as id ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<[u64; 2]>,
+    /// The batch's time on its runner, every walk of it included.
+    pub batch_ns: u64,
+    /// Where it ran.
+    pub runner: String,
+    /// In a soak, the round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u64>,
+    /// In a soak's sampled round, its seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+impl BatchRecord {
+    /// Walks it records.
+    pub fn walks(&self) -> u64 {
+        let span = |r: &[u64; 2]| r[1].saturating_sub(r[0]);
+        self.passed.iter().map(span).sum::<u64>()
+            + self.passed_count.unwrap_or(0)
+            + self.pruned.iter().map(span).sum::<u64>()
+    }
+}
+
+/// A format-2 line of a soak's file, after a sampled round: what lets a
+/// reader list the round's passing walks (the sample the seed draws, less
+/// every walk recorded otherwise and the round's unfinished walks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// The suite.
+    pub suite: String,
+    /// The round.
+    pub round: u64,
+    /// The seed its sample was drawn with.
+    pub seed: u64,
+    /// The version of the sampler that drew it
+    /// (`model::sample::SAMPLER_VERSION`).
+    pub sampler: u32,
+    /// Walks in the space it was drawn from.
+    pub walks: u64,
+    /// Walks asked for.
+    pub sample: u64,
+    /// Sampled walks the round did not finish (aborted or not run), as id
+    /// ranges: they have no record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfinished: Vec<[u64; 2]>,
+}
+
+/// One line of `walks.jsonl`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum TraceLine {
+    /// A walk of its own (format 1: every walk; format 2: failed and
+    /// cancelled ones).
+    Walk(TraceRecord),
+    /// Format 2: a batch's passing and pruned walks.
+    Batch(BatchRecord),
+    /// Format 2, in a soak's file: a sampled round's seed.
+    Sample(SampleRecord),
+}
+
+impl TraceLine {
+    /// The suite it names.
+    pub fn suite(&self) -> &str {
+        match self {
+            TraceLine::Walk(r) => &r.suite,
+            TraceLine::Batch(b) => &b.suite,
+            TraceLine::Sample(s) => &s.suite,
+        }
+    }
 }
 
 /// How a walk ended, handed to [`TraceEncoder::encode`].
@@ -198,6 +326,40 @@ impl TraceEncoder {
         };
         serde_json::to_writer(&mut *out, &line).expect("a trace line serializes");
         out.push(b'\n');
+    }
+
+    /// Appends the batch record of a batch's passing and pruned walks
+    /// (nothing if it has none): ranges, or in a sampled round the count
+    /// of passing walks. Returns the walks it records.
+    pub fn encode_batch(
+        &self,
+        out: &mut Vec<u8>,
+        passed: &[Range<u64>],
+        pruned: &[Range<u64>],
+        nanos: u64,
+        runner: &str,
+    ) -> u64 {
+        let span = |r: &Range<u64>| r.end - r.start;
+        let (passing, pruning) =
+            (passed.iter().map(span).sum::<u64>(), pruned.iter().map(span).sum::<u64>());
+        if passing + pruning == 0 {
+            return 0;
+        }
+        let pairs = |ranges: &[Range<u64>]| ranges.iter().map(|r| [r.start, r.end]).collect();
+        let sampled = self.round.is_some_and(|r| r.seed.is_some());
+        let line = BatchRecord {
+            suite: self.suite.clone(),
+            passed: if sampled { Vec::new() } else { pairs(passed) },
+            passed_count: (sampled && passing > 0).then_some(passing),
+            pruned: pairs(pruned),
+            batch_ns: nanos,
+            runner: runner.to_string(),
+            round: self.round.map(|r| r.round),
+            seed: self.round.and_then(|r| r.seed),
+        };
+        serde_json::to_writer(&mut *out, &line).expect("a trace line serializes");
+        out.push(b'\n');
+        passing + pruning
     }
 }
 
@@ -366,6 +528,10 @@ pub struct RunMeta {
     pub library_version: String,
     /// The walk order's entries.
     pub walk_order: Vec<EntryMeta>,
+    /// Format 2: every option of every entry, as serde JSON (one list per
+    /// entry of `walk_order`): what a walk recorded only by its id ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<Vec<serde_json::Value>>>,
     /// Walks in the space.
     pub walks: u64,
     /// Runner threads.
@@ -375,7 +541,8 @@ pub struct RunMeta {
     /// When it ended; absent while it runs (or if it crashed).
     #[serde(default)]
     pub ended_at: Option<String>,
-    /// Lines written to `walks.jsonl`.
+    /// Walks recorded in `walks.jsonl` (format 1: its lines; format 2: the
+    /// walks of its walk and batch records).
     #[serde(default)]
     pub records: Option<u64>,
     /// The final summary; absent while it runs (or if it crashed).
@@ -413,6 +580,12 @@ pub enum MetaError {
         "it has an ended_at but no records count (a finished run states how many lines it wrote)"
     )]
     NoRecordCount,
+    /// A format-2 `run.json` without the options of each entry, or with
+    /// another number of them than `walk_order` counts.
+    #[error(
+        "its options do not match its walk order (format 2 records every option of every entry): {0}"
+    )]
+    Options(String),
     /// More records than walks.
     #[error("it counts {}, more than its {}", super::count(*.records, "record"), super::count(*.walks, "walk"))]
     TooManyRecords {
@@ -441,7 +614,11 @@ fn product_text(counts: &[u32], space: Option<u64>) -> String {
 #[derive(Debug, Clone)]
 pub struct RecordCheck {
     walks: u64,
+    format: u32,
+    suite: String,
     entries: Vec<EntryMeta>,
+    /// Format 2: every option's JSON, to describe walks recorded by id.
+    options: Vec<Vec<serde_json::Value>>,
     /// The weight of each entry's option index in a walk id.
     weights: Vec<u64>,
     /// Positions of the serial entries, in walk order.
@@ -487,7 +664,102 @@ impl RecordCheck {
                 Some(_) => {}
             }
         }
-        Ok(RecordCheck { walks: meta.walks, entries: entries.clone(), weights, serials })
+        let options = match (&meta.options, meta.format >= 2) {
+            (Some(options), _) => {
+                let counts = entries.iter().map(|e| e.options as usize);
+                if options.len() != entries.len()
+                    || options.iter().zip(counts).any(|(o, n)| o.len() != n)
+                {
+                    let found: Vec<usize> = options.iter().map(Vec::len).collect();
+                    return Err(MetaError::Options(format!(
+                        "it lists {found:?} options per entry"
+                    )));
+                }
+                options.clone()
+            }
+            (None, true) => return Err(MetaError::Options("it has none".to_string())),
+            (None, false) => Vec::new(),
+        };
+        Ok(RecordCheck {
+            walks: meta.walks,
+            format: meta.format,
+            suite: meta.suite.clone(),
+            entries: entries.clone(),
+            options,
+            weights,
+            serials,
+        })
+    }
+
+    /// Checks a line against the run: a walk record as
+    /// [`check`](Self::check) does; a batch record's ranges non-empty and
+    /// inside the space; no batch or sample record in a format-1 trace, no
+    /// sample record in a run's.
+    pub fn check_line(&self, line: &TraceLine) -> Result<(), LineError> {
+        if line.suite() != self.suite {
+            let (found, expected) = (line.suite().to_string(), self.suite.clone());
+            return Err(LineError::OtherSuite { found, expected });
+        }
+        match line {
+            TraceLine::Walk(record) => self.check(record),
+            TraceLine::Batch(_) if self.format < 2 => {
+                Err(LineError::NotJson("a format-2 batch record in a format-1 trace".to_string()))
+            }
+            TraceLine::Batch(batch) => {
+                for range in batch.passed.iter().chain(&batch.pruned) {
+                    check_range(range, self.walks)?;
+                }
+                if batch.passed_count.is_some() {
+                    return Err(LineError::NotJson(
+                        "a sampled round's batch record in a run's trace".to_string(),
+                    ));
+                }
+                Ok(())
+            }
+            TraceLine::Sample(_) => {
+                Err(LineError::NotJson("a soak's sample record in a run's trace".to_string()))
+            }
+        }
+    }
+
+    /// The record of walk `walk` (inside the space), as a batch record
+    /// gives it: its actions from `run.json`'s options, no duration of its
+    /// own.
+    pub fn record_of(&self, walk: u64, outcome: TraceOutcome, batch: &BatchRecord) -> TraceRecord {
+        let option =
+            |p: usize| ((walk / self.weights[p]) % u64::from(self.entries[p].options)) as u32;
+        let actions = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(p, e)| {
+                let o = option(p);
+                TraceAction {
+                    type_name: e.type_name.clone(),
+                    option: o,
+                    value: self
+                        .options
+                        .get(p)
+                        .and_then(|v| v.get(o as usize))
+                        .cloned()
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        TraceRecord {
+            suite: self.suite.clone(),
+            walk_id: walk,
+            branch: self.serials.iter().map(|&p| option(p)).collect(),
+            outcome,
+            actions,
+            action_index: None,
+            error: None,
+            duration_ns: 0,
+            runner: batch.runner.clone(),
+            round: batch.round,
+            seed: batch.seed,
+            batch_ns: Some(batch.batch_ns),
+        }
     }
 
     /// Checks one record against the run.
@@ -538,12 +810,14 @@ impl RecordCheck {
 }
 
 /// The walk ids of a trace's records, with their line numbers: finds a walk
-/// recorded twice, and the records a finished run's trace lacks. Holds 16
-/// bytes per record.
+/// recorded twice, and the records a finished run's trace lacks. Holds 24
+/// bytes per walk record or range of a batch record.
 #[derive(Debug, Clone, Default)]
 pub struct TraceTally {
-    /// (walk id, line) of every record.
-    seen: Vec<(u64, u64)>,
+    /// (first walk, end, line) of every record or range.
+    seen: Vec<(u64, u64, u64)>,
+    /// Walks recorded.
+    walks: u64,
 }
 
 /// What [`TraceTally::finish`] found wrong.
@@ -577,12 +851,31 @@ pub enum TallyError {
 impl TraceTally {
     /// Notes the record of walk `walk` on line `line`.
     pub fn add(&mut self, walk: u64, line: u64) {
-        self.seen.push((walk, line));
+        self.add_range(walk..walk + 1, line);
     }
 
-    /// Records noted so far.
+    /// Notes the walks `walks`, recorded on line `line`.
+    pub fn add_range(&mut self, walks: Range<u64>, line: u64) {
+        self.walks += walks.end - walks.start;
+        self.seen.push((walks.start, walks.end, line));
+    }
+
+    /// Notes every walk a line records.
+    pub fn add_line(&mut self, record: &TraceLine, line: u64) {
+        match record {
+            TraceLine::Walk(r) => self.add(r.walk_id, line),
+            TraceLine::Batch(b) => {
+                for r in b.passed.iter().chain(&b.pruned) {
+                    self.add_range(r[0]..r[1], line);
+                }
+            }
+            TraceLine::Sample(_) => {}
+        }
+    }
+
+    /// Walks recorded so far.
     pub fn records(&self) -> u64 {
-        self.seen.len() as u64
+        self.walks
     }
 
     /// Checks the records noted against `meta`: no walk twice and, if the
@@ -590,23 +883,28 @@ impl TraceTally {
     /// number of records.
     pub fn finish(mut self, meta: &RunMeta) -> Result<u64, TallyError> {
         self.seen.sort_unstable();
-        if let Some(pair) = self.seen.windows(2).find(|p| p[0].0 == p[1].0) {
-            let (walk, first, second) = (pair[0].0, pair[0].1, pair[1].1);
+        if let Some(pair) = self.seen.windows(2).find(|p| p[1].0 < p[0].1) {
+            // Sorted by start: the second starts inside the first.
+            let (walk, mut first, mut second) = (pair[1].0, pair[0].2, pair[1].2);
+            if first > second {
+                std::mem::swap(&mut first, &mut second);
+            }
             return Err(TallyError::Duplicate { walk, first, second });
         }
         let found = self.records();
         match meta.records {
             Some(expected) if meta.ended_at.is_some() && found != expected => {
                 let first_missing = (found < expected).then(|| {
-                    let ids: Vec<u64> = self.seen.iter().map(|&(walk, _)| walk).collect();
-                    let mut aborted: Vec<Range<u64>> = meta
-                        .summary
-                        .iter()
-                        .flat_map(|s| s.aborted_walks.iter().chain(&s.not_run_walks))
-                        .flat_map(|a| a.walks.iter().cloned())
-                        .collect();
-                    aborted.sort_unstable_by_key(|r| r.start);
-                    first_unrecorded(&ids, &aborted, meta.walks)
+                    let mut covered: Vec<Range<u64>> =
+                        self.seen.iter().map(|&(start, end, _)| start..end).collect();
+                    covered.extend(
+                        meta.summary
+                            .iter()
+                            .flat_map(|s| s.aborted_walks.iter().chain(&s.not_run_walks))
+                            .flat_map(|a| a.walks.iter().cloned()),
+                    );
+                    covered.sort_unstable_by_key(|r| r.start);
+                    first_unrecorded(&covered, meta.walks)
                 });
                 Err(TallyError::Count { found, expected, first_missing: first_missing.flatten() })
             }
@@ -615,28 +913,29 @@ impl TraceTally {
     }
 }
 
-/// The smallest walk id below `walks` that is neither in `ids` (sorted) nor
-/// in one of the `aborted` ranges (sorted by start).
-fn first_unrecorded(ids: &[u64], aborted: &[Range<u64>], walks: u64) -> Option<u64> {
-    let (mut next, mut i, mut a) = (0u64, 0, 0);
-    while next < walks {
-        while a < aborted.len() && aborted[a].end <= next {
-            a += 1;
+/// The smallest walk id below `walks` in none of the ranges `covered`
+/// (sorted by start).
+fn first_unrecorded(covered: &[Range<u64>], walks: u64) -> Option<u64> {
+    let mut next = 0u64;
+    for range in covered {
+        if range.start > next {
+            break;
         }
-        if a < aborted.len() && aborted[a].start <= next {
-            next = aborted[a].end;
-            continue;
-        }
-        while i < ids.len() && ids[i] < next {
-            i += 1;
-        }
-        if i < ids.len() && ids[i] == next {
-            next += 1;
-            continue;
-        }
-        return Some(next);
+        next = next.max(range.end);
     }
-    None
+    (next < walks).then_some(next)
+}
+
+/// A range of a batch or sample record: `start < end <= walks`.
+pub fn check_range(range: &[u64; 2], walks: u64) -> Result<(), LineError> {
+    let [start, end] = *range;
+    if start >= end {
+        return Err(LineError::EmptyRange { start, end });
+    }
+    if end > walks {
+        return Err(LineError::OutsideSpace { walk: end - 1, walks });
+    }
+    Ok(())
 }
 
 /// Why one line of `walks.jsonl` cannot be used.
@@ -664,6 +963,14 @@ pub enum LineError {
         found: String,
         /// The run's suite.
         expected: String,
+    },
+    /// A range of a batch record holds no walk.
+    #[error("records the walks [{start}, {end}), a range that holds none")]
+    EmptyRange {
+        /// Its start.
+        start: u64,
+        /// Its end.
+        end: u64,
     },
     /// The record's walk id is outside the run's space.
     #[error("records walk {walk}, which is not in the space of the run: valid ids are 0..{walks}")]
@@ -740,20 +1047,220 @@ pub enum LineError {
     },
 }
 
-/// Parses one line of `walks.jsonl` (with its newline, if it had one) of a
-/// run of suite `suite`. Its checks against the run's walk order are
-/// [`RecordCheck::check`]'s.
+/// Parses one walk record of `walks.jsonl` (with its newline, if it had
+/// one) of a run of suite `suite`. Its checks against the run's walk order
+/// are [`RecordCheck::check`]'s.
 pub fn parse_line(line: &str, suite: &str) -> Result<TraceRecord, LineError> {
+    match parse_any_line(line)? {
+        TraceLine::Walk(record) if record.suite != suite => {
+            Err(LineError::OtherSuite { found: record.suite, expected: suite.to_string() })
+        }
+        TraceLine::Walk(record) => Ok(record),
+        _ => Err(LineError::NotJson("not a walk record".to_string())),
+    }
+}
+
+/// Parses one line of `walks.jsonl` (with its newline, if it had one), of
+/// any kind. Its checks are [`RecordCheck::check_line`]'s.
+pub fn parse_any_line(line: &str) -> Result<TraceLine, LineError> {
     let Some(text) = line.strip_suffix('\n') else {
         return Err(LineError::Truncated);
     };
-    let record: TraceRecord = serde_json::from_str(text).map_err(|e| {
+    // Parsed once as JSON (an unfinished object is a cut-off line), then
+    // as one of the kinds of line.
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         if e.is_eof() { LineError::CutOff } else { LineError::NotJson(e.to_string()) }
     })?;
-    if record.suite != suite {
-        return Err(LineError::OtherSuite { found: record.suite, expected: suite.to_string() });
+    serde_json::from_value(value).map_err(|_| {
+        LineError::NotJson("neither a walk record, a batch record nor a sample record".to_string())
+    })
+}
+
+/// A walk of a soak, as the soak's `walks.jsonl` records it: see
+/// [`SoakTally`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoakWalk {
+    /// The round.
+    pub round: u64,
+    /// The walk.
+    pub walk_id: u64,
+    /// How it ended.
+    pub outcome: TraceOutcome,
+    /// The failing or cancelling entry.
+    pub action_index: Option<usize>,
+    /// The error, for a failed walk.
+    pub error: Option<String>,
+    /// The line that records it (a batch or sample record for a passing
+    /// walk of format 2).
+    pub line: u64,
+}
+
+/// Why a soak's walks cannot be listed from its trace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SoakTraceError {
+    /// A sampled round was drawn by another sampler than this build's.
+    #[error(
+        "round {round} was sampled by sampler version {found}, and this build draws with version {expected}: read it with the combtest version that wrote it"
+    )]
+    Sampler {
+        /// The round.
+        round: u64,
+        /// The version recorded.
+        found: u32,
+        /// This build's.
+        expected: u32,
+    },
+    /// A sample record that does not fit its round.
+    #[error("round {round}: {reason}")]
+    Sample {
+        /// The round.
+        round: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What the lines of one soak round record.
+#[derive(Debug, Default)]
+struct RoundLines {
+    walks: Vec<SoakWalk>,
+    /// (range, line, pruned)
+    ranges: Vec<(Range<u64>, u64, bool)>,
+    passed_count: u64,
+    sample: Option<(SampleRecord, u64)>,
+}
+
+/// A soak's `walks.jsonl` read back (pure: lines in, walks out): every walk
+/// of every round that a line records, passing walks of sampled rounds
+/// included (redrawn from the round's seed).
+#[derive(Debug, Default)]
+pub struct SoakTally {
+    rounds: std::collections::BTreeMap<u64, RoundLines>,
+}
+
+/// The walks of a soak's trace: see [`SoakTally::finish`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SoakWalks {
+    /// Every walk listed, by round and walk id.
+    pub walks: Vec<SoakWalk>,
+    /// Rounds whose passing walks are counted but cannot be listed: a
+    /// sampled round with no sample record (the soak stopped during it),
+    /// with the number of its passing walks.
+    pub unlisted: Vec<(u64, u64)>,
+}
+
+impl SoakTally {
+    /// Notes line `line`.
+    pub fn add(&mut self, record: TraceLine, line: u64) {
+        match record {
+            TraceLine::Walk(r) => {
+                let round = self.rounds.entry(r.round.unwrap_or(0)).or_default();
+                round.walks.push(SoakWalk {
+                    round: r.round.unwrap_or(0),
+                    walk_id: r.walk_id,
+                    outcome: r.outcome,
+                    action_index: r.action_index,
+                    error: r.error,
+                    line,
+                });
+            }
+            TraceLine::Batch(b) => {
+                let round = self.rounds.entry(b.round.unwrap_or(0)).or_default();
+                round.passed_count += b.passed_count.unwrap_or(0);
+                let pairs =
+                    b.passed.iter().map(|r| (r, false)).chain(b.pruned.iter().map(|r| (r, true)));
+                for (r, pruned) in pairs {
+                    round.ranges.push((r[0]..r[1], line, pruned));
+                }
+            }
+            TraceLine::Sample(s) => {
+                let round = self.rounds.entry(s.round).or_default();
+                round.sample = Some((s, line));
+            }
+        }
     }
-    Ok(record)
+
+    /// Every walk recorded, by round and id.
+    pub fn finish(self) -> Result<SoakWalks, SoakTraceError> {
+        let mut out = SoakWalks::default();
+        for (number, round) in self.rounds {
+            let RoundLines { mut walks, ranges, passed_count, sample } = round;
+            for (range, line, pruned) in &ranges {
+                let outcome = if *pruned { TraceOutcome::Pruned } else { TraceOutcome::Passed };
+                walks.extend(range.clone().map(|walk_id| SoakWalk {
+                    round: number,
+                    walk_id,
+                    outcome,
+                    action_index: None,
+                    error: None,
+                    line: *line,
+                }));
+            }
+            match sample {
+                Some((sample, line)) => {
+                    let passed = sampled_passing(number, &sample, &walks)?;
+                    if passed.len() as u64 != passed_count {
+                        return Err(SoakTraceError::Sample {
+                            round: number,
+                            reason: format!(
+                                "its batch records count {passed_count} passing walks, but its sample less its other walks leaves {}",
+                                passed.len()
+                            ),
+                        });
+                    }
+                    walks.extend(passed.into_iter().map(|walk_id| SoakWalk {
+                        round: number,
+                        walk_id,
+                        outcome: TraceOutcome::Passed,
+                        action_index: None,
+                        error: None,
+                        line,
+                    }));
+                }
+                None if passed_count > 0 => out.unlisted.push((number, passed_count)),
+                None => {}
+            }
+            walks.sort_by_key(|w| w.walk_id);
+            out.walks.extend(walks);
+        }
+        Ok(out)
+    }
+}
+
+/// The passing walks of a sampled round: its sample less the walks
+/// recorded otherwise and those it did not finish.
+fn sampled_passing(
+    round: u64,
+    sample: &SampleRecord,
+    recorded: &[SoakWalk],
+) -> Result<Vec<u64>, SoakTraceError> {
+    use super::sample::{SAMPLER_VERSION, WalkSample};
+    if sample.sampler != SAMPLER_VERSION {
+        return Err(SoakTraceError::Sampler {
+            round,
+            found: sample.sampler,
+            expected: SAMPLER_VERSION,
+        });
+    }
+    let drawn = WalkSample::draw(sample.walks, sample.sample, sample.seed)
+        .map_err(|e| SoakTraceError::Sample { round, reason: e.to_string() })?;
+    let mut other: Vec<Range<u64>> = recorded.iter().map(|w| w.walk_id..w.walk_id + 1).collect();
+    other.extend(sample.unfinished.iter().map(|r| r[0]..r[1]));
+    other.sort_unstable_by_key(|r| r.start);
+    let mut next = 0;
+    Ok(drawn
+        .ids()
+        .iter()
+        .copied()
+        .filter(|&id| {
+            while next < other.len() && other[next].end <= id {
+                next += 1;
+            }
+            !(next < other.len() && other[next].start <= id)
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -827,6 +1334,13 @@ mod tests {
             fingerprint: fingerprint(space, &values(space)),
             library_version: "0".into(),
             walk_order: EntryMeta::of(space),
+            options: Some(
+                space
+                    .option_counts()
+                    .iter()
+                    .map(|&n| (0..n).map(|i| serde_json::json!(i)).collect())
+                    .collect(),
+            ),
             walks: space.size(),
             threads: 1,
             started_at: "t0".into(),
@@ -1029,6 +1543,145 @@ mod tests {
         );
         assert_eq!(parse_line(&line[..line.len() / 2], "s"), Err(LineError::Truncated));
         assert!(matches!(parse_line("{\"suite\":1}}\n", "s"), Err(LineError::NotJson(_))));
+    }
+
+    #[test]
+    fn batch_records_round_trip_and_are_checked_against_the_run() {
+        let space = space();
+        let encoder = TraceEncoder::new("s".into(), space.clone(), values(&space));
+        let mut out = Vec::new();
+        assert_eq!(encoder.encode_batch(&mut out, &[], &[], 5, "local/0"), 0);
+        assert!(out.is_empty(), "a batch with no passing or pruned walk writes nothing");
+        let pruned: Vec<Range<u64>> = std::iter::once(2..3).collect();
+        let walks = encoder.encode_batch(&mut out, &[0..2, 3..5], &pruned, 77, "local/0");
+        assert_eq!(walks, 5);
+        let text = String::from_utf8(out).unwrap();
+        let TraceLine::Batch(batch) = parse_any_line(&text).unwrap() else { panic!("{text}") };
+        assert_eq!(
+            (batch.passed.clone(), batch.pruned.clone()),
+            (vec![[0, 2], [3, 5]], vec![[2, 3]])
+        );
+        assert_eq!((batch.batch_ns, batch.walks()), (77, 5));
+        let check = RecordCheck::new(&meta(&space)).unwrap();
+        assert_eq!(check.check_line(&TraceLine::Batch(batch.clone())), Ok(()));
+        // A walk listed from it is the walk its id makes, with run.json's values.
+        let listed = check.record_of(3, TraceOutcome::Passed, &batch);
+        assert_eq!(check.check(&listed), Ok(()));
+        assert_eq!(
+            listed,
+            TraceRecord { duration_ns: 0, batch_ns: Some(77), ..record_of(&space, 3) }
+        );
+
+        let mut outside = batch.clone();
+        outside.pruned = vec![[5, 7]];
+        assert_eq!(
+            check.check_line(&TraceLine::Batch(outside)),
+            Err(LineError::OutsideSpace { walk: 6, walks: 6 })
+        );
+        let mut empty = batch.clone();
+        empty.passed = vec![[4, 4]];
+        assert_eq!(
+            check.check_line(&TraceLine::Batch(empty)),
+            Err(LineError::EmptyRange { start: 4, end: 4 })
+        );
+        // Format 1 has no batch records, and its run.json no options.
+        let mut old = meta(&space);
+        (old.format, old.options) = (1, None);
+        let check = RecordCheck::new(&old).unwrap();
+        assert!(matches!(check.check_line(&TraceLine::Batch(batch)), Err(LineError::NotJson(_))));
+        let mut missing = meta(&space);
+        missing.options = None;
+        assert!(matches!(RecordCheck::new(&missing), Err(MetaError::Options(_))));
+    }
+
+    #[test]
+    fn the_tally_sees_ranges_that_overlap_and_counts_walks() {
+        let space = space();
+        let mut tally = TraceTally::default();
+        tally.add_range(0..3, 1);
+        tally.add(4, 2);
+        tally.add_range(2..4, 3);
+        assert_eq!(
+            tally.finish(&meta(&space)),
+            Err(TallyError::Duplicate { walk: 2, first: 1, second: 3 })
+        );
+        let mut tally = TraceTally::default();
+        tally.add_range(3..6, 2);
+        tally.add_range(0..2, 1);
+        assert_eq!(tally.records(), 5);
+        assert_eq!(
+            tally.finish(&finished(meta(&space), 6, Vec::new())),
+            Err(TallyError::Count { found: 5, expected: 6, first_missing: Some(2) })
+        );
+    }
+
+    #[test]
+    fn a_sampled_round_is_listed_from_its_seed_and_its_exceptions() {
+        use crate::model::sample::{SAMPLER_VERSION, WalkSample};
+        let (walks, count, seed) = (1000, 20, 7);
+        let ids = WalkSample::draw(walks, count, seed).unwrap().ids().to_vec();
+        let space = space();
+        let encoder = TraceEncoder::new("s".into(), space.clone(), values(&space))
+            .with_round(Some(RoundTag { round: 3, seed: Some(seed) }));
+        let mut out = Vec::new();
+        // Walk ids[0] failed, ids[1] was pruned, ids[2] not finished; the
+        // other 17 passed and are only counted.
+        let failed = TraceRecord {
+            walk_id: ids[0],
+            round: Some(3),
+            outcome: TraceOutcome::Failed,
+            ..record_of(&space, 0)
+        };
+        out.extend(serde_json::to_vec(&failed).unwrap());
+        out.push(b'\n');
+        let passed: Vec<Range<u64>> = ids[3..].iter().map(|&i| i..i + 1).collect();
+        let pruned: Vec<Range<u64>> = std::iter::once(ids[1]..ids[1] + 1).collect();
+        encoder.encode_batch(&mut out, &passed, &pruned, 9, "local/0");
+        let sample = SampleRecord {
+            suite: "s".into(),
+            round: 3,
+            seed,
+            sampler: SAMPLER_VERSION,
+            walks,
+            sample: count,
+            unfinished: vec![[ids[2], ids[2] + 1]],
+        };
+        out.extend(serde_json::to_vec(&sample).unwrap());
+        out.push(b'\n');
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("\"passed\":"), "passing walks are not listed: {text}");
+        let lines: Vec<TraceLine> =
+            text.split_inclusive('\n').map(|l| parse_any_line(l).unwrap()).collect();
+        let tally = |lines: &[TraceLine]| {
+            let mut tally = SoakTally::default();
+            for (n, line) in lines.iter().enumerate() {
+                tally.add(line.clone(), n as u64 + 1);
+            }
+            tally.finish()
+        };
+        let listed = tally(&lines).unwrap();
+        assert!(listed.unlisted.is_empty());
+        let mut expected: Vec<u64> = ids.iter().copied().filter(|&i| i != ids[2]).collect();
+        expected.sort_unstable();
+        let got: Vec<u64> = listed.walks.iter().map(|w| w.walk_id).collect();
+        assert_eq!(got, expected);
+        let outcome = |id| listed.walks.iter().find(|w| w.walk_id == id).unwrap().outcome;
+        assert_eq!(outcome(ids[0]), TraceOutcome::Failed);
+        assert_eq!(outcome(ids[1]), TraceOutcome::Pruned);
+        assert_eq!(outcome(ids[5]), TraceOutcome::Passed);
+
+        // Without its sample record: counted, not listed.
+        let unlisted = tally(&lines[..2]).unwrap();
+        assert_eq!(unlisted.unlisted, vec![(3, 17)]);
+        // Another sampler, or a count that does not add up: refused.
+        let mut other = lines.clone();
+        let TraceLine::Sample(s) = &mut other[2] else { panic!() };
+        s.sampler += 1;
+        assert!(matches!(tally(&other), Err(SoakTraceError::Sampler { round: 3, .. })));
+        let mut wrong = lines.clone();
+        let TraceLine::Sample(s) = &mut wrong[2] else { panic!() };
+        s.unfinished.clear();
+        assert!(matches!(tally(&wrong), Err(SoakTraceError::Sample { round: 3, .. })));
     }
 
     const PINNED: &str = "9f3e9bcb2228385b2438d6bf4db89d1f02eaa5dad9ecf1fa8a132df698a42da2";

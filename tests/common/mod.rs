@@ -120,3 +120,19 @@ pub fn example(name: &str) -> std::path::PathBuf {
     let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
     deps.parent().unwrap().join("examples").join(name)
 }
+
+/// A copy of the format-1 run directory committed under
+/// `tests/fixtures/format1/<name>` (a run of `demo` written before trace
+/// format 2: one line per walk), in a temp dir of its own (keep it alive).
+pub fn format1_run(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let logs = tempfile::tempdir().unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1").join(name);
+    let dir = logs.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    (logs, dir)
+}
