@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::exec::{WalkOutcome, WalkRecord};
+use crate::exec::{BatchTrace, WalkOutcome, WalkRecord};
 use crate::model::junit::{self, JunitGroup, JunitRun};
 use crate::model::outcome::Report;
 use crate::model::space::{Space, WalkId};
@@ -388,32 +388,6 @@ pub(crate) fn program_name() -> String {
 /// The command that replays walk `walk` of the run in `dir`.
 pub fn replay_command(program: &str, dir: &Path, walk: u64) -> String {
     format!("{program} replay --run {} --walk {walk}", dir.display())
-}
-
-/// What a batch records for the trace: its failed and cancelled walks,
-/// each with its duration, and (from the executor) its passing and pruned
-/// walks as ranges with the batch's time.
-pub(crate) trait BatchTrace {
-    /// The walks with a record of their own.
-    fn walk_records(&self) -> &[WalkRecord];
-    /// Passing walks, as ranges.
-    fn passed(&self) -> &[std::ops::Range<u64>] {
-        &[]
-    }
-    /// Pruned walks, as ranges.
-    fn pruned(&self) -> &[std::ops::Range<u64>] {
-        &[]
-    }
-    /// The batch's time.
-    fn batch_nanos(&self) -> u64 {
-        0
-    }
-}
-
-impl BatchTrace for Vec<WalkRecord> {
-    fn walk_records(&self) -> &[WalkRecord] {
-        self
-    }
 }
 
 /// Appends the lines of a batch's records to `out`: a walk record per

@@ -253,7 +253,33 @@ impl BatchRecords {
     }
 }
 
-impl crate::trace::BatchTrace for BatchRecords {
+/// What a batch records for the trace: its failed and cancelled walks,
+/// each with its duration, and (from the executor) its passing and pruned
+/// walks as ranges with the batch's time.
+pub(crate) trait BatchTrace {
+    /// The walks with a record of their own.
+    fn walk_records(&self) -> &[WalkRecord];
+    /// Passing walks, as ranges.
+    fn passed(&self) -> &[Range<u64>] {
+        &[]
+    }
+    /// Pruned walks, as ranges.
+    fn pruned(&self) -> &[Range<u64>] {
+        &[]
+    }
+    /// The batch's time.
+    fn batch_nanos(&self) -> u64 {
+        0
+    }
+}
+
+impl BatchTrace for Vec<WalkRecord> {
+    fn walk_records(&self) -> &[WalkRecord] {
+        self
+    }
+}
+
+impl BatchTrace for BatchRecords {
     fn walk_records(&self) -> &[WalkRecord] {
         &self.walks
     }
