@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::exec::{BatchTrace, WalkOutcome, WalkRecord};
+use crate::exec::{BatchTrace, WalkOutcome};
 use crate::model::junit::{self, JunitGroup, JunitRun};
 use crate::model::outcome::Report;
 use crate::model::space::{Space, WalkId};
