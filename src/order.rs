@@ -472,9 +472,10 @@ impl<S: 'static, A: Action<S>> Link<S> for Plain<A> {
 
     #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
-        // `get`, not indexing: with no bounds-check panic left, an action
-        // that does not prune makes this whole call fold to `false`.
-        self.options.get(option as usize).is_some_and(|o| o.prune(walk))
+        // `opt`, unchecked: with no bounds check left, an action that does
+        // not prune makes this call one store (its default `prune` marks
+        // the entry as declining), which the next entry's ask overwrites.
+        self.opt(option).prune(walk)
     }
     #[inline(always)]
     fn run(&self, option: u32, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
@@ -519,9 +520,10 @@ impl<S: 'static, X: SerialAction<S>> Link<S> for Serial<X> {
 
     #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
-        // `get`, not indexing: with no bounds-check panic left, an action
-        // that does not prune makes this whole call fold to `false`.
-        self.options.get(option as usize).is_some_and(|o| o.prune(walk))
+        // `opt`, unchecked: with no bounds check left, an action that does
+        // not prune makes this call one store (its default `prune` marks
+        // the entry as declining), which the next entry's ask overwrites.
+        self.opt(option).prune(walk)
     }
     fn run(&self, _: u32, _: &mut S, _: &WalkContext<'_>) -> ActionResult {
         Ok(())
@@ -590,8 +592,9 @@ impl<S: 'static, A: AsyncAction<S>> Link<S> for AsyncPlain<A> {
     fn apply_opt(_: &A, _: &SerialValue, _: &mut S, _: &WalkContext<'_>) -> ActionResult {
         unreachable!("the planner only schedules serial entries as serial steps")
     }
+    #[inline(always)]
     fn prune(&self, option: u32, walk: &WalkView<'_>) -> bool {
-        self.options.get(option as usize).is_some_and(|o| o.prune(walk))
+        self.opt(option).prune(walk)
     }
     fn run(&self, option: u32, state: &mut S, walk: &WalkContext<'_>) -> ActionResult {
         Self::run_opt(self.opt(option), state, walk)

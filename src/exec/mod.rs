@@ -920,10 +920,11 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                     // is asked for the run's first walk if no earlier decision
                     // covers it, out of the walks' loop. An acceptance covers
                     // the rest of the run unless the rule read the fast digit;
-                    // then it is asked walk by walk (`ask_each`), unnoted. A
+                    // then it is asked walk by walk from the walk after it
+                    // (`ask_from`; `u64::MAX`: not asked), unnoted. A
                     // rejection of more than one walk is a subtree, which
                     // covers the rest of the run and is skipped whole.
-                    let mut ask_each = false;
+                    let mut ask_from = u64::MAX;
                     let first_id = unit.range.start + next;
                     if PRUNE && fresh_run && first_id >= pruning.accepted {
                         // Pruning reads the walk's options, and after a panic
@@ -948,10 +949,10 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                             // walk by walk for the rest of the run.
                             next += 1;
                             first_fast += 1;
-                            ask_each = true;
+                            ask_from = first_id + 1;
                         } else if pruning.accepted - unit.range.start < run_end {
                             // The same: an acceptance of this walk alone.
-                            ask_each = true;
+                            ask_from = pruning.accepted;
                         }
                     }
                     for offset in next..run_end {
@@ -968,11 +969,10 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
                         }
                         let walk = WalkContext::new(id, 0, fixtures);
                         let state = if fresh_run {
-                            if PRUNE
-                                && ask_each
-                                && id >= pruning.accepted
-                                && pruning.ask(chain, &lookup, id, digits)
-                            {
+                            // One compare with a register per walk: no
+                            // earlier decision covers the walks from
+                            // `ask_from` on (they are past `accepted`).
+                            if PRUNE && id >= ask_from && pruning.ask(chain, &lookup, id, digits) {
                                 let records = trace.then_some(&mut out.records);
                                 end_pruned(id..id + 1, &mut tally.local, &mut out.neither, records);
                                 None
