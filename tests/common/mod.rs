@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod sshd;
 
 use std::process::{Command, Output};
 
