@@ -333,6 +333,9 @@ fn cluster_options(
 ) -> Result<Option<crate::cluster::ClusterOptions>, String> {
     use crate::cluster::ClusterOptions;
     let ssh = &settings.ssh_hosts.value;
+    if ssh.is_empty() && (args.ssh_path.is_some() || args.ssh_copy) {
+        return Err("--ssh-path and --ssh-copy need hosts: --ssh or the ssh_hosts setting".into());
+    }
     let mut options = match (args.local_nodes, &settings.nodes.value[..]) {
         (Some(count), _) => ClusterOptions::local(count as usize),
         (None, []) if ssh.is_empty() => return Ok(None),

@@ -20,7 +20,9 @@ use combtest::suites::{SuiteOptions, builtin};
 mod common;
 use common::example;
 use common::procs::{BOUND, NODE, Proc, json, signal, start};
-use common::sshd::{Alias, Keys, Netns, Sshd, client_config, cmdline, free_port, ssh_clients};
+use common::sshd::{
+    Alias, Keys, Netns, Sshd, client_config, cmdline, free_port, nodes_below, ssh_clients,
+};
 
 /// A test's sshd, its keys and a client config with aliases `h1`, `h2`
 /// (accepted key) and `bad` (a key sshd refuses), all pointing at it.
@@ -103,8 +105,12 @@ fn a_run_on_nodes_started_over_ssh_gives_the_in_process_report() {
     let pids = cluster.local_pids();
     assert_eq!(pids.len(), 2);
     assert!(pids.iter().all(|p| p.is_some_and(|p| cmdline(p)[0] == "ssh")), "{pids:?}");
-    cluster.close();
     assert!(hosts.sshd.log().matches("Accepted publickey").count() >= 2, "{}", hosts.sshd.log());
+    let nodes = nodes_below(hosts.sshd.pid());
+    assert_eq!(nodes.len(), 2, "two nodes under sshd: {nodes:?}");
+    // Closing the cluster ends the ssh sessions: the nodes exit.
+    cluster.close();
+    poll("the nodes exit", || nodes_below(hosts.sshd.pid()).is_empty().then_some(()));
 }
 
 /// Every process's command line and environment, with its pid.
@@ -182,6 +188,22 @@ fn killing_a_nodes_ssh_session_loses_the_node_and_the_run_goes_on() {
         let reason = group["reason"].as_str().unwrap();
         assert!(reason.starts_with("node h2 (pid ") && reason.contains("lost"), "{reason}");
     }
+    // The coordinator is gone: so are the nodes it started (the restarted
+    // one too).
+    poll("the nodes exit", || nodes_below(hosts.sshd.pid()).is_empty().then_some(()));
+}
+
+#[test]
+fn a_coordinator_stopped_by_ctrl_c_stops_its_nodes() {
+    let Some(hosts) = Hosts::start() else { return };
+    let program = example("cluster_node");
+    let run = coordinator(&program, &["run", "--suite", "relay", "--ssh", "h1"], &hosts.options());
+    run.wait_stderr("h1: relay: busy");
+    assert_eq!(nodes_below(hosts.sshd.pid()).len(), 1);
+    run.signal("INT");
+    let (code, out, err) = run.finish();
+    assert!(matches!(code, Some(0 | 1)), "{out}{err}");
+    poll("the node exits", || nodes_below(hosts.sshd.pid()).is_empty().then_some(()));
 }
 
 #[test]
@@ -310,7 +332,9 @@ fn nodes_in_two_network_namespaces_give_the_in_process_report() {
     let sshds: Vec<Sshd> = netns
         .spaces
         .iter()
-        .map(|(name, _, address)| Sshd::start_at(&keys, address, 2222, &["ip", "netns", "exec", name]))
+        .map(|(name, _, address)| {
+            Sshd::start_at(&keys, address, 2222, &["ip", "netns", "exec", name])
+        })
         .collect();
     let aliases: Vec<Alias> = ["n1", "n2"]
         .iter()

@@ -272,7 +272,9 @@ impl Cluster {
                 Some(Arc::new(ssh::launcher(nodes.clone(), program()?, &cookie, threads)))
             }
             (None, 0) => None,
-            (None, count) => Some(Arc::new(LocalLauncher::new(count, program()?, &cookie, threads))),
+            (None, count) => {
+                Some(Arc::new(LocalLauncher::new(count, program()?, &cookie, threads)))
+            }
         };
         Cluster::open_with(options, cookie, launcher)
     }

@@ -141,10 +141,8 @@ impl SshCommand {
         let hostname = text.lines().find_map(|l| l.strip_prefix("hostname ")).map(str::trim);
         match (output.status.success(), hostname) {
             (true, Some(hostname)) if !hostname.is_empty() => Ok(hostname.to_string()),
-            _ => Err(self.error(
-                index,
-                format!("ssh -G gave no host name: {}", last_line(&output.stderr)),
-            )),
+            _ => Err(self
+                .error(index, format!("ssh -G gave no host name: {}", last_line(&output.stderr)))),
         }
     }
 

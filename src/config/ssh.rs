@@ -132,9 +132,7 @@ pub(super) fn options_kind() -> Kind<Vec<String>> {
             (a TOML array of strings in a file, separated by spaces in the environment)"
             .to_string(),
         env: |text| Some(text.split_whitespace().map(str::to_string).collect()),
-        file: |value| {
-            value.as_array()?.iter().map(|v| v.as_str().map(str::to_string)).collect()
-        },
+        file: |value| value.as_array()?.iter().map(|v| v.as_str().map(str::to_string)).collect(),
         secret: false,
     }
 }

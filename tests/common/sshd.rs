@@ -254,8 +254,35 @@ pub fn ssh_clients(parent: u32, host: &str) -> Vec<u32> {
     pids
 }
 
+/// The `serve` processes below process `ancestor` (nodes an sshd
+/// started), by pid.
+pub fn nodes_below(ancestor: u32) -> Vec<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("PPid:"))?.trim().parse().ok()
+    };
+    let below = |mut pid: u32| {
+        while let Some(up) = parent(pid).filter(|&p| p > 1) {
+            if up == ancestor {
+                return true;
+            }
+            pid = up;
+        }
+        false
+    };
+    let pids = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()));
+    pids.filter(|&pid| cmdline(pid).get(1).is_some_and(|w| w == "serve") && below(pid)).collect()
+}
+
 /// A process's command line, word by word (empty if it is gone).
 pub fn cmdline(pid: u32) -> Vec<String> {
     let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    bytes.split(|&b| b == 0).filter(|w| !w.is_empty()).map(|w| String::from_utf8_lossy(w).into()).collect()
+    bytes
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into())
+        .collect()
 }
