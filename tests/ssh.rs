@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 use combtest::cluster::ssh::SshNodes;
 use combtest::cluster::{Cluster, ClusterOptions};
 use combtest::config::SshHost;
-use combtest::suites::{SuiteOptions, builtin};
 
 mod common;
-use common::example;
 use common::procs::{BOUND, NODE, Proc, json, signal, start};
 use common::sshd::{
     Alias, Keys, Netns, Sshd, client_config, cmdline, free_port, nodes_below, ssh_clients,
 };
+use common::{example, same_report_as_in_process};
 
 /// A test's sshd, its keys and a client config with aliases `h1`, `h2`
 /// (accepted key) and `bad` (a key sshd refuses), all pointing at it.
@@ -55,12 +54,6 @@ fn coordinator(program: &Path, args: &[&str], config: &str) -> Proc {
     start(command)
 }
 
-/// The counts a report gives, to compare two runs.
-fn counts(r: &combtest::Report<serde_json::Value>) -> [u64; 7] {
-    let c = &r.counts;
-    [r.walks, c.passed, c.failed, c.cancelled, c.pruned, c.aborted, c.segments]
-}
-
 /// Opens a cluster of `hosts` (`combtest-node` as the node binary).
 fn open(hosts: &[&str], config: &Path) -> Cluster {
     let mut nodes = SshNodes::new(hosts.iter().map(|h| h.parse::<SshHost>().unwrap()).collect());
@@ -74,24 +67,10 @@ fn open(hosts: &[&str], config: &Path) -> Cluster {
 }
 
 /// `demo` (a serial action whose value reaches every walk) and `smoke` on
-/// `cluster` give the in-process counts, failures and final states.
+/// `cluster` give the in-process reports and final states.
 fn same_as_in_process(cluster: &Cluster) {
     for name in ["demo", "smoke"] {
-        let suites = builtin();
-        let suite = suites.iter().find(|s| s.name() == name).unwrap();
-        let mut local = SuiteOptions::default();
-        local.gather_states = true;
-        let mut there = local.clone();
-        there.cluster = Some(cluster.clone());
-        there.max_batch = Some(2);
-        let here = suite.run_with_states(&local).unwrap();
-        let remote = suite.run_with_states(&there).unwrap();
-        assert!(remote.is_consistent());
-        assert_eq!(counts(&here), counts(&remote), "{name}");
-        assert_eq!(here.serial_actions, remote.serial_actions, "{name}");
-        assert_eq!(here.failed_walks, remote.failed_walks, "{name}");
-        assert!(!here.states.is_empty());
-        assert_eq!(here.states, remote.states, "{name}: final states differ");
+        same_report_as_in_process(name, cluster);
     }
 }
 
@@ -161,6 +140,18 @@ fn poll<T>(what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Once `host`'s node has printed `relay: busy` (copied to the
+/// coordinator's stderr: it has run 20 walks), kills its ssh client, the
+/// one child of the coordinator running `ssh ... host -- ...`; returns its
+/// pid.
+fn kill_session(coordinator: &Proc, host: &str) -> u32 {
+    coordinator.wait_stderr(&format!("{host}: relay: busy"));
+    let clients = ssh_clients(coordinator.pid, host);
+    assert_eq!(clients.len(), 1, "one ssh client for {host}: {clients:?}");
+    signal(clients[0], "KILL");
+    clients[0]
+}
+
 #[test]
 fn killing_a_nodes_ssh_session_loses_the_node_and_the_run_goes_on() {
     let Some(hosts) = Hosts::start() else { return };
@@ -170,12 +161,7 @@ fn killing_a_nodes_ssh_session_loses_the_node_and_the_run_goes_on() {
         &["run", "--suite", "relay", "--ssh", "h1,h2", "--heartbeat-timeout", "1s", "--json"],
         &hosts.options(),
     );
-    // h2's node prints `relay: busy` (copied to the coordinator's stderr)
-    // once it has run 20 walks: kill its ssh client then.
-    run.wait_stderr("h2: relay: busy");
-    let clients = ssh_clients(run.pid, "h2");
-    assert_eq!(clients.len(), 1, "one ssh client for h2: {clients:?}");
-    signal(clients[0], "KILL");
+    kill_session(&run, "h2");
     let (code, out, err) = run.finish();
     let report = json(&out);
     let walks = report["walks"].as_u64().unwrap();
@@ -228,16 +214,13 @@ fn a_soak_restarts_an_ssh_node_that_was_lost() {
         ],
         &hosts.options(),
     );
-    soak.wait_stderr("h2: relay: busy");
-    let first = ssh_clients(soak.pid, "h2");
-    assert_eq!(first.len(), 1, "{first:?}");
-    signal(first[0], "KILL");
+    let first = kill_session(&soak, "h2");
     // A new ssh client for h2, whose node runs walks again: it prints its
     // own `relay: busy`.
     let second = poll("a new ssh client for h2", || {
-        ssh_clients(soak.pid, "h2").into_iter().find(|&p| p != first[0])
+        ssh_clients(soak.pid, "h2").into_iter().find(|&p| p != first)
     });
-    assert_ne!(second, first[0]);
+    assert_ne!(second, first);
     poll("the restarted node runs walks", || {
         (soak.stderr().matches("h2: relay: busy").count() >= 2).then_some(())
     });

@@ -651,6 +651,18 @@ impl Layers<'_> {
         Ok(found
             .map_or(Setting::default(None), |s| Setting { value: Some(s.value), source: s.source }))
     }
+
+    /// A list setting: empty by default.
+    fn list<T: Clone>(
+        &self,
+        key: &'static str,
+        var: &'static str,
+        command_line: Option<&Vec<T>>,
+        in_file: fn(&FileSettings) -> Option<&Value>,
+        kind: Kind<Vec<T>>,
+    ) -> Result<Setting<Vec<T>>, ConfigError> {
+        Ok(self.get(key, var, command_line, in_file, kind)?.unwrap_or(Setting::default(Vec::new())))
+    }
 }
 
 fn secret(text: &str) -> String {
@@ -695,27 +707,27 @@ pub fn resolve(
             |f| f.threads.as_ref(),
             threads_kind(),
         )?,
-        nodes: layers
-            .get("nodes", "COMBTEST_NODES", o.nodes.as_ref(), |f| f.nodes.as_ref(), nodes_kind())?
-            .unwrap_or(Setting::default(Vec::new())),
-        ssh_hosts: layers
-            .get(
-                "ssh_hosts",
-                "COMBTEST_SSH_HOSTS",
-                o.ssh_hosts.as_ref(),
-                |f| f.ssh_hosts.as_ref(),
-                ssh::hosts_kind(),
-            )?
-            .unwrap_or(Setting::default(Vec::new())),
-        ssh_options: layers
-            .get(
-                "ssh_options",
-                "COMBTEST_SSH_OPTIONS",
-                o.ssh_options.as_ref(),
-                |f| f.ssh_options.as_ref(),
-                ssh::options_kind(),
-            )?
-            .unwrap_or(Setting::default(Vec::new())),
+        nodes: layers.list(
+            "nodes",
+            "COMBTEST_NODES",
+            o.nodes.as_ref(),
+            |f| f.nodes.as_ref(),
+            nodes_kind(),
+        )?,
+        ssh_hosts: layers.list(
+            "ssh_hosts",
+            "COMBTEST_SSH_HOSTS",
+            o.ssh_hosts.as_ref(),
+            |f| f.ssh_hosts.as_ref(),
+            ssh::hosts_kind(),
+        )?,
+        ssh_options: layers.list(
+            "ssh_options",
+            "COMBTEST_SSH_OPTIONS",
+            o.ssh_options.as_ref(),
+            |f| f.ssh_options.as_ref(),
+            ssh::options_kind(),
+        )?,
         cookie: layers.optional(
             "cookie",
             "COMBTEST_COOKIE",
