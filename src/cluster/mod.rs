@@ -289,12 +289,26 @@ impl Cluster {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(crate::RunError::InsideRuntime.into());
         }
-        let mut local = Vec::new();
-        if let Some(launcher) = &launcher {
-            for index in 0..launcher.count() {
-                local.push(launcher.start(index)?);
-            }
-        }
+        // Nodes start at once (an SSH node's start is mostly its ssh
+        // handshake); the first failure by index is the error, and the
+        // nodes that did start are stopped with the launcher.
+        let local = match &launcher {
+            Some(launcher) => std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..launcher.count())
+                    .map(|index| scope.spawn(move || launcher.start(index)))
+                    .collect();
+                let started: Vec<Result<Started, ClusterError>> = starts
+                    .into_iter()
+                    .map(|start| {
+                        start.join().unwrap_or_else(|_| {
+                            Err(ClusterError::Local("starting a node panicked".to_string()))
+                        })
+                    })
+                    .collect();
+                started.into_iter().collect::<Result<Vec<_>, _>>()
+            })?,
+            None => Vec::new(),
+        };
         if options.nodes.is_empty() && local.is_empty() {
             return Err(ClusterError::Local("a cluster needs at least one node".to_string()));
         }
