@@ -332,14 +332,23 @@ fn cluster_options(
     args: &ClusterArgs,
 ) -> Result<Option<crate::cluster::ClusterOptions>, String> {
     use crate::cluster::ClusterOptions;
-    let ssh = &settings.ssh_hosts.value;
+    use crate::config::Source::CommandLine;
+    // A flag beats the other kind of nodes set in the environment or file.
+    let (mut nodes, mut ssh) = (&settings.nodes.value[..], &settings.ssh_hosts.value[..]);
+    if settings.nodes.source == CommandLine {
+        ssh = &[];
+    } else if settings.ssh_hosts.source == CommandLine {
+        nodes = &[];
+    }
     if ssh.is_empty() && (args.ssh_path.is_some() || args.ssh_copy) {
         return Err("--ssh-path and --ssh-copy need hosts: --ssh or the ssh_hosts setting".into());
     }
-    let mut options = match (args.local_nodes, &settings.nodes.value[..]) {
+    let mut options = match (args.local_nodes, nodes) {
         (Some(count), _) => ClusterOptions::local(count as usize),
         (None, []) if ssh.is_empty() => return Ok(None),
-        (None, []) => ClusterOptions::nodes(Vec::<String>::new()).ssh(ssh_nodes(settings, args)),
+        (None, []) => {
+            ClusterOptions::nodes(Vec::<String>::new()).ssh(ssh_nodes(ssh, settings, args))
+        }
         (None, _) if !ssh.is_empty() => {
             return Err("both `nodes` and `ssh_hosts` are set: give one of them".to_string());
         }
@@ -354,9 +363,14 @@ fn cluster_options(
     Ok(Some(options))
 }
 
-/// The SSH nodes of the settings and `--ssh-path`/`--ssh-copy`.
-fn ssh_nodes(settings: &Settings, args: &ClusterArgs) -> crate::cluster::ssh::SshNodes {
-    let mut nodes = crate::cluster::ssh::SshNodes::new(settings.ssh_hosts.value.clone());
+/// SSH nodes on `hosts`, with the `ssh_options` setting and
+/// `--ssh-path`/`--ssh-copy`.
+fn ssh_nodes(
+    hosts: &[crate::config::SshHost],
+    settings: &Settings,
+    args: &ClusterArgs,
+) -> crate::cluster::ssh::SshNodes {
+    let mut nodes = crate::cluster::ssh::SshNodes::new(hosts.to_vec());
     nodes.path = args.ssh_path.clone();
     nodes.copy = args.ssh_copy;
     nodes.ssh_options = settings.ssh_options.value.clone();

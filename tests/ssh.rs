@@ -259,9 +259,15 @@ fn an_unreachable_host_is_one_line_naming_it() {
     let port = free_port();
     let alias = Alias { name: "nowhere", address: "127.0.0.1", port, key: "id" };
     let config = client_config(&keys, &[alias]);
-    let line =
-        one_line_error(failing("nowhere", &[], &format!("-F {}", config.display())), "nowhere");
+    let options = format!("-F {}", config.display());
+    let line = one_line_error(failing("nowhere", &[], &options), "nowhere");
     assert!(line.contains("unreachable") && line.contains("refused"), "{line}");
+    // `--ssh` beats nodes from the environment.
+    let mut command = Command::new(NODE);
+    command.args(["run", "--suite", "smoke", "--ssh", "nowhere"]);
+    command.env("COMBTEST_SSH_OPTIONS", &options).env("COMBTEST_NODES", "127.0.0.1:9");
+    let line = one_line_error(start(command).finish(), "nowhere");
+    assert!(line.contains("unreachable"), "{line}");
 }
 
 #[test]
