@@ -2,7 +2,8 @@
 //! report as in-process; a node whose ssh session is killed is lost and
 //! the run goes on; a soak restarts it; the cookie is on no process's
 //! command line or in its environment; an unreachable host, a refused key
-//! and a missing binary are one-line errors naming the host (exit 2); and,
+//! and a missing binary are one-line errors naming the host (exit 2), and
+//! a node of another build refuses the run naming its host; and,
 //! where network namespaces can be made, nodes on two other addresses.
 //! Tests that need root and sshd (all but the unreachable host) say so and
 //! skip elsewhere. Every process is killed by pid when its guard drops;
@@ -280,6 +281,21 @@ fn a_refused_key_and_a_missing_binary_are_one_line_naming_the_host() {
     let line = one_line_error(failing("h1", &["--ssh-path", path], &hosts.options()), "h1");
     assert!(line.contains(&format!("{path} is not there")), "{line}");
     assert!(line.contains("--ssh-copy"), "{line}");
+}
+
+#[test]
+fn a_node_of_another_build_refuses_the_run_naming_its_host() {
+    let Some(hosts) = Hosts::start() else { return };
+    // The hosts run combtest-node, which has the built-in suites but not
+    // the coordinator's `relay`.
+    let args = ["run", "--suite", "relay", "--ssh", "h1", "--ssh-path", NODE];
+    let (code, out, err) = coordinator(&example("cluster_node"), &args, &hosts.options()).finish();
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.is_empty(), "no walk ran: {out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("error: node h1 (pid "), "{err}");
+    assert!(lines[0].contains("refused the run: node h1 has no suite 'relay'"), "{err}");
 }
 
 #[test]

@@ -199,7 +199,13 @@ impl NodeCommand for SshCommand {
             true => format!("[{bind}]:0"),
             false => format!("{bind}:0"),
         };
+        // The node logs errors only, as a local node does (its run's log
+        // lines reach the coordinator through heartbeats); `env` sets that
+        // in any login shell.
+        let log = std::env::var("COMBTEST_LOG").unwrap_or("error".into());
         let mut serve = vec![
+            "env".into(),
+            format!("COMBTEST_LOG={log}"),
             path,
             "serve".into(),
             "--listen".into(),
@@ -291,8 +297,8 @@ mod tests {
         assert_eq!(args[at + 1], "--");
         assert_eq!(
             args[at + 2],
-            "'/opt/my node' 'serve' '--listen' '10.0.0.2:0' '--name' 'h' '--cookie-stdin' \
-             '--threads' '2' '--tls-ca' 'ca.pem'"
+            "'env' 'COMBTEST_LOG=error' '/opt/my node' 'serve' '--listen' '10.0.0.2:0' \
+             '--name' 'h' '--cookie-stdin' '--threads' '2' '--tls-ca' 'ca.pem'"
         );
         assert_eq!(quote("it's"), r"'it'\''s'");
     }
