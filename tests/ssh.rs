@@ -301,9 +301,10 @@ fn a_node_of_another_build_refuses_the_run_naming_its_host() {
 #[test]
 fn ssh_copy_copies_the_binary_once_and_runs_the_copy() {
     let Some(hosts) = Hosts::start() else { return };
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    // sshd starts root's commands in root's home.
-    let home = if home.is_empty() { "/root".to_string() } else { home };
+    // sshd starts root's commands in root's home directory (passwd's).
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let root = passwd.lines().find(|l| l.starts_with("root:")).unwrap();
+    let home = root.split(':').nth(5).unwrap().to_string();
     let run = || failing("h1", &["--ssh-copy", "--json"], &hosts.options());
     let (code, out, err) = run();
     assert_eq!(code, Some(0), "{out}{err}");

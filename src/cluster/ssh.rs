@@ -6,7 +6,7 @@
 //! node binds; with `--ssh-copy` the coordinator's binary is copied there
 //! first. ARCHITECTURE.md ("Nodes over SSH") has the protocol.
 
-use std::io::Write as _;
+use std::io::{BufRead as _, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -155,25 +155,41 @@ impl SshCommand {
         let name = self.program.file_name().map_or("combtest-node".into(), |n| n.to_string_lossy());
         let path = format!("{COPY_DIR}/{name}-{:016x}", fnv1a(&bytes));
         let remote = quote(&path);
+        // One connection: the host says whether it has the copy, and only
+        // then are the bytes sent.
         let script = format!(
-            "if test -x {remote}; then exit 0; fi; mkdir -p {COPY_DIR} && \
-             cat > {remote}.$$ && chmod 700 {remote}.$$ && mv {remote}.$$ {remote}"
+            "if test -x {remote}; then echo have; exit 0; fi; echo need; mkdir -p {COPY_DIR} \
+             && cat > {remote}.$$ && chmod 700 {remote}.$$ && mv {remote}.$$ {remote}"
         );
         let mut ssh = self.ssh(index);
         ssh.arg(&self.nodes.hosts[index].host)
             .arg("--")
             .arg(script)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child =
             ssh.spawn().map_err(|e| self.error(index, format!("cannot run ssh: {e}")))?;
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let errors = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stderr, &mut text);
+            text
+        });
+        let mut answer = String::new();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let _ = std::io::BufReader::new(stdout).read_line(&mut answer);
         let mut stdin = child.stdin.take().expect("stdin is piped");
-        // A copy already there: the remote side exits without reading.
-        let _ = stdin.write_all(&bytes);
+        if answer.trim() == "need" {
+            let _ = stdin.write_all(&bytes);
+        }
         drop(stdin);
-        let output =
-            child.wait_with_output().map_err(|e| self.error(index, format!("ssh failed: {e}")))?;
+        let status = child.wait().map_err(|e| self.error(index, format!("ssh failed: {e}")))?;
+        let output = std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: errors.join().unwrap_or_default(),
+        };
         if !output.status.success() {
             let stderr: Vec<String> =
                 String::from_utf8_lossy(&output.stderr).lines().map(str::to_string).collect();
