@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use crate::cluster::ClusterError;
 use crate::cluster::launcher::{NoReady, NodeCommand, Processes};
-use crate::config::ssh::SshHost;
+use crate::config::SshHost;
 
 /// Where the coordinator keeps copies of its binary on hosts
 /// (`--ssh-copy`), relative to the remote user's home directory.

@@ -13,7 +13,7 @@
 //! not something that surfaces only once the overriding layer goes away.
 
 pub mod cookie;
-pub mod ssh;
+mod ssh;
 
 use std::ffi::OsStr;
 use std::fmt;
