@@ -120,6 +120,9 @@ fn the_cookie_is_on_no_command_line_and_in_no_environment() {
     // processes and the nodes.
     let has = |word: &[u8]| processes.iter().filter(|(_, c, _)| contains(c, word)).count();
     assert!(has(b"--cookie-stdin") >= 4, "ssh clients and nodes are seen");
+    let environments =
+        processes.iter().filter(|(_, c, e)| contains(c, b"--cookie-stdin") && !e.is_empty());
+    assert!(environments.count() >= 4, "their environments are read");
     assert!(has(b"sshd") >= 3, "sshd and its sessions are seen");
     for (pid, command_line, environment) in &processes {
         assert!(!contains(command_line, cookie.as_bytes()), "the cookie is in {pid}'s cmdline");
