@@ -274,8 +274,23 @@ struct ClusterArgs {
     nodes: Option<Vec<HostPort>>,
     /// Start N nodes of this binary on 127.0.0.1 for the run, and stop them
     /// after it: process isolation for systems that may crash the process.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64), conflicts_with = "ssh")]
     local_nodes: Option<u32>,
+    /// Start a node on each of these hosts through `ssh` for the run, and
+    /// stop them after it ([USER@]HOST[:PORT], comma-separated; a host
+    /// given twice runs two nodes). Each node listens on an ephemeral port
+    /// of the host's address (`ssh -G HOST`'s hostname), which must be
+    /// reachable from here; the cookie goes over ssh's stdin
+    /// [setting: ssh_hosts, with ssh_options].
+    #[arg(long, value_name = "HOST,...", value_delimiter = ',', num_args = 1.., conflicts_with = "nodes")]
+    ssh: Option<Vec<crate::config::SshHost>>,
+    /// The node binary on the SSH hosts [default: this binary's path].
+    #[arg(long, value_name = "PATH", conflicts_with = "ssh_copy")]
+    ssh_path: Option<PathBuf>,
+    /// Copy this binary to each SSH host first (to
+    /// ~/.cache/combtest/NAME-HASH, once per build) and run the copy.
+    #[arg(long)]
+    ssh_copy: bool,
     /// Shared secret of the nodes; needed for nodes off loopback
     /// [setting: cookie].
     #[arg(long)]
@@ -309,17 +324,34 @@ fn suite_options(settings: &Settings) -> SuiteOptions {
     }
 }
 
-/// The cluster a run goes to, if any: `--local-nodes`, or the `nodes`
-/// setting, with the cookie in force (the `cookie` setting, else the cookie
-/// file, created on first use).
+/// The cluster a run goes to, if any: `--local-nodes`, the `nodes`
+/// setting or the `ssh_hosts` setting, with the cookie in force (the
+/// `cookie` setting, else the cookie file, created on first use).
 fn cluster_options(
     settings: &Settings,
-    local_nodes: Option<u32>,
+    args: &ClusterArgs,
 ) -> Result<Option<crate::cluster::ClusterOptions>, String> {
     use crate::cluster::ClusterOptions;
-    let mut options = match (local_nodes, &settings.nodes.value[..]) {
+    use crate::config::Source::CommandLine;
+    // A flag beats the other kind of nodes set in the environment or file.
+    let (mut nodes, mut ssh) = (&settings.nodes.value[..], &settings.ssh_hosts.value[..]);
+    if settings.nodes.source == CommandLine {
+        ssh = &[];
+    } else if settings.ssh_hosts.source == CommandLine {
+        nodes = &[];
+    }
+    if ssh.is_empty() && (args.ssh_path.is_some() || args.ssh_copy) {
+        return Err("--ssh-path and --ssh-copy need hosts: --ssh or the ssh_hosts setting".into());
+    }
+    let mut options = match (args.local_nodes, nodes) {
         (Some(count), _) => ClusterOptions::local(count as usize),
-        (None, []) => return Ok(None),
+        (None, []) if ssh.is_empty() => return Ok(None),
+        (None, []) => {
+            ClusterOptions::nodes(Vec::<String>::new()).ssh(ssh_nodes(ssh, settings, args))
+        }
+        (None, _) if !ssh.is_empty() => {
+            return Err("both `nodes` and `ssh_hosts` are set: give one of them".to_string());
+        }
         (None, nodes) => ClusterOptions::nodes(nodes.iter().map(ToString::to_string)),
     };
     options = options.heartbeat_timeout(settings.heartbeat_timeout.value);
@@ -329,6 +361,20 @@ fn cluster_options(
         options = options.node_threads(threads as usize);
     }
     Ok(Some(options))
+}
+
+/// SSH nodes on `hosts`, with the `ssh_options` setting and
+/// `--ssh-path`/`--ssh-copy`.
+fn ssh_nodes(
+    hosts: &[crate::config::SshHost],
+    settings: &Settings,
+    args: &ClusterArgs,
+) -> crate::cluster::ssh::SshNodes {
+    let mut nodes = crate::cluster::ssh::SshNodes::new(hosts.to_vec());
+    nodes.path = args.ssh_path.clone();
+    nodes.copy = args.ssh_copy;
+    nodes.ssh_options = settings.ssh_options.value.clone();
+    nodes
 }
 
 /// Runs the command line over `suites` and returns the process exit code.
@@ -393,7 +439,7 @@ where
             options.log_dir = settings.log_dir.value.clone();
             options.run_id = run_id;
             let hint = NodesHint::of(&settings, cluster.local_nodes, &program);
-            let cluster = match cluster_options(&settings, cluster.local_nodes) {
+            let cluster = match cluster_options(&settings, &cluster) {
                 Ok(None) => None,
                 Ok(Some(cluster)) => match crate::cluster::Cluster::open(cluster) {
                     Ok(cluster) => Some(cluster),
@@ -504,7 +550,7 @@ where
                 options.seed = seed;
             }
             options.sample = sample;
-            options.cluster = match cluster_options(&settings, cluster.local_nodes) {
+            options.cluster = match cluster_options(&settings, &cluster) {
                 Ok(cluster) => cluster.map(|c| c.restart_intensity(max_restarts, restart_window)),
                 Err(error) => {
                     eprintln!("error: {error}");
@@ -576,6 +622,7 @@ fn settings(cli: &Cli) -> Result<Settings, ConfigError> {
             overrides.threads = *threads;
             overrides.log_dir = log_dir.clone();
             overrides.nodes = cluster.nodes.clone();
+            overrides.ssh_hosts = cluster.ssh.clone();
             overrides.cookie = cluster.cookie.clone();
             overrides.cookie_file = cluster.cookie_file.clone();
             overrides.heartbeat_timeout = cluster.heartbeat_timeout;

@@ -25,7 +25,8 @@
 //! - `trace`: run directories: writing traces and reports, reading them
 //!   back for replay.
 //! - `cluster/`: cluster runs: `serve` (a node), `ClusterOptions` (a
-//!   coordinator's nodes), the wire protocol, local node processes.
+//!   coordinator's nodes), the wire protocol, node processes started
+//!   locally or over SSH (`cluster::ssh`).
 //! - `suites/`: built-in suites for `combtest-node`.
 //! - `cli`: the `combtest-node` command line, callable from a user's `main`.
 //! - `config`: its settings (file, environment, command line) and where

@@ -35,7 +35,7 @@ fn config_shows_every_setting_with_its_source_and_masks_the_cookie() {
     let output = node_in(dir.path(), &vars, &["-v", "config"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
-    assert_eq!(text.lines().count(), 9, "{text}");
+    assert_eq!(text.lines().count(), combtest::config::KEYS.len(), "{text}");
     assert_eq!(line(&text, "threads"), "threads = 3 (file combtest.toml)");
     assert_eq!(line(&text, "batch_size"), "batch_size = 50 (file combtest.toml)");
     assert_eq!(line(&text, "cookie"), "cookie = \"****\" (env COMBTEST_COOKIE)");
@@ -48,6 +48,7 @@ fn config_shows_every_setting_with_its_source_and_masks_the_cookie() {
     assert_eq!(line(&text, "listen"), "listen = \"127.0.0.1:7878\" (default)");
     assert_eq!(line(&text, "heartbeat_timeout"), "heartbeat_timeout = \"10s\" (default)");
     assert_eq!(line(&text, "log_dir"), "log_dir = (not set) (default)");
+    assert_eq!(line(&text, "ssh_hosts"), "ssh_hosts = [] (default)");
 
     let empty = tempfile::tempdir().unwrap();
     let home = [("HOME", empty.path().to_str().unwrap())];
@@ -270,4 +271,35 @@ fn run_soak_and_serve_take_dash_dash_cookie_file() {
     let output = node_in(dir.path(), &[], &args);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(!dir.path().join("secrets").exists());
+}
+
+#[test]
+fn ssh_hosts_come_from_the_file_with_their_user_port_and_identity() {
+    let dir = dir_with_config(
+        "ssh_hosts = [\"a\", { host = \"b\", user = \"u\", port = 2, identity = \"/k\" }]\n\
+         ssh_options = [\"-F\", \"cfg\"]\n",
+    );
+    let output = node_in(dir.path(), &[], &["config"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(
+        line(&text, "ssh_hosts"),
+        "ssh_hosts = [\"a\", { host = \"b\", user = \"u\", port = 2, identity = \"/k\" }] \
+         (file combtest.toml)"
+    );
+    assert_eq!(line(&text, "ssh_options"), "ssh_options = [\"-F\", \"cfg\"] (file combtest.toml)");
+    // A key a host table does not have, and a host that would be an ssh
+    // option, are refused with one line.
+    for bad in
+        ["ssh_hosts = [{ host = \"b\", pass = \"x\" }]", "ssh_hosts = [\"-oProxyCommand=x\"]"]
+    {
+        let dir = dir_with_config(bad);
+        let text = usage_error(&node_in(dir.path(), &[], &["config"]));
+        assert!(text.contains("invalid `ssh_hosts`"), "{text}");
+    }
+    // --ssh-copy needs hosts.
+    let empty = tempfile::tempdir().unwrap();
+    let output = node_in(empty.path(), &[], &["run", "--suite", "smoke", "--ssh-copy"]);
+    let text = usage_error(&output);
+    assert!(text.contains("--ssh-path and --ssh-copy need hosts"), "{text}");
 }

@@ -11,45 +11,18 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use combtest::cluster::{Cluster, ClusterOptions};
-use combtest::suites::{SuiteOptions, builtin};
 
 mod common;
-use common::example;
 use common::procs::{BOUND, NODE, coordinate, finish, json, lines, serve, spawn_coordinator};
+use common::{example, same_report_as_in_process};
 
 #[test]
 fn two_local_nodes_give_the_in_process_results_and_states() {
     // `demo` has a serial action whose value reaches every walk's state;
     // `smoke` has none.
     for name in ["demo", "smoke"] {
-        let suites = builtin();
-        let suite = suites.iter().find(|s| s.name() == name).unwrap();
-        let mut local = SuiteOptions::default();
-        local.gather_states = true;
-        let mut cluster = local.clone();
         let nodes = ClusterOptions::local(2).program(NODE).node_threads(2).cookie("test-cookie");
-        cluster.cluster = Some(Cluster::open(nodes).unwrap());
-        // Small batches: walks spread over both nodes.
-        cluster.max_batch = Some(2);
-        let here = suite.run_with_states(&local).unwrap();
-        let there = suite.run_with_states(&cluster).unwrap();
-        assert!(there.is_consistent());
-        let counts = |r: &combtest::Report<serde_json::Value>| {
-            (
-                r.walks,
-                r.counts.passed,
-                r.counts.failed,
-                r.counts.cancelled,
-                r.counts.pruned,
-                r.counts.aborted,
-                r.counts.segments,
-            )
-        };
-        assert_eq!(counts(&here), counts(&there), "{name}");
-        assert_eq!(here.serial_actions, there.serial_actions, "{name}");
-        assert_eq!(here.failed_walks, there.failed_walks, "{name}");
-        assert!(!here.states.is_empty());
-        assert_eq!(here.states, there.states, "{name}: final states differ");
+        same_report_as_in_process(name, &Cluster::open(nodes).unwrap());
     }
 }
 

@@ -251,7 +251,7 @@ impl Actor for Membership {
                     state.members[member].pid = Some(started.pid);
                 });
                 if let Err(why) = &result {
-                    tracing::warn!(node = %state.members[member].address, %why, "cannot restart a local node");
+                    tracing::warn!(node = %state.members[member].address, %why, "cannot restart a lost node this coordinator started");
                 }
                 let commands = state.model.restarted(member, result, now_ms());
                 state.carry_out(&myself, commands);
@@ -507,7 +507,7 @@ impl MembershipState {
             return;
         };
         let myself = myself.clone();
-        tracing::warn!(node = %self.label(member), "restarting a lost local node");
+        tracing::warn!(node = %self.label(member), "restarting a lost node this coordinator started");
         tokio::task::spawn_blocking(move || {
             let result = launcher.start(index).map_err(|e| e.to_string());
             let _ = myself.cast(MembershipMsg::Restarted { member, result });

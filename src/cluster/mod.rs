@@ -20,6 +20,7 @@ pub(crate) mod logs;
 mod membership;
 pub(crate) mod node_run;
 pub(crate) mod run;
+pub mod ssh;
 mod transport;
 #[doc(hidden)]
 pub mod wire;
@@ -83,6 +84,9 @@ pub struct ClusterOptions {
     pub max_restarts: usize,
     /// The restart intensity's window.
     pub restart_window: Duration,
+    /// Nodes to start over SSH (and stop when the cluster closes), instead
+    /// of local ones.
+    pub ssh: Option<ssh::SshNodes>,
 }
 
 impl ClusterOptions {
@@ -97,12 +101,20 @@ impl ClusterOptions {
             node_threads: None,
             max_restarts: 10,
             restart_window: Duration::from_secs(60),
+            ssh: None,
         }
     }
 
     /// Run on `count` child nodes started on 127.0.0.1.
     pub fn local(count: usize) -> Self {
         ClusterOptions { local_nodes: count, ..ClusterOptions::nodes(Vec::<String>::new()) }
+    }
+
+    /// Run on nodes started over SSH (with `program`, or this process's
+    /// executable, as the local node binary).
+    pub fn ssh(mut self, nodes: ssh::SshNodes) -> Self {
+        self.ssh = Some(nodes);
+        self
     }
 
     /// Sets the cookie.
@@ -183,6 +195,14 @@ pub enum ClusterError {
         /// What went wrong.
         reason: String,
     },
+    /// A node could not be started over SSH.
+    #[error("host {host}: {reason}")]
+    Ssh {
+        /// The host (as given, `#N` for the Nth node on it).
+        host: String,
+        /// What failed: unreachable, authentication refused, binary missing.
+        reason: String,
+    },
     /// Something on this machine failed (starting local nodes, the cluster
     /// layer).
     #[error("{0}")]
@@ -241,16 +261,19 @@ impl Cluster {
                 cookie.expose().to_string()
             }
         };
-        let launcher: Option<Arc<dyn Launcher>> = match options.local_nodes {
-            0 => None,
-            count => {
-                let program = match &options.program {
-                    Some(program) => program.clone(),
-                    None => std::env::current_exe().map_err(|e| {
-                        ClusterError::Local(format!("cannot find this program: {e}"))
-                    })?,
-                };
-                Some(Arc::new(LocalLauncher::new(count, program, &cookie, options.node_threads)))
+        let program = || match &options.program {
+            Some(program) => Ok(program.clone()),
+            None => std::env::current_exe()
+                .map_err(|e| ClusterError::Local(format!("cannot find this program: {e}"))),
+        };
+        let threads = options.node_threads;
+        let launcher: Option<Arc<dyn Launcher>> = match (&options.ssh, options.local_nodes) {
+            (Some(nodes), _) => {
+                Some(Arc::new(ssh::launcher(nodes.clone(), program()?, &cookie, threads)))
+            }
+            (None, 0) => None,
+            (None, count) => {
+                Some(Arc::new(LocalLauncher::new(count, program()?, &cookie, threads)))
             }
         };
         Cluster::open_with(options, cookie, launcher)
@@ -266,12 +289,26 @@ impl Cluster {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(crate::RunError::InsideRuntime.into());
         }
-        let mut local = Vec::new();
-        if let Some(launcher) = &launcher {
-            for index in 0..launcher.count() {
-                local.push(launcher.start(index)?);
-            }
-        }
+        // Nodes start at once (an SSH node's start is mostly its ssh
+        // handshake); the first failure by index is the error, and the
+        // nodes that did start are stopped with the launcher.
+        let local = match &launcher {
+            Some(launcher) => std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..launcher.count())
+                    .map(|index| scope.spawn(move || launcher.start(index)))
+                    .collect();
+                let started: Vec<Result<Started, ClusterError>> = starts
+                    .into_iter()
+                    .map(|start| {
+                        start.join().unwrap_or_else(|_| {
+                            Err(ClusterError::Local("starting a node panicked".to_string()))
+                        })
+                    })
+                    .collect();
+                started.into_iter().collect::<Result<Vec<_>, _>>()
+            })?,
+            None => Vec::new(),
+        };
         if options.nodes.is_empty() && local.is_empty() {
             return Err(ClusterError::Local("a cluster needs at least one node".to_string()));
         }

@@ -13,6 +13,7 @@
 //! not something that surfaces only once the overriding layer goes away.
 
 pub mod cookie;
+mod ssh;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 use toml::Value;
 
 use crate::runtime::{MAX_THREADS, default_threads};
+pub use ssh::SshHost;
 
 /// The settings file read from the working directory when no `--config`
 /// is given (its absence is not an error).
@@ -37,9 +39,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The keys a settings file may hold, in the order `config` prints them.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 11] = [
     "threads",
     "nodes",
+    "ssh_hosts",
+    "ssh_options",
     "cookie",
     "cookie_file",
     "listen",
@@ -68,6 +72,15 @@ Settings (file key, environment variable, default):
   nodes              COMBTEST_NODES              none
       The other nodes of a cluster: a list of \"HOST:PORT\" strings in the file,
       comma-separated in the environment.
+  ssh_hosts          COMBTEST_SSH_HOSTS          none
+      Hosts to start a node on through `ssh` for `run` and `soak` (`--ssh`):
+      \"[USER@]HOST[:PORT]\" strings, or tables with `host` and optionally
+      `user`, `port` and `identity` (a private key file) in the file;
+      comma-separated \"[USER@]HOST[:PORT]\" in the environment. Anything not
+      given comes from your ssh configuration.
+  ssh_options        COMBTEST_SSH_OPTIONS        none
+      Words added to every ssh command, such as [\"-F\", \"ssh_config\"]
+      (space-separated in the environment).
   cookie             COMBTEST_COOKIE             not set
       The secret the nodes of a cluster share; `config` never prints it.
       `--cookie` (run, soak, serve). When it is not set, the secret in the
@@ -100,6 +113,7 @@ Example combtest.toml:
   log_dir = \"logs\"
   verbosity = \"info\"
   nodes = [\"10.0.0.2:7878\", \"10.0.0.3:7878\"]
+  ssh_hosts = [\"node1\", { host = \"10.0.0.4\", user = \"ci\", port = 2222 }]
   heartbeat_timeout = \"30s\"";
 
 /// Where a setting's value came from.
@@ -149,6 +163,10 @@ pub struct Settings {
     pub threads: Setting<Option<u32>>,
     /// The other nodes of a cluster.
     pub nodes: Setting<Vec<HostPort>>,
+    /// Hosts to start nodes on over SSH.
+    pub ssh_hosts: Setting<Vec<SshHost>>,
+    /// Words added to every ssh command.
+    pub ssh_options: Setting<Vec<String>>,
     /// The secret the nodes of a cluster share.
     pub cookie: Setting<Option<Cookie>>,
     /// The file holding the secret when `cookie` is not set; by default
@@ -175,6 +193,10 @@ pub struct Overrides {
     pub threads: Option<u32>,
     /// No flag yet.
     pub nodes: Option<Vec<HostPort>>,
+    /// `run` and `soak --ssh`.
+    pub ssh_hosts: Option<Vec<SshHost>>,
+    /// No flag.
+    pub ssh_options: Option<Vec<String>>,
     /// `run`, `soak` and `serve --cookie`.
     pub cookie: Option<Cookie>,
     /// `run`, `soak` and `serve --cookie-file`.
@@ -437,6 +459,8 @@ impl FromStr for Verbosity {
 struct FileSettings {
     threads: Option<Value>,
     nodes: Option<Value>,
+    ssh_hosts: Option<Value>,
+    ssh_options: Option<Value>,
     cookie: Option<Value>,
     cookie_file: Option<Value>,
     listen: Option<Value>,
@@ -627,6 +651,18 @@ impl Layers<'_> {
         Ok(found
             .map_or(Setting::default(None), |s| Setting { value: Some(s.value), source: s.source }))
     }
+
+    /// A list setting: empty by default.
+    fn list<T: Clone>(
+        &self,
+        key: &'static str,
+        var: &'static str,
+        command_line: Option<&Vec<T>>,
+        in_file: fn(&FileSettings) -> Option<&Value>,
+        kind: Kind<Vec<T>>,
+    ) -> Result<Setting<Vec<T>>, ConfigError> {
+        Ok(self.get(key, var, command_line, in_file, kind)?.unwrap_or(Setting::default(Vec::new())))
+    }
 }
 
 fn secret(text: &str) -> String {
@@ -671,9 +707,27 @@ pub fn resolve(
             |f| f.threads.as_ref(),
             threads_kind(),
         )?,
-        nodes: layers
-            .get("nodes", "COMBTEST_NODES", o.nodes.as_ref(), |f| f.nodes.as_ref(), nodes_kind())?
-            .unwrap_or(Setting::default(Vec::new())),
+        nodes: layers.list(
+            "nodes",
+            "COMBTEST_NODES",
+            o.nodes.as_ref(),
+            |f| f.nodes.as_ref(),
+            nodes_kind(),
+        )?,
+        ssh_hosts: layers.list(
+            "ssh_hosts",
+            "COMBTEST_SSH_HOSTS",
+            o.ssh_hosts.as_ref(),
+            |f| f.ssh_hosts.as_ref(),
+            ssh::hosts_kind(),
+        )?,
+        ssh_options: layers.list(
+            "ssh_options",
+            "COMBTEST_SSH_OPTIONS",
+            o.ssh_options.as_ref(),
+            |f| f.ssh_options.as_ref(),
+            ssh::options_kind(),
+        )?,
         cookie: layers.optional(
             "cookie",
             "COMBTEST_COOKIE",
@@ -778,6 +832,10 @@ impl fmt::Display for Settings {
         }
         let nodes: Vec<String> = self.nodes.value.iter().map(|n| quoted(&n.to_string())).collect();
         line(f, "nodes", format!("[{}]", nodes.join(", ")), &self.nodes.source)?;
+        let hosts: Vec<String> = self.ssh_hosts.value.iter().map(ssh::host_toml).collect();
+        line(f, "ssh_hosts", format!("[{}]", hosts.join(", ")), &self.ssh_hosts.source)?;
+        let words: Vec<String> = self.ssh_options.value.iter().map(|w| quoted(w)).collect();
+        line(f, "ssh_options", format!("[{}]", words.join(", ")), &self.ssh_options.source)?;
         // Without a cookie, say which one is in force: the cookie file's.
         match (&self.cookie.value, cookie::source(self)) {
             (Some(_), _) => line(f, "cookie", quoted("****"), &self.cookie.source)?,
@@ -974,7 +1032,7 @@ mod tests {
             message.contains("unknown key `cluster` in config file dir/combtest.toml"),
             "{message}"
         );
-        assert!(message.contains("threads, nodes, cookie"), "{message}");
+        assert!(message.contains("threads, nodes, ssh_hosts, ssh_options, cookie"), "{message}");
     }
 
     #[test]
@@ -1096,6 +1154,8 @@ mod tests {
             lines[1..],
             [
                 "nodes = [\"a:1\", \"b:2\"] (env COMBTEST_NODES)",
+                "ssh_hosts = [] (default)",
+                "ssh_options = [] (default)",
                 "cookie = (not set) (default): no cookie file: HOME is not set; set --cookie, \
                  COMBTEST_COOKIE or COMBTEST_COOKIE_FILE",
                 "cookie_file = (not set) (default)",

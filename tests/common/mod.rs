@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod sshd;
 
 use std::process::{Command, Output};
 
@@ -135,4 +136,30 @@ pub fn format1_run(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
     }
     (logs, dir)
+}
+
+/// Runs built-in suite `name` in-process and on `cluster` (batches of 2
+/// walks, so that they spread over the nodes) and checks that both give
+/// the same counts, serial actions, failed walks and final states.
+pub fn same_report_as_in_process(name: &str, cluster: &combtest::cluster::Cluster) {
+    use combtest::suites::{SuiteOptions, builtin};
+    let suites = builtin();
+    let suite = suites.iter().find(|s| s.name() == name).unwrap();
+    let mut local = SuiteOptions::default();
+    local.gather_states = true;
+    let mut there = local.clone();
+    there.cluster = Some(cluster.clone());
+    there.max_batch = Some(2);
+    let here = suite.run_with_states(&local).unwrap();
+    let remote = suite.run_with_states(&there).unwrap();
+    assert!(remote.is_consistent());
+    let counts = |r: &combtest::Report<serde_json::Value>| {
+        let c = &r.counts;
+        [r.walks, c.passed, c.failed, c.cancelled, c.pruned, c.aborted, c.segments]
+    };
+    assert_eq!(counts(&here), counts(&remote), "{name}");
+    assert_eq!(here.serial_actions, remote.serial_actions, "{name}");
+    assert_eq!(here.failed_walks, remote.failed_walks, "{name}");
+    assert!(!here.states.is_empty());
+    assert_eq!(here.states, remote.states, "{name}: final states differ");
 }

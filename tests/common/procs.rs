@@ -23,11 +23,14 @@ pub struct Proc {
     pub stderr: Arc<Text>,
 }
 
-/// A process's stderr as it comes, with a signal per line.
+/// A process's stderr as it comes, with a signal per line (and one at its
+/// end).
 #[derive(Default)]
 pub struct Text {
     text: Mutex<String>,
+    ended: Mutex<bool>,
     grew: Condvar,
+    end: Condvar,
 }
 
 impl Drop for Proc {
@@ -54,9 +57,14 @@ impl Proc {
             signal(self.pid, "KILL");
             panic!("process {} did not exit within {BOUND:?}", self.pid);
         };
-        // It has exited: its stdout ends.
+        // It has exited: its stdout ends, and so does its stderr, which is
+        // read to its end (unless a child of its own still holds it: a few
+        // seconds at most).
         let out: Vec<String> = self.stdout.iter().collect();
         let code = status.ok().and_then(|s| s.code());
+        let ended = self.stderr.ended.lock().unwrap();
+        let limit = Duration::from_secs(5);
+        drop(self.stderr.end.wait_timeout_while(ended, limit, |e| !*e).unwrap());
         (code, out.join("\n"), self.stderr())
     }
 
@@ -135,6 +143,8 @@ pub fn collect(reader: impl std::io::Read + Send + 'static) -> Arc<Text> {
             text.push('\n');
             sink.grew.notify_all();
         }
+        *sink.ended.lock().unwrap() = true;
+        sink.end.notify_all();
     });
     text
 }
