@@ -431,3 +431,64 @@ fn the_format_1_fixtures_read_as_they_did() {
         );
     }
 }
+
+/// One of [`wide_order`]'s ten-option entries; the first `KEEP_ZERO`
+/// positions prune every option but 0 (a rule read once per subtree).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Digit<const P: usize>(u32);
+
+const KEEP_ZERO: usize = 5;
+
+impl<const P: usize> Action<u64> for Digit<P> {
+    fn options() -> Vec<Self> {
+        (0..10).map(Digit).collect()
+    }
+    fn run(&self, sum: &mut u64) -> ActionResult {
+        *sum += u64::from(self.0);
+        Ok(())
+    }
+    fn prune(&self, _: &combtest::WalkView<'_>) -> bool {
+        P < KEEP_ZERO && self.0 != 0
+    }
+}
+
+/// 10^9 walks, 10^4 of them kept.
+fn wide_order() -> WalkOrder<u64, impl combtest::Entries<u64>> {
+    WalkOrder::new()
+        .then::<Digit<0>>()
+        .then::<Digit<1>>()
+        .then::<Digit<2>>()
+        .then::<Digit<3>>()
+        .then::<Digit<4>>()
+        .then::<Digit<5>>()
+        .then::<Digit<6>>()
+        .then::<Digit<7>>()
+        .then::<Digit<8>>()
+}
+
+#[test]
+fn a_traced_run_of_a_mostly_pruned_space_is_not_cut_into_bounded_batches() {
+    // Format 2 records passing and pruned walks as ranges, so a traced
+    // batch of walks that end in their epoch needs no length bound: 10^9
+    // walks in 2^20-walk batches would be at least 954 batch records (and
+    // as many round trips).
+    let logs = tempfile::tempdir().unwrap();
+    let report = run(&wide_order(), RunOptions::new(0).threads(2).log_dir(logs.path())).unwrap();
+    assert_eq!((report.walks, report.counts.passed), (1_000_000_000, 10_000));
+    assert_eq!(report.counts.pruned, 1_000_000_000 - 10_000);
+    let dir = report.run_dir.expect("a traced run names its directory");
+    let text = std::fs::read_to_string(dir.join("walks.jsonl")).unwrap();
+    let (mut batches, mut passed, mut pruned) = (0u64, 0u64, 0u64);
+    for line in text.lines() {
+        match parse_any_line(&format!("{line}\n")).unwrap() {
+            TraceLine::Batch(batch) => {
+                batches += 1;
+                passed += batch.passed.iter().map(|r| r[1] - r[0]).sum::<u64>();
+                pruned += batch.pruned.iter().map(|r| r[1] - r[0]).sum::<u64>();
+            }
+            other => panic!("only batch records expected: {other:?}"),
+        }
+    }
+    assert_eq!((passed, pruned), (report.counts.passed, report.counts.pruned));
+    assert!(batches < 954, "{batches} batch records: traced batches are still bounded");
+}

@@ -273,12 +273,15 @@ impl<S: Send + 'static> Actor for RunSupervisor<S> {
         };
         let config = Config {
             blocks,
-            // A traced batch records every walk it ends (a pruned subtree
-            // too), so its length keeps the bound of batches that hold
-            // states.
+            // A traced batch of async walks records every walk it ends (a
+            // pruned subtree too), so its length keeps the bound of batches
+            // that hold states; a sync batch records its passing and pruned
+            // walks as ranges, and needs no such bound.
             max_batch: match trace {
-                Some(_) => Some(ctx.max_batch.map_or(MAX_BATCH, |max| max.min(MAX_BATCH))),
-                None => ctx.max_batch,
+                Some(_) if ctx.order.is_async() => {
+                    Some(ctx.max_batch.map_or(MAX_BATCH, |max| max.min(MAX_BATCH)))
+                }
+                _ => ctx.max_batch,
             },
             runners: ctx.workers.runners(),
             sample: ctx.sample.clone(),
