@@ -103,6 +103,15 @@ enum Command {
         /// 0s never. On a terminal a live bar shows the same.
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_arg)]
         progress_every: std::time::Duration,
+        /// Stop once N walks have failed: no walk starts after that, the
+        /// ones running finish (their failures are reported too), and the
+        /// walks never started are reported as not run. For finding a bug
+        /// soon in a large space rather than every walk it fails.
+        #[arg(long, value_name = "N", value_parser = failures_arg)]
+        max_failures: Option<u64>,
+        /// Stop at the first failed walk (`--max-failures 1`).
+        #[arg(long, conflicts_with = "max_failures")]
+        fail_fast: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -431,13 +440,23 @@ where
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run { suite, json, cluster, stop_grace, progress_every, .. } => {
+        Command::Run {
+            suite,
+            json,
+            cluster,
+            stop_grace,
+            progress_every,
+            max_failures,
+            fail_fast,
+            ..
+        } => {
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
             let mut options = suite_options(&settings);
             options.log_dir = settings.log_dir.value.clone();
             options.run_id = run_id;
+            options.max_failures = if fail_fast { Some(1) } else { max_failures };
             let hint = NodesHint::of(&settings, cluster.local_nodes, &program);
             let cluster = match cluster_options(&settings, &cluster) {
                 Ok(None) => None,
@@ -841,6 +860,15 @@ fn progress_line(ended: u64, total: u64, elapsed: std::time::Duration, failures:
         "progress: {ended} of {} ({percent:.0}%), {rate:.0} walks/s, ETA {eta}, {failures}",
         count(total, "walk")
     )
+}
+
+/// A failure limit on the command line: a whole number, at least 1.
+fn failures_arg(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("a limit of 0 failures would stop before any walk: use 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a number of walks: use a whole number, 1 or more".into()),
+    }
 }
 
 /// A duration on the command line (`30s`, `500ms`, `5m`, `1h30m`), with an

@@ -41,6 +41,7 @@ pub struct RunOptions<S, K: StartKind<S> = Cloned> {
     pub(crate) in_flight: Option<usize>,
     pub(crate) append: Option<RoundTrace>,
     pub(crate) stop: Option<RunStop>,
+    pub(crate) max_failures: Option<u64>,
     pub(crate) progress: Option<Arc<Progress>>,
 }
 
@@ -77,6 +78,7 @@ impl<S: Clone + Send + 'static, K: StartKind<S>> Clone for RunOptions<S, K> {
             in_flight: self.in_flight,
             append: self.append.clone(),
             stop: self.stop.clone(),
+            max_failures: self.max_failures,
             progress: self.progress.clone(),
         }
     }
@@ -129,6 +131,7 @@ impl<S, K: StartKind<S>> RunOptions<S, K> {
             in_flight: None,
             append: None,
             stop: None,
+            max_failures: None,
             progress: None,
         }
     }
@@ -216,6 +219,17 @@ impl<S, K: StartKind<S>> RunOptions<S, K> {
     /// that did not finish (see [`RunStop`]) and says how the run ended.
     pub fn stop(mut self, stop: RunStop) -> Self {
         self.stop = Some(stop);
+        self
+    }
+
+    /// Stops the run once `walks` walks (at least 1) have failed, as
+    /// `pytest -x` does: no walk starts after that; walks already running
+    /// end (a failure among them is reported too, so the report may hold
+    /// a few more); the walks never started are counted `not_run`, and the
+    /// report's ending is [`StopReason::FailureLimit`]. For finding a bug
+    /// soon in a large space, rather than every walk a bug fails.
+    pub fn max_failures(mut self, walks: u64) -> Self {
+        self.max_failures = Some(walks.max(1));
         self
     }
 
@@ -531,6 +545,7 @@ pub(crate) async fn run_on<S: Send + 'static, K: StartKind<S>>(
         progress: options.progress.clone(),
         sample: options.sample,
         walk_timeout: options.walk_timeout,
+        max_failures: options.max_failures,
         in_flight: options.in_flight.unwrap_or(crate::exec::DEFAULT_IN_FLIGHT),
         gather: options.gather_states,
         trace,

@@ -414,6 +414,8 @@ impl Soak<'_> {
             StopReason::Interrupted => (SoakEnding::Interrupted, None),
             StopReason::RestartLimit(why) => (SoakEnding::RestartLimit, Some(why.clone())),
             StopReason::AllNodesLost(why) => (SoakEnding::AllNodesLost, Some(why.clone())),
+            // A soak's rounds have no failure limit: not reached.
+            other => (SoakEnding::Broken, Some(other.phrase())),
         };
         self.report.ending = ending;
         self.report.ending_reason = why;

@@ -324,3 +324,70 @@ fn a_soak_s_final_rate_is_the_whole_soak_s() {
         line.split("27 walks (").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     assert!(rate > 0.0, "{line}");
 }
+
+/// One of 1,000 options; fails the walks whose option ends in 3.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Tenth<const P: usize>(u32);
+
+impl<const P: usize> combtest::Action<u64> for Tenth<P> {
+    fn options() -> Vec<Self> {
+        (0..1000).map(Tenth).collect()
+    }
+    fn run(&self, _: &mut u64) -> combtest::ActionResult {
+        match (P, self.0 % 10) {
+            (1, 3) => combtest::fail(format!("tenth {}", self.0)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn fail_fast_stops_the_run_and_says_so() {
+    use combtest::WalkOrder;
+    use combtest::suites::{Fixture, suite};
+    // 10^6 walks, one in ten failing from walk 3 on: the run stops at the
+    // limit, and run.json says why and what was not run.
+    for (args, limit) in [(&["--fail-fast"][..], 1), (&["--max-failures", "25"], 25)] {
+        let logs = tempfile::tempdir().unwrap();
+        let order = WalkOrder::<u64>::new().then::<Tenth<0>>().then::<Tenth<1>>();
+        let tenths = suite("tenths", "one walk in ten fails", order, || Ok(Fixture::new(0u64)));
+        let dir = logs.path().to_str().unwrap();
+        let base =
+            ["combtest-node", "run", "--suite", "tenths", "--threads", "2", "--log-dir", dir];
+        let code = combtest::cli::run_cli([&base[..], args].concat(), vec![tenths]);
+        assert_eq!(code, 1, "{args:?}: walks failed");
+        let run = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+        let summary = &meta["summary"];
+        assert_eq!(summary["ending"], "failure_limit", "{args:?}: {summary}");
+        assert!(summary["failed"].as_u64().unwrap() >= limit, "{args:?}: {summary}");
+        assert!(summary["not_run"].as_u64().unwrap() > 500_000, "{args:?}: {summary}");
+    }
+
+    // The demo's two failures are in its last epoch: whether anything is
+    // left to stop when the first one is counted depends on timing, but
+    // the flags are taken, locally and on nodes, and both failures found.
+    for args in
+        [&["--fail-fast"][..], &["--max-failures", "1"], &["--fail-fast", "--local-nodes", "1"]]
+    {
+        let output = node(&[&["run", "--suite", "demo", "--json"][..], args].concat());
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stderr(&output));
+        let value: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+        let ending = value["ending"].as_str().unwrap();
+        assert!(["failure_limit", "completed"].contains(&ending), "{args:?}: {value}");
+    }
+    let output = node(&["run", "--suite", "demo", "--max-failures", "3"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!stdout(&output).contains("stopped:"), "2 failures are under a limit of 3");
+
+    for (args, says) in [
+        (&["--max-failures", "0"][..], "use 1 or more"),
+        (&["--max-failures", "x"], "not a number of walks"),
+        (&["--max-failures", "2", "--fail-fast"], "cannot be used with"),
+    ] {
+        let output = node(&[&["run", "--suite", "demo"][..], args].concat());
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&output).contains(says), "{args:?}: {}", stderr(&output));
+    }
+}

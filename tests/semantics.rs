@@ -462,3 +462,46 @@ fn serial_actions_run_off_the_executor_so_they_may_block_on_their_own_runtime() 
     assert_eq!(report.counts.failed, 0, "{report}");
     assert_eq!((report.serial_actions, report.counts.passed), (40, 80));
 }
+
+/// Fails the walks whose own option ends in 3 (one in ten), from walk 3 on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Tenth(u32);
+
+impl Action<Trail> for Tenth {
+    fn options() -> Vec<Self> {
+        (0..1000).map(Tenth).collect()
+    }
+    fn run(&self, _: &mut Trail) -> ActionResult {
+        match self.0 % 10 {
+            3 => combtest::fail(format!("tenth {}", self.0)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn a_failure_limit_stops_the_run_and_accounts_for_every_walk() {
+    use combtest::{Ending, StopReason};
+    // 10^6 walks, one in ten failing from walk 3 on.
+    let order = WalkOrder::<Trail>::new().then::<Append<1, 1000>>().then::<Tenth>();
+    for (limit, threads) in [(1, 1), (1, 2), (5, 2), (40, 3)] {
+        let options = RunOptions::default().threads(threads).max_failures(limit);
+        let report = run(&order, options).unwrap();
+        assert!(report.is_consistent(), "limit {limit}: {report:?}");
+        assert_eq!(report.ending, Ending::Stopped(StopReason::FailureLimit(limit)));
+        // At least the limit failed; walks already running when it was
+        // reached end, so a few more may have.
+        assert!(report.counts.failed >= limit, "limit {limit}: {:?}", report.counts);
+        // Most of the space never started: it is reported, not lost.
+        assert!(report.not_run > report.walks / 2, "limit {limit}: {} not run", report.not_run);
+        // Every walk reported failed is one that fails.
+        let mut ids: Vec<u64> = report.failed_walks.iter().map(|f| f.walk_id.0).collect();
+        ids.sort_unstable();
+        assert!(ids.iter().all(|id| id % 10 == 3), "{ids:?}");
+        assert!(!report.success());
+    }
+    // Under the limit: the run completes as usual.
+    let small = WalkOrder::<Trail>::new().then::<Tenth>();
+    let report = run(&small, RunOptions::default().max_failures(101)).unwrap();
+    assert_eq!((report.ending, report.counts.failed, report.not_run), (Ending::Completed, 100, 0));
+}

@@ -69,7 +69,13 @@ pub(crate) struct CollectorState<S> {
     states: BTreeMap<WalkId, S>,
     progress: Option<Arc<Progress>>,
     triage: Option<Triage>,
+    /// The failure limit and how to stop the run at it (once).
+    limit: Option<(u64, StopRun)>,
 }
+
+/// Stops the run (drains it): called once, when the failure limit is
+/// reached.
+pub(crate) type StopRun = Box<dyn FnOnce() + Send>;
 
 /// Counts of a run in progress, readable from any thread (a soak's status
 /// lines during a long round).
@@ -97,19 +103,20 @@ pub struct Progress {
 impl<S: Send + 'static> Actor for Collector<S> {
     type Msg = CollectorMsg<S>;
     type State = CollectorState<S>;
-    /// Walks in the run, where to show progress (a soak's status), and
-    /// the triage of its failures.
-    type Arguments = (u64, Option<Arc<Progress>>, Triage);
+    /// Walks in the run, where to show progress (a soak's status), the
+    /// triage of its failures, and the failure limit with its stop.
+    type Arguments = (u64, Option<Arc<Progress>>, Triage, Option<(u64, StopRun)>);
 
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
-        (walks, progress, triage): Self::Arguments,
+        (walks, progress, triage, limit): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(CollectorState {
             walks,
             progress,
             triage: Some(triage),
+            limit,
             counts: Counts::default(),
             serial_actions: 0,
             serial_skipped: 0,
@@ -147,6 +154,11 @@ impl<S: Send + 'static> Actor for Collector<S> {
                 }
                 state.counts.merge(&counts);
                 state.failed.extend(failed);
+                if state.limit.as_ref().is_some_and(|(limit, _)| state.counts.failed >= *limit)
+                    && let Some((_, stop)) = state.limit.take()
+                {
+                    stop();
+                }
                 for (id, walk_state) in finals {
                     // Each walk ends once; a second final state is a bug
                     // (py-combtest returned every state twice).

@@ -39,7 +39,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 use tokio::sync::oneshot;
 
 use crate::actors::LOCAL_REPLY_TIMEOUT;
-use crate::actors::collector::{Collector, CollectorMsg, Progress};
+use crate::actors::collector::{Collector, CollectorMsg, Progress, StopRun};
 use crate::actors::planner::Planner;
 use crate::actors::scheduler::{Endpoint, Outcomes, Scheduler, SchedulerArgs, SchedulerMsg};
 use crate::actors::serial_barrier::{SerialBarrier, SerialBarrierArgs, SerialBarrierMsg};
@@ -168,6 +168,8 @@ pub(crate) struct RunContext<S> {
     pub(crate) sample: Option<WalkSample>,
     /// A walk running longer fails (and its runner or node is replaced).
     pub(crate) walk_timeout: Option<Duration>,
+    /// Stop (drain) the run once this many walks have failed.
+    pub(crate) max_failures: Option<u64>,
     /// Walks in flight per runner (async walk orders).
     pub(crate) in_flight: usize,
     pub(crate) gather: bool,
@@ -230,10 +232,20 @@ impl<S: Send + 'static> Actor for RunSupervisor<S> {
 
         let walks = ctx.sample.as_ref().map_or(space.size(), WalkSample::len);
         let triage = Triage::new(space.clone(), ctx.sample.as_ref().map(WalkSample::ids));
+        // The Collector counts failures: at the limit, it stops the run
+        // through this supervisor as a `RunStop` would.
+        let limit = ctx.max_failures.map(|limit| {
+            let supervisor = myself.clone();
+            let stop: StopRun = Box::new(move || {
+                let reason = StopReason::FailureLimit(limit);
+                let _ = supervisor.cast(RunSupervisorMsg::Stop { kind: StopKind::Drain, reason });
+            });
+            (limit, stop)
+        });
         let (collector, _) = Actor::spawn_linked(
             None,
             Collector::new(),
-            (walks, ctx.progress.clone(), triage),
+            (walks, ctx.progress.clone(), triage, limit),
             me.clone(),
         )
         .await?;

@@ -57,6 +57,10 @@ pub enum StopReason {
     RestartLimit(String),
     /// Every node was lost and none could be brought back.
     AllNodesLost(String),
+    /// As many walks failed as the run allowed
+    /// ([`RunOptions::max_failures`](crate::RunOptions::max_failures)):
+    /// the walks not yet started are left `not_run`.
+    FailureLimit(u64),
 }
 
 impl StopReason {
@@ -64,7 +68,7 @@ impl StopReason {
     /// `not_run`; any other stop aborts them.
     pub fn fate(&self) -> Fate {
         match self {
-            StopReason::DurationEnded => Fate::NotRun,
+            StopReason::DurationEnded | StopReason::FailureLimit(_) => Fate::NotRun,
             _ => Fate::Aborted,
         }
     }
@@ -76,6 +80,8 @@ impl StopReason {
             StopReason::DurationEnded => "the duration ended".to_string(),
             StopReason::RestartLimit(why) => format!("the restart limit was reached ({why})"),
             StopReason::AllNodesLost(why) => format!("every node was lost ({why})"),
+            StopReason::FailureLimit(1) => "a walk failed (the failure limit is 1)".to_string(),
+            StopReason::FailureLimit(n) => format!("{n} walks failed (the failure limit)"),
         }
     }
 
@@ -86,6 +92,7 @@ impl StopReason {
             StopReason::DurationEnded => "duration",
             StopReason::RestartLimit(_) => "restart_limit",
             StopReason::AllNodesLost(_) => "all_nodes_lost",
+            StopReason::FailureLimit(_) => "failure_limit",
         }
     }
 }

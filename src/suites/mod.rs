@@ -133,6 +133,9 @@ pub struct SuiteOptions {
     pub sample: Option<WalkSample>,
     /// Fail a walk segment that runs longer (see [`RunOptions::walk_timeout`]).
     pub walk_timeout: Option<std::time::Duration>,
+    /// Stop once this many walks have failed (see
+    /// [`RunOptions::max_failures`]).
+    pub max_failures: Option<u64>,
     /// A soak round: its trace lines go to the soak's file.
     #[doc(hidden)]
     pub round_trace: Option<RoundTrace>,
@@ -356,6 +359,9 @@ where
         }
         if let Some(timeout) = options.walk_timeout {
             run_options = run_options.walk_timeout(timeout);
+        }
+        if let Some(walks) = options.max_failures {
+            run_options = run_options.max_failures(walks);
         }
         run_options = run_options.round_trace(options.round_trace.clone());
         if let Some(stop) = &options.stop {
