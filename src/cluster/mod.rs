@@ -8,6 +8,8 @@
 //! - [`serve`]: a node. It accepts connections (with an authentication
 //!   deadline and a cap on unauthenticated ones), authenticates coordinators
 //!   by cookie, and runs batches of the suites it was built with.
+//! - [`Tls`]: mutual TLS between a coordinator and its nodes
+//!   ([`ClusterOptions::tls`], [`ServeOptions::tls`]).
 //!
 //! The core runtime does not import this module: a run reaches its nodes
 //! through `RemoteWorkers` (implemented in `run`). ARCHITECTURE.md ("Cluster
@@ -20,6 +22,7 @@ pub(crate) mod logs;
 mod membership;
 pub(crate) mod node_run;
 pub(crate) mod run;
+mod tls;
 mod transport;
 #[doc(hidden)]
 pub mod wire;
@@ -42,6 +45,7 @@ use crate::model::space::{OrderError, Space};
 
 pub use launcher::{Launcher, LocalLauncher, Started};
 pub use node_run::{NodeRun, NodeRunSpec};
+pub use tls::{Tls, TlsError};
 
 /// Default heartbeat timeout: a node silent this long is lost.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +87,9 @@ pub struct ClusterOptions {
     pub max_restarts: usize,
     /// The restart intensity's window.
     pub restart_window: Duration,
+    /// Mutual TLS with the nodes (`--tls-*`); nodes this cluster starts on
+    /// loopback (`local_nodes`) are reached in plain TCP.
+    pub tls: Option<Tls>,
 }
 
 impl ClusterOptions {
@@ -97,6 +104,7 @@ impl ClusterOptions {
             node_threads: None,
             max_restarts: 10,
             restart_window: Duration::from_secs(60),
+            tls: None,
         }
     }
 
@@ -126,6 +134,12 @@ impl ClusterOptions {
     /// Sets the runner threads per node.
     pub fn node_threads(mut self, threads: usize) -> Self {
         self.node_threads = Some(threads);
+        self
+    }
+
+    /// Connects to the nodes with mutual TLS.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -288,7 +302,10 @@ impl Cluster {
             remote: options.nodes.clone(),
             local,
             launcher: launcher.clone(),
-            transport: Arc::new(transport::Tcp),
+            transport: match options.tls.clone() {
+                Some(tls) => Arc::new(tls::TlsTransport(tls)),
+                None => Arc::new(transport::Tcp),
+            },
         };
         let membership = runtime.block_on(async {
             let (membership, _) = Actor::spawn(None, membership::Membership, args)
@@ -428,6 +445,9 @@ pub struct ServeOptions {
     /// How long a run outlives its lease (suspended, waiting for its
     /// coordinator to come back), or its coordinator's last session.
     pub run_grace: Duration,
+    /// Mutual TLS: every connection's handshake, under the authentication
+    /// deadline.
+    pub tls: Option<Tls>,
 }
 
 impl ServeOptions {
@@ -443,6 +463,7 @@ impl ServeOptions {
             max_pending: 128,
             auth_timeout: Duration::from_secs(5),
             run_grace: agent::SESSION_GRACE,
+            tls: None,
         }
     }
 }
@@ -558,10 +579,10 @@ async fn serve_async(
     let listener =
         tokio::net::TcpListener::bind(address).await.map_err(|e| listen_error(e.to_string()))?;
     let bound = listener.local_addr().map_err(|e| listen_error(e.to_string()))?;
-    if !bound.ip().is_loopback() {
+    if !bound.ip().is_loopback() && options.tls.is_none() {
         tracing::warn!(
             "listening on {bound} without TLS: the cluster's traffic (walks, options, states) is \
-             readable on the network"
+             readable on the network (give --tls-cert, --tls-key and --tls-ca)"
         );
     }
     let name = options.name.clone().unwrap_or_else(|| bound.to_string());
@@ -579,8 +600,11 @@ async fn serve_async(
     let (server, handle) = Actor::spawn(None, server, ())
         .await
         .map_err(|e| ClusterError::Local(format!("cannot start the cluster layer: {e}")))?;
-    let gate =
-        Arc::new(Gate::new(transport::pending_cap(options.max_pending), options.auth_timeout));
+    let gate = Arc::new(Gate::new(
+        transport::pending_cap(options.max_pending),
+        options.auth_timeout,
+        options.tls.clone(),
+    ));
     let sessions = Arc::new(Sessions::default());
     let _ = server.cast(NodeServerMessage::SubscribeToEvents {
         id: "combtest-node".to_string(),
