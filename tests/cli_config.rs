@@ -35,7 +35,7 @@ fn config_shows_every_setting_with_its_source_and_masks_the_cookie() {
     let output = node_in(dir.path(), &vars, &["-v", "config"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = stdout(&output);
-    assert_eq!(text.lines().count(), 9, "{text}");
+    assert_eq!(text.lines().count(), combtest::config::KEYS.len(), "{text}");
     assert_eq!(line(&text, "threads"), "threads = 3 (file combtest.toml)");
     assert_eq!(line(&text, "batch_size"), "batch_size = 50 (file combtest.toml)");
     assert_eq!(line(&text, "cookie"), "cookie = \"****\" (env COMBTEST_COOKIE)");
@@ -48,6 +48,7 @@ fn config_shows_every_setting_with_its_source_and_masks_the_cookie() {
     assert_eq!(line(&text, "listen"), "listen = \"127.0.0.1:7878\" (default)");
     assert_eq!(line(&text, "heartbeat_timeout"), "heartbeat_timeout = \"10s\" (default)");
     assert_eq!(line(&text, "log_dir"), "log_dir = (not set) (default)");
+    assert_eq!(line(&text, "tls_cert"), "tls_cert = (not set) (default)");
 
     let empty = tempfile::tempdir().unwrap();
     let home = [("HOME", empty.path().to_str().unwrap())];
