@@ -703,28 +703,13 @@ pub fn resolve(
         Kind::text("\"HOST:PORT\", such as \"127.0.0.1:7878\" (port 0: any free port)");
     let verbosity_kind = Kind::text("one of \"warn\", \"info\", \"debug\", \"trace\"");
     let o = overrides;
-    let pem = || path_kind("a PEM file path (a non-empty string)");
-    let tls_cert = layers.optional(
-        "tls_cert",
-        "COMBTEST_TLS_CERT",
-        o.tls_cert.as_ref(),
-        |f| f.tls_cert.as_ref(),
-        pem(),
-    )?;
-    let tls_key = layers.optional(
-        "tls_key",
-        "COMBTEST_TLS_KEY",
-        o.tls_key.as_ref(),
-        |f| f.tls_key.as_ref(),
-        pem(),
-    )?;
-    let tls_ca = layers.optional(
-        "tls_ca",
-        "COMBTEST_TLS_CA",
-        o.tls_ca.as_ref(),
-        |f| f.tls_ca.as_ref(),
-        pem(),
-    )?;
+    let tls = |key, var, flag: &Option<PathBuf>, in_file: fn(&FileSettings) -> Option<&Value>| {
+        let kind = path_kind("a PEM file path (a non-empty string)");
+        layers.optional(key, var, flag.as_ref(), in_file, kind)
+    };
+    let tls_cert = tls("tls_cert", "COMBTEST_TLS_CERT", &o.tls_cert, |f| f.tls_cert.as_ref())?;
+    let tls_key = tls("tls_key", "COMBTEST_TLS_KEY", &o.tls_key, |f| f.tls_key.as_ref())?;
+    let tls_ca = tls("tls_ca", "COMBTEST_TLS_CA", &o.tls_ca, |f| f.tls_ca.as_ref())?;
     all_or_none_tls([("tls_cert", &tls_cert), ("tls_key", &tls_key), ("tls_ca", &tls_ca)])?;
     Ok(Settings {
         threads: layers.optional(
