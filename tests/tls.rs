@@ -18,7 +18,7 @@ use rcgen::{
 };
 
 mod common;
-use common::procs::{NODE, Proc, coordinate, json, serve, start};
+use common::procs::{NODE, Proc, coordinate, finish, json, serve, spawn_coordinator, start};
 
 /// A CA of the test's own, writing its certificates into a temp dir.
 struct Ca {
@@ -156,6 +156,26 @@ fn a_tls_cluster_gives_the_in_process_report() {
         assert!(log.contains("run opened"), "{log}");
         assert!(!log.contains("refused a connection"), "{log}");
     }
+    // A soak over TLS: every round on the same sessions.
+    let flags = coordinator.flags();
+    let tls: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let soak =
+        [&["soak", "--suite", "smoke", "--nodes", &nodes, "--rounds", "3", "--json"], &tls[..]];
+    let (code, out, err) = coordinate(Path::new(NODE), &soak.concat());
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(json(&out)["totals"]["walks"], 27, "{out}");
+    // `--local-nodes` children are reached on loopback without TLS, even
+    // when they inherit TLS settings from the environment.
+    let local = [&["run", "--suite", "smoke", "--local-nodes", "1"], &tls[..]].concat();
+    let (code, out, err) = coordinate(Path::new(NODE), &local);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let vars =
+        [("COMBTEST_TLS_CERT", tls[1]), ("COMBTEST_TLS_KEY", tls[3]), ("COMBTEST_TLS_CA", tls[5])];
+    let child = spawn_coordinator(Path::new(NODE), &local[..5], &vars);
+    let (code, out, err) = finish(child);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("passed 9"), "{out}");
+
     // The cookie still runs inside TLS: a good certificate with the wrong
     // cookie is refused as before.
     let (code, out, err) = run("smoke", &a, Some(&coordinator), &["--cookie", "wrong"]);
@@ -207,6 +227,16 @@ fn a_certificate_from_another_ca_is_refused_on_both_sides() {
     let (code, out, err) = run("smoke", &address, Some(&coordinator), &[]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("passed 9"), "{out}");
+
+    // A TLS coordinator and a node without TLS: each says what it saw.
+    let (plain, plain_address) = serve(Path::new(NODE), &[], &[("COMBTEST_LOG", "info")]);
+    let (code, out, err) = run("smoke", &plain_address, Some(&coordinator), &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    let line = error_line(&err);
+    assert!(line.contains("closed the connection during the TLS handshake"), "{line}");
+    assert!(line.contains("or it runs without --tls-*"), "{line}");
+    plain.wait_stderr("it started a TLS handshake: this node runs without TLS");
+    drop(plain);
 
     // A coordinator without TLS is refused too (it is not a TLS client).
     let (code, out, err) = run("smoke", &address, None, &[]);

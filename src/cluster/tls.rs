@@ -196,17 +196,26 @@ impl Transport for TlsTransport {
             let handshake = connector.connect(name, stream);
             let stream = match tokio::time::timeout(left, handshake).await {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    let permanent = is_certificate_error(&error);
-                    let mut reason = io_reason(&error);
-                    if !permanent {
-                        reason.push_str(" (does the node run with --tls-*?)");
-                    }
+                Ok(Err(error)) if is_certificate_error(&error) => {
+                    let reason = io_reason(&error);
                     let message = format!("TLS with node {address} failed: {reason}");
-                    return Err(match permanent {
-                        true => ConnectFailure::Permanent(message),
-                        false => ConnectFailure::Transient(message),
-                    });
+                    return Err(ConnectFailure::Permanent(message));
+                }
+                Ok(Err(error)) if rustls_error(&error).is_none() => {
+                    // Closed before TLS said anything: what a plain node or
+                    // a node at its cap does.
+                    return Err(ConnectFailure::Transient(format!(
+                        "node {address} closed the connection during the TLS handshake: it is at \
+                         its cap of unauthenticated connections, or it runs without --tls-* \
+                         ({}); see its log",
+                        io_reason(&error)
+                    )));
+                }
+                Ok(Err(error)) => {
+                    return Err(ConnectFailure::Transient(format!(
+                        "TLS with node {address} failed: {} (does the node run with --tls-*?)",
+                        io_reason(&error)
+                    )));
                 }
                 Err(_) => {
                     return Err(ConnectFailure::Transient(format!(

@@ -37,6 +37,10 @@ use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeServerMessage};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The first byte of a TLS handshake record (a ClientHello); a
+/// ractor_cluster frame starts with its length's high byte, 0.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Counts complete frames in a byte stream (u64 big-endian length, then
 /// the payload).
 #[derive(Debug, Default)]
@@ -86,6 +90,8 @@ pub(crate) struct Watch {
     received: AtomicU64,
     sent: AtomicU64,
     bytes_received: AtomicU64,
+    /// The peer's first byte was a TLS handshake record's (a TLS client).
+    tls_hello: AtomicBool,
     /// The peer closed its side.
     peer_closed: AtomicBool,
     /// Closed from outside (by `close`).
@@ -109,6 +115,7 @@ impl Watch {
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            tls_hello: AtomicBool::new(false),
             peer_closed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             deadline_passed: AtomicBool::new(false),
@@ -154,6 +161,7 @@ impl Watch {
             received: self.received.load(Ordering::Acquire),
             sent: self.sent.load(Ordering::Acquire),
             bytes_received: self.bytes_received.load(Ordering::Acquire),
+            tls_hello: self.tls_hello.load(Ordering::Acquire),
             deadline_passed: self.deadline_passed.load(Ordering::Acquire),
             peer_closed: self.peer_closed.load(Ordering::Acquire),
             after: self.opened.elapsed(),
@@ -169,6 +177,8 @@ pub(crate) struct PreAuthClose {
     /// Frames sent to it.
     pub(crate) sent: u64,
     pub(crate) bytes_received: u64,
+    /// Its first byte opened a TLS handshake.
+    pub(crate) tls_hello: bool,
     /// The authentication deadline closed it (node side).
     pub(crate) deadline_passed: bool,
     /// The peer closed first.
@@ -221,6 +231,9 @@ impl PreAuthClose {
             return format!("no authentication within {deadline}: closed");
         }
         match self.received {
+            0 if self.tls_hello => "it started a TLS handshake: this node runs without TLS \
+                 (give it --tls-cert, --tls-key and --tls-ca)"
+                .to_string(),
             0 if self.bytes_received == 0 => {
                 "it closed without sending anything (not a combtest coordinator?)".to_string()
             }
@@ -329,7 +342,11 @@ impl<T: Stream> AsyncRead for WatchedRead<T> {
             if read.is_empty() {
                 this.watch.peer_closed.store(true, Ordering::Release);
             } else {
-                this.watch.bytes_received.fetch_add(read.len() as u64, Ordering::Relaxed);
+                let before =
+                    this.watch.bytes_received.fetch_add(read.len() as u64, Ordering::AcqRel);
+                if before == 0 && read[0] == TLS_HANDSHAKE {
+                    this.watch.tls_hello.store(true, Ordering::Release);
+                }
                 let frames = this.frames.feed(read);
                 this.watch.received.fetch_add(frames, Ordering::AcqRel);
             }
@@ -617,6 +634,7 @@ mod tests {
             received,
             sent,
             bytes_received: received * 20,
+            tls_hello: false,
             deadline_passed: false,
             peer_closed: true,
             after: Duration::from_millis(after_ms),
@@ -638,6 +656,8 @@ mod tests {
         assert!(seen(1, 1, 10).at_node(deadline).contains("duplicate connection"));
         assert!(seen(1, 0, 10).at_node(deadline).contains("not a combtest coordinator"));
         assert!(seen(0, 0, 10).at_node(deadline).contains("not a combtest coordinator"));
+        let tls = PreAuthClose { tls_hello: true, bytes_received: 300, ..seen(0, 0, 10) };
+        assert!(tls.at_node(deadline).contains("this node runs without TLS"));
         let timed_out = PreAuthClose { deadline_passed: true, ..seen(0, 0, 5_000) };
         assert_eq!(timed_out.at_node(deadline), "no authentication within 5s: closed");
     }
