@@ -30,12 +30,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::cluster::tls::Tls;
-use crate::model::membership::ConnectFailure;
 use ractor::{ActorCell, ActorRef};
 use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeServerMessage};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::cluster::tls::Tls;
+use crate::model::membership::ConnectFailure;
 
 /// The first byte of a TLS handshake record (a ClientHello); a
 /// ractor_cluster frame starts with its length's high byte, 0.
