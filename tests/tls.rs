@@ -183,6 +183,21 @@ fn a_tls_cluster_gives_the_in_process_report() {
     assert!(error_line(&err).contains("the cookies differ"), "{err}");
 }
 
+/// A node with `node_files` refuses a run of a coordinator with
+/// `coordinator`, or is refused by it: exit code 2, `error` (`ADDR` for the
+/// node's address) as the coordinator's one error line, `logged` in the
+/// node's log. The node, still serving, and its address.
+fn refused(node_files: &Files, coordinator: &Files, error: &str, logged: &str) -> (Proc, String) {
+    let (node, address) = tls_node(node_files, &[]);
+    let (code, out, err) = run("smoke", &address, Some(coordinator), &[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert_eq!(error_line(&err), error.replace("ADDR", &address));
+    let log = node.wait_stderr(logged);
+    let line = log.lines().find(|l| l.contains(logged)).unwrap();
+    assert!(line.contains("refused a connection from 127.0.0.1:"), "{line}");
+    (node, address)
+}
+
 #[test]
 fn a_certificate_from_another_ca_is_refused_on_both_sides() {
     let dir = tempfile::tempdir().unwrap();
@@ -192,41 +207,28 @@ fn a_certificate_from_another_ca_is_refused_on_both_sides() {
 
     // The node's certificate is of another CA (it trusts ours): the
     // coordinator refuses it.
-    let stranger = theirs.issue("stranger", &["127.0.0.1"], Flaw::None).trusting(&ours);
-    let (node, address) = tls_node(&stranger, &[]);
-    let (code, out, err) = run("smoke", &address, Some(&coordinator), &[]);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert_eq!(
-        error_line(&err),
-        format!(
-            "error: TLS with node {address} failed: its certificate is not signed by the \
-             --tls-ca CA (unknown issuer)"
-        )
+    refused(
+        &theirs.issue("stranger", &["127.0.0.1"], Flaw::None).trusting(&ours),
+        &coordinator,
+        "error: TLS with node ADDR failed: its certificate is not signed by the --tls-ca CA \
+         (unknown issuer)",
+        "TLS: the peer refused our certificate: our certificate is not signed by its --tls-ca \
+         CA (alert: UnknownCA)",
     );
-    let log = node.wait_stderr("refused a connection from 127.0.0.1:");
-    let line = log.lines().find(|l| l.contains("refused a connection")).unwrap();
-    assert!(line.contains("TLS: the peer refused our certificate"), "{line}");
-    drop(node);
 
     // The coordinator's certificate is of another CA: the node refuses it,
     // says so, and goes on serving.
-    let node_files = ours.issue("node", &["127.0.0.1"], Flaw::None);
-    let (node, address) = tls_node(&node_files, &[]);
-    let impostor = theirs.issue("impostor", &["impostor.test"], Flaw::None).trusting(&ours);
-    let (code, out, err) = run("smoke", &address, Some(&impostor), &[]);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert_eq!(
-        error_line(&err),
-        format!(
-            "error: node {address} refused our TLS certificate: our certificate is not signed \
-             by its --tls-ca CA (alert: UnknownCA)"
-        )
+    let (node, address) = refused(
+        &ours.issue("node", &["127.0.0.1"], Flaw::None),
+        &theirs.issue("impostor", &["impostor.test"], Flaw::None).trusting(&ours),
+        "error: node ADDR refused our TLS certificate: our certificate is not signed by its \
+         --tls-ca CA (alert: UnknownCA)",
+        "TLS: its certificate is not signed by the --tls-ca CA (unknown issuer)",
     );
-    let log = node.wait_stderr("TLS: its certificate is not signed by the --tls-ca CA");
-    assert_eq!(log.matches("refused a connection from 127.0.0.1:").count(), 1, "{log}");
     let (code, out, err) = run("smoke", &address, Some(&coordinator), &[]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("passed 9"), "{out}");
+    assert_eq!(node.stderr().matches("refused a connection").count(), 1, "{}", node.stderr());
 
     // A TLS coordinator and a node without TLS: each says what it saw.
     let (plain, plain_address) = serve(Path::new(NODE), &[], &[("COMBTEST_LOG", "info")]);
@@ -250,48 +252,32 @@ fn expired_and_misnamed_certificates_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "one");
     let coordinator = ca.issue("coordinator", &["coordinator.test"], Flaw::None);
-
     // The node's certificate expired.
-    let (node, address) = tls_node(&ca.issue("old-node", &["127.0.0.1"], Flaw::Expired), &[]);
-    let (code, out, err) = run("smoke", &address, Some(&coordinator), &[]);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert_eq!(
-        error_line(&err),
-        format!(
-            "error: TLS with node {address} failed: its certificate has expired (valid until \
-             2001-01-01T00:00:00Z)"
-        )
+    refused(
+        &ca.issue("old-node", &["127.0.0.1"], Flaw::Expired),
+        &coordinator,
+        "error: TLS with node ADDR failed: its certificate has expired (valid until \
+         2001-01-01T00:00:00Z)",
+        "TLS: the peer refused our certificate: our certificate has expired (alert: \
+         CertificateExpired)",
     );
-    node.wait_stderr("TLS: the peer refused our certificate: our certificate has expired");
-    drop(node);
-
     // The node's certificate names another address.
-    let (node, address) = tls_node(&ca.issue("elsewhere", &["10.9.9.9"], Flaw::None), &[]);
-    let (code, out, err) = run("smoke", &address, Some(&coordinator), &[]);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert_eq!(
-        error_line(&err),
-        format!(
-            "error: TLS with node {address} failed: its certificate is not valid for 127.0.0.1 \
-             (it names 10.9.9.9)"
-        )
+    refused(
+        &ca.issue("elsewhere", &["10.9.9.9"], Flaw::None),
+        &coordinator,
+        "error: TLS with node ADDR failed: its certificate is not valid for 127.0.0.1 (it names \
+         10.9.9.9)",
+        "TLS: the peer refused our certificate: our certificate is not valid for it (alert: \
+         BadCertificate)",
     );
-    node.wait_stderr("TLS: the peer refused our certificate: our certificate is not valid for it");
-    drop(node);
-
     // The coordinator's certificate expired: the node refuses it.
-    let (node, address) = tls_node(&ca.issue("node", &["127.0.0.1"], Flaw::None), &[]);
-    let old = ca.issue("old-coordinator", &["coordinator.test"], Flaw::Expired);
-    let (code, out, err) = run("smoke", &address, Some(&old), &[]);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert_eq!(
-        error_line(&err),
-        format!(
-            "error: node {address} refused our TLS certificate: our certificate has expired \
-             (alert: CertificateExpired)"
-        )
+    refused(
+        &ca.issue("node", &["127.0.0.1"], Flaw::None),
+        &ca.issue("old-coordinator", &["coordinator.test"], Flaw::Expired),
+        "error: node ADDR refused our TLS certificate: our certificate has expired (alert: \
+         CertificateExpired)",
+        "TLS: its certificate has expired (valid until 2001-01-01T00:00:00Z)",
     );
-    node.wait_stderr("TLS: its certificate has expired (valid until 2001-01-01T00:00:00Z)");
 }
 
 /// A rustls client configuration from `files`, for a hand-made connection.
