@@ -336,6 +336,28 @@ fn silent_connections_with_tls_are_closed_at_the_deadline() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("passed 9"), "{out}");
     assert!(!node.stderr().contains("refusing connections"), "{}", node.stderr());
+    drop(node);
+
+    // tests/faults.rs's flood, with TLS: a node with 64 file descriptors,
+    // more silent connections than that, and a real TLS run still gets in.
+    let flags = node_files.flags().join(" ");
+    let script = format!(
+        "ulimit -n 64 && exec {NODE} serve --listen 127.0.0.1:0 --threads 1 --auth-timeout 1s \
+         {flags}"
+    );
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", &script]);
+    let node = start(command);
+    let address = node.line().split_whitespace().nth(3).unwrap().to_string();
+    let silent: Vec<std::net::TcpStream> =
+        (0..200).filter_map(|_| std::net::TcpStream::connect(&address).ok()).collect();
+    assert!(silent.len() >= 64, "{} silent connections", silent.len());
+    let (code, out, err) = run("smoke", &address, Some(&coordinator), &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("passed 9"), "{out}");
+    drop(silent);
+    node.wait_stderr("refusing connections");
+    node.wait_stderr("TLS: no handshake within 1s");
 }
 
 /// A TCP relay on 127.0.0.1 to `target`, on a runtime of its own: its
