@@ -441,4 +441,31 @@ mod tests {
         assert!(error.contains("broken.pem: not valid PEM"), "{error}");
         assert_eq!(error.lines().count(), 1, "{error}");
     }
+
+    #[test]
+    fn pem_of_garbled_der_is_named_as_the_file_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        let error = Tls::load(&junk, &key, &junk).unwrap_err().to_string();
+        assert!(
+            error.contains("CA ") && error.contains("junk.pem: not a CA certificate"),
+            "{error}"
+        );
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+        let error = Tls::load(&junk, &key, &ca_file).unwrap_err().to_string();
+        assert!(
+            error.starts_with("TLS certificate ") && error.contains("not a usable certificate")
+        );
+        let junk_key = dir.path().join("junk.key");
+        std::fs::write(&junk_key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+            .unwrap();
+        let error = Tls::load(&ca_file, &junk_key, &ca_file).unwrap_err().to_string();
+        assert!(error.contains("junk.key: not a usable private key"), "{error}");
+    }
 }
