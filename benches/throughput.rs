@@ -32,9 +32,12 @@ mod barrier;
 mod pruning;
 #[path = "throughput/sampling.rs"]
 mod sampling;
+#[path = "throughput/tls.rs"]
+mod tls;
 
-/// W1, W4, W5: the walk state is one integer.
-#[derive(Debug, Clone, Default)]
+/// W1, W4, W5: the walk state is one integer (serde for N1, whose walks
+/// run on nodes).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct K {
     k: u64,
 }
@@ -742,9 +745,10 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
         other if let Some(out) = pruning::child(other) => out,
         other if let Some(out) = barrier::child(other) => out,
         other if let Some(out) = sampling::child(other) => out,
+        other if let Some(out) = tls::child(other) => out,
         other => {
             eprintln!(
-                "unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1 T1"
+                "unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1 T1 N1"
             );
             std::process::exit(2);
         }
@@ -798,8 +802,9 @@ fn median(runs: Vec<serde_json::Map<String, Value>>) -> serde_json::Map<String, 
 }
 
 /// The numbers whose min and max over the runs are reported too.
-const RANGED: [&str; 12] = [
+const RANGED: [&str; 13] = [
     "walks_per_s",
+    "tls_vs_plain",
     "ratio_vs_untraced",
     "ratio_vs_bare",
     "ratio_vs_w1",
@@ -859,6 +864,13 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
         "v1_draw_ns_per_walk",
         "ratio_vs_untraced",
         "bytes_per_walk",
+        "plain_s",
+        "tls_vs_plain",
+        "tls_vs_plain_min",
+        "tls_vs_plain_max",
+        "open_plain_ms",
+        "open_tls_ms",
+        "trace_mb",
     ]
     .iter()
     .filter_map(|k| r.get(*k).and_then(Value::as_f64).map(|v| format!("{k}={v:.2}")))
@@ -881,6 +893,10 @@ fn table_row(r: &serde_json::Map<String, Value>) -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("--node") {
+        tls::node(&args[1..]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--child") {
         let workload = args.get(1).expect("--child WORKLOAD");
         let mut out = child(workload);
@@ -908,7 +924,7 @@ fn main() {
     if workloads.is_empty() {
         workloads = [
             "W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4", "E1",
-            "S1", "T1",
+            "S1", "T1", "N1",
         ]
         .map(String::from)
         .to_vec();

@@ -18,7 +18,9 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand};
 
-use crate::config::{BatchSize, ConfigError, Cookie, HostPort, Overrides, Settings, Verbosity};
+use crate::config::{
+    BatchSize, ConfigError, Cookie, HostPort, Overrides, Settings, Source, Verbosity,
+};
 use crate::exec::WalkOutcome;
 use crate::model::outcome::Report;
 use crate::model::space::EntryKind;
@@ -120,9 +122,9 @@ enum Command {
     /// Runs batches of this binary's suites. Prints one line when it listens:
     /// "combtest-node serving on ADDRESS as NAME (protocol N)".
     Serve {
-        /// Address to listen on; port 0 picks a free port. Off loopback the
-        /// traffic is not encrypted: prefer a private network [setting:
-        /// listen, default 127.0.0.1:7878].
+        /// Address to listen on; port 0 picks a free port. Off loopback
+        /// without --tls-* the traffic is not encrypted (a warning says so)
+        /// [setting: listen, default 127.0.0.1:7878].
         #[arg(long, value_name = "HOST:PORT")]
         listen: Option<HostPort>,
         /// Shared secret coordinators must present [setting: cookie].
@@ -133,6 +135,8 @@ enum Command {
         /// $HOME/.combtest/cookie].
         #[arg(long, value_name = "PATH")]
         cookie_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// This node's name in coordinators' reports and logs
         /// [default: its address].
         #[arg(long)]
@@ -319,6 +323,35 @@ struct ClusterArgs {
     /// [setting: batch_size].
     #[arg(long, value_name = "WALKS")]
     batch_size: Option<BatchSize>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Mutual TLS between coordinator and nodes: all three or none. Each flag
+/// overrides its setting (see `config --help`).
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// TLS: this process's certificate, PEM (its own first, then any
+    /// intermediates). A node's must name the address coordinators dial (IP
+    /// or DNS subject alternative name); `--local-nodes` children are
+    /// reached on loopback without TLS [setting: tls_cert].
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert, PEM [setting: tls_key].
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// TLS: the CA certificate(s), PEM, that the other side's certificate
+    /// must be signed by: nodes check coordinators' against it, and
+    /// coordinators nodes' [setting: tls_ca].
+    #[arg(long, value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
+}
+
+/// The TLS configuration the settings ask for, loaded; `Err` a one-line
+/// error naming the file.
+fn load_tls(settings: &Settings) -> Result<Option<crate::cluster::Tls>, String> {
+    let Some((cert, key, ca)) = settings.tls_files() else { return Ok(None) };
+    crate::cluster::Tls::load(cert, key, ca).map(Some).map_err(|e| e.to_string())
 }
 
 /// A suite's run options from the settings (threads, batch size).
@@ -340,6 +373,7 @@ fn cluster_options(
     settings: &Settings,
     args: &ClusterArgs,
 ) -> Result<Option<crate::cluster::ClusterOptions>, String> {
+    let tls = load_tls(settings)?;
     use crate::cluster::ClusterOptions;
     use crate::config::Source::CommandLine;
     // A flag beats the other kind of nodes set in the environment or file.
@@ -368,6 +402,9 @@ fn cluster_options(
     options = options.cookie(cookie.expose());
     if let Some(threads) = settings.threads.value {
         options = options.node_threads(threads as usize);
+    }
+    if let Some(tls) = tls {
+        options = options.tls(tls);
     }
     Ok(Some(options))
 }
@@ -523,8 +560,21 @@ where
                     std::process::exit(0);
                 });
             }
+            // A launched node (`--cookie-stdin`) takes TLS from its
+            // launcher's command line only, never from the working
+            // directory's file or the environment it inherited: a
+            // `--local-nodes` child is dialled in plain TCP on loopback.
+            let launched = cookie_stdin && settings.tls_cert.source != Source::CommandLine;
+            let tls = match if launched { Ok(None) } else { load_tls(&settings) } {
+                Ok(tls) => tls,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return EXIT_USAGE;
+                }
+            };
             let mut options =
                 crate::cluster::ServeOptions::new(settings.listen.value.to_string(), cookie);
+            options.tls = tls;
             options.name = name;
             options.threads = threads.map(|t| t as usize);
             options.max_runs = max_runs as usize;
@@ -646,15 +696,23 @@ fn settings(cli: &Cli) -> Result<Settings, ConfigError> {
             overrides.cookie_file = cluster.cookie_file.clone();
             overrides.heartbeat_timeout = cluster.heartbeat_timeout;
             overrides.batch_size = cluster.batch_size;
+            tls_overrides(&mut overrides, &cluster.tls);
         }
-        Command::Serve { listen, cookie, cookie_file, .. } => {
+        Command::Serve { listen, cookie, cookie_file, tls, .. } => {
             overrides.listen = listen.clone();
             overrides.cookie = cookie.clone();
             overrides.cookie_file = cookie_file.clone();
+            tls_overrides(&mut overrides, tls);
         }
         _ => {}
     }
     Settings::load(cli.config.as_deref(), &overrides)
+}
+
+fn tls_overrides(overrides: &mut Overrides, tls: &TlsArgs) {
+    overrides.tls_cert = tls.tls_cert.clone();
+    overrides.tls_key = tls.tls_key.clone();
+    overrides.tls_ca = tls.tls_ca.clone();
 }
 
 /// The suite named `name`, or `None` after printing the names there are.

@@ -49,6 +49,7 @@ fn config_shows_every_setting_with_its_source_and_masks_the_cookie() {
     assert_eq!(line(&text, "heartbeat_timeout"), "heartbeat_timeout = \"10s\" (default)");
     assert_eq!(line(&text, "log_dir"), "log_dir = (not set) (default)");
     assert_eq!(line(&text, "ssh_hosts"), "ssh_hosts = [] (default)");
+    assert_eq!(line(&text, "tls_cert"), "tls_cert = (not set) (default)");
 
     let empty = tempfile::tempdir().unwrap();
     let home = [("HOME", empty.path().to_str().unwrap())];

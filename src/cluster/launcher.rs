@@ -55,6 +55,12 @@ pub trait Launcher: Send + Sync + std::fmt::Debug {
     fn stop(&self, index: usize);
     /// Node `index`'s process id, if it runs.
     fn pid(&self, index: usize) -> Option<u32>;
+    /// Whether its nodes were given the cluster's TLS settings (then they
+    /// are dialled with TLS even on loopback); `false` by default: nodes
+    /// started on this machine's loopback are dialled in plain TCP.
+    fn tls(&self) -> bool {
+        false
+    }
 }
 
 /// Why a node process did not print its ready line.
@@ -83,6 +89,10 @@ pub(crate) trait NodeCommand: Send + Sync + std::fmt::Debug {
     fn prefix(&self, index: usize) -> Option<String>;
     /// The error for node `index` that did not start.
     fn failed(&self, index: usize, why: NoReady) -> ClusterError;
+    /// See [`Launcher::tls`].
+    fn tls(&self) -> bool {
+        false
+    }
 }
 
 /// One running child.
@@ -172,6 +182,10 @@ impl<C: NodeCommand> Launcher for Processes<C> {
 
     fn pid(&self, index: usize) -> Option<u32> {
         self.slot(index).as_ref().map(|node| node.child.id())
+    }
+
+    fn tls(&self) -> bool {
+        self.commands.tls()
     }
 }
 

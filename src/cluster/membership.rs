@@ -32,7 +32,7 @@ use crate::clock::PauseClock;
 use crate::cluster::ClusterError;
 use crate::cluster::launcher::{Launcher, Started};
 use crate::cluster::run::{ClusterRunMsg, MemberEvent};
-use crate::cluster::transport::{Transport, Watch, kill_tree};
+use crate::cluster::transport::{Tcp, Transport, Watch, kill_tree};
 use crate::cluster::wire::{
     self, AGENT_GROUP, AgentMsg, Coordinator, Joined, PROTOCOL_VERSION, Reply, Request, RunKey,
     RunLogs, Trouble, call,
@@ -391,7 +391,15 @@ impl MembershipState {
         let address = self.members[member].address.clone();
         let cookie = self.args.cookie.clone();
         let coordinator = self.args.coordinator;
-        let transport = Arc::clone(&self.args.transport);
+        // A node this process started on loopback is reached in plain TCP
+        // (its traffic never leaves the machine, and it has no
+        // certificate), unless its launcher gave it the TLS files (SSH).
+        let given_tls = self.args.launcher.as_ref().is_some_and(|l| l.tls());
+        let plain = self.members[member].local.is_some() && !given_tls && on_loopback(&address);
+        let transport = match plain {
+            true => Arc::new(Tcp) as Arc<dyn Transport>,
+            false => Arc::clone(&self.args.transport),
+        };
         let myself = myself.clone();
         tokio::spawn(async move {
             let opening = open(&*transport, &address, &cookie, name, coordinator);
@@ -580,6 +588,11 @@ impl NodeEventSubscription for Forward {
     }
 }
 
+/// Whether `address` (`HOST:PORT`) is a loopback IP address.
+fn on_loopback(address: &str) -> bool {
+    address.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+}
+
 /// Opens one connection: a NodeServer named `name`, a watched stream to
 /// `address` from the transport, the session, the node's agent, and `Join`.
 async fn open(
@@ -612,13 +625,18 @@ async fn open(
     let opened = async {
         subscribed.map_err(|e| unreachable(format!("cannot watch the session: {e}")))?;
         let connection = transport.connect(address.to_string(), HANDSHAKE_TIMEOUT);
-        let (stream, watch) = connection.await.map_err(unreachable)?;
+        let (stream, watch) = connection.await?;
         ractor_cluster::client_connect_external(&server, stream)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let session = match receiver.recv().await {
             Some(SessionEvent::Ready(ses)) => ses,
             Some(SessionEvent::Closed) | None => {
+                if let Some(refusal) = watch.tls_refusal() {
+                    return Err(ConnectFailure::Permanent(format!(
+                        "node {address} refused our TLS certificate: {refusal}"
+                    )));
+                }
                 let (reason, permanent) = watch.pre_auth_close().at_coordinator(address);
                 return Err(match permanent {
                     true => ConnectFailure::Permanent(reason),

@@ -8,6 +8,8 @@
 //! - [`serve`]: a node. It accepts connections (with an authentication
 //!   deadline and a cap on unauthenticated ones), authenticates coordinators
 //!   by cookie, and runs batches of the suites it was built with.
+//! - [`Tls`]: mutual TLS between a coordinator and its nodes
+//!   ([`ClusterOptions::tls`], [`ServeOptions::tls`]).
 //!
 //! The core runtime does not import this module: a run reaches its nodes
 //! through `RemoteWorkers` (implemented in `run`). ARCHITECTURE.md ("Cluster
@@ -21,6 +23,7 @@ mod membership;
 pub(crate) mod node_run;
 pub(crate) mod run;
 pub mod ssh;
+mod tls;
 mod transport;
 #[doc(hidden)]
 pub mod wire;
@@ -43,6 +46,7 @@ use crate::model::space::{OrderError, Space};
 
 pub use launcher::{Launcher, LocalLauncher, Started};
 pub use node_run::{NodeRun, NodeRunSpec};
+pub use tls::{Tls, TlsError};
 
 /// Default heartbeat timeout: a node silent this long is lost.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +91,9 @@ pub struct ClusterOptions {
     /// Nodes to start over SSH (and stop when the cluster closes), instead
     /// of local ones.
     pub ssh: Option<ssh::SshNodes>,
+    /// Mutual TLS with the nodes (`--tls-*`); nodes this cluster starts on
+    /// loopback (`local_nodes`) are reached in plain TCP.
+    pub tls: Option<Tls>,
 }
 
 impl ClusterOptions {
@@ -102,6 +109,7 @@ impl ClusterOptions {
             max_restarts: 10,
             restart_window: Duration::from_secs(60),
             ssh: None,
+            tls: None,
         }
     }
 
@@ -138,6 +146,12 @@ impl ClusterOptions {
     /// Sets the runner threads per node.
     pub fn node_threads(mut self, threads: usize) -> Self {
         self.node_threads = Some(threads);
+        self
+    }
+
+    /// Connects to the nodes with mutual TLS.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -269,7 +283,8 @@ impl Cluster {
         let threads = options.node_threads;
         let launcher: Option<Arc<dyn Launcher>> = match (&options.ssh, options.local_nodes) {
             (Some(nodes), _) => {
-                Some(Arc::new(ssh::launcher(nodes.clone(), program()?, &cookie, threads)))
+                let tls = options.tls.as_ref();
+                Some(Arc::new(ssh::launcher(nodes.clone(), program()?, &cookie, threads, tls)))
             }
             (None, 0) => None,
             (None, count) => {
@@ -325,7 +340,10 @@ impl Cluster {
             remote: options.nodes.clone(),
             local,
             launcher: launcher.clone(),
-            transport: Arc::new(transport::Tcp),
+            transport: match options.tls.clone() {
+                Some(tls) => Arc::new(tls::TlsTransport(tls)),
+                None => Arc::new(transport::Tcp),
+            },
         };
         let membership = runtime.block_on(async {
             let (membership, _) = Actor::spawn(None, membership::Membership, args)
@@ -465,6 +483,9 @@ pub struct ServeOptions {
     /// How long a run outlives its lease (suspended, waiting for its
     /// coordinator to come back), or its coordinator's last session.
     pub run_grace: Duration,
+    /// Mutual TLS: every connection's handshake, under the authentication
+    /// deadline.
+    pub tls: Option<Tls>,
 }
 
 impl ServeOptions {
@@ -480,6 +501,7 @@ impl ServeOptions {
             max_pending: 128,
             auth_timeout: Duration::from_secs(5),
             run_grace: agent::SESSION_GRACE,
+            tls: None,
         }
     }
 }
@@ -595,10 +617,10 @@ async fn serve_async(
     let listener =
         tokio::net::TcpListener::bind(address).await.map_err(|e| listen_error(e.to_string()))?;
     let bound = listener.local_addr().map_err(|e| listen_error(e.to_string()))?;
-    if !bound.ip().is_loopback() {
+    if !bound.ip().is_loopback() && options.tls.is_none() {
         tracing::warn!(
             "listening on {bound} without TLS: the cluster's traffic (walks, options, states) is \
-             readable on the network"
+             readable on the network (give --tls-cert, --tls-key and --tls-ca)"
         );
     }
     let name = options.name.clone().unwrap_or_else(|| bound.to_string());
@@ -616,8 +638,11 @@ async fn serve_async(
     let (server, handle) = Actor::spawn(None, server, ())
         .await
         .map_err(|e| ClusterError::Local(format!("cannot start the cluster layer: {e}")))?;
-    let gate =
-        Arc::new(Gate::new(transport::pending_cap(options.max_pending), options.auth_timeout));
+    let gate = Arc::new(Gate::new(
+        transport::pending_cap(options.max_pending),
+        options.auth_timeout,
+        options.tls.clone(),
+    ));
     let sessions = Arc::new(Sessions::default());
     let _ = server.cast(NodeServerMessage::SubscribeToEvents {
         id: "combtest-node".to_string(),

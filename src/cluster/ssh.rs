@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use crate::cluster::ClusterError;
 use crate::cluster::launcher::{NoReady, NodeCommand, Processes};
+use crate::cluster::{ClusterError, Tls};
 use crate::config::SshHost;
 
 /// Where the coordinator keeps copies of its binary on hosts
@@ -53,6 +53,8 @@ pub(crate) struct SshCommand {
     threads: Option<usize>,
     /// Per host: (bind host, remote path), once known.
     prepared: Vec<Mutex<Option<(String, String)>>>,
+    /// The nodes are given the cluster's TLS files (in `serve_args`).
+    tls: bool,
 }
 
 /// The SSH launcher: `Processes` behind ssh.
@@ -60,15 +62,22 @@ pub(crate) type SshLauncher = Processes<SshCommand>;
 
 /// A launcher of one node per host of `nodes`.
 /// `program` is the local node binary (copied with `copy`, and the
-/// default remote path).
+/// default remote path). With `tls`, each node is given the same TLS files
+/// (`--tls-cert`, `--tls-key`, `--tls-ca`: the paths must hold the host's
+/// own files there) and is dialled with TLS.
 pub(crate) fn launcher(
-    nodes: SshNodes,
+    mut nodes: SshNodes,
     program: PathBuf,
     cookie: &str,
     threads: Option<usize>,
+    tls: Option<&Tls>,
 ) -> SshLauncher {
     let prepared = nodes.hosts.iter().map(|_| Mutex::new(None)).collect();
-    Processes::new(SshCommand { nodes, program, threads, prepared }, cookie)
+    if let Some(tls) = tls {
+        nodes.serve_args.extend(tls.serve_args());
+    }
+    let tls = tls.is_some();
+    Processes::new(SshCommand { nodes, program, threads, prepared, tls }, cookie)
 }
 
 /// `text` as one word for a POSIX shell.
@@ -122,6 +131,16 @@ impl SshCommand {
             return Ok(known.clone());
         }
         let bind = self.bind_host(index)?;
+        // The node logs errors only, so its own warning would not be seen.
+        let loopback = bind == "localhost"
+            || bind.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !self.tls && !loopback {
+            eprintln!(
+                "warning: host {}: the node's traffic with this coordinator (at {bind}) is not \
+                 encrypted and is readable on the network (give --tls-cert, --tls-key and --tls-ca)",
+                self.name(index)
+            );
+        }
         let path = match (self.nodes.copy, &self.nodes.path) {
             (true, _) => self.copy(index)?,
             (false, path) => path.as_ref().unwrap_or(&self.program).to_string_lossy().into_owned(),
@@ -244,6 +263,10 @@ impl NodeCommand for SshCommand {
         Some(format!("{}: ", self.name(index)))
     }
 
+    fn tls(&self) -> bool {
+        self.tls
+    }
+
     fn failed(&self, index: usize, why: NoReady) -> ClusterError {
         let said = why.stderr.iter().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim());
         let said_text = said.map_or(String::new(), |l| format!(" ({l})"));
@@ -292,7 +315,13 @@ mod tests {
         nodes.ssh_options = vec!["-F".into(), "/tmp/cfg".into()];
         nodes.serve_args = vec!["--tls-ca".into(), "ca.pem".into()];
         let prepared = nodes.hosts.iter().map(|_| Mutex::new(None)).collect();
-        SshCommand { nodes, program: PathBuf::from("/bin/x"), threads: Some(2), prepared }
+        SshCommand {
+            nodes,
+            program: PathBuf::from("/bin/x"),
+            threads: Some(2),
+            prepared,
+            tls: false,
+        }
     }
 
     #[test]

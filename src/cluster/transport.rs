@@ -11,7 +11,11 @@
 //!   a connection at once when `max_pending` connections are already
 //!   unauthenticated, and gives each the authentication deadline; `accept`
 //!   errors (no file descriptors left) back off instead of spinning.
-//! - [`connect`]: a coordinator's TCP connection to a node.
+//! - [`connect_tcp`]: a coordinator's TCP connection to a node; [`Tcp`]
+//!   hands it over as it is, `tls::TlsTransport` after a TLS handshake.
+//!
+//! With TLS, `Watched` wraps the TLS stream: it counts the decrypted bytes,
+//! that is ractor_cluster's frames, exactly as over plain TCP.
 //!
 //! ractor_cluster's `NodeServer` always binds a listener of its own; both
 //! sides bind it to 127.0.0.1 on a port nobody is told, and kill any session
@@ -30,6 +34,13 @@ use ractor::{ActorCell, ActorRef};
 use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream, NodeServerMessage};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::cluster::tls::Tls;
+use crate::model::membership::ConnectFailure;
+
+/// The first byte of a TLS handshake record (a ClientHello); a
+/// ractor_cluster frame starts with its length's high byte, 0.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Counts complete frames in a byte stream (u64 big-endian length, then
 /// the payload).
@@ -80,6 +91,8 @@ pub(crate) struct Watch {
     received: AtomicU64,
     sent: AtomicU64,
     bytes_received: AtomicU64,
+    /// The peer's first byte was a TLS handshake record's (a TLS client).
+    tls_hello: AtomicBool,
     /// The peer closed its side.
     peer_closed: AtomicBool,
     /// Closed from outside (by `close`).
@@ -87,6 +100,9 @@ pub(crate) struct Watch {
     pub(crate) deadline_passed: AtomicBool,
     pub(crate) authenticated: AtomicBool,
     reader: Mutex<Option<Waker>>,
+    /// A TLS alert read before authentication that says the peer refused
+    /// our certificate (in words).
+    tls_refusal: Mutex<Option<String>>,
     /// Counted in a gate's unauthenticated connections until settled.
     gate: Option<Arc<GateCount>>,
     settled: AtomicBool,
@@ -100,11 +116,13 @@ impl Watch {
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            tls_hello: AtomicBool::new(false),
             peer_closed: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             deadline_passed: AtomicBool::new(false),
             authenticated: AtomicBool::new(false),
             reader: Mutex::new(None),
+            tls_refusal: Mutex::new(None),
             gate,
             settled: AtomicBool::new(false),
         }
@@ -132,12 +150,19 @@ impl Watch {
         }
     }
 
+    /// The peer's refusal of our TLS certificate, if a read before
+    /// authentication failed with one.
+    pub(crate) fn tls_refusal(&self) -> Option<String> {
+        self.tls_refusal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Why a connection that never authenticated closed, from what it saw.
     pub(crate) fn pre_auth_close(&self) -> PreAuthClose {
         PreAuthClose {
             received: self.received.load(Ordering::Acquire),
             sent: self.sent.load(Ordering::Acquire),
             bytes_received: self.bytes_received.load(Ordering::Acquire),
+            tls_hello: self.tls_hello.load(Ordering::Acquire),
             deadline_passed: self.deadline_passed.load(Ordering::Acquire),
             peer_closed: self.peer_closed.load(Ordering::Acquire),
             after: self.opened.elapsed(),
@@ -153,6 +178,8 @@ pub(crate) struct PreAuthClose {
     /// Frames sent to it.
     pub(crate) sent: u64,
     pub(crate) bytes_received: u64,
+    /// Its first byte opened a TLS handshake.
+    pub(crate) tls_hello: bool,
     /// The authentication deadline closed it (node side).
     pub(crate) deadline_passed: bool,
     /// The peer closed first.
@@ -205,6 +232,9 @@ impl PreAuthClose {
             return format!("no authentication within {deadline}: closed");
         }
         match self.received {
+            0 if self.tls_hello => "it started a TLS handshake: this node runs without TLS \
+                 (give it --tls-cert, --tls-key and --tls-ca)"
+                .to_string(),
             0 if self.bytes_received == 0 => {
                 "it closed without sending anything (not a combtest coordinator?)".to_string()
             }
@@ -231,8 +261,8 @@ pub(crate) struct GateCount {
     pending: AtomicUsize,
 }
 
-/// A byte stream (TCP; TLS over it later) whose frames are counted and
-/// which can be closed from outside.
+/// A byte stream (TCP, or TLS over it: the decrypted side) whose frames are
+/// counted and which can be closed from outside.
 pub(crate) struct Watched<T> {
     stream: T,
     watch: Arc<Watch>,
@@ -302,12 +332,22 @@ impl<T: Stream> AsyncRead for WatchedRead<T> {
         *this.watch.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(error)) = &polled
+            && !this.watch.authenticated.load(Ordering::Acquire)
+            && let Some(refusal) = crate::cluster::tls::refusal(error)
+        {
+            *this.watch.tls_refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(refusal);
+        }
         if let Poll::Ready(Ok(())) = polled {
             let read = &buf.filled()[before..];
             if read.is_empty() {
                 this.watch.peer_closed.store(true, Ordering::Release);
             } else {
-                this.watch.bytes_received.fetch_add(read.len() as u64, Ordering::Relaxed);
+                let before =
+                    this.watch.bytes_received.fetch_add(read.len() as u64, Ordering::AcqRel);
+                if before == 0 && read[0] == TLS_HANDSHAKE {
+                    this.watch.tls_hello.store(true, Ordering::Release);
+                }
                 let frames = this.frames.feed(read);
                 this.watch.received.fetch_add(frames, Ordering::AcqRel);
             }
@@ -340,14 +380,16 @@ impl<T: Stream> AsyncWrite for WatchedWrite<T> {
     }
 }
 
-/// A connection being opened: the stream to hand to a NodeServer, and its
-/// watch.
-pub(crate) type Connecting =
-    futures::future::BoxFuture<'static, Result<(Box<dyn ClusterBidiStream>, Arc<Watch>), String>>;
+/// A connection being opened: the stream to hand to a NodeServer and its
+/// watch, or why not (naming the node).
+pub(crate) type Connecting = futures::future::BoxFuture<
+    'static,
+    Result<(Box<dyn ClusterBidiStream>, Arc<Watch>), ConnectFailure>,
+>;
 
-/// How a coordinator reaches its nodes: plain TCP today ([`Tcp`]); a TLS
-/// transport wraps the same streams (its handshake inside the connection's
-/// time) without changing the membership.
+/// How a coordinator reaches its nodes: plain TCP ([`Tcp`]) or TLS over it
+/// (`tls::TlsTransport`, its handshake inside the connection's time),
+/// without changing the membership.
 pub(crate) trait Transport: Send + Sync + 'static {
     /// Opens a connection to `address` within `timeout`: the stream to hand
     /// to a NodeServer, and its watch.
@@ -360,17 +402,21 @@ pub(crate) struct Tcp;
 impl Transport for Tcp {
     fn connect(&self, address: String, timeout: Duration) -> Connecting {
         Box::pin(async move {
-            let (stream, watch) = connect(&address, timeout).await?;
+            let (stream, watch) = connect_tcp(&address, timeout).await.map_err(|reason| {
+                ConnectFailure::Transient(format!("cannot reach node {address}: {reason}"))
+            })?;
+            let stream = Watched::new(stream, Arc::clone(&watch));
             Ok((Box::new(stream) as Box<dyn ClusterBidiStream>, watch))
         })
     }
 }
 
-/// Opens a coordinator's TCP connection to `address`, within `timeout`.
-pub(crate) async fn connect(
+/// Opens a coordinator's TCP connection to `address`, within `timeout`:
+/// the stream and the watch its `Watched` wrapper will share.
+pub(crate) async fn connect_tcp(
     address: &str,
     timeout: Duration,
-) -> Result<(Watched<TcpStream>, Arc<Watch>), String> {
+) -> Result<(TcpStream, Arc<Watch>), String> {
     let resolved: SocketAddr = tokio::net::lookup_host(address)
         .await
         .map_err(|e| format!("cannot resolve it: {e}"))?
@@ -382,7 +428,7 @@ pub(crate) async fn connect(
         .map_err(|e| connect_error(&e))?;
     let _ = stream.set_nodelay(true);
     let watch = Arc::new(Watch::new(resolved.to_string(), None));
-    Ok((Watched::new(stream, Arc::clone(&watch)), watch))
+    Ok((stream, watch))
 }
 
 /// Why a connection could not be made, in words: "connection refused
@@ -421,16 +467,19 @@ pub(crate) struct Gate {
     /// Connections not yet settled, by peer label.
     watches: Mutex<HashMap<String, Arc<Watch>>>,
     refused: AtomicU64,
+    /// The TLS handshake every connection goes through first, if any.
+    tls: Option<Tls>,
 }
 
 impl Gate {
-    pub(crate) fn new(max_pending: usize, deadline: Duration) -> Self {
+    pub(crate) fn new(max_pending: usize, deadline: Duration, tls: Option<Tls>) -> Self {
         Gate {
             max_pending: max_pending.max(1),
             deadline,
             count: Arc::new(GateCount::default()),
             watches: Mutex::new(HashMap::new()),
             refused: AtomicU64::new(0),
+            tls,
         }
     }
 
@@ -501,16 +550,42 @@ impl Gate {
                     timer.close();
                 }
             });
-            let stream = Box::new(Watched::new(stream, watch));
-            if server
-                .cast(NodeServerMessage::ConnectionOpenedExternal { stream, is_server: true })
-                .is_err()
-            {
-                tracing::error!("the cluster layer is gone; no more connections are taken");
-                return;
-            }
+            let Some(tls) = &self.tls else {
+                if !open_session(&server, Box::new(Watched::new(stream, watch))) {
+                    return;
+                }
+                continue;
+            };
+            // The TLS handshake runs on a task of the connection's own, under
+            // its authentication deadline: the loop never waits on a peer.
+            let (gate, acceptor, server) = (Arc::clone(&self), tls.acceptor(), server.clone());
+            let until = Instant::now() + self.deadline;
+            tokio::spawn(async move {
+                match crate::cluster::tls::accept(&acceptor, stream, until, gate.deadline).await {
+                    Ok(stream) => {
+                        open_session(&server, Box::new(Watched::new(stream, watch)));
+                    }
+                    Err(reason) => {
+                        // Refused: its pending slot is free again at once.
+                        gate.forget(&label);
+                        watch.settle();
+                        tracing::warn!("refused a connection from {label}: TLS: {reason}");
+                    }
+                }
+            });
         }
     }
+}
+
+/// Hands an accepted (and, with TLS, decrypted) stream to the node's
+/// NodeServer; `false` when the cluster layer is gone.
+fn open_session(server: &ActorRef<NodeServerMessage>, stream: Box<dyn ClusterBidiStream>) -> bool {
+    let opened =
+        server.cast(NodeServerMessage::ConnectionOpenedExternal { stream, is_server: true });
+    if opened.is_err() {
+        tracing::error!("the cluster layer is gone; no more connections are taken");
+    }
+    opened.is_ok()
 }
 
 /// The cap on unauthenticated connections for this process: `wanted`, but
@@ -560,6 +635,7 @@ mod tests {
             received,
             sent,
             bytes_received: received * 20,
+            tls_hello: false,
             deadline_passed: false,
             peer_closed: true,
             after: Duration::from_millis(after_ms),
@@ -581,6 +657,8 @@ mod tests {
         assert!(seen(1, 1, 10).at_node(deadline).contains("duplicate connection"));
         assert!(seen(1, 0, 10).at_node(deadline).contains("not a combtest coordinator"));
         assert!(seen(0, 0, 10).at_node(deadline).contains("not a combtest coordinator"));
+        let tls = PreAuthClose { tls_hello: true, bytes_received: 300, ..seen(0, 0, 10) };
+        assert!(tls.at_node(deadline).contains("this node runs without TLS"));
         let timed_out = PreAuthClose { deadline_passed: true, ..seen(0, 0, 5_000) };
         assert_eq!(timed_out.at_node(deadline), "no authentication within 5s: closed");
     }

@@ -39,13 +39,16 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The keys a settings file may hold, in the order `config` prints them.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 14] = [
     "threads",
     "nodes",
     "ssh_hosts",
     "ssh_options",
     "cookie",
     "cookie_file",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
     "listen",
     "batch_size",
     "heartbeat_timeout",
@@ -92,6 +95,15 @@ Settings (file key, environment variable, default):
       nodes on other hosts, or give every side the same --cookie.
       `--cookie-file` (run, soak, serve). A relative path is relative to the
       working directory.
+  tls_cert           COMBTEST_TLS_CERT           not set
+      This process's certificate (PEM; the chain, its own first) for mutual
+      TLS between coordinator and nodes. `--tls-cert` (run, soak, serve).
+      TLS needs all three tls_* settings, or none.
+  tls_key            COMBTEST_TLS_KEY            not set
+      The certificate's private key (PEM). `--tls-key`.
+  tls_ca             COMBTEST_TLS_CA             not set
+      The CA certificate(s) (PEM) both sides check the other's certificate
+      against. `--tls-ca`.
   listen             COMBTEST_LISTEN             127.0.0.1:7878
       The address this node listens on for its cluster, \"HOST:PORT\" (port 0:
       any free port).
@@ -173,6 +185,12 @@ pub struct Settings {
     /// `$HOME/.combtest/cookie`, `None` only when `HOME` is not set either
     /// (see [`cookie`]).
     pub cookie_file: Setting<Option<PathBuf>>,
+    /// This process's TLS certificate (PEM).
+    pub tls_cert: Setting<Option<PathBuf>>,
+    /// Its private key (PEM).
+    pub tls_key: Setting<Option<PathBuf>>,
+    /// The CA certificates TLS peers are checked against (PEM).
+    pub tls_ca: Setting<Option<PathBuf>>,
     /// The address this node listens on for its cluster.
     pub listen: Setting<HostPort>,
     /// The most walks in one batch.
@@ -201,6 +219,12 @@ pub struct Overrides {
     pub cookie: Option<Cookie>,
     /// `run`, `soak` and `serve --cookie-file`.
     pub cookie_file: Option<PathBuf>,
+    /// `run`, `soak` and `serve --tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `run`, `soak` and `serve --tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `run`, `soak` and `serve --tls-ca`.
+    pub tls_ca: Option<PathBuf>,
     /// No flag yet.
     pub listen: Option<HostPort>,
     /// No flag yet.
@@ -274,6 +298,19 @@ pub enum ConfigError {
         path: PathBuf,
         /// Where (1-based).
         line: usize,
+    },
+    /// Some of the TLS settings are set, not all three.
+    #[error(
+        "TLS needs all three of --tls-cert, --tls-key and --tls-ca (settings tls_cert, tls_key, \
+         tls_ca): {} not set ({})",
+        missing.join(" and "),
+        set.join(", ")
+    )]
+    TlsIncomplete {
+        /// The settings not set.
+        missing: Vec<&'static str>,
+        /// The settings set, each with its source.
+        set: Vec<String>,
     },
     /// A setting has a value of the wrong type or out of range.
     #[error("invalid `{key}` in {}: expected {expected}, found {found}", place(origin))]
@@ -463,6 +500,9 @@ struct FileSettings {
     ssh_options: Option<Value>,
     cookie: Option<Value>,
     cookie_file: Option<Value>,
+    tls_cert: Option<Value>,
+    tls_key: Option<Value>,
+    tls_ca: Option<Value>,
     listen: Option<Value>,
     batch_size: Option<Value>,
     heartbeat_timeout: Option<Value>,
@@ -699,6 +739,14 @@ pub fn resolve(
         Kind::text("\"HOST:PORT\", such as \"127.0.0.1:7878\" (port 0: any free port)");
     let verbosity_kind = Kind::text("one of \"warn\", \"info\", \"debug\", \"trace\"");
     let o = overrides;
+    let tls = |key, var, flag: &Option<PathBuf>, in_file: fn(&FileSettings) -> Option<&Value>| {
+        let kind = path_kind("a PEM file path (a non-empty string)");
+        layers.optional(key, var, flag.as_ref(), in_file, kind)
+    };
+    let tls_cert = tls("tls_cert", "COMBTEST_TLS_CERT", &o.tls_cert, |f| f.tls_cert.as_ref())?;
+    let tls_key = tls("tls_key", "COMBTEST_TLS_KEY", &o.tls_key, |f| f.tls_key.as_ref())?;
+    let tls_ca = tls("tls_ca", "COMBTEST_TLS_CA", &o.tls_ca, |f| f.tls_ca.as_ref())?;
+    all_or_none_tls([("tls_cert", &tls_cert), ("tls_key", &tls_key), ("tls_ca", &tls_ca)])?;
     Ok(Settings {
         threads: layers.optional(
             "threads",
@@ -747,6 +795,9 @@ pub fn resolve(
                 || Setting::default(cookie::default_path(env("HOME").as_deref().map(OsStr::new))),
                 |s| Setting { value: Some(s.value), source: s.source },
             ),
+        tls_cert,
+        tls_key,
+        tls_ca,
         listen: layers
             .get(
                 "listen",
@@ -795,7 +846,32 @@ pub fn resolve(
     })
 }
 
+/// TLS is all three files or none.
+fn all_or_none_tls(
+    settings: [(&'static str, &Setting<Option<PathBuf>>); 3],
+) -> Result<(), ConfigError> {
+    let missing: Vec<&'static str> =
+        settings.iter().filter(|(_, s)| s.value.is_none()).map(|(key, _)| *key).collect();
+    if missing.is_empty() || missing.len() == settings.len() {
+        return Ok(());
+    }
+    let set = settings
+        .iter()
+        .filter(|(_, s)| s.value.is_some())
+        .map(|(key, s)| format!("{key} is set by {}", s.source))
+        .collect();
+    Err(ConfigError::TlsIncomplete { missing, set })
+}
+
 impl Settings {
+    /// The TLS files (certificate, key, CA), when TLS is on.
+    pub fn tls_files(&self) -> Option<(&Path, &Path, &Path)> {
+        match (&self.tls_cert.value, &self.tls_key.value, &self.tls_ca.value) {
+            (Some(cert), Some(key), Some(ca)) => Some((cert, key, ca)),
+            _ => None,
+        }
+    }
+
     /// The settings of this process: [`ConfigFile::find`]`(config)`, the
     /// process environment and `overrides`, by [`resolve`].
     pub fn load(config: Option<&Path>, overrides: &Overrides) -> Result<Settings, ConfigError> {
@@ -850,6 +926,17 @@ impl fmt::Display for Settings {
         let cookie_file =
             cookie_file.map_or(NOT_SET.into(), |path| quoted(&path.to_string_lossy()));
         line(f, "cookie_file", cookie_file, &self.cookie_file.source)?;
+        for (key, setting) in
+            [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key), ("tls_ca", &self.tls_ca)]
+        {
+            let path = setting.value.as_ref();
+            line(
+                f,
+                key,
+                path.map_or(NOT_SET.into(), |p| quoted(&p.to_string_lossy())),
+                &setting.source,
+            )?;
+        }
         line(f, "listen", quoted(&self.listen.value.to_string()), &self.listen.source)?;
         let batch_size = match self.batch_size.value {
             BatchSize::Auto => quoted("auto"),
@@ -958,7 +1045,7 @@ mod tests {
     fn every_setting_is_read_from_the_file_and_from_the_env() {
         let config = file(
             "threads = 8\nnodes = [\"10.0.0.2:7878\", \"[::1]:9\"]\ncookie = \"s3cret\"\n\
-             cookie_file = \"secrets/cookie\"\nlisten = \"0.0.0.0:0\"\nbatch_size = 64\nheartbeat_timeout = \"1m 30s\"\n\
+             cookie_file = \"secrets/cookie\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_ca = \"ca.pem\"\nlisten = \"0.0.0.0:0\"\nbatch_size = 64\nheartbeat_timeout = \"1m 30s\"\n\
              log_dir = \"logs\"\nverbosity = \"trace\"\n",
         );
         let settings = resolve(Some(&config), no_env(), &Overrides::default()).unwrap();
@@ -968,6 +1055,8 @@ mod tests {
         assert_eq!(settings.cookie.value.as_ref().map(Cookie::expose), Some("s3cret"));
         assert_eq!(settings.cookie_file.value, Some(PathBuf::from("secrets/cookie")));
         assert_eq!(settings.listen.value.to_string(), "0.0.0.0:0");
+        let tls = (Path::new("c.pem"), Path::new("k.pem"), Path::new("ca.pem"));
+        assert_eq!(settings.tls_files(), Some(tls));
         assert_eq!(settings.batch_size.value, BatchSize::Max(NonZeroU64::new(64).unwrap()));
         assert_eq!(settings.heartbeat_timeout.value, Duration::from_secs(90));
         assert_eq!(settings.log_dir.value, Some(PathBuf::from("logs")));
@@ -977,6 +1066,9 @@ mod tests {
             ("COMBTEST_NODES", " 10.0.0.2:7878 , [::1]:9"),
             ("COMBTEST_COOKIE", "s3cret"),
             ("COMBTEST_COOKIE_FILE", "secrets/cookie"),
+            ("COMBTEST_TLS_CERT", "c.pem"),
+            ("COMBTEST_TLS_KEY", "k.pem"),
+            ("COMBTEST_TLS_CA", "ca.pem"),
             ("COMBTEST_LISTEN", "0.0.0.0:0"),
             ("COMBTEST_BATCH_SIZE", "64"),
             ("COMBTEST_HEARTBEAT_TIMEOUT", "1m 30s"),
@@ -989,6 +1081,7 @@ mod tests {
         assert_eq!(from_env.cookie.value, settings.cookie.value);
         assert_eq!(from_env.cookie_file.value, settings.cookie_file.value);
         assert_eq!(from_env.listen.value, settings.listen.value);
+        assert_eq!(from_env.tls_files(), settings.tls_files());
         assert_eq!(from_env.batch_size.value, settings.batch_size.value);
         assert_eq!(from_env.heartbeat_timeout.value, settings.heartbeat_timeout.value);
         assert_eq!(from_env.log_dir.value, settings.log_dir.value);
@@ -1088,6 +1181,35 @@ mod tests {
     }
 
     #[test]
+    fn tls_is_all_three_files_or_none() {
+        let settings = resolve(None, no_env(), &Overrides::default()).unwrap();
+        assert_eq!(settings.tls_files(), None);
+        // Layers may be mixed: the command line, the environment, the file.
+        let config = file("tls_ca = \"ca.pem\"");
+        let vars = [("COMBTEST_TLS_KEY", "k.pem")];
+        let overrides =
+            Overrides { tls_cert: Some(PathBuf::from("c.pem")), ..Overrides::default() };
+        let settings = resolve(Some(&config), env(&vars), &overrides).unwrap();
+        let tls = (Path::new("c.pem"), Path::new("k.pem"), Path::new("ca.pem"));
+        assert_eq!(settings.tls_files(), Some(tls));
+        assert_eq!(settings.tls_cert.source, Source::CommandLine);
+        assert_eq!(settings.tls_key.source, Source::Env("COMBTEST_TLS_KEY"));
+        assert_eq!(settings.tls_ca.source, in_file());
+        // Some but not all: one line naming what is missing and what is set.
+        let message = resolve(Some(&config), no_env(), &overrides).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "TLS needs all three of --tls-cert, --tls-key and --tls-ca (settings tls_cert, \
+             tls_key, tls_ca): tls_key not set (tls_cert is set by command line, tls_ca is set \
+             by file dir/combtest.toml)"
+        );
+        let message = error(None, &[("COMBTEST_TLS_CA", "ca.pem")]).to_string();
+        assert!(message.contains("tls_cert and tls_key not set"), "{message}");
+        let message = error(Some("tls_key = 3"), &[]).to_string();
+        assert!(message.contains("expected a PEM file path"), "{message}");
+    }
+
+    #[test]
     fn a_bad_duration_is_refused() {
         for bad in ["\"10 parsecs\"", "\"0s\"", "10", "\"\""] {
             let message = error(Some(&format!("heartbeat_timeout = {bad}")), &[]).to_string();
@@ -1159,6 +1281,9 @@ mod tests {
                 "cookie = (not set) (default): no cookie file: HOME is not set; set --cookie, \
                  COMBTEST_COOKIE or COMBTEST_COOKIE_FILE",
                 "cookie_file = (not set) (default)",
+                "tls_cert = (not set) (default)",
+                "tls_key = (not set) (default)",
+                "tls_ca = (not set) (default)",
                 "listen = \"127.0.0.1:7878\" (default)",
                 "batch_size = 100 (file dir/combtest.toml)",
                 "heartbeat_timeout = \"10s\" (default)",
