@@ -26,7 +26,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use combtest::{Action, Fixtures, RunOptions, RunStop, SerialAction, run};
+use combtest::{Action, RunOptions, SerialAction, run};
 use model::{Bug, MAX_OPS, Mode, Model, Op, Store, World, check, order};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -144,15 +144,11 @@ fn combtest_side(bug: Bug, threads: usize) -> Exhaustive {
     }
 }
 
-/// combtest stopped at its first failure (a `RunStop` drained by the
-/// failing action; the batches running finish): not the brief's measure,
-/// which is the whole run, but what a fail-fast option would give. Returns
-/// the run's time.
+/// combtest with `--fail-fast` (`RunOptions::max_failures(1)`: the run
+/// stops at its first failure; the batches running finish): the whole
+/// run's time. Returns the run's time.
 fn combtest_stopped(bug: Bug) -> Duration {
-    let stop = RunStop::default();
-    let options = RunOptions::new(World::new(Some(bug)))
-        .fixtures(Fixtures::new().with(stop.clone()))
-        .stop(stop);
+    let options = RunOptions::new(World::new(Some(bug))).max_failures(1);
     let started = Instant::now();
     let report = run(&order(), options).expect("the walk order is valid");
     let elapsed = started.elapsed();
