@@ -105,15 +105,8 @@ enum Command {
         /// 0s never. On a terminal a live bar shows the same.
         #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_arg)]
         progress_every: std::time::Duration,
-        /// Stop once N walks have failed: no walk starts after that, the
-        /// ones running finish (their failures are reported too), and the
-        /// walks never started are reported as not run. For finding a bug
-        /// soon in a large space rather than every walk it fails.
-        #[arg(long, value_name = "N", value_parser = failures_arg)]
-        max_failures: Option<u64>,
-        /// Stop at the first failed walk (`--max-failures 1`).
-        #[arg(long, conflicts_with = "max_failures")]
-        fail_fast: bool,
+        #[command(flatten)]
+        failures: FailureLimitArgs,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -209,6 +202,8 @@ enum Command {
         /// --local-nodes to have its process killed and restarted).
         #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
         walk_timeout: Option<std::time::Duration>,
+        #[command(flatten)]
+        failures: FailureLimitArgs,
         /// Runner threads (per node with nodes).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::MAX_THREADS as i64))]
         threads: Option<u32>,
@@ -477,23 +472,14 @@ where
     }
     match cli.command {
         Command::List { max_epochs } => list(&suites, max_epochs),
-        Command::Run {
-            suite,
-            json,
-            cluster,
-            stop_grace,
-            progress_every,
-            max_failures,
-            fail_fast,
-            ..
-        } => {
+        Command::Run { suite, json, cluster, stop_grace, progress_every, failures, .. } => {
             let Some(suite) = find_suite(&suites, &suite) else {
                 return EXIT_USAGE;
             };
             let mut options = suite_options(&settings);
             options.log_dir = settings.log_dir.value.clone();
             options.run_id = run_id;
-            options.max_failures = if fail_fast { Some(1) } else { max_failures };
+            options.max_failures = failures.limit();
             let hint = NodesHint::of(&settings, cluster.local_nodes, &program);
             let cluster = match cluster_options(&settings, &cluster) {
                 Ok(None) => None,
@@ -605,6 +591,7 @@ where
             json,
             cluster,
             stop_grace,
+            failures,
             ..
         } => {
             let Some(suite) = find_suite(&suites, &suite) else {
@@ -613,6 +600,7 @@ where
             let hint = NodesHint::of(&settings, cluster.local_nodes, &program);
             let mut run = suite_options(&settings);
             run.walk_timeout = walk_timeout;
+            run.max_failures = failures.limit();
             let mut options =
                 crate::soak::SoakOptions::new(crate::soak::SoakLimit { duration, rounds });
             if let Some(seed) = seed {
@@ -920,6 +908,26 @@ fn progress_line(ended: u64, total: u64, elapsed: std::time::Duration, failures:
     )
 }
 
+/// `--max-failures` and `--fail-fast`, on `run` and `soak`.
+#[derive(clap::Args, Debug)]
+struct FailureLimitArgs {
+    /// Stop once N walks have failed (in a soak: over all its rounds): no
+    /// walk starts after that, the ones running finish (their failures are
+    /// reported too), and the walks never started are reported as not run.
+    /// For finding a bug soon rather than every walk it fails.
+    #[arg(long, value_name = "N", value_parser = failures_arg)]
+    max_failures: Option<u64>,
+    /// Stop at the first failed walk (`--max-failures 1`).
+    #[arg(long, conflicts_with = "max_failures")]
+    fail_fast: bool,
+}
+
+impl FailureLimitArgs {
+    fn limit(&self) -> Option<u64> {
+        if self.fail_fast { Some(1) } else { self.max_failures }
+    }
+}
+
 /// A failure limit on the command line: a whole number, at least 1.
 fn failures_arg(text: &str) -> Result<u64, String> {
     match text.parse::<u64>() {
@@ -1217,6 +1225,7 @@ fn print_soak(report: &crate::soak::SoakReport, json: bool, program: &str) {
         SoakEnding::RestartLimit => format!("STOPPED: {why}"),
         SoakEnding::AllNodesLost => format!("STOPPED: every node was lost ({why})"),
         SoakEnding::Broken => format!("BROKEN: {why}"),
+        SoakEnding::FailureLimit => format!("FAIL: stopped: {why}"),
         SoakEnding::Interrupted if report.success() => "PASS (stopped early)".to_string(),
         _ if report.success() => "PASS".to_string(),
         _ => "FAIL".to_string(),

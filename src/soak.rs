@@ -218,6 +218,10 @@ pub enum SoakEnding {
     AllNodesLost,
     /// A round could not run for a reason a restart cannot fix.
     Broken,
+    /// As many walks failed, over its rounds, as its failure limit
+    /// allows (`--max-failures`, `--fail-fast`: `SuiteOptions::max_failures`
+    /// of its `run` options); the round in progress was cut.
+    FailureLimit,
 }
 
 /// Walks of a round, with their reason.
@@ -414,8 +418,11 @@ impl Soak<'_> {
             StopReason::Interrupted => (SoakEnding::Interrupted, None),
             StopReason::RestartLimit(why) => (SoakEnding::RestartLimit, Some(why.clone())),
             StopReason::AllNodesLost(why) => (SoakEnding::AllNodesLost, Some(why.clone())),
-            // A soak's rounds have no failure limit: not reached.
-            other => (SoakEnding::Broken, Some(other.phrase())),
+            // A round's limit is what was left of the soak's: name the soak's.
+            StopReason::FailureLimit(_) => {
+                let limit = self.options.run.max_failures.unwrap_or(1);
+                (SoakEnding::FailureLimit, Some(StopReason::FailureLimit(limit).phrase()))
+            }
         };
         self.report.ending = ending;
         self.report.ending_reason = why;
@@ -431,6 +438,13 @@ impl Soak<'_> {
     ) -> bool {
         let mut options = self.options.run.clone();
         options.stop = Some(stop.run.clone());
+        // The soak's failure limit, less the failures of earlier rounds
+        // (at least one is left, or the soak has ended).
+        options.max_failures = self
+            .options
+            .run
+            .max_failures
+            .map(|limit| limit.saturating_sub(self.report.totals.counts.failed).max(1));
         options.cluster = self.cluster.clone();
         let progress = Arc::new(Progress::default());
         options.progress = Some(Arc::clone(&progress));
@@ -502,7 +516,16 @@ impl Soak<'_> {
                     self.record_sample(round, SampleDraw { size, count, seed }, &report);
                 }
                 self.fold(round, report);
+                let limit = self.options.run.max_failures;
                 match ending {
+                    // Every walk of the round had started when the limit
+                    // was reached: the round is whole, the soak ends.
+                    Ending::Completed
+                        if limit.is_some_and(|l| self.report.totals.counts.failed >= l) =>
+                    {
+                        self.end_with(&StopReason::FailureLimit(0));
+                        true
+                    }
                     Ending::Completed => false,
                     Ending::Stopped(reason) => {
                         self.report.totals.rounds -= 1;

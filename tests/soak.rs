@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
-use common::procs::{BOUND, finish, json, spawn_coordinator};
+use common::procs::{BOUND, NODE, finish, json, spawn_coordinator};
 use common::{cookie_file, example};
 
 /// Runs `program args` to the end (at most `BOUND`), with `env`.
@@ -355,4 +355,33 @@ fn status_lines_keep_coming_during_a_long_round() {
     };
     // The counts grow as walks end.
     assert!(walks(during[during.len() - 1]) > walks(during[0]), "{out}");
+}
+
+#[test]
+fn a_failure_limit_ends_the_soak_over_its_rounds() {
+    // The demo fails 2 walks per round: a limit of 5 is reached in the
+    // third round (cut, or whole if its walks had all started), never later.
+    let (code, out, err) = run(
+        std::path::Path::new(NODE),
+        &["soak", "--suite", "demo", "--rounds", "50", "--max-failures", "5", "--json"],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    let report = json(&out);
+    assert_eq!(report["ending"], "failure_limit", "{report}");
+    assert_eq!(report["ending_reason"], "5 walks failed (the failure limit)", "{report}");
+    let totals = &report["totals"];
+    let failed = totals["failed"].as_u64().unwrap();
+    assert!((5..=6).contains(&failed), "{totals}");
+    let rounds =
+        totals["rounds"].as_u64().unwrap() + totals["interrupted_rounds"].as_u64().unwrap();
+    assert_eq!(rounds, 3, "{totals}");
+
+    let (code, out, err) = run(
+        std::path::Path::new(NODE),
+        &["soak", "--suite", "demo", "--rounds", "9", "--fail-fast"],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("FAIL: stopped: a walk failed (the failure limit is 1)"), "{out}");
 }
