@@ -341,7 +341,7 @@ impl Cluster {
             local,
             launcher: launcher.clone(),
             transport: match options.tls.clone() {
-                Some(tls) => Arc::new(tls::TlsTransport(tls)),
+                Some(tls) => Arc::new(transport::TlsTransport(tls)),
                 None => Arc::new(transport::Tcp),
             },
         };

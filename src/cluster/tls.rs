@@ -9,8 +9,9 @@
 //!   address). The crypto provider is aws-lc-rs, picked explicitly
 //!   (`builder_with_provider`): rustls never has to choose among providers
 //!   a build happens to enable.
-//! - [`TlsTransport`]: a coordinator's connections: TCP, then the client
-//!   handshake, both within the connection's timeout.
+//! - [`Tls::connect`]: a coordinator's client handshake (the transport,
+//!   `transport::TlsTransport`, runs it after its TCP connect, both within
+//!   the connection's timeout).
 //! - [`accept`]: a node's server handshake, which the gate runs under the
 //!   connection's authentication deadline.
 //! - [`reason`], [`io_reason`]: rustls' errors and alerts as one-line
@@ -23,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor_cluster::ClusterBidiStream;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -32,7 +32,6 @@ use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore, Se
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::cluster::transport::{Connecting, Transport, Watched, connect_tcp};
 use crate::model::membership::ConnectFailure;
 
 /// The TLS configurations of one process, from its certificate, key and CA
@@ -192,57 +191,48 @@ pub(crate) async fn accept(
     }
 }
 
-/// A coordinator's connections with TLS.
-pub(crate) struct TlsTransport(pub(crate) Tls);
-
-impl Transport for TlsTransport {
-    fn connect(&self, address: String, timeout: Duration) -> Connecting {
-        let connector = self.0.connector();
-        Box::pin(async move {
-            let started = Instant::now();
-            let unreachable = |reason: String| {
-                ConnectFailure::Transient(format!("cannot reach node {address}: {reason}"))
-            };
-            let name = server_name(&address).map_err(|reason| {
-                ConnectFailure::Permanent(format!("TLS with node {address} failed: {reason}"))
-            })?;
-            let (stream, watch) = connect_tcp(&address, timeout).await.map_err(unreachable)?;
-            let left = timeout.saturating_sub(started.elapsed());
-            let handshake = connector.connect(name, stream);
-            let stream = match tokio::time::timeout(left, handshake).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) if is_certificate_error(&error) => {
-                    let reason = io_reason(&error);
-                    let message = format!("TLS with node {address} failed: {reason}");
-                    return Err(ConnectFailure::Permanent(message));
-                }
-                Ok(Err(error)) if rustls_error(&error).is_none() => {
-                    // Closed before TLS said anything: what a plain node or
-                    // a node at its cap does.
-                    return Err(ConnectFailure::Transient(format!(
-                        "node {address} closed the connection during the TLS handshake: it is at \
-                         its cap of unauthenticated connections, or it runs without --tls-* \
-                         ({}); see its log",
-                        io_reason(&error)
-                    )));
-                }
-                Ok(Err(error)) => {
-                    return Err(ConnectFailure::Transient(format!(
-                        "TLS with node {address} failed: {} (does the node run with --tls-*?)",
-                        io_reason(&error)
-                    )));
-                }
-                Err(_) => {
-                    return Err(ConnectFailure::Transient(format!(
-                        "TLS with node {address} failed: no handshake within {} (does the node \
-                         run with --tls-*?)",
-                        humantime::format_duration(timeout)
-                    )));
-                }
-            };
-            let stream = Watched::new(stream, Arc::clone(&watch));
-            Ok((Box::new(stream) as Box<dyn ClusterBidiStream>, watch))
-        })
+impl Tls {
+    /// A coordinator's client handshake with node `address` over `stream`,
+    /// within `left` (what is left of the connection's `timeout`): the TLS
+    /// stream, or why not, naming the node (a certificate refused is
+    /// permanent; a close or a timeout, which a node at its cap or without
+    /// TLS gives, is transient).
+    pub(crate) async fn connect(
+        &self,
+        address: &str,
+        stream: TcpStream,
+        left: Duration,
+        timeout: Duration,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectFailure> {
+        let name = server_name(address).map_err(|reason| {
+            ConnectFailure::Permanent(format!("TLS with node {address} failed: {reason}"))
+        })?;
+        match tokio::time::timeout(left, self.connector().connect(name, stream)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) if is_certificate_error(&error) => {
+                let reason = io_reason(&error);
+                Err(ConnectFailure::Permanent(format!("TLS with node {address} failed: {reason}")))
+            }
+            // Closed before TLS said anything: what a plain node or a node
+            // at its cap does.
+            Ok(Err(error)) if rustls_error(&error).is_none() => {
+                Err(ConnectFailure::Transient(format!(
+                    "node {address} closed the connection during the TLS handshake: it is at \
+                     its cap of unauthenticated connections, or it runs without --tls-* ({}); \
+                     see its log",
+                    io_reason(&error)
+                )))
+            }
+            Ok(Err(error)) => Err(ConnectFailure::Transient(format!(
+                "TLS with node {address} failed: {} (does the node run with --tls-*?)",
+                io_reason(&error)
+            ))),
+            Err(_) => Err(ConnectFailure::Transient(format!(
+                "TLS with node {address} failed: no handshake within {} (does the node run \
+                 with --tls-*?)",
+                humantime::format_duration(timeout)
+            ))),
+        }
     }
 }
 

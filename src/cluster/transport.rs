@@ -12,7 +12,7 @@
 //!   unauthenticated, and gives each the authentication deadline; `accept`
 //!   errors (no file descriptors left) back off instead of spinning.
 //! - [`connect_tcp`]: a coordinator's TCP connection to a node; [`Tcp`]
-//!   hands it over as it is, `tls::TlsTransport` after a TLS handshake.
+//!   hands it over as it is, [`TlsTransport`] after a TLS handshake.
 //!
 //! With TLS, `Watched` wraps the TLS stream: it counts the decrypted bytes,
 //! that is ractor_cluster's frames, exactly as over plain TCP.
@@ -388,7 +388,7 @@ pub(crate) type Connecting = futures::future::BoxFuture<
 >;
 
 /// How a coordinator reaches its nodes: plain TCP ([`Tcp`]) or TLS over it
-/// (`tls::TlsTransport`, its handshake inside the connection's time),
+/// ([`TlsTransport`], its handshake inside the connection's time),
 /// without changing the membership.
 pub(crate) trait Transport: Send + Sync + 'static {
     /// Opens a connection to `address` within `timeout`: the stream to hand
@@ -405,6 +405,26 @@ impl Transport for Tcp {
             let (stream, watch) = connect_tcp(&address, timeout).await.map_err(|reason| {
                 ConnectFailure::Transient(format!("cannot reach node {address}: {reason}"))
             })?;
+            let stream = Watched::new(stream, Arc::clone(&watch));
+            Ok((Box::new(stream) as Box<dyn ClusterBidiStream>, watch))
+        })
+    }
+}
+
+/// TLS over TCP: the client handshake ([`Tls::connect`]) in what is left
+/// of the connection's time.
+pub(crate) struct TlsTransport(pub(crate) Tls);
+
+impl Transport for TlsTransport {
+    fn connect(&self, address: String, timeout: Duration) -> Connecting {
+        let tls = self.0.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let (stream, watch) = connect_tcp(&address, timeout).await.map_err(|reason| {
+                ConnectFailure::Transient(format!("cannot reach node {address}: {reason}"))
+            })?;
+            let left = timeout.saturating_sub(started.elapsed());
+            let stream = tls.connect(&address, stream, left, timeout).await?;
             let stream = Watched::new(stream, Arc::clone(&watch));
             Ok((Box::new(stream) as Box<dyn ClusterBidiStream>, watch))
         })
