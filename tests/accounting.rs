@@ -184,6 +184,63 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// A failure limit (`RunOptions::max_failures`) stops the run without
+    /// losing a walk: every walk is still accounted for once (those never
+    /// started as `not_run`), only walks that fail are reported failed, and
+    /// at least `limit` are when the space holds that many; under the
+    /// limit, the run is the full one.
+    #[test]
+    fn a_failure_limit_loses_no_walk(
+        behaviour in behaviour(),
+        threads in 1usize..5,
+        limit in 1u64..8,
+        batch in prop::option::of(1u64..20),
+    ) {
+        use combtest::{Ending, StopReason};
+        quiet_scripted_panics();
+        let order = WalkOrder::<Scripted>::new()
+            .then::<Act<0, 3>>()
+            .then::<Act<1, 4>>()
+            .serial::<Gate>()
+            .then::<Act<3, 2>>()
+            .then::<Act<4, 4>>();
+        let initial = Scripted { behaviour: Arc::new(behaviour.clone()), trail: Vec::new() };
+        let mut options = RunOptions::new(initial).threads(threads).max_failures(limit);
+        if let Some(batch) = batch {
+            options = options.max_batch(batch);
+        }
+        let report = run(&order, options).unwrap();
+        let mut expected = [0u64; 4];
+        let mut expected_failed = BTreeSet::new();
+        for id in 0..report.walks {
+            let outcome = interpret(&order.walk(id).unwrap().option_indices(), &behaviour);
+            expected[outcome as usize] += 1;
+            if outcome == Expect::Failed {
+                expected_failed.insert(id);
+            }
+        }
+        prop_assert!(report.is_consistent(), "{:?}", report);
+        prop_assert_eq!(report.counts.aborted, 0);
+        let failed: BTreeSet<u64> = report.failed_walks.iter().map(|f| f.walk_id.0).collect();
+        prop_assert!(failed.is_subset(&expected_failed), "{:?} not all failing walks", failed);
+        let seen = [report.counts.passed, report.counts.cancelled, report.counts.failed, report.counts.pruned];
+        prop_assert!(seen.iter().zip(&expected).all(|(s, e)| s <= e), "{:?} > {:?}", seen, expected);
+        if (expected_failed.len() as u64) < limit {
+            prop_assert_eq!(&report.ending, &Ending::Completed);
+            prop_assert_eq!(seen, expected);
+            prop_assert_eq!(report.not_run, 0);
+        } else {
+            prop_assert!(report.counts.failed >= limit, "{:?}", report.counts);
+            // Stopped at the limit, or every walk had started by then.
+            let stopped = report.ending == Ending::Stopped(StopReason::FailureLimit(limit));
+            prop_assert!(stopped || (report.ending == Ending::Completed && seen == expected),
+                "{:?}", report.ending);
+        }
+    }
+}
+
 /// Scripted panics are expected here: keep them out of the test output.
 fn quiet_scripted_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
