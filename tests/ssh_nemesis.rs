@@ -591,6 +591,12 @@ fn a_soak_on_ssh_nodes_under_a_seeded_nemesis_accounts_for_every_walk() {
         started.elapsed().as_secs_f64()
     );
     assert!(done > 0, "the nemesis did no fault (seed {seed})");
+    if !violations.is_empty() {
+        // Kept for a post-mortem: the soak's directory and the
+        // coordinator's stderr (its nodes' lines too).
+        let _ = std::fs::write(logs.path().join("coordinator.log"), &err);
+        violations.push(format!("kept {} (coordinator.log, soak-*/)", logs.keep().display()));
+    }
     assert!(
         violations.is_empty(),
         "seed {seed}: {} violations:\n{}\n--- coordinator stderr (tail) ---\n{}",
