@@ -36,6 +36,8 @@ use rand::{RngExt as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
 mod common;
+#[path = "../examples/nemesis/named.rs"]
+mod named;
 use common::example;
 use common::procs::{descendants, json, signal_if, start, start_time};
 use common::sshd::{Hosts, cmdline, node_name, ssh_clients};
@@ -302,38 +304,14 @@ fn walks_file(logs: &Path) -> Option<PathBuf> {
     Some(dir.path().join("walks.jsonl"))
 }
 
-/// Every `NAME (pid P)` in `text`.
-fn named_pids(text: &str) -> Vec<(String, u32)> {
-    let mut found = Vec::new();
-    for (at, _) in text.match_indices(" (pid ") {
-        let name = text[..at].rsplit([' ', ':', ';']).next().unwrap_or("");
-        let digits: String = text[at + 6..].chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(pid) = digits.parse() {
-            found.push((name.to_string(), pid));
-        }
-    }
-    found
-}
-
 /// Whether a failure is a node lost while running the walk alone, naming
 /// only ssh clients of hosts the nemesis hit (as those hosts' clients).
 fn evidence(error: &str, log: &[Fault]) -> Result<(), String> {
-    if !error.starts_with("its node was lost while running it alone") {
-        return Err("not a node loss".to_string());
-    }
-    let named = named_pids(error);
-    if named.is_empty() {
-        return Err("it names no node".to_string());
-    }
-    for (name, pid) in named {
-        let hit = log.iter().any(|f| {
+    named::evidence(error, |name, pid| {
+        log.iter().any(|f| {
             f.kind != Kind::Nothing && f.missed.is_none() && f.host == name && f.client == Some(pid)
-        });
-        if !hit {
-            return Err(format!("the nemesis never hit {name} (ssh client {pid})"));
-        }
-    }
-    Ok(())
+        })
+    })
 }
 
 /// The figures of the run, for the summary.
