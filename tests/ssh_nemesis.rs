@@ -228,12 +228,21 @@ impl Nemesis<'_> {
         (client, node)
     }
 
-    /// Does `kind` to a random host; logs and prints it.
+    /// Does `kind` to a host: the first, from a random one on, whose
+    /// process it hits is up (a host is down while its node restarts);
+    /// logs and prints it.
     fn strike(&mut self, kind: Kind, second: bool) {
-        let host = HOSTS[self.rng.random_range(0..HOSTS.len())];
+        let first = self.rng.random_range(0..HOSTS.len());
         let hold = Duration::from_millis(self.rng.random_range(500..=3000));
         let at = self.started.elapsed();
-        let (client, node) = self.targets(host);
+        let hosts = (0..HOSTS.len()).map(|i| HOSTS[(first + i) % HOSTS.len()]);
+        let candidates: Vec<_> = hosts.map(|h| (h, self.targets(h))).collect();
+        let up = |(_, (client, node)): &&(&str, (Option<Found>, Option<Found>))| match kind {
+            Kind::KillClient => client.is_some(),
+            Kind::KillNode | Kind::StopNode => node.is_some(),
+            Kind::Nothing => true,
+        };
+        let (host, (client, node)) = *candidates.iter().find(up).unwrap_or(&candidates[0]);
         let mut fault = Fault {
             at,
             kind,
