@@ -104,7 +104,7 @@ impl<S: Send + 'static> BatchPipeline<S> {
         if epoch.first {
             return Ok(BatchInput::Fresh(ranges.to_vec()));
         }
-        self.store.take_all(ranges, self.settings.blocks).map(BatchInput::Held)
+        self.store.take_all(ranges).map(BatchInput::Held)
     }
 
     /// Runs the batch on the calling thread, encodes its trace lines (with a

@@ -10,38 +10,13 @@ use std::time::Duration;
 
 mod common;
 use common::example;
+use common::procs::descendants;
 
 /// Seconds of faults per campaign.
 const SECONDS: u64 = 25;
 /// The campaign bounds its coordinator at its duration + 120 s; this bounds
 /// the campaign.
 const BOUND: Duration = Duration::from_secs(SECONDS + 150);
-
-/// The pids of every process under `pid`, children before their parents'
-/// parents (read from `/proc`).
-fn descendants(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter_map(|p| {
-                    let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    Some((p, rest.split_whitespace().nth(1)?.parse().ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut found = vec![pid];
-    let mut at = 0;
-    while at < found.len() {
-        let parent = found[at];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
-        at += 1;
-    }
-    found.remove(0);
-    found
-}
 
 /// Runs the campaign with `args`; returns its exit code and output. On a
 /// timeout, kills it and everything under it (continued first: the

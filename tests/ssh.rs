@@ -9,7 +9,7 @@
 //! skip elsewhere. Every process is killed by pid when its guard drops;
 //! every wait is bounded.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,32 +20,14 @@ use combtest::config::SshHost;
 mod common;
 use common::procs::{BOUND, NODE, Proc, json, signal, start};
 use common::sshd::{
-    Alias, Keys, Netns, Sshd, client_config, cmdline, free_port, nodes_below, ssh_clients,
+    Alias, Hosts, Keys, Netns, Sshd, client_config, cmdline, free_port, nodes_below, ssh_clients,
 };
 use common::{example, same_report_as_in_process};
 
-/// A test's sshd, its keys and a client config with aliases `h1`, `h2`
-/// (accepted key) and `bad` (a key sshd refuses), all pointing at it.
-struct Hosts {
-    keys: Keys,
-    sshd: Sshd,
-    config: PathBuf,
-}
-
-impl Hosts {
-    fn start() -> Option<Hosts> {
-        let keys = Keys::new();
-        let sshd = Sshd::start(&keys)?;
-        let alias = |name, key| Alias { name, address: "127.0.0.1", port: sshd.port, key };
-        let config =
-            client_config(&keys, &[alias("h1", "id"), alias("h2", "id"), alias("bad", "other_id")]);
-        Some(Hosts { keys, sshd, config })
-    }
-
-    /// `COMBTEST_SSH_OPTIONS` for a coordinator.
-    fn options(&self) -> String {
-        format!("-F {}", self.config.display())
-    }
+/// The hosts of most tests: `h1`, `h2` (an accepted key) and `bad` (a key
+/// sshd refuses), all pointing at one sshd.
+fn hosts() -> Option<Hosts> {
+    Hosts::start(&[("h1", "id"), ("h2", "id"), ("bad", "other_id")])
 }
 
 /// A coordinator `program args`, its ssh client pointed at `config`.
@@ -77,7 +59,7 @@ fn same_as_in_process(cluster: &Cluster) {
 
 #[test]
 fn a_run_on_nodes_started_over_ssh_gives_the_in_process_report() {
-    let Some(hosts) = Hosts::start() else { return };
+    let Some(hosts) = hosts() else { return };
     let cluster = open(&["h1", "h2"], &hosts.config);
     same_as_in_process(&cluster);
     // Both nodes came through sshd: two sessions, and the nodes named
@@ -112,7 +94,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn the_cookie_is_on_no_command_line_and_in_no_environment() {
-    let Some(hosts) = Hosts::start() else { return };
+    let Some(hosts) = hosts() else { return };
     let cluster = open(&["h1", "h2"], &hosts.config);
     let cookie = format!("ssh-test-cookie-{}", std::process::id());
     let processes = every_process();
@@ -158,7 +140,7 @@ fn kill_session(coordinator: &Proc, host: &str) -> u32 {
 
 #[test]
 fn killing_a_nodes_ssh_session_loses_the_node_and_the_run_goes_on() {
-    let Some(hosts) = Hosts::start() else { return };
+    let Some(hosts) = hosts() else { return };
     let program = example("cluster_node");
     let run = coordinator(
         &program,
@@ -185,7 +167,7 @@ fn killing_a_nodes_ssh_session_loses_the_node_and_the_run_goes_on() {
 
 #[test]
 fn a_coordinator_stopped_by_ctrl_c_stops_its_nodes() {
-    let Some(hosts) = Hosts::start() else { return };
+    let Some(hosts) = hosts() else { return };
     let program = example("cluster_node");
     let run = coordinator(&program, &["run", "--suite", "relay", "--ssh", "h1"], &hosts.options());
     run.wait_stderr("h1: relay: busy");
@@ -198,7 +180,7 @@ fn a_coordinator_stopped_by_ctrl_c_stops_its_nodes() {
 
 #[test]
 fn a_soak_restarts_an_ssh_node_that_was_lost() {
-    let Some(hosts) = Hosts::start() else { return };
+    let Some(hosts) = hosts() else { return };
     let program = example("cluster_node");
     let soak = coordinator(
         &program,
@@ -276,7 +258,7 @@ fn an_unreachable_host_is_one_line_naming_it() {
 
 #[test]
 fn a_refused_key_and_a_missing_binary_are_one_line_naming_the_host() {
-    let Some(hosts) = Hosts::start() else { return };
+    let Some(hosts) = hosts() else { return };
     let line = one_line_error(failing("bad", &[], &hosts.options()), "bad");
     assert!(line.contains("authentication refused"), "{line}");
     let missing = hosts.keys.path("no-such-node");
@@ -288,7 +270,7 @@ fn a_refused_key_and_a_missing_binary_are_one_line_naming_the_host() {
 
 #[test]
 fn a_node_of_another_build_refuses_the_run_naming_its_host() {
-    let Some(hosts) = Hosts::start() else { return };
+    let Some(hosts) = hosts() else { return };
     // The hosts run combtest-node, which has the built-in suites but not
     // the coordinator's `relay`.
     let args = ["run", "--suite", "relay", "--ssh", "h1", "--ssh-path", NODE];
@@ -303,7 +285,7 @@ fn a_node_of_another_build_refuses_the_run_naming_its_host() {
 
 #[test]
 fn ssh_copy_copies_the_binary_once_and_runs_the_copy() {
-    let Some(hosts) = Hosts::start() else { return };
+    let Some(hosts) = hosts() else { return };
     // sshd starts root's commands in root's home directory (passwd's).
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     let root = passwd.lines().find(|l| l.starts_with("root:")).unwrap();

@@ -23,6 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::faults::{Fault, Kind, Sample};
+use crate::named;
 
 /// Longest the soak may go without recording a walk while its duration
 /// runs (a node restart takes at most its backoff, 5 s, plus a heartbeat).
@@ -456,37 +457,13 @@ fn read_lines(path: &Path, mut each: impl FnMut(u64, &Line)) -> Result<u64, Stri
 /// every `NAME (pid P)` it names killed or stopped by the nemesis as that
 /// node.
 fn evidence(error: &str, faults: &[Fault]) -> Result<(), String> {
-    if !error.starts_with("its node was lost while running it alone") {
-        return Err("not a node loss".to_string());
-    }
-    let named = named_pids(error);
-    if named.is_empty() {
-        return Err("it names no node".to_string());
-    }
-    for (name, pid) in named {
-        let done = faults.iter().any(|f| {
+    named::evidence(error, |name, pid| {
+        faults.iter().any(|f| {
             matches!(f.kind, Kind::KillNode | Kind::StopNode)
                 && f.target == name
                 && f.pid == Some(pid)
-        });
-        if !done {
-            return Err(format!("the nemesis never killed or stopped {name} (pid {pid})"));
-        }
-    }
-    Ok(())
-}
-
-/// Every `NAME (pid P)` in `text`.
-fn named_pids(text: &str) -> Vec<(String, u32)> {
-    let mut found = Vec::new();
-    for (at, _) in text.match_indices(" (pid ") {
-        let name = text[..at].rsplit([' ', ':', ';']).next().unwrap_or("");
-        let digits: String = text[at + 6..].chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(pid) = digits.parse() {
-            found.push((name.to_string(), pid));
-        }
-    }
-    found
+        })
+    })
 }
 
 /// A reason with its numbers (node indexes, pids, counts, times) as `N`, up

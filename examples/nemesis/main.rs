@@ -33,6 +33,7 @@
 
 mod check;
 mod faults;
+mod named;
 mod procs;
 
 use std::process::{Command, ExitCode, Stdio};

@@ -46,16 +46,21 @@ impl Drop for Proc {
 impl Proc {
     /// Waits for it to exit (at most `BOUND`, else kills it and fails):
     /// its exit code, the rest of its stdout, and its stderr.
-    pub fn finish(mut self) -> (Option<i32>, String, String) {
+    pub fn finish(self) -> (Option<i32>, String, String) {
+        self.finish_within(BOUND)
+    }
+
+    /// `finish`, waiting at most `bound` (for a run longer than `BOUND`).
+    pub fn finish_within(mut self, bound: Duration) -> (Option<i32>, String, String) {
         let mut child = self.child.take().expect("not finished yet");
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = sender.send(child.wait());
         });
-        let Ok(status) = receiver.recv_timeout(BOUND) else {
+        let Ok(status) = receiver.recv_timeout(bound) else {
             signal(self.pid, "CONT");
             signal(self.pid, "KILL");
-            panic!("process {} did not exit within {BOUND:?}", self.pid);
+            panic!("process {} did not exit within {bound:?}", self.pid);
         };
         // It has exited: its stdout ends, and so does its stderr, which is
         // read to its end (unless a child of its own still holds it: a few
@@ -112,6 +117,52 @@ impl Proc {
     pub fn signal(&self, name: &str) {
         signal(self.pid, name);
     }
+}
+
+/// `/proc/PID/stat`'s fields after the command name (which may hold
+/// spaces and parentheses): [1] is the parent pid, [19] the start time.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Process `pid`'s start time (clock ticks since boot), if it runs: with
+/// its pid, it names one process (a pid may be given again later).
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// The pids of every process under `pid`, children before their
+/// children's children (read from `/proc`).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|p| Some((p, stat_fields(p)?.get(1)?.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut found = vec![pid];
+    let mut at = 0;
+    while at < found.len() {
+        let parent = found[at];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        at += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Sends signal `name` to process `pid` if it is still the process that
+/// started at `start` (`start_time`); false if it is gone.
+pub fn signal_if(pid: u32, start: u64, name: &str) -> bool {
+    if start_time(pid) != Some(start) {
+        return false;
+    }
+    signal(pid, name);
+    true
 }
 
 /// Sends signal `name` to process `pid`.

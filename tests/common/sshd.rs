@@ -119,6 +119,34 @@ impl Sshd {
     }
 }
 
+/// A test's sshd, its keys and a client config whose aliases all point at
+/// it.
+pub struct Hosts {
+    pub keys: Keys,
+    pub sshd: Sshd,
+    pub config: PathBuf,
+}
+
+impl Hosts {
+    /// sshd and aliases `(name, key)` (`id` is accepted, `other_id`
+    /// refused); `None` after printing why where sshd cannot run.
+    pub fn start(aliases: &[(&str, &str)]) -> Option<Hosts> {
+        let keys = Keys::new();
+        let sshd = Sshd::start(&keys)?;
+        let aliases: Vec<Alias> = aliases
+            .iter()
+            .map(|&(name, key)| Alias { name, address: "127.0.0.1", port: sshd.port, key })
+            .collect();
+        let config = client_config(&keys, &aliases);
+        Some(Hosts { keys, sshd, config })
+    }
+
+    /// `COMBTEST_SSH_OPTIONS` for a coordinator.
+    pub fn options(&self) -> String {
+        format!("-F {}", self.config.display())
+    }
+}
+
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -275,6 +303,13 @@ pub fn nodes_below(ancestor: u32) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()));
     pids.filter(|&pid| cmdline(pid).get(1).is_some_and(|w| w == "serve") && below(pid)).collect()
+}
+
+/// The name a node process was given (`serve ... --name NAME`).
+pub fn node_name(pid: u32) -> Option<String> {
+    let args = cmdline(pid);
+    let at = args.iter().position(|a| a == "--name")?;
+    args.get(at + 1).cloned()
 }
 
 /// A process's command line, word by word (empty if it is gone).
