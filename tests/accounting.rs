@@ -90,6 +90,17 @@ fn interpret(digits: &[u32], behaviour: &[Vec<u8>]) -> Expect {
     Expect::Passed
 }
 
+/// The walk order both properties run: 288 walks, a serial entry in the
+/// middle.
+fn scripted_order() -> WalkOrder<Scripted, impl combtest::Entries<Scripted>> {
+    WalkOrder::<Scripted>::new()
+        .then::<Act<0, 3>>()
+        .then::<Act<1, 4>>()
+        .serial::<Gate>()
+        .then::<Act<3, 2>>()
+        .then::<Act<4, 4>>()
+}
+
 fn behaviour() -> impl Strategy<Value = Vec<Vec<u8>>> {
     // Mostly passing options, some of every other kind.
     let code = prop_oneof![6 => Just(OK), 1 => Just(CANCEL), 1 => Just(FAIL), 1 => Just(PANIC)];
@@ -105,12 +116,7 @@ proptest! {
         sample in prop::option::of(prop::collection::btree_set(0u64..288, 1..40)),
     ) {
         quiet_scripted_panics();
-        let order = WalkOrder::<Scripted>::new()
-            .then::<Act<0, 3>>()
-            .then::<Act<1, 4>>()
-            .serial::<Gate>()
-            .then::<Act<3, 2>>()
-            .then::<Act<4, 4>>();
+        let order = scripted_order();
         let initial = Scripted { behaviour: Arc::new(behaviour.clone()), trail: Vec::new() };
         let size = order.size().unwrap();
         prop_assert_eq!(size, 288);
@@ -200,12 +206,7 @@ proptest! {
     ) {
         use combtest::{Ending, StopReason};
         quiet_scripted_panics();
-        let order = WalkOrder::<Scripted>::new()
-            .then::<Act<0, 3>>()
-            .then::<Act<1, 4>>()
-            .serial::<Gate>()
-            .then::<Act<3, 2>>()
-            .then::<Act<4, 4>>();
+        let order = scripted_order();
         let initial = Scripted { behaviour: Arc::new(behaviour.clone()), trail: Vec::new() };
         let mut options = RunOptions::new(initial).threads(threads).max_failures(limit);
         if let Some(batch) = batch {
