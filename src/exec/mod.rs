@@ -574,11 +574,15 @@ struct WalkClock {
     left: u32,
     /// Walks between readings.
     stride: u32,
+    /// No walk lies between the last reading and the next (the clock was
+    /// just made, or a walk halted): the next reading only starts the
+    /// stride again, measuring nothing.
+    restart: bool,
 }
 
 impl WalkClock {
     fn new() -> Self {
-        WalkClock { mark: Instant::now(), left: 0, stride: 1 }
+        WalkClock { mark: Instant::now(), left: 0, stride: 1, restart: true }
     }
 
     /// A walk starts.
@@ -597,21 +601,25 @@ impl WalkClock {
     #[inline(never)]
     fn read(&mut self) {
         let now = Instant::now();
-        let mean = (now - self.mark).as_nanos() as u64 / u64::from(self.stride);
-        let fits = TIMED_STRIDE_NS / mean.max(1);
-        self.stride = (fits.min(u64::from(MAX_STRIDE)) as u32).clamp(1, self.stride * 2);
+        if !std::mem::take(&mut self.restart) {
+            let mean = (now - self.mark).as_nanos() as u64 / u64::from(self.stride);
+            let fits = TIMED_STRIDE_NS / mean.max(1);
+            self.stride = (fits.min(u64::from(MAX_STRIDE)) as u32).clamp(1, self.stride * 2);
+        }
         self.left = self.stride;
         self.mark = now;
     }
 
-    /// A walk halted: the time since the last reading, which becomes now.
+    /// A walk halted: the time since the last reading. The next walk to
+    /// start reads the clock again, without taking the time between as a
+    /// walk's (it would make the stride grow, and charge a later walk that
+    /// halts with the time of the slow walks before it).
     fn spent(&mut self) -> u64 {
         let now = Instant::now();
         let spent = (now - self.mark).as_nanos() as u64;
         self.mark = now;
-        // The stride's walks are not all behind this reading: start again.
-        self.stride = self.stride.saturating_sub(self.left).max(1);
         self.left = 0;
+        self.restart = true;
         spent
     }
 
@@ -1516,6 +1524,59 @@ mod tests {
         assert!(matches!(records[1].outcome, WalkOutcome::Failed { .. }), "{:?}", records[1]);
         // The walk ran nothing: far less than the walk before it.
         assert!(records[1].nanos < 30_000_000, "walk 1 charged {} ns", records[1].nanos);
+    }
+
+    /// Walk 0 fails at once, walk 1 takes at least 30 ms and passes, walk
+    /// 2 panics in `prune`, before any of its actions runs.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct FailSlowPanic(u32);
+    impl Action<u32> for FailSlowPanic {
+        fn options() -> Vec<Self> {
+            (0..3).map(FailSlowPanic).collect()
+        }
+        fn run(&self, _: &mut u32) -> ActionResult {
+            if self.0 == 0 {
+                return Err(Halt::fail("fails at once"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            Ok(())
+        }
+        fn prune(&self, _: &WalkView<'_>) -> bool {
+            assert!(self.0 != 2, "prune panics");
+            false
+        }
+    }
+
+    /// After a walk halts, the clock starts again at the next walk: the
+    /// short time between is not taken for a walk's (which would lengthen
+    /// the stride and charge walk 2 with walk 1's 30 ms).
+    #[test]
+    fn a_walk_after_a_halt_is_timed_from_its_own_start() {
+        let quiet = QuietPanics::on_this_thread();
+        let runnable =
+            Runnable::<_, _, Cloned>::new(WalkOrder::new().then::<FailSlowPanic>()).unwrap();
+        let settings = BatchSettings {
+            blocks: Blocks::for_space(runnable.space(), 1),
+            gather: false,
+            trace: true,
+            in_flight: 1,
+        };
+        let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
+        let input = BatchInput::Fresh(vec![epoch.walks.clone()]);
+        let origin = Origin::new::<Cloned>(0, Arc::default());
+        let run = Instruction::Run(None, History::default());
+        let out = runnable.execute(&epoch, &run, input, &origin, settings);
+        drop(quiet);
+        let records = out.records.expand();
+        let outcomes: Vec<_> = records.iter().map(|r| &r.outcome).collect();
+        assert!(
+            matches!(
+                outcomes[..],
+                [WalkOutcome::Failed { .. }, WalkOutcome::Passed, WalkOutcome::Failed { .. }]
+            ),
+            "{outcomes:?}"
+        );
+        assert!(records[2].nanos < 30_000_000, "walk 2 charged {} ns", records[2].nanos);
     }
 
     #[test]
