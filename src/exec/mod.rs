@@ -208,6 +208,13 @@ impl BatchRecords {
         Neither::push_range(&mut self.passed, walks);
     }
 
+    /// Adds the records of a later part of the same batch.
+    fn absorb(&mut self, later: BatchRecords) {
+        self.walks.extend(later.walks);
+        later.passed.into_iter().for_each(|walks| self.push_passed(walks));
+        later.pruned.into_iter().for_each(|walks| self.prune(walks));
+    }
+
     /// Records the walks `walks` as pruned.
     fn prune(&mut self, walks: Range<u64>) {
         Neither::push_range(&mut self.pruned, walks);
@@ -558,6 +565,11 @@ struct Progress<S> {
 /// before it at most (more when walks' durations vary widely).
 pub(crate) const TIMED_STRIDE_NS: u64 = 1_000;
 
+/// Units made at a time for a batch of many ranges whose walks end in it
+/// (see [`Runnable::execute_chunked`]): enough that the per-chunk cost is
+/// noise, few enough that the buffer stays in the cache.
+const UNIT_CHUNK: usize = 256;
+
 /// Walks between two readings of the clock, at most.
 const MAX_STRIDE: u32 = 1 << 12;
 
@@ -728,6 +740,67 @@ impl Drop for Tally<'_> {
 }
 
 impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
+    /// Runs `units` (fresh ones, or held ones) with the loop for the
+    /// epoch's level.
+    fn drive_units(
+        &self,
+        epoch: &Epoch,
+        instruction: &Instruction,
+        units: &mut [Unit<S>],
+        fresh: bool,
+        origin: &Begin<'_, S, K>,
+        settings: BatchSettings,
+    ) -> Progress<S> {
+        // One loop per segment level (so only that segment's entries are
+        // compiled into it) and per tracing (so tracing off costs nothing).
+        // Each is its own function: one loop per `catch_unwind` closure
+        // keeps the closure small enough to inline and keep in registers.
+        // The walks' first level takes fresh walks and later levels held
+        // ones. Any other pairing (only a malformed request could make one),
+        // deeper levels, and a failed branch's batches (no action runs) take
+        // the loop that tests each unit and walk.
+        let expected = fresh == (epoch.level == C::FIRST_LEVEL);
+        let run = matches!(instruction, Instruction::Run(..)) && expected;
+        match (epoch.level, run) {
+            (0, true) => self.drive_level::<0>(epoch, instruction, units, origin, settings),
+            (1, true) => self.drive_level::<1>(epoch, instruction, units, origin, settings),
+            (2, true) => self.drive_level::<2>(epoch, instruction, units, origin, settings),
+            _ => self.drive_level::<ANY_LEVEL>(epoch, instruction, units, origin, settings),
+        }
+    }
+
+    /// Runs fresh walks that end in this epoch, given as many ranges (a
+    /// sampled batch has one per walk): their units are made
+    /// [`UNIT_CHUNK`] at a time in one buffer, which a unit per range
+    /// (176 bytes each, a new allocation per batch and its page faults)
+    /// would cost more than the walks themselves.
+    fn execute_chunked(
+        &self,
+        epoch: &Epoch,
+        instruction: &Instruction,
+        ranges: &[Range<u64>],
+        origin: &Begin<'_, S, K>,
+        settings: BatchSettings,
+    ) -> BatchOutput<S> {
+        debug_assert!(epoch.last, "chunks keep no state");
+        let mut out = BatchOutput::new();
+        let mut units: Vec<Unit<S>> = Vec::with_capacity(UNIT_CHUNK);
+        for chunk in ranges.chunks(UNIT_CHUNK) {
+            units.clear();
+            units.extend(
+                chunk.iter().map(|range| Unit::fresh(range.clone(), false, settings.trace)),
+            );
+            let mut part =
+                self.drive_units(epoch, instruction, &mut units, true, origin, settings).out;
+            if settings.trace {
+                part.records.add_passing(&units);
+            }
+            out.absorb(part);
+        }
+        out.walks = ranges.iter().map(|r| r.end - r.start).sum();
+        out
+    }
+
     /// [`drive`](Self::drive) with the loop for this batch's tracing and
     /// for where its walks' states go.
     fn drive_level<const LEVEL: usize>(
@@ -1240,6 +1313,21 @@ fn serial_outcome<T>(step: impl FnOnce() -> Result<T, Halt>) -> Result<T, String
 }
 
 impl<S> BatchOutput<S> {
+    /// Adds the output of a later part of the same batch
+    /// ([`Runnable::execute_chunked`]'s chunks).
+    fn absorb(&mut self, later: BatchOutput<S>) {
+        self.counts.merge(&later.counts);
+        self.failed.extend(later.failed);
+        for range in later.neither {
+            Neither::push_range(&mut self.neither, range);
+        }
+        self.finals.extend(later.finals);
+        self.held.extend(later.held);
+        self.panic = self.panic.take().or(later.panic);
+        self.records.absorb(later.records);
+        self.walks += later.walks;
+    }
+
     fn new() -> Self {
         BatchOutput {
             counts: Counts::default(),
@@ -1282,6 +1370,14 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnabl
         let (keep, trace) = (!epoch.last, settings.trace);
         let fresh = matches!(input, BatchInput::Fresh(_));
         let mut units: Vec<Unit<S>> = match input {
+            // Many ranges (a sample's walks) whose walks end here: their
+            // units are made a chunk at a time in one buffer.
+            BatchInput::Fresh(ranges) if epoch.last && ranges.len() > UNIT_CHUNK => {
+                let mut out = self.execute_chunked(epoch, instruction, &ranges, origin, settings);
+                out.nanos = started.elapsed().as_nanos() as u64;
+                out.records.nanos = out.nanos;
+                return out;
+            }
             // Nothing goes on: one unit per range, nothing kept.
             BatchInput::Fresh(ranges) if epoch.last => {
                 ranges.into_iter().map(|range| Unit::fresh(range, false, trace)).collect()
@@ -1297,23 +1393,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnabl
                 held.into_iter().map(|block| Unit::held(block, keep, trace)).collect()
             }
         };
-        // One loop per segment level (so only that segment's entries are
-        // compiled into it) and per tracing (so tracing off costs nothing).
-        // Each is its own function: one loop per `catch_unwind` closure
-        // keeps the closure small enough to inline and keep in registers.
-        // The walks' first level takes fresh walks and later levels held
-        // ones. Any other pairing (only a malformed request could make one),
-        // deeper levels, and a failed branch's batches (no action runs) take
-        // the loop that tests each unit and walk.
-        let expected = fresh == (epoch.level == C::FIRST_LEVEL);
-        let run = matches!(instruction, Instruction::Run(..)) && expected;
-        let batch = &mut units;
-        let progress = match (epoch.level, run) {
-            (0, true) => self.drive_level::<0>(epoch, instruction, batch, origin, settings),
-            (1, true) => self.drive_level::<1>(epoch, instruction, batch, origin, settings),
-            (2, true) => self.drive_level::<2>(epoch, instruction, batch, origin, settings),
-            _ => self.drive_level::<ANY_LEVEL>(epoch, instruction, batch, origin, settings),
-        };
+        let progress = self.drive_units(epoch, instruction, &mut units, fresh, origin, settings);
         let mut out = progress.out;
         out.walks = units.iter().map(|u| u.range.end - u.range.start).sum();
         if trace && !keep {

@@ -43,7 +43,7 @@ use std::time::Duration;
 use super::epoch::{Epoch, EpochId};
 use super::holdings::{Holdings, LiveSet};
 use super::outcome::{AbortedWalks, Fate, StopReason};
-use super::sample::WalkSample;
+use super::sample::{SampleCursor, WalkSample};
 use super::space::Blocks;
 
 /// Wall time a batch should take on a runner: long enough that the per-batch
@@ -262,6 +262,10 @@ struct Work {
     fail_branch: bool,
     /// Ranges any slot may run.
     any: VecDeque<Range<u64>>,
+    /// A sampled first segment's walks not queued yet: their pieces (one
+    /// per walk, for a sparse sample) are made as batches take them, after
+    /// what `any` holds.
+    sampled: Option<(WalkSample, SampleCursor)>,
     /// Ranges only the slots of one home may run (their states live there).
     homes: HashMap<usize, VecDeque<Range<u64>>>,
     remaining: u64,
@@ -271,14 +275,20 @@ impl Work {
     /// Takes about `len` walks for a slot at `home` (more only to reach a
     /// block boundary when `whole_blocks`), from one queue.
     fn take(&mut self, home: usize, len: u64, blocks: &Blocks, whole: bool) -> Vec<Range<u64>> {
-        let queue = match self.homes.get_mut(&home) {
-            Some(queue) if !queue.is_empty() => queue,
-            _ => &mut self.any,
+        let (queue, sampled) = match self.homes.get_mut(&home) {
+            Some(queue) if !queue.is_empty() => (queue, None),
+            _ => (&mut self.any, self.sampled.as_mut()),
         };
-        let mut taken = Vec::new();
+        let mut taken = Vec::with_capacity(queue.len().min(len as usize));
         let mut walks = 0;
         while walks < len {
-            let Some(range) = queue.pop_front() else { break };
+            let Some(range) = queue.pop_front() else {
+                if let Some((sample, cursor)) = sampled {
+                    taken.reserve(cursor.left().min((len - walks) as usize));
+                    walks += sample.take_pieces(cursor, len - walks, blocks, &mut taken);
+                }
+                break;
+            };
             let mut stop = (range.start + (len - walks)).min(range.end);
             if whole {
                 stop = blocks.round_up(stop).min(range.end);
@@ -293,9 +303,12 @@ impl Work {
         taken
     }
 
-    fn queued(&self) -> Vec<Range<u64>> {
+    fn queued(&self, blocks: &Blocks) -> Vec<Range<u64>> {
         let mut all: Vec<Range<u64>> = self.any.iter().cloned().collect();
         all.extend(self.homes.values().flatten().cloned());
+        if let Some((sample, cursor)) = &self.sampled {
+            sample.take_pieces(&mut cursor.clone(), u64::MAX, blocks, &mut all);
+        }
         all
     }
 }
@@ -613,6 +626,7 @@ impl Dispatch {
             epoch: Arc::clone(&epoch),
             fail_branch,
             any: VecDeque::new(),
+            sampled: None,
             homes: HashMap::new(),
             remaining: 0,
         };
@@ -620,9 +634,9 @@ impl Dispatch {
             self.frontier = self.frontier.max(epoch.walks.end);
             match &self.config.sample {
                 Some(sample) => {
-                    work.remaining = sample.count_in(&epoch.walks);
-                    // The pieces' vector becomes the queue, uncopied.
-                    work.any = sample.pieces(&epoch.walks, &self.config.blocks).into();
+                    let cursor = sample.cursor(&epoch.walks);
+                    work.remaining = cursor.left() as u64;
+                    work.sampled = Some((sample.clone(), cursor));
                 }
                 None => {
                     work.remaining = epoch.walks.end - epoch.walks.start;
@@ -1022,7 +1036,7 @@ impl Dispatch {
         if let Some(work) = self.work.take()
             && work.epoch.first
         {
-            never.extend(work.queued());
+            never.extend(work.queued(&self.config.blocks));
         }
         never.extend(self.groups.drain(..).flat_map(|g| g.ranges));
         let rest = self.frontier..self.config.size;

@@ -111,31 +111,72 @@ impl WalkSample {
         &self.ids
     }
 
-    /// The sampled ids within `range`.
-    fn within(&self, range: &Range<u64>) -> &[u64] {
-        let from = self.ids.partition_point(|&id| id < range.start);
-        let to = self.ids.partition_point(|&id| id < range.end);
-        &self.ids[from..to]
-    }
-
     /// How many sampled walks lie in `range`.
     pub fn count_in(&self, range: &Range<u64>) -> u64 {
-        self.within(range).len() as u64
+        self.cursor(range).left() as u64
     }
 
     /// The sampled walks of `range` as id ranges: runs of consecutive ids,
     /// cut at block boundaries (so each is stored and taken whole).
     pub fn pieces(&self, range: &Range<u64>, blocks: &Blocks) -> Vec<Range<u64>> {
-        let ids = self.within(range);
+        let mut cursor = self.cursor(range);
         // A piece per id, at most (a sparse sample's ids are all apart).
-        let mut out: Vec<Range<u64>> = Vec::with_capacity(ids.len());
-        for &id in ids {
-            match out.last_mut() {
-                Some(last) if last.end == id && blocks.block_of(id).start < id => last.end += 1,
-                _ => out.push(id..id + 1),
-            }
-        }
+        let mut out: Vec<Range<u64>> = Vec::with_capacity(cursor.left());
+        self.take_pieces(&mut cursor, u64::MAX, blocks, &mut out);
         out
+    }
+
+    /// The sampled walks of `range`, to be taken a few at a time
+    /// ([`WalkSample::take_pieces`]).
+    pub(crate) fn cursor(&self, range: &Range<u64>) -> SampleCursor {
+        let next = self.ids.partition_point(|&id| id < range.start);
+        let end = self.ids.partition_point(|&id| id < range.end);
+        SampleCursor { next, end }
+    }
+
+    /// Appends to `out` the next pieces of `cursor` (as
+    /// [`WalkSample::pieces`] makes them) until they hold at least `walks`
+    /// walks or none is left; returns the walks taken.
+    pub(crate) fn take_pieces(
+        &self,
+        cursor: &mut SampleCursor,
+        walks: u64,
+        blocks: &Blocks,
+        out: &mut Vec<Range<u64>>,
+    ) -> u64 {
+        let ids = &self.ids[cursor.next..cursor.end];
+        let mut taken = 0;
+        let mut last: Option<Range<u64>> = None;
+        for &id in ids {
+            match &mut last {
+                Some(piece) if piece.end == id && blocks.block_of(id).start < id => piece.end += 1,
+                _ => {
+                    if taken >= walks {
+                        break;
+                    }
+                    out.extend(last.replace(id..id + 1));
+                }
+            }
+            taken += 1;
+        }
+        out.extend(last);
+        cursor.next += taken as usize;
+        taken
+    }
+}
+
+/// Where [`WalkSample::take_pieces`] goes on from: the sampled walks of a
+/// range not taken yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SampleCursor {
+    next: usize,
+    end: usize,
+}
+
+impl SampleCursor {
+    /// Sampled walks not taken.
+    pub(crate) fn left(&self) -> usize {
+        self.end - self.next
     }
 }
 
@@ -237,6 +278,9 @@ mod tests {
         assert_eq!(SAMPLER_VERSION, 2);
         let sparse = WalkSample::draw(1_000_000_000, 1_000, 42).unwrap();
         assert_eq!(&sparse.ids()[..8], &SPARSE_PREFIX);
+        // Ids above 2^32.
+        let wide = WalkSample::draw(1 << 40, 1_000, 42).unwrap();
+        assert_eq!(&wide.ids()[..4], &WIDE_PREFIX);
         let dense = WalkSample::draw(1_000, 990, 42).unwrap();
         let left_out: Vec<u64> =
             (0..1_000).filter(|id| dense.ids().binary_search(id).is_err()).collect();
@@ -245,6 +289,7 @@ mod tests {
 
     const SPARSE_PREFIX: [u64; 8] =
         [614_616, 1_532_996, 4_170_553, 6_231_255, 6_508_467, 6_528_518, 8_088_679, 10_923_677];
+    const WIDE_PREFIX: [u64; 4] = [675_778_112, 1_685_547_591, 4_585_571_914, 6_851_338_015];
     const DENSE_LEFT_OUT: [u64; 10] = [149, 238, 288, 308, 427, 627, 681, 771, 803, 950];
 
     /// Dense draws (the ids left out drawn) and sparse ones with many
@@ -291,6 +336,32 @@ mod tests {
         let mut empty = Vec::new();
         merge_into(&mut empty, &[1]);
         assert_eq!(empty, vec![1]);
+    }
+
+    /// Pieces taken a few walks at a time (as batches take them) are the
+    /// pieces of the whole range, each whole, and the takes hold at least
+    /// the walks asked for unless the range ran out.
+    #[test]
+    fn pieces_taken_a_few_walks_at_a_time_are_the_pieces() {
+        let sample = WalkSample::draw(400, 150, 3).unwrap();
+        let blocks = Blocks::new(400, 8);
+        for range in [0..400, 17..333, 100..101] {
+            let all = sample.pieces(&range, &blocks);
+            for walks in [1, 2, 5, 64] {
+                let mut cursor = sample.cursor(&range);
+                let (mut taken, mut pieces) = (0, Vec::new());
+                while cursor.left() > 0 {
+                    let before = pieces.len();
+                    let got = sample.take_pieces(&mut cursor, walks, &blocks, &mut pieces);
+                    let span: u64 = pieces[before..].iter().map(|p| p.end - p.start).sum();
+                    assert_eq!(got, span);
+                    assert!(got >= walks || cursor.left() == 0, "{got} of {walks}");
+                    taken += got;
+                }
+                assert_eq!(pieces, all, "{range:?}, {walks} at a time");
+                assert_eq!(taken, sample.count_in(&range));
+            }
+        }
     }
 
     #[test]

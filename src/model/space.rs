@@ -136,13 +136,31 @@ struct Carry {
     /// of `n * reciprocal` (Lemire, Kaser, Kurz, "Faster remainder by
     /// direct computation", 2019), a multiplication instead of a division.
     reciprocal: u64,
+    /// `ceil(2^64 / (weight * radix))`, the reciprocal of the next digit's
+    /// weight: for an id below 2^32, the id over that weight is one
+    /// multiplication (0 when the weight is 2^32 or more, as it should be).
+    above: u64,
 }
 
 impl Carry {
-    fn new(position: usize, radix: u32) -> Self {
+    /// Digit `position`, of `radix` options and weight `weight`.
+    fn new(position: usize, radix: u32, weight: u64) -> Self {
         debug_assert!(radix > 1);
         let radix = u64::from(radix);
-        Carry { position, radix, reciprocal: u64::MAX / radix + 1 }
+        // At most the space's size, so no overflow; at least 2.
+        let next_weight = weight * radix;
+        Carry {
+            position,
+            radix,
+            reciprocal: u64::MAX / radix + 1,
+            above: u64::MAX / next_weight + 1,
+        }
+    }
+
+    /// `n / (weight * radix)`, for `n < 2^32`.
+    #[inline(always)]
+    fn above(&self, n: u64) -> u64 {
+        ((u128::from(self.above) * u128::from(n)) >> 64) as u64
     }
 
     /// `n / radix` and `n % radix`.
@@ -193,7 +211,7 @@ impl Space {
         let carries = step_order
             .iter()
             .filter(|&&p| radix[p] > 1)
-            .map(|&p| Carry::new(p, radix[p]))
+            .map(|&p| Carry::new(p, radix[p], weight[p]))
             .collect();
         Ok(Space { entries, radix, weight, step_order, serials, size: acc, next_differs, carries })
     }
@@ -267,8 +285,16 @@ impl Space {
     /// carry smaller than the digit's radix (most of them) costs no
     /// division, and one below 2^32 a multiplication. Below `from`, it
     /// decodes from scratch ([`Space::decode_into`]).
+    ///
+    /// An id below 2^32 more than one step away is decoded whole instead,
+    /// with no branch on the data ([`Space::decode_small`]): the carries'
+    /// tests are what a sample's scattered ids mispredict.
     #[inline]
     pub(crate) fn seek(&self, from: u64, id: u64, digits: &mut [u32]) -> Result<(), IdOutOfRange> {
+        if id >> 32 == 0 && id != from + 1 && id < self.size {
+            self.decode_small(id, digits);
+            return Ok(());
+        }
         if id < from || id >= self.size {
             return self.decode_into(id, digits);
         }
@@ -291,6 +317,23 @@ impl Space {
             }
         }
         Ok(())
+    }
+
+    /// Decodes `id` (below 2^32 and the space's size) into the digits of
+    /// the entries with more than one option (the others stay 0): each
+    /// digit is the id over its weight less the id over the next weight
+    /// times its radix, every quotient one multiplication by a reciprocal,
+    /// none depending on another.
+    #[inline]
+    fn decode_small(&self, id: u64, digits: &mut [u32]) {
+        debug_assert!(id >> 32 == 0 && id < self.size);
+        // The id over the weight of the digit at hand: 1 for the first.
+        let mut lower = id;
+        for step in &self.carries {
+            let upper = step.above(id);
+            digits[step.position] = (lower - upper * step.radix) as u32;
+            lower = upper;
+        }
     }
 
     /// The walk with id `id`: its chosen option of every entry.
@@ -561,7 +604,7 @@ mod tests {
     #[test]
     fn reciprocals_divide_exactly() {
         for radix in [2, 3, 7, 10, 1000, 65_535, 1 << 31, u32::MAX - 1, u32::MAX] {
-            let carry = Carry::new(0, radix);
+            let carry = Carry::new(0, radix, 1);
             let radix = u64::from(radix);
             let edges = [0, 1, radix - 1, radix, radix + 1, 3 * radix - 1];
             let wide = [(1 << 32) - 1, 1 << 32, u64::MAX - 1, u64::MAX];
@@ -585,6 +628,34 @@ mod tests {
         }
         let mut digits = s.digits(0).unwrap();
         assert_eq!(s.seek(0, s.size(), &mut digits), Err(IdOutOfRange { id: 72, size: 72 }));
+    }
+
+    /// Near 2^32, where `seek` changes from the whole decode by
+    /// reciprocals to the carries: weights of 2^32 and more, a digit's
+    /// next weight just below, at and just above it.
+    #[test]
+    fn seek_decodes_ids_on_both_sides_of_two_to_the_32() {
+        let top = 1u64 << 32;
+        for kinds in [
+            vec![(P, 65_536), (P, 65_536), (P, 3)],
+            vec![(P, 65_537), (S, 65_535), (P, 1), (P, 7)],
+            vec![(P, 2), (P, 65_536), (P, 32_768), (S, 5)],
+            vec![(P, 3), (P, 65_536), (P, 21_846), (P, 2)],
+        ] {
+            let s = space_of(&kinds);
+            let ids = [0, 1, 2, top - 3, top - 2, top - 1, top, top + 1, top + 70_000];
+            let (mut from, mut digits) = (0, vec![0; s.len()]);
+            for id in ids.into_iter().filter(|&id| id < s.size()) {
+                s.seek(from, id, &mut digits).unwrap();
+                assert_eq!(digits, s.digits(id).unwrap(), "{kinds:?}: from {from} to {id}");
+                from = id;
+            }
+            for id in ids.into_iter().rev().filter(|&id| id < s.size()) {
+                s.seek(from, id, &mut digits).unwrap();
+                assert_eq!(digits, s.digits(id).unwrap(), "{kinds:?}: from {from} back to {id}");
+                from = id;
+            }
+        }
     }
 
     proptest::proptest! {
