@@ -1559,6 +1559,86 @@ mod tests {
         assert!(finals.contains(&(WalkId(6), vec![0, 8, 0])));
     }
 
+    /// Ten options: 1 cancels, 2 fails, 3 panics, 4 is pruned (the rule
+    /// reads only its own option), the rest pass.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Mixed(u32);
+    impl Action<u32> for Mixed {
+        fn options() -> Vec<Self> {
+            (0..10).map(Mixed).collect()
+        }
+        fn run(&self, sum: &mut u32) -> ActionResult {
+            *sum += self.0;
+            match self.0 {
+                1 => Err(Halt::Cancel),
+                2 => Err(Halt::fail("two")),
+                3 => panic!("three"),
+                _ => Ok(()),
+            }
+        }
+        fn prune(&self, _: &WalkView<'_>) -> bool {
+            self.0 == 4
+        }
+    }
+
+    /// A batch of more ranges than a chunk of units (a sample's walks,
+    /// some runs of several) gives what its ranges give run one by one:
+    /// the same counts, failures, records, finals and neither ranges.
+    #[test]
+    fn a_batch_run_in_chunks_gives_what_its_ranges_give_one_by_one() {
+        let order = WalkOrder::new().then::<Mixed>().then::<Mixed>().then::<Mixed>();
+        let runnable = Runnable::<_, _, Cloned>::new(order).unwrap();
+        let settings = BatchSettings {
+            blocks: Blocks::for_space(runnable.space(), 1),
+            gather: true,
+            trace: true,
+            in_flight: 1,
+        };
+        let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
+        assert!(epoch.first && epoch.last);
+        // Every other walk, and runs of 2 to 4 every 50 walks.
+        let mut ranges: Vec<Range<u64>> = Vec::new();
+        let mut id = 0;
+        while id < 1000 {
+            let len = if id % 50 == 0 { 2 + id % 3 } else { 1 };
+            ranges.push(id..(id + len).min(1000));
+            id += len + 1;
+        }
+        assert!(ranges.len() > UNIT_CHUNK, "{} ranges", ranges.len());
+        let quiet = QuietPanics::on_this_thread();
+        let origin = Origin::new::<Cloned>(0, Arc::default());
+        let run = Instruction::Run(None, History::default());
+        let whole =
+            runnable.execute(&epoch, &run, BatchInput::Fresh(ranges.clone()), &origin, settings);
+        // The same walks, a batch of one range each, gathered by hand.
+        let (mut counts, mut walks, mut failed, mut finals) =
+            (Counts::default(), 0, vec![], vec![]);
+        let (mut neither, mut records, mut panics) = (vec![], vec![], 0);
+        for range in &ranges {
+            let input = BatchInput::Fresh(vec![range.clone()]);
+            let out = runnable.execute(&epoch, &run, input, &origin, settings);
+            counts.merge(&out.counts);
+            walks += out.walks;
+            failed.extend(out.failed.iter().map(|f| f.walk_id));
+            finals.extend(out.finals);
+            neither.extend(out.neither.iter().flat_map(|r| r.clone()));
+            records.extend(out.records.expand().into_iter().map(|r| (r.id, r.outcome)));
+            panics += usize::from(out.panic.is_some());
+        }
+        drop(quiet);
+        assert_eq!(whole.counts, counts);
+        assert!(counts.failed > 0 && counts.cancelled > 0 && counts.pruned > 0 && panics > 0);
+        assert_eq!(whole.walks, walks);
+        assert_eq!(whole.failed.iter().map(|f| f.walk_id).collect::<Vec<_>>(), failed);
+        assert_eq!(whole.finals, finals);
+        assert_eq!(whole.neither.iter().flat_map(|r| r.clone()).collect::<Vec<_>>(), neither);
+        let whole_records: Vec<_> =
+            whole.records.expand().into_iter().map(|r| (r.id, r.outcome)).collect();
+        assert_eq!(whole_records, records);
+        assert_eq!(records.len() as u64, walks);
+        assert!(whole.panic.is_some());
+    }
+
     /// Walk 0 takes at least 30 ms; walk 1 panics in `prune`, before any
     /// of its actions runs.
     #[derive(Debug, Clone, Serialize, Deserialize)]
