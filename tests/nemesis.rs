@@ -1,7 +1,7 @@
 //! The fault campaign (`examples/nemesis`), CI length: two campaigns of 25 s
 //! of faults each, one with a fixed seed and one with a random seed (printed
-//! by the campaign, to replay a failure with `--seed`). Each must pass its
-//! check. Every wait is bounded; on a timeout the campaign and every process
+//! by the campaign, to replay a failure with `--seed`), and one of 15 s over
+//! sampled rounds. Each must pass its check. Every wait is bounded; on a timeout the campaign and every process
 //! under it are killed by pid.
 
 use std::process::{Command, Stdio};
@@ -79,4 +79,19 @@ fn fault_campaigns_with_a_fixed_and_a_random_seed_pass_their_check() {
     assert!(seed.starts_with("nemesis: seed "), "{out}");
     assert_eq!(code, Some(0), "the campaign failed ({seed}):\n{out}");
     assert!(out.contains("nemesis: PASS"), "{out}");
+}
+
+/// Sampled rounds (400 of the 1,152 walks each, drawn again by the check)
+/// under the same faults: every sampled walk accounted for once, and none
+/// outside the samples.
+#[test]
+fn a_fault_campaign_over_sampled_rounds_passes_its_check() {
+    let (code, out) = campaign(&["--seconds", "15", "--seed", "5", "--sample", "400"]);
+    println!("{out}");
+    assert_eq!(code, Some(0), "the sampled campaign with seed 5 failed:\n{out}");
+    assert!(out.contains("nemesis: PASS"), "{out}");
+    let accounted = figure(&out, "walks accounted once ", "once ");
+    let rounds = figure(&out, "rounds ", "rounds ");
+    assert!(accounted > 0 && accounted % 400 == 0, "{accounted} walks: not whole samples\n{out}");
+    assert!(accounted <= 400 * (rounds + 1), "{accounted} walks in {rounds} rounds\n{out}");
 }

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use combtest::model::sample::{WalkSample, round_seed};
+
 use crate::faults::{Fault, Kind, Sample};
 use crate::named;
 
@@ -93,6 +95,9 @@ pub struct Seen<'a> {
     pub exit: Option<i32>,
     pub faults: &'a [Fault],
     pub samples: &'a [Sample],
+    /// Sampled rounds: walks per round and the soak's seed (each round's
+    /// walks are `WalkSample::draw(size, K, round_seed(seed, round))`).
+    pub sample: Option<(u64, u64)>,
     /// When faults stopped (the soak's duration), since the start.
     pub faults_until: Duration,
     /// When the coordinator exited, since the start.
@@ -377,20 +382,32 @@ fn accounting(seen: &Seen, report: &Report, figures: &mut Figures, violations: &
         violations.push(format!("... and {} more outside the rounds", outside.len() - 10));
     }
 
-    // Exactly once.
+    // Exactly once: every walk of a full round, every sampled walk of a
+    // sampled one (and no other).
+    let in_run = match in_rounds(seen, rounds) {
+        Ok(in_run) => in_run,
+        Err(e) => {
+            violations.push(e);
+            return;
+        }
+    };
     let mut wrong = 0u64;
     for cell in 0..cells as usize {
         let [l, a, n] = [0, 1, 2].map(|s| tally.counts[s][cell]);
         let total = u32::from(l) + u32::from(a) + u32::from(n);
-        if total == 1 {
-            figures.accounted += 1;
+        let expected = u32::from(in_run.as_ref().is_none_or(|cells| cells[cell]));
+        if total == expected {
+            figures.accounted += u64::from(expected);
             continue;
         }
         wrong += 1;
         if wrong <= 20 {
             let (round, walk) = (cell as u64 / seen.size, cell as u64 % seen.size);
-            let how =
-                if total == 0 { "missing".to_string() } else { format!("counted {total} times") };
+            let how = match total {
+                0 => "missing".to_string(),
+                _ if expected == 0 => format!("counted {total} times, not in the round's sample"),
+                _ => format!("counted {total} times"),
+            };
             violations.push(format!(
                 "round {round} walk {walk}: {how} (lines {l}, aborted {a}, not run {n})"
             ));
@@ -406,7 +423,11 @@ fn accounting(seen: &Seen, report: &Report, figures: &mut Figures, violations: &
             violations.push(format!("totals.{what} is {reported}, but {counted} were counted"));
         }
     };
-    agree("walks", t.walks, cells);
+    agree(
+        "walks",
+        t.walks,
+        in_run.as_ref().map_or(cells, |c| c.iter().filter(|&&i| i).count() as u64),
+    );
     agree("passed", t.passed, figures.passed);
     agree("failed", t.failed, outcomes.get("failed").copied().unwrap_or(0));
     agree("cancelled", t.cancelled, outcomes.get("cancelled").copied().unwrap_or(0));
@@ -421,6 +442,21 @@ fn accounting(seen: &Seen, report: &Report, figures: &mut Figures, violations: &
             ));
         }
     }
+}
+
+/// Which (round, walk) cells a sampled soak ran (`None`: every one): each
+/// round's sample drawn again from the soak's seed.
+fn in_rounds(seen: &Seen, rounds: u64) -> Result<Option<Vec<bool>>, String> {
+    let Some((count, seed)) = seen.sample else { return Ok(None) };
+    let mut cells = vec![false; (rounds * seen.size) as usize];
+    for round in 0..rounds {
+        let sample = WalkSample::draw(seen.size, count, round_seed(seed, round))
+            .map_err(|e| format!("round {round}'s sample: {e}"))?;
+        for &walk in sample.ids() {
+            cells[(round * seen.size + walk) as usize] = true;
+        }
+    }
+    Ok(Some(cells))
 }
 
 /// Reads `walks.jsonl` (trace format 2: walk records, batch records and

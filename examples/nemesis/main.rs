@@ -169,6 +169,10 @@ struct Args {
     /// Keep the temp dir (logs, walks.jsonl) even when the campaign passes.
     #[arg(long)]
     keep: bool,
+    /// Sampled rounds: each round runs K of the suite's 1,152 walks, drawn
+    /// from a seed the nemesis's seed gives (the check redraws them).
+    #[arg(long, value_name = "K")]
+    sample: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -227,6 +231,12 @@ fn campaign(args: &Args) -> anyhow::Result<bool> {
         .arg("--log-dir")
         .arg(&logs)
         .args(["--heartbeat-timeout", "1s", "--max-restarts", "1000", "--stats-every", "10s"]);
+    // The soak's own seed: sampled rounds draw from it.
+    let soak_seed = combtest::model::sample::round_seed(seed, u64::MAX);
+    if let Some(count) = args.sample {
+        anyhow::ensure!(count > 0, "--sample must be at least 1");
+        command.args(["--sample", &count.to_string(), "--seed", &soak_seed.to_string()]);
+    }
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("COMBTEST_") {
             command.env_remove(name);
@@ -305,6 +315,7 @@ fn campaign(args: &Args) -> anyhow::Result<bool> {
         exit: if by_itself { exit } else { None },
         faults: &log,
         samples: &samples,
+        sample: args.sample.map(|count| (count, soak_seed)),
         faults_until,
         exited_at,
     });
