@@ -92,6 +92,9 @@ fn a_fault_campaign_over_sampled_rounds_passes_its_check() {
     assert!(out.contains("nemesis: PASS"), "{out}");
     let accounted = figure(&out, "walks accounted once ", "once ");
     let rounds = figure(&out, "rounds ", "rounds ");
-    assert!(accounted > 0 && accounted % 400 == 0, "{accounted} walks: not whole samples\n{out}");
+    assert!(
+        accounted > 0 && accounted.is_multiple_of(400),
+        "{accounted} walks: not whole samples\n{out}"
+    );
     assert!(accounted <= 400 * (rounds + 1), "{accounted} walks in {rounds} rounds\n{out}");
 }
