@@ -100,9 +100,13 @@ pub(crate) struct Ran<S> {
 impl<S: Send + 'static> BatchPipeline<S> {
     /// The batch's walks: fresh, or their held states taken from the store
     /// (`Err` with the first walk of a block that is not there).
-    pub(crate) fn input(&self, epoch: &Epoch, ranges: &[Range<u64>]) -> Result<BatchInput<S>, u64> {
+    pub(crate) fn input(
+        &self,
+        epoch: &Epoch,
+        ranges: &Arc<[Range<u64>]>,
+    ) -> Result<BatchInput<S>, u64> {
         if epoch.first {
-            return Ok(BatchInput::Fresh(ranges.to_vec()));
+            return Ok(BatchInput::Fresh(Arc::clone(ranges)));
         }
         self.store.take_all(ranges).map(BatchInput::Held)
     }

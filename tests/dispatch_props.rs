@@ -1684,7 +1684,7 @@ impl World {
     }
 
     fn ranges_of(&self, id: BatchId) -> Vec<Range<u64>> {
-        self.outstanding[&id].batch.ranges.clone()
+        self.outstanding[&id].batch.ranges.to_vec()
     }
 
     /// Plays the default policy until the epoch under way is a later one.

@@ -231,7 +231,7 @@ impl<S: Send + 'static> Actor for RunSupervisor<S> {
         let mut roles = HashMap::new();
 
         let walks = ctx.sample.as_ref().map_or(space.size(), WalkSample::len);
-        let triage = Triage::new(space.clone(), ctx.sample.as_ref().map(WalkSample::ids));
+        let triage = Triage::of_run(space.clone(), ctx.sample.as_ref());
         // The Collector counts failures: at the limit, it stops the run
         // through this supervisor as a `RunStop` would.
         let limit = ctx.max_failures.map(|limit| {

@@ -48,7 +48,8 @@ pub(crate) struct BatchJob {
     pub(crate) id: BatchId,
     pub(crate) epoch: Arc<Epoch>,
     pub(crate) instruction: Arc<Instruction>,
-    pub(crate) ranges: Vec<Range<u64>>,
+    /// Shared: the job is kept for re-sending, and the runner reads them.
+    pub(crate) ranges: Arc<[Range<u64>]>,
     pub(crate) claim: Claim,
 }
 

@@ -305,7 +305,7 @@ impl<S: Send + 'static> Inner<S> {
         self.check(request)?;
         let instruction = self.instruction(request)?;
         let (epoch, ranges) = (&request.epoch, &request.ranges);
-        let input = self.pipeline.input(epoch, ranges).map_err(|start| {
+        let input = self.pipeline.input(epoch, &ranges.as_slice().into()).map_err(|start| {
             format!("the walk states of the block starting at walk {start} are not on this node")
         })?;
         let ran = self.pipeline.run(epoch, &instruction, ranges, input, origin);

@@ -87,7 +87,7 @@ impl<S> Block<S> {
 #[derive(Debug)]
 pub(crate) enum BatchInput<S> {
     /// First segment: every walk starts from a clone of the initial state.
-    Fresh(Vec<Range<u64>>),
+    Fresh(Arc<[Range<u64>]>),
     /// A later segment: the states held since the walks' previous segment.
     Held(Vec<Block<S>>),
 }
@@ -1380,13 +1380,13 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnabl
             }
             // Nothing goes on: one unit per range, nothing kept.
             BatchInput::Fresh(ranges) if epoch.last => {
-                ranges.into_iter().map(|range| Unit::fresh(range, false, trace)).collect()
+                ranges.iter().map(|range| Unit::fresh(range.clone(), false, trace)).collect()
             }
             // Walks go on: one unit per block, so the held states are
             // allocated at their final size and stored without a copy.
             BatchInput::Fresh(ranges) => ranges
-                .into_iter()
-                .flat_map(|range| settings.blocks.split(range))
+                .iter()
+                .flat_map(|range| settings.blocks.split(range.clone()))
                 .map(|part| Unit::fresh(part, true, trace))
                 .collect(),
             BatchInput::Held(held) => {
@@ -1523,7 +1523,7 @@ mod tests {
             let value = epoch.serial.map(|step| runnable.run_serial(step, &[], &fixtures).unwrap());
             let instruction = Instruction::Run(value, History::default());
             let input = if epoch.first {
-                BatchInput::Fresh(vec![epoch.walks.clone()])
+                BatchInput::Fresh([epoch.walks.clone()].into())
             } else {
                 let (mine, rest): (Vec<_>, Vec<_>) =
                     held.into_iter().partition(|b| epoch.walks.contains(&b.start));
@@ -1608,14 +1608,19 @@ mod tests {
         let quiet = QuietPanics::on_this_thread();
         let origin = Origin::new::<Cloned>(0, Arc::default());
         let run = Instruction::Run(None, History::default());
-        let whole =
-            runnable.execute(&epoch, &run, BatchInput::Fresh(ranges.clone()), &origin, settings);
+        let whole = runnable.execute(
+            &epoch,
+            &run,
+            BatchInput::Fresh(ranges.as_slice().into()),
+            &origin,
+            settings,
+        );
         // The same walks, a batch of one range each, gathered by hand.
         let (mut counts, mut walks, mut failed, mut finals) =
             (Counts::default(), 0, vec![], vec![]);
         let (mut neither, mut records, mut panics) = (vec![], vec![], 0);
         for range in &ranges {
-            let input = BatchInput::Fresh(vec![range.clone()]);
+            let input = BatchInput::Fresh([range.clone()].into());
             let out = runnable.execute(&epoch, &run, input, &origin, settings);
             counts.merge(&out.counts);
             walks += out.walks;
@@ -1671,7 +1676,7 @@ mod tests {
             in_flight: 1,
         };
         let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
-        let input = BatchInput::Fresh(vec![epoch.walks.clone()]);
+        let input = BatchInput::Fresh([epoch.walks.clone()].into());
         let origin = Origin::new::<Cloned>(0, Arc::default());
         let run = Instruction::Run(None, History::default());
         let out = runnable.execute(&epoch, &run, input, &origin, settings);
@@ -1722,7 +1727,7 @@ mod tests {
             in_flight: 1,
         };
         let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
-        let input = BatchInput::Fresh(vec![epoch.walks.clone()]);
+        let input = BatchInput::Fresh([epoch.walks.clone()].into());
         let origin = Origin::new::<Cloned>(0, Arc::default());
         let run = Instruction::Run(None, History::default());
         let out = runnable.execute(&epoch, &run, input, &origin, settings);

@@ -111,7 +111,7 @@ pub struct Batch {
     /// The epoch.
     pub epoch: Arc<Epoch>,
     /// The walks.
-    pub ranges: Vec<Range<u64>>,
+    pub ranges: Arc<[Range<u64>]>,
 }
 
 impl Batch {
@@ -745,7 +745,7 @@ impl Dispatch {
         if out.batch.epoch.last {
             // Those walks have ended and are counted: none is held any more,
             // so a loss of the node now cannot abort them.
-            for range in out.batch.ranges {
+            for range in out.batch.ranges.iter().cloned() {
                 self.holdings.release(range);
             }
         } else {
@@ -758,7 +758,7 @@ impl Dispatch {
                 ));
             }
             let mut offset = 0;
-            for range in out.batch.ranges {
+            for range in out.batch.ranges.iter().cloned() {
                 let len = range.end - range.start;
                 self.holdings.record(range, home, live.slice(offset..offset + len));
                 offset += len;
@@ -831,7 +831,7 @@ impl Dispatch {
                 } else {
                     out.batch.ranges.iter().flat_map(|r| self.holdings.live_in(r.clone())).collect()
                 };
-                for range in &out.batch.ranges {
+                for range in out.batch.ranges.iter() {
                     self.holdings.release(range.clone());
                     self.hits.clear(range.clone());
                 }
@@ -868,7 +868,7 @@ impl Dispatch {
                                 error,
                             });
                         } else {
-                            suspects.push(Group { ranges: out.batch.ranges });
+                            suspects.push(Group { ranges: out.batch.ranges.to_vec() });
                         }
                     } else {
                         let (first, second) = halves(&out.batch.ranges);
@@ -1000,7 +1000,7 @@ impl Dispatch {
                 }
                 Claimed::NotStarted => {} // Still held: not finished.
                 _ => {
-                    for range in &out.batch.ranges {
+                    for range in out.batch.ranges.iter() {
                         if out.batch.epoch.first {
                             hung.push(range.clone());
                         } else {
@@ -1143,7 +1143,7 @@ impl Dispatch {
                 }
                 let id = BatchId(self.next_batch);
                 self.next_batch += 1;
-                let batch = Batch { id, epoch: Arc::clone(&work.epoch), ranges };
+                let batch = Batch { id, epoch: Arc::clone(&work.epoch), ranges: ranges.into() };
                 self.slots[index].credits -= 1;
                 *self.busy.entry(home).or_default() += 1;
                 self.outstanding
@@ -1172,7 +1172,7 @@ impl Dispatch {
     ) -> BatchId {
         let id = BatchId(self.next_batch);
         self.next_batch += 1;
-        let batch = Batch { id, epoch, ranges };
+        let batch = Batch { id, epoch, ranges: ranges.into() };
         let s = &mut self.slots[slot];
         s.credits = s.credits.saturating_sub(1);
         *self.busy.entry(s.home).or_default() += 1;

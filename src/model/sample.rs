@@ -111,6 +111,11 @@ impl WalkSample {
         &self.ids
     }
 
+    /// The ids, shared.
+    pub(crate) fn shared_ids(&self) -> Arc<[u64]> {
+        Arc::clone(&self.ids)
+    }
+
     /// How many sampled walks lie in `range`.
     pub fn count_in(&self, range: &Range<u64>) -> u64 {
         self.cursor(range).left() as u64

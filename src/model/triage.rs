@@ -29,12 +29,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 
 pub use super::failures::{
     Condition, Conditions, ConditionsSummary, FailureGroup, GroupSummary, MinimalWalk,
     SHOWN_GROUPS, Signature, StepSummary, normalise, render_groups, steps_line,
 };
 use super::outcome::{AbortedWalks, FailedWalk};
+use super::sample::WalkSample;
 use super::space::Space;
 use super::walk::Walk;
 
@@ -140,8 +142,9 @@ fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
 #[derive(Debug, Clone)]
 pub struct Triage {
     space: Space,
-    /// The walks that ran or were to run: the space, or a sample's ids.
-    universe: Vec<Range<u64>>,
+    /// The walks that ran or were to run, when a sample: its ids (made
+    /// into ranges only if a failure is grouped). `None`: the space.
+    sample: Option<Arc<[u64]>>,
     sampled: bool,
     neither: Neither,
     seen: HashSet<Signature>,
@@ -151,17 +154,30 @@ impl Triage {
     /// A triage of a run over `space`; of the walks of `sample` only, when
     /// the run ran a sample.
     pub fn new(space: Space, sample: Option<&[u64]>) -> Self {
-        let (universe, sampled) = match sample {
-            Some(ids) => {
-                let mut ranges = Vec::new();
-                for &id in ids {
-                    Neither::push_id(&mut ranges, id);
-                }
-                (ranges, true)
-            }
-            None => (std::iter::once(0..space.size()).collect(), false),
+        Self::over(space, sample.map(Arc::from))
+    }
+
+    /// [`Triage::new`] over a run's [`WalkSample`] (its ids are shared, not
+    /// copied: a run that fails nothing never looks at them).
+    pub(crate) fn of_run(space: Space, sample: Option<&WalkSample>) -> Self {
+        Self::over(space, sample.map(WalkSample::shared_ids))
+    }
+
+    fn over(space: Space, sample: Option<Arc<[u64]>>) -> Self {
+        let sampled = sample.is_some();
+        Triage { space, sample, sampled, neither: Neither::default(), seen: HashSet::new() }
+    }
+
+    /// The walks that ran or were to run, as ranges.
+    fn universe(&self) -> Vec<Range<u64>> {
+        let Some(ids) = &self.sample else {
+            return std::iter::once(0..self.space.size()).collect();
         };
-        Triage { space, universe, sampled, neither: Neither::default(), seen: HashSet::new() }
+        let mut ranges = Vec::new();
+        for &id in ids.iter() {
+            Neither::push_id(&mut ranges, id);
+        }
+        ranges
     }
 
     /// Notes a batch's failures; returns how many signatures are new.
@@ -247,7 +263,8 @@ impl Triage {
             excluded.extend(walks.walks.iter().cloned());
         }
         let excluded = merge_ranges(excluded);
-        let counter = Counter::new(&self.space, &self.universe, &excluded);
+        let universe = self.universe();
+        let counter = Counter::new(&self.space, &universe, &excluded);
         drop(excluded);
         order
             .into_iter()
