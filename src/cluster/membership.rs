@@ -133,6 +133,9 @@ struct Member {
     /// The last failure to connect, for the join report.
     failure: Option<(String, bool)>,
     pid: Option<u32>,
+    /// The name it last joined with (a host, `local-N`): it names the
+    /// member in logs after its connection is gone.
+    name: Option<String>,
 }
 
 pub(crate) struct MembershipState {
@@ -179,6 +182,7 @@ impl Actor for Membership {
                 conn: None,
                 failure: None,
                 pid: None,
+                name: None,
             })
             .collect();
         members.extend(args.local.iter().enumerate().map(|(index, started)| Member {
@@ -187,6 +191,7 @@ impl Actor for Membership {
             conn: None,
             failure: None,
             pid: Some(started.pid),
+            name: None,
         }));
         let tick = myself.send_interval(TICK, || MembershipMsg::Tick);
         let mut state = MembershipState {
@@ -357,7 +362,11 @@ impl MembershipState {
     /// `local-1 (pid 812)`, or the address before a join.
     fn label(&self, member: usize) -> String {
         let m = &self.members[member];
-        let name = m.conn.as_ref().map_or(m.address.clone(), |c| c.joined.node.clone());
+        let name = match (&m.conn, &m.name) {
+            (Some(c), _) => c.joined.node.clone(),
+            (None, Some(name)) => format!("{name} at {}", m.address),
+            (None, None) => m.address.clone(),
+        };
         match m.conn.as_ref().map(|c| c.joined.pid).or(m.pid) {
             Some(pid) => format!("{name} (pid {pid})"),
             None => name,
@@ -442,6 +451,7 @@ impl MembershipState {
                 });
                 tracing::info!(node = %conn.joined.node, pid = conn.joined.pid, "node joined");
                 self.members[member].pid = Some(conn.joined.pid);
+                self.members[member].name = Some(conn.joined.node.clone());
                 self.members[member].failure = None;
                 self.members[member].conn = Some(conn);
                 let commands = self.model.connected(member, attempt, now_ms());
