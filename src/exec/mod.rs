@@ -1644,6 +1644,24 @@ mod tests {
         assert!(whole.panic.is_some());
     }
 
+    /// Every walk of the walk order `[A]` run traced as one batch (panics
+    /// kept off stderr).
+    fn one_traced_batch<A: Action<u32>>() -> BatchOutput<u32> {
+        let _quiet = QuietPanics::on_this_thread();
+        let runnable = Runnable::<_, _, Cloned>::new(WalkOrder::new().then::<A>()).unwrap();
+        let settings = BatchSettings {
+            blocks: Blocks::for_space(runnable.space(), 1),
+            gather: false,
+            trace: true,
+            in_flight: 1,
+        };
+        let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
+        let input = BatchInput::Fresh([epoch.walks.clone()].into());
+        let origin = Origin::new::<Cloned>(0, Arc::default());
+        let run = Instruction::Run(None, History::default());
+        runnable.execute(&epoch, &run, input, &origin, settings)
+    }
+
     /// Walk 0 takes at least 30 ms; walk 1 panics in `prune`, before any
     /// of its actions runs.
     #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1666,21 +1684,7 @@ mod tests {
     /// start, not from the start of the walk before it in the batch.
     #[test]
     fn a_walk_that_panics_before_running_is_timed_from_its_own_start() {
-        let quiet = QuietPanics::on_this_thread();
-        let runnable =
-            Runnable::<_, _, Cloned>::new(WalkOrder::new().then::<SlowThenPanics>()).unwrap();
-        let settings = BatchSettings {
-            blocks: Blocks::for_space(runnable.space(), 1),
-            gather: false,
-            trace: true,
-            in_flight: 1,
-        };
-        let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
-        let input = BatchInput::Fresh([epoch.walks.clone()].into());
-        let origin = Origin::new::<Cloned>(0, Arc::default());
-        let run = Instruction::Run(None, History::default());
-        let out = runnable.execute(&epoch, &run, input, &origin, settings);
-        drop(quiet);
+        let out = one_traced_batch::<SlowThenPanics>();
         // A passing walk has no time of its own: its batch's time covers it.
         assert!(out.records.nanos >= 30_000_000, "walk 0 slept 30 ms: {}", out.records.nanos);
         let records = out.records.expand();
@@ -1717,21 +1721,7 @@ mod tests {
     /// the stride and charge walk 2 with walk 1's 30 ms).
     #[test]
     fn a_walk_after_a_halt_is_timed_from_its_own_start() {
-        let quiet = QuietPanics::on_this_thread();
-        let runnable =
-            Runnable::<_, _, Cloned>::new(WalkOrder::new().then::<FailSlowPanic>()).unwrap();
-        let settings = BatchSettings {
-            blocks: Blocks::for_space(runnable.space(), 1),
-            gather: false,
-            trace: true,
-            in_flight: 1,
-        };
-        let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
-        let input = BatchInput::Fresh([epoch.walks.clone()].into());
-        let origin = Origin::new::<Cloned>(0, Arc::default());
-        let run = Instruction::Run(None, History::default());
-        let out = runnable.execute(&epoch, &run, input, &origin, settings);
-        drop(quiet);
+        let out = one_traced_batch::<FailSlowPanic>();
         let records = out.records.expand();
         let outcomes: Vec<_> = records.iter().map(|r| &r.outcome).collect();
         assert!(

@@ -145,7 +145,6 @@ pub struct Triage {
     /// The walks that ran or were to run, when a sample: its ids (made
     /// into ranges only if a failure is grouped). `None`: the space.
     sample: Option<Arc<[u64]>>,
-    sampled: bool,
     neither: Neither,
     seen: HashSet<Signature>,
 }
@@ -164,8 +163,7 @@ impl Triage {
     }
 
     fn over(space: Space, sample: Option<Arc<[u64]>>) -> Self {
-        let sampled = sample.is_some();
-        Triage { space, sample, sampled, neither: Neither::default(), seen: HashSet::new() }
+        Triage { space, sample, neither: Neither::default(), seen: HashSet::new() }
     }
 
     /// The walks that ran or were to run, as ranges.
@@ -376,7 +374,8 @@ impl Triage {
             }
         }
         if left > 0 {
-            let sample = if self.sampled { " among the sampled walks that ran" } else { "" };
+            let sample =
+                if self.sample.is_some() { " among the sampled walks that ran" } else { "" };
             let counted = match conservative {
                 true => " (cancelled and pruned walks counted as passing: too many to keep)",
                 false => "",
@@ -418,7 +417,7 @@ impl Triage {
                 }
             })
             .collect();
-        Conditions::Found { terms, sampled: self.sampled, conservative }
+        Conditions::Found { terms, sampled: self.sample.is_some(), conservative }
     }
 }
 
