@@ -2,7 +2,7 @@
 //! beside a bare hand-written loop measured in the same process run.
 //!
 //! Run: `cargo bench --bench throughput -- [WORKLOAD...] [--runs N]`
-//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1 T1; default all, 5
+//! (workloads: W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 E1L S1 T1 N1; default all, 5
 //! runs each).
 //!
 //! Prints one JSON line per workload on stdout (the median run, with the
@@ -748,7 +748,7 @@ fn child(workload: &str) -> serde_json::Map<String, Value> {
         other if let Some(out) = tls::child(other) => out,
         other => {
             eprintln!(
-                "unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 S1 T1 N1"
+                "unknown workload {other}: use W1 W1b W2 W3 W4 W5 W6 W7 W8 P1 P2 P3 P4 E1 E1L S1 T1 N1"
             );
             std::process::exit(2);
         }
@@ -924,7 +924,7 @@ fn main() {
     if workloads.is_empty() {
         workloads = [
             "W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "P1", "P2", "P3", "P4", "E1",
-            "S1", "T1", "N1",
+            "E1L", "S1", "T1", "N1",
         ]
         .map(String::from)
         .to_vec();
