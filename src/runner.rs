@@ -10,7 +10,6 @@
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::mpsc::{Receiver, RecvError, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use crate::exec::{
@@ -196,8 +195,8 @@ pub(crate) enum Replace<S> {
 }
 
 /// A runner's OS thread: runs its jobs in order, back to back, never on
-/// the async executor (user actions may block). After a short job it looks
-/// for the next one a little before parking ([`next_job`]).
+/// the async executor (user actions may block). Between jobs it parks
+/// ("Threads park between jobs" in ARCHITECTURE.md).
 pub(crate) struct RunnerThread;
 
 impl RunnerThread {
@@ -213,21 +212,18 @@ impl RunnerThread {
         std::thread::Builder::new().name(name.clone()).spawn(move || {
             // Every panic here is a walk's outcome, already in its report.
             let _quiet = QuietPanics::on_this_thread();
-            let mut look = false;
             loop {
-                let job = { next_job(&queue.lock().unwrap_or_else(|p| p.into_inner()), look) };
+                let job = { queue.lock().unwrap_or_else(|p| p.into_inner()).recv() };
                 let Ok(job) = job else { return }; // Every sender is gone.
                 if retired.load(Ordering::Acquire) {
                     job(None);
                     continue;
                 }
-                let started = std::time::Instant::now();
                 let (stop, died) = match catch_unwind(AssertUnwindSafe(|| job(Some(&origin)))) {
                     Ok(Next::Go) => (false, None),
                     Ok(Next::Stop) => (true, None),
                     Err(payload) => (true, Some(panic_message(payload))),
                 };
-                look = started.elapsed() < PARK_AFTER;
                 if !stop {
                     continue;
                 }
@@ -255,45 +251,13 @@ impl RunnerThread {
     }
 }
 
-/// How long a runner thread (or the serial thread) keeps looking for its
-/// next job after a short one, yielding the CPU between looks, before it
-/// parks. In a run of short epochs the next job comes within a few tens of
-/// microseconds, and waking a parked thread costs about as much again (a
-/// futex wake-up and, on a virtual machine, often an idle vCPU's wake-up):
-/// looking a little longer saves that, and costs less CPU than the park and
-/// the wake-up it saves (BENCHMARKS.md, E1). After a long job the thread
-/// parks at once: the wake-up is small beside the work, and a thread that
-/// looks while another runner finishes the run's last batches takes CPU
-/// from the actors that hand out work (W1 was 6% slower with it).
-pub(crate) const PARK_AFTER: std::time::Duration = std::time::Duration::from_micros(50);
-
-/// The next job on a runner's (or the serial thread's) queue: taken at
-/// once if there is one; else, if `look` (the last job was shorter than
-/// [`PARK_AFTER`]), looked for again between yields of the CPU for
-/// `PARK_AFTER`; then waited for, parked. `Err` when every sender is gone.
-fn next_job<T>(queue: &Receiver<T>, look: bool) -> Result<T, RecvError> {
-    if !look {
-        return queue.recv();
-    }
-    let looking = std::time::Instant::now();
-    loop {
-        match queue.try_recv() {
-            Ok(job) => return Ok(job),
-            Err(TryRecvError::Disconnected) => return Err(RecvError),
-            Err(TryRecvError::Empty) if looking.elapsed() >= PARK_AFTER => return queue.recv(),
-            Err(TryRecvError::Empty) => std::thread::yield_now(),
-        }
-    }
-}
-
 /// A run's thread for serial actions (in-process runs: with their
 /// per-node step): a plain OS thread, never the async executor, since a
 /// serial action may block for as long as it likes or drive its own async
 /// runtime (`block_on`, which panics on an executor's thread). It runs one
 /// job at a time, as the barrier asks (one serial action at a time), and
-/// after a short one looks for the next like a runner thread before parking
-/// ([`next_job`]), so that a run of short epochs does not wake it each
-/// time. Dropping the handle ends the thread once its job (if any) is done.
+/// parks between jobs, like a runner thread. Dropping the handle ends the
+/// thread once its job (if any) is done.
 pub(crate) struct SerialThread {
     jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
 }
@@ -303,11 +267,8 @@ impl SerialThread {
     pub(crate) fn spawn() -> std::io::Result<Self> {
         let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
         std::thread::Builder::new().name("combtest-serial".to_string()).spawn(move || {
-            let mut look = false;
-            while let Ok(job) = next_job(&queue, look) {
-                let started = std::time::Instant::now();
+            while let Ok(job) = queue.recv() {
                 job();
-                look = started.elapsed() < PARK_AFTER;
             }
         })?;
         Ok(SerialThread { jobs })

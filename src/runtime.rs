@@ -621,8 +621,9 @@ pub(crate) async fn run_on<S: Send + 'static, K: StartKind<S>>(
 }
 
 /// The runtime for a run's actors. They need little: two workers. Walks
-/// run on the runners' own threads; serial actions on the blocking pool,
-/// one at a time.
+/// run on the runners' own threads and serial actions on the run's serial
+/// thread (`runner::SerialThread`); the blocking pool is for the waits
+/// that block (a stopping run's, a node's).
 pub(crate) fn actor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
