@@ -7,8 +7,8 @@
 //! sequential interpreter does. The random outcomes make dead branches
 //! (all walks cancelled or failed: the live check, by the probe that comes
 //! back with `EpochDone` or by `AnyLive`), failing and panicking serial
-//! actions (a failed branch), and slow serial actions (longer than the
-//! serial thread looks for its next job before parking).
+//! actions (a failed branch), and slow serial actions (they spin for 300
+//! us, so the runner threads park and are woken for the epoch after).
 //!
 //! `BARRIER_CASES` (default 24) and `BARRIER_SEED` (default 1) choose the
 //! cases; a long run: `BARRIER_CASES=2000 cargo test --release --test
@@ -124,7 +124,7 @@ impl<const TAG: usize, const LEVEL: usize> SerialAction<Walker> for SetWorld<TAG
             FAIL => Err(Halt::fail("scripted serial failure")),
             PANIC => panic!("scripted serial panic"),
             SLOW => {
-                // Longer than the serial thread's look before parking.
+                // Long enough for the runner threads to park meanwhile.
                 let started = std::time::Instant::now();
                 while started.elapsed() < std::time::Duration::from_micros(300) {
                     std::hint::spin_loop();
