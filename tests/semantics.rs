@@ -488,7 +488,14 @@ fn a_failure_limit_stops_the_run_and_accounts_for_every_walk() {
         let options = RunOptions::default().threads(threads).max_failures(limit);
         let report = run(&order, options).unwrap();
         assert!(report.is_consistent(), "limit {limit}: {report:?}");
-        assert_eq!(report.ending, Ending::Stopped(StopReason::FailureLimit(limit)));
+        assert_eq!(
+            report.ending,
+            Ending::Stopped(StopReason::FailureLimit(limit)),
+            "limit {limit} threads {threads}: counts {:?} not_run {} walks {}",
+            report.counts,
+            report.not_run,
+            report.walks
+        );
         // At least the limit failed; walks already running when it was
         // reached end, so a few more may have.
         assert!(report.counts.failed >= limit, "limit {limit}: {:?}", report.counts);

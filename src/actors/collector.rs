@@ -154,10 +154,18 @@ impl<S: Send + 'static> Actor for Collector<S> {
                 }
                 state.counts.merge(&counts);
                 state.failed.extend(failed);
-                if state.limit.as_ref().is_some_and(|(limit, _)| state.counts.failed >= *limit)
-                    && let Some((_, stop)) = state.limit.take()
-                {
+                let at_limit =
+                    state.limit.as_ref().is_some_and(|(limit, _)| state.counts.failed >= *limit);
+                if at_limit && let Some((_, stop)) = state.limit.take() {
                     stop();
+                    // The stop wakes the supervisor's task from this one, so
+                    // the runtime puts it in this worker's next-task slot,
+                    // which no other worker may take: behind this actor and
+                    // its backlog of outcomes (with thousands of failures to
+                    // group, long enough for the run to end first; the stop
+                    // came 126 ms late, after the last walk). Yielding once
+                    // lets it run now.
+                    tokio::task::yield_now().await;
                 }
                 for (id, walk_state) in finals {
                     // Each walk ends once; a second final state is a bug
