@@ -499,8 +499,11 @@ fn a_failure_limit_stops_the_run_and_accounts_for_every_walk() {
         // At least the limit failed; walks already running when it was
         // reached end, so a few more may have.
         assert!(report.counts.failed >= limit, "limit {limit}: {:?}", report.counts);
-        // Most of the space never started: it is reported, not lost.
-        assert!(report.not_run > report.walks / 2, "limit {limit}: {} not run", report.not_run);
+        // Walks that never started are reported, not lost. How many
+        // depends on the build's speed, not on the limit: the batches under
+        // way finish, and each is about 4 ms of walks (most of the space in
+        // a release build, 12% of it left once; a debug build leaves most).
+        assert!(report.not_run > 0, "limit {limit}: {} not run", report.not_run);
         // Every walk reported failed is one that fails.
         let mut ids: Vec<u64> = report.failed_walks.iter().map(|f| f.walk_id.0).collect();
         ids.sort_unstable();
