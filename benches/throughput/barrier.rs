@@ -77,7 +77,7 @@ fn round_trip() -> (f64, f64) {
     (elapsed * 1e6 / EPOCHS as f64, cpu * 1e6 / EPOCHS as f64)
 }
 
-/// Threads that burn CPU (one per CPU) until dropped; dropping them gives
+/// Threads that burn CPU (one per CPU) until [`Busy::stop`], which gives
 /// the CPU time they took, in seconds.
 struct Busy {
     stop: Arc<AtomicBool>,
