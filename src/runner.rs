@@ -20,6 +20,7 @@ use crate::model::dispatch::Claimed;
 use crate::model::epoch::Epoch;
 use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
+use crate::model::pieces::Pieces;
 use crate::model::space::WalkId;
 use crate::model::trace::TraceEncoder;
 use crate::store::StateStore;
@@ -99,15 +100,11 @@ pub(crate) struct Ran<S> {
 impl<S: Send + 'static> BatchPipeline<S> {
     /// The batch's walks: fresh, or their held states taken from the store
     /// (`Err` with the first walk of a block that is not there).
-    pub(crate) fn input(
-        &self,
-        epoch: &Epoch,
-        ranges: &Arc<[Range<u64>]>,
-    ) -> Result<BatchInput<S>, u64> {
+    pub(crate) fn input(&self, epoch: &Epoch, pieces: &Pieces) -> Result<BatchInput<S>, u64> {
         if epoch.first {
-            return Ok(BatchInput::Fresh(Arc::clone(ranges)));
+            return Ok(BatchInput::Fresh(pieces.clone()));
         }
-        self.store.take_all(ranges).map(BatchInput::Held)
+        self.store.take_all(&pieces.ranges()).map(BatchInput::Held)
     }
 
     /// Runs the batch on the calling thread, encodes its trace lines (with a
@@ -116,7 +113,7 @@ impl<S: Send + 'static> BatchPipeline<S> {
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
-        ranges: &[Range<u64>],
+        walks: u64,
         input: BatchInput<S>,
         origin: &Origin<S>,
     ) -> Ran<S> {
@@ -142,7 +139,7 @@ impl<S: Send + 'static> BatchPipeline<S> {
             for block in &out.held {
                 live.extend(&block.live);
             }
-            debug_assert_eq!(live.len(), ranges.iter().map(|r| r.end - r.start).sum::<u64>());
+            debug_assert_eq!(live.len(), walks);
             live
         });
         if !out.held.is_empty() {

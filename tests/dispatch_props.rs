@@ -54,6 +54,7 @@ use combtest::model::dispatch::{
 use combtest::model::epoch::{Epoch, EpochCursor, EpochId};
 use combtest::model::holdings::LiveSet;
 use combtest::model::outcome::{AbortedWalks, Fate, StopReason};
+use combtest::model::pieces::Pieces;
 use combtest::model::sample::WalkSample;
 use combtest::model::space::{Blocks, EntryInfo, EntryKind, Space};
 use proptest::prelude::*;
@@ -700,7 +701,7 @@ impl World {
             self.count("batch came back not started");
             self.log.push(format!(
                 "{}: batch {} (slot {slot}, {:?}) comes back not started",
-                self.step, id.0, b.batch.ranges
+                self.step, id.0, b.batch.pieces
             ));
             for &w in &b.runs {
                 self.note(w, format!("batch {} came back not started", id.0));
@@ -714,14 +715,14 @@ impl World {
         }
         self.log.push(format!(
             "{}: batch {} (slot {slot}, epoch {}, {:?}) acknowledged",
-            self.step, id.0, epoch.id.0, b.batch.ranges
+            self.step, id.0, epoch.id.0, b.batch.pieces
         ));
         if b.claim == Some(Claimed::Running) {
             self.count("running batch acknowledged while stopping");
         }
         let runs: HashSet<u64> = b.runs.iter().copied().collect();
         let mut bits = Vec::with_capacity(walks as usize);
-        for w in ids(&b.batch.ranges) {
+        for w in ids(&b.batch.pieces.ranges()) {
             if !runs.contains(&w) {
                 bits.push(false);
                 continue;
@@ -1023,13 +1024,13 @@ impl World {
             // Re-sent to a replaced runner.
             ensure!(
                 self,
-                ctx.resend_slot == Some(slot) && b.slot == slot && b.batch.ranges == batch.ranges,
+                ctx.resend_slot == Some(slot) && b.slot == slot && b.batch.pieces == batch.pieces,
                 None,
                 "batch {} re-sent to slot {slot} ({:?}); it is outstanding on slot {} ({:?})",
                 id.0,
-                batch.ranges,
+                batch.pieces,
                 b.slot,
-                b.batch.ranges
+                b.batch.pieces
             );
             ctx.resent.insert(id);
             return Ok(());
@@ -1053,6 +1054,19 @@ impl World {
             batch.epoch.id,
             epoch.id
         );
+        if let Pieces::Sampled { .. } = batch.pieces {
+            // A window into the sample: only walks that start and end in
+            // this epoch (no state to store in blocks).
+            ensure!(
+                self,
+                epoch.first && epoch.last,
+                None,
+                "batch {} is a window into the sample in epoch {:?}, whose walks go on",
+                id.0,
+                epoch.id
+            );
+            self.count("sampled window sent");
+        }
         ensure!(
             self,
             slot < self.slots.len() && self.slots[slot].up && !self.slots[slot].lost,
@@ -1064,27 +1078,27 @@ impl World {
         let home = self.slots[slot].home;
         ensure!(
             self,
-            !batch.ranges.is_empty()
-                && batch.ranges.iter().all(|r| {
+            !batch.pieces.is_empty()
+                && batch.pieces.iter().all(|r| {
                     !r.is_empty() && epoch.walks.start <= r.start && r.end <= epoch.walks.end
                 }),
             None,
             "batch {} has ranges {:?} outside epoch walks {:?}",
             id.0,
-            batch.ranges,
+            batch.pieces,
             epoch.walks
         );
         // Isolation: nothing joins an isolated group's home.
         if let Some(&alone) = self.isolated.get(&home) {
             return Err(self.violation(
-                ids(&batch.ranges).next(),
+                ids(&batch.pieces.ranges()).next(),
                 format!(
                     "batch {} ({:?}) sent to home {home} while suspect batch {} runs there isolated",
-                    id.0, batch.ranges, alone.0
+                    id.0, batch.pieces, alone.0
                 ),
             ));
         }
-        let walks: Vec<u64> = ids(&batch.ranges).collect();
+        let walks: Vec<u64> = ids(&batch.pieces.ranges()).collect();
         let suspect = epoch.first && walks.iter().any(|&w| self.walks[w as usize].suspect);
         if suspect {
             let others: Vec<u64> = self
@@ -1099,7 +1113,7 @@ impl World {
                 walks.first().copied(),
                 "suspect batch {} ({:?}) sent to home {home}, where batches {others:?} are outstanding",
                 id.0,
-                batch.ranges
+                batch.pieces
             );
         }
         let mut runs = Vec::new();
@@ -1140,7 +1154,7 @@ impl World {
                     Some(w),
                     "batch {} mixes suspect and unsuspected walks ({:?}); walk {w} suspect: {}",
                     id.0,
-                    batch.ranges,
+                    batch.pieces,
                     rec.suspect
                 );
                 runs.push(w);
@@ -1186,7 +1200,7 @@ impl World {
                 "sent in batch {} to slot {slot}{} ({:?})",
                 id.0,
                 if suspect { ", isolated" } else { "" },
-                batch.ranges
+                batch.pieces
             );
             self.note(w, what);
             ensure!(
@@ -1519,7 +1533,7 @@ fn summary(commands: &[Command]) -> String {
         .iter()
         .map(|c| match c {
             Command::Send { slot, batch } => {
-                format!("Send(batch {} -> slot {slot}: {:?})", batch.id.0, batch.ranges)
+                format!("Send(batch {} -> slot {slot}: {:?})", batch.id.0, batch.pieces)
             }
             Command::Fail { ids, cause, .. } => format!("Fail({ids:?}, {cause:?})"),
             Command::Unfinished { walks, fate } => {
@@ -1684,7 +1698,7 @@ impl World {
     }
 
     fn ranges_of(&self, id: BatchId) -> Vec<Range<u64>> {
-        self.outstanding[&id].batch.ranges.to_vec()
+        self.outstanding[&id].batch.pieces.ranges().into_owned()
     }
 
     /// Plays the default policy until the epoch under way is a later one.
@@ -1773,6 +1787,7 @@ fn the_schedules_reach_every_kind_of_event() {
         "running batch acknowledged while stopping",
         "running walks given up as hung",
         "sampled run",
+        "sampled window sent",
         "serial action failed",
         "single walk crashed alone: evidence",
         "suspect group sent isolated",
@@ -1917,4 +1932,42 @@ fn a_forced_stop_gives_a_running_batch_up_as_hung() {
     let late = Done { walks: 1, nanos: 1_000, live: None, not_started: false };
     assert!(world.dispatch.batch_done(0, batches[0], late).is_err());
     world.finish();
+}
+
+/// A sampled run whose walks start and end in one epoch goes out as
+/// windows into the sample (no range per walk). A node that crashes while
+/// it runs one: its walks run again (as suspect groups, as ranges), and
+/// every sampled walk ends once.
+#[test]
+fn a_sampled_round_goes_as_windows_and_a_lost_window_runs_again() {
+    let mut setup = Setup::example(&[(EntryKind::Plain, 40), (EntryKind::Plain, 10)], &[2, 2]);
+    setup.sample = Some(2);
+    setup.max_batch = Some(16);
+    let mut world = World::new(setup);
+    world.play(Action::Up(0));
+    world.play(Action::Up(1));
+    world.play(Action::StartEpoch);
+    let sampled: Vec<u64> = world.sample.as_ref().expect("sampled").ids().to_vec();
+    let on_0 = world.batches_on(0);
+    let window = &world.outstanding[&on_0[0]].batch.pieces;
+    assert!(matches!(window, Pieces::Sampled { .. }), "a window: {window:?}");
+    assert_eq!(window.sampled_ids(), Some(&sampled[..1]), "the first probe: one walk");
+    // Let the measured cost grow the batches, then crash node 0 with
+    // windows on it.
+    for id in on_0 {
+        world.play(Action::Complete(id, false));
+    }
+    let lost: Vec<u64> =
+        world.batches_on(0).iter().flat_map(|&id| world.ranges_of(id)).flatten().collect();
+    assert!(lost.len() > 1, "node 0 runs windows of several walks: {lost:?}");
+    world.play(Action::Lose(0, LossKind::Crash));
+    world.finish();
+    assert!(world.completed);
+    assert!(world.stats["sampled window sent"] >= 3);
+    assert!(lost.iter().all(|&w| world.walks[w as usize].sends >= 2), "{lost:?} ran again");
+    for w in 0..world.size {
+        let in_sample = sampled.binary_search(&w).is_ok();
+        assert_eq!(world.walks[w as usize].ended.is_some(), in_sample, "walk {w}");
+    }
+    assert!(sampled.iter().all(|&w| *world.ended_as(w) == End::Passed));
 }

@@ -38,25 +38,26 @@ use crate::model::dispatch::{
 };
 use crate::model::epoch::{Epoch, EpochId};
 use crate::model::outcome::{AbortedWalks, Fate, StopReason};
+use crate::model::pieces::Pieces;
 use crate::runner::Claim;
 
 /// A batch as sent to a runner: walks of one epoch, as id ranges (usually
-/// one; several when the run covers a sample of the space, or held pieces
-/// meet), what to do with them, and its claim.
+/// one; several when held pieces meet) or a window into the run's sample,
+/// what to do with them, and its claim.
 #[derive(Debug, Clone)]
 pub(crate) struct BatchJob {
     pub(crate) id: BatchId,
     pub(crate) epoch: Arc<Epoch>,
     pub(crate) instruction: Arc<Instruction>,
     /// Shared: the job is kept for re-sending, and the runner reads them.
-    pub(crate) ranges: Arc<[Range<u64>]>,
+    pub(crate) pieces: Pieces,
     pub(crate) claim: Claim,
 }
 
 impl BatchJob {
     /// Walks in the batch.
     pub(crate) fn walks(&self) -> u64 {
-        self.ranges.iter().map(|r| r.end - r.start).sum()
+        self.pieces.walks()
     }
 }
 
@@ -284,7 +285,7 @@ impl SchedulerState {
                     id: batch.id,
                     epoch: batch.epoch,
                     instruction,
-                    ranges: batch.ranges,
+                    pieces: batch.pieces,
                     claim: Claim::default(),
                 };
                 self.jobs.insert(job.id, job.clone());

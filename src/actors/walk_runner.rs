@@ -166,7 +166,7 @@ impl<S: Send + 'static> Batches<S> {
     /// The batch's input; a held block that is not there ends the run
     /// (`Fatal`): a report without its walks would be wrong.
     fn input(&self, job: &BatchJob) -> Option<BatchInput<S>> {
-        match self.pipeline.input(&job.epoch, &job.ranges) {
+        match self.pipeline.input(&job.epoch, &job.pieces) {
             Ok(input) => Some(input),
             Err(start) => {
                 let reason = format!("walk states of block starting at walk {start} were lost");
@@ -331,7 +331,8 @@ fn queue_batch<S: Send + 'static>(
             return Next::Go;
         }
         let Some(input) = batches.input(&job) else { return Next::Go };
-        let ran = batches.pipeline.run(&job.epoch, &job.instruction, &job.ranges, input, initial);
+        let walks = job.walks();
+        let ran = batches.pipeline.run(&job.epoch, &job.instruction, walks, input, initial);
         let next = if ran.panic.is_some() { Next::Stop } else { Next::Go };
         if job.claim.deliver() {
             batches.finish(batches.settle(job, ran));
@@ -357,7 +358,7 @@ async fn run_batch_within<S: Send + 'static>(
     let Some(input) = state.batches.input(&job) else { return Ok(()) };
     // The batch's live walks: those that time out if it is stuck.
     let live: Vec<u64> = match &input {
-        BatchInput::Fresh(ranges) => ranges.iter().flat_map(|r| r.clone()).collect(),
+        BatchInput::Fresh(pieces) => pieces.iter().flatten().collect(),
         BatchInput::Held(blocks) => blocks.iter().flat_map(Block::live_ids).collect(),
     };
     let (reply, result) = tokio::sync::oneshot::channel();
@@ -365,9 +366,8 @@ async fn run_batch_within<S: Send + 'static>(
     let ran_job = job.clone();
     let sent = state.jobs.send(Box::new(move |initial: Option<&Origin<S>>| {
         let Some(initial) = initial else { return Next::Go };
-        let ranges = &ran_job.ranges;
-        let ran =
-            batches.pipeline.run(&ran_job.epoch, &ran_job.instruction, ranges, input, initial);
+        let walks = ran_job.walks();
+        let ran = batches.pipeline.run(&ran_job.epoch, &ran_job.instruction, walks, input, initial);
         let next = if ran.panic.is_some() { Next::Stop } else { Next::Go };
         let _ = reply.send(ran);
         next
@@ -506,9 +506,9 @@ impl<S: Send + 'static> Stuck<'_, S> {
         let pipeline = &self.batches.pipeline;
         if !job.epoch.last {
             let tombstones = job
-                .ranges
+                .pieces
                 .iter()
-                .flat_map(|r| pipeline.settings.blocks.split(r.clone()))
+                .flat_map(|r| pipeline.settings.blocks.split(r))
                 .map(Block::tombstone)
                 .collect();
             pipeline.store.put(tombstones);

@@ -237,7 +237,7 @@ impl<S: Send + 'static> LinkState<S> {
             batch: job.id.0,
             epoch: (*job.epoch).clone(),
             instruction: (*instruction).clone(),
-            ranges: job.ranges.to_vec(),
+            ranges: job.pieces.ranges().into_owned(),
         });
         let agent = self.args.agent.clone();
         let run = self.args.run;

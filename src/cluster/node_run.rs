@@ -27,6 +27,7 @@ use crate::cluster::wire::{BatchRequest, BatchResult, Reply, RunKey, WireInstruc
 use crate::exec::{BatchSettings, ErasedOrder, Instruction, Origin};
 use crate::model::epoch::{EpochId, SerialStep};
 use crate::model::node_steps::{AppliedSteps, StepPlan};
+use crate::model::pieces::Pieces;
 use crate::model::space::Blocks;
 use crate::model::trace::{RoundTag, TraceEncoder};
 use crate::runner::{BatchPipeline, Next, RunnerPool};
@@ -305,10 +306,11 @@ impl<S: Send + 'static> Inner<S> {
         self.check(request)?;
         let instruction = self.instruction(request)?;
         let (epoch, ranges) = (&request.epoch, &request.ranges);
-        let input = self.pipeline.input(epoch, &ranges.as_slice().into()).map_err(|start| {
+        let pieces = Pieces::from(ranges.as_slice());
+        let input = self.pipeline.input(epoch, &pieces).map_err(|start| {
             format!("the walk states of the block starting at walk {start} are not on this node")
         })?;
-        let ran = self.pipeline.run(epoch, &instruction, ranges, input, origin);
+        let ran = self.pipeline.run(epoch, &instruction, pieces.walks(), input, origin);
         let mut finals = Vec::with_capacity(ran.finals.len());
         for (walk, state) in &ran.finals {
             let bytes = (self.encode_state)(state)

@@ -20,6 +20,7 @@ use crate::model::epoch::{Epoch, SerialStep};
 use crate::model::fixtures::{ErasedStart, Fixtures, Held, StartKind};
 use crate::model::holdings::LiveSet;
 use crate::model::outcome::{Counts, FailedWalk};
+use crate::model::pieces::Pieces;
 use crate::model::space::{Blocks, Space, WalkId};
 use crate::model::triage::Neither;
 use crate::model::walk::{OptionLookup, Reads, WalkView};
@@ -87,7 +88,7 @@ impl<S> Block<S> {
 #[derive(Debug)]
 pub(crate) enum BatchInput<S> {
     /// First segment: every walk starts from a clone of the initial state.
-    Fresh(Arc<[Range<u64>]>),
+    Fresh(Pieces),
     /// A later segment: the states held since the walks' previous segment.
     Held(Vec<Block<S>>),
 }
@@ -770,34 +771,41 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
     }
 
     /// Runs fresh walks that end in this epoch, given as many ranges (a
-    /// sampled batch has one per walk): their units are made
-    /// [`UNIT_CHUNK`] at a time in one buffer, which a unit per range
-    /// (176 bytes each, a new allocation per batch and its page faults)
-    /// would cost more than the walks themselves.
+    /// sampled batch has one per walk): [`UNIT_CHUNK`] at a time, in one
+    /// buffer of units made once, of which only the ranges change (a fresh
+    /// unit whose walks end keeps nothing: the loop does not write to it).
+    /// A unit per range (176 bytes each, a new allocation per batch and its
+    /// page faults) would cost more than the walks themselves.
     fn execute_chunked(
         &self,
         epoch: &Epoch,
         instruction: &Instruction,
-        ranges: &[Range<u64>],
+        pieces: &Pieces,
         origin: &Begin<'_, S, K>,
         settings: BatchSettings,
     ) -> BatchOutput<S> {
         debug_assert!(epoch.last, "chunks keep no state");
         let mut out = BatchOutput::new();
-        let mut units: Vec<Unit<S>> = Vec::with_capacity(UNIT_CHUNK);
-        for chunk in ranges.chunks(UNIT_CHUNK) {
-            units.clear();
-            units.extend(
-                chunk.iter().map(|range| Unit::fresh(range.clone(), false, settings.trace)),
-            );
-            let mut part =
-                self.drive_units(epoch, instruction, &mut units, true, origin, settings).out;
+        let mut units: Vec<Unit<S>> =
+            (0..UNIT_CHUNK).map(|_| Unit::fresh(0..0, false, settings.trace)).collect();
+        let mut ranges = pieces.iter();
+        loop {
+            let mut made = 0;
+            for (unit, range) in units.iter_mut().zip(ranges.by_ref()) {
+                unit.range = range;
+                made += 1;
+            }
+            if made == 0 {
+                break;
+            }
+            let units = &mut units[..made];
+            let mut part = self.drive_units(epoch, instruction, units, true, origin, settings).out;
             if settings.trace {
-                part.records.add_passing(&units);
+                part.records.add_passing(units);
             }
             out.absorb(part);
         }
-        out.walks = ranges.iter().map(|r| r.end - r.start).sum();
+        out.walks = pieces.walks();
         out
     }
 
@@ -1372,21 +1380,21 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> ErasedOrder<S> for Runnabl
         let mut units: Vec<Unit<S>> = match input {
             // Many ranges (a sample's walks) whose walks end here: their
             // units are made a chunk at a time in one buffer.
-            BatchInput::Fresh(ranges) if epoch.last && ranges.len() > UNIT_CHUNK => {
-                let mut out = self.execute_chunked(epoch, instruction, &ranges, origin, settings);
+            BatchInput::Fresh(pieces) if epoch.last && pieces.len() > UNIT_CHUNK => {
+                let mut out = self.execute_chunked(epoch, instruction, &pieces, origin, settings);
                 out.nanos = started.elapsed().as_nanos() as u64;
                 out.records.nanos = out.nanos;
                 return out;
             }
             // Nothing goes on: one unit per range, nothing kept.
-            BatchInput::Fresh(ranges) if epoch.last => {
-                ranges.iter().map(|range| Unit::fresh(range.clone(), false, trace)).collect()
+            BatchInput::Fresh(pieces) if epoch.last => {
+                pieces.iter().map(|range| Unit::fresh(range, false, trace)).collect()
             }
             // Walks go on: one unit per block, so the held states are
             // allocated at their final size and stored without a copy.
-            BatchInput::Fresh(ranges) => ranges
+            BatchInput::Fresh(pieces) => pieces
                 .iter()
-                .flat_map(|range| settings.blocks.split(range.clone()))
+                .flat_map(|range| settings.blocks.split(range))
                 .map(|part| Unit::fresh(part, true, trace))
                 .collect(),
             BatchInput::Held(held) => {
@@ -1523,7 +1531,7 @@ mod tests {
             let value = epoch.serial.map(|step| runnable.run_serial(step, &[], &fixtures).unwrap());
             let instruction = Instruction::Run(value, History::default());
             let input = if epoch.first {
-                BatchInput::Fresh([epoch.walks.clone()].into())
+                BatchInput::Fresh(epoch.walks.clone().into())
             } else {
                 let (mine, rest): (Vec<_>, Vec<_>) =
                     held.into_iter().partition(|b| epoch.walks.contains(&b.start));
@@ -1586,6 +1594,29 @@ mod tests {
     /// the same counts, failures, records, finals and neither ranges.
     #[test]
     fn a_batch_run_in_chunks_gives_what_its_ranges_give_one_by_one() {
+        // Every other walk, and runs of 2 to 4 every 50 walks.
+        let mut ranges: Vec<Range<u64>> = Vec::new();
+        let mut id = 0;
+        while id < 1000 {
+            let len = if id % 50 == 0 { 2 + id % 3 } else { 1 };
+            ranges.push(id..(id + len).min(1000));
+            id += len + 1;
+        }
+        assert!(ranges.len() > UNIT_CHUNK, "{} ranges", ranges.len());
+        chunks_give_what_pieces_give_one_by_one(Pieces::from(ranges));
+    }
+
+    /// The same for a window into a sample (its stretch from the 7th id):
+    /// each id a walk of its own, in more than one chunk.
+    #[test]
+    fn a_window_into_a_sample_gives_what_its_walks_give_one_by_one() {
+        let ids: Vec<u64> = (0..1000).filter(|id| id % 3 != 0 || id % 7 == 0).collect();
+        let window = 7..ids.len() - 5;
+        assert!(window.len() > 2 * UNIT_CHUNK, "{} walks", window.len());
+        chunks_give_what_pieces_give_one_by_one(Pieces::Sampled { ids: ids.into(), window });
+    }
+
+    fn chunks_give_what_pieces_give_one_by_one(pieces: Pieces) {
         let order = WalkOrder::new().then::<Mixed>().then::<Mixed>().then::<Mixed>();
         let runnable = Runnable::<_, _, Cloned>::new(order).unwrap();
         let settings = BatchSettings {
@@ -1596,31 +1627,17 @@ mod tests {
         };
         let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
         assert!(epoch.first && epoch.last);
-        // Every other walk, and runs of 2 to 4 every 50 walks.
-        let mut ranges: Vec<Range<u64>> = Vec::new();
-        let mut id = 0;
-        while id < 1000 {
-            let len = if id % 50 == 0 { 2 + id % 3 } else { 1 };
-            ranges.push(id..(id + len).min(1000));
-            id += len + 1;
-        }
-        assert!(ranges.len() > UNIT_CHUNK, "{} ranges", ranges.len());
         let quiet = QuietPanics::on_this_thread();
         let origin = Origin::new::<Cloned>(0, Arc::default());
         let run = Instruction::Run(None, History::default());
-        let whole = runnable.execute(
-            &epoch,
-            &run,
-            BatchInput::Fresh(ranges.as_slice().into()),
-            &origin,
-            settings,
-        );
+        let whole =
+            runnable.execute(&epoch, &run, BatchInput::Fresh(pieces.clone()), &origin, settings);
         // The same walks, a batch of one range each, gathered by hand.
         let (mut counts, mut walks, mut failed, mut finals) =
             (Counts::default(), 0, vec![], vec![]);
         let (mut neither, mut records, mut panics) = (vec![], vec![], 0);
-        for range in &ranges {
-            let input = BatchInput::Fresh([range.clone()].into());
+        for range in pieces.iter() {
+            let input = BatchInput::Fresh(range.into());
             let out = runnable.execute(&epoch, &run, input, &origin, settings);
             counts.merge(&out.counts);
             walks += out.walks;
@@ -1634,6 +1651,7 @@ mod tests {
         assert_eq!(whole.counts, counts);
         assert!(counts.failed > 0 && counts.cancelled > 0 && counts.pruned > 0 && panics > 0);
         assert_eq!(whole.walks, walks);
+        assert_eq!(walks, pieces.walks());
         assert_eq!(whole.failed.iter().map(|f| f.walk_id).collect::<Vec<_>>(), failed);
         assert_eq!(whole.finals, finals);
         assert_eq!(whole.neither.iter().flat_map(|r| r.clone()).collect::<Vec<_>>(), neither);
@@ -1656,7 +1674,7 @@ mod tests {
             in_flight: 1,
         };
         let epoch = EpochCursor::new(runnable.space().clone()).next().unwrap();
-        let input = BatchInput::Fresh([epoch.walks.clone()].into());
+        let input = BatchInput::Fresh(epoch.walks.clone().into());
         let origin = Origin::new::<Cloned>(0, Arc::default());
         let run = Instruction::Run(None, History::default());
         runnable.execute(&epoch, &run, input, &origin, settings)

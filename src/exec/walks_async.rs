@@ -67,7 +67,7 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         let _inside = crate::order::async_runtime().enter();
         match input {
             BatchInput::Fresh(ranges) => {
-                for range in ranges.iter().cloned() {
+                for range in ranges.iter() {
                     out.walks += range.end - range.start;
                     blocks.extend(settings.blocks.split(range.clone()));
                     let mut pruning = Pruning::new(&self.space);

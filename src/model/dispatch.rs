@@ -43,6 +43,7 @@ use std::time::Duration;
 use super::epoch::{Epoch, EpochId};
 use super::holdings::{Holdings, LiveSet};
 use super::outcome::{AbortedWalks, Fate, StopReason};
+use super::pieces::Pieces;
 use super::sample::{SampleCursor, WalkSample};
 use super::space::Blocks;
 
@@ -103,7 +104,7 @@ pub struct Config {
     pub min_batch: u64,
 }
 
-/// A batch: walks of one epoch, as id ranges.
+/// A batch: walks of one epoch, as id ranges or a window into the sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// Its id.
@@ -111,13 +112,13 @@ pub struct Batch {
     /// The epoch.
     pub epoch: Arc<Epoch>,
     /// The walks.
-    pub ranges: Arc<[Range<u64>]>,
+    pub pieces: Pieces,
 }
 
 impl Batch {
     /// Walks in the batch.
     pub fn walks(&self) -> u64 {
-        count(&self.ranges)
+        self.pieces.walks()
     }
 }
 
@@ -273,12 +274,23 @@ struct Work {
 
 impl Work {
     /// Takes about `len` walks for a slot at `home` (more only to reach a
-    /// block boundary when `whole_blocks`), from one queue.
-    fn take(&mut self, home: usize, len: u64, blocks: &Blocks, whole: bool) -> Vec<Range<u64>> {
+    /// block boundary when `whole_blocks`), from one queue. Sampled walks
+    /// that start and end in this epoch (their states are never stored)
+    /// go as a window into the sample, once nothing is queued before them.
+    fn take(&mut self, home: usize, len: u64, blocks: &Blocks, whole: bool) -> Pieces {
         let (queue, sampled) = match self.homes.get_mut(&home) {
             Some(queue) if !queue.is_empty() => (queue, None),
             _ => (&mut self.any, self.sampled.as_mut()),
         };
+        if let Some((sample, cursor)) = sampled
+            && queue.is_empty()
+            && self.epoch.first
+            && self.epoch.last
+        {
+            let pieces = sample.take_window(cursor, len);
+            self.remaining -= pieces.walks();
+            return pieces;
+        }
         let mut taken = Vec::with_capacity(queue.len().min(len as usize));
         let mut walks = 0;
         while walks < len {
@@ -300,7 +312,7 @@ impl Work {
             taken.push(range.start..stop);
         }
         self.remaining -= walks;
-        taken
+        taken.into()
     }
 
     fn queued(&self, blocks: &Blocks) -> Vec<Range<u64>> {
@@ -722,7 +734,7 @@ impl Dispatch {
             // The node took it back: its walks did not run. First segments
             // have not started; later ones stay held (not finished).
             if out.batch.epoch.first {
-                self.unstarted.extend(out.batch.ranges.iter().cloned());
+                self.unstarted.extend(out.batch.pieces.iter());
             }
             self.finish_stop(&mut commands);
             return Ok(commands);
@@ -731,22 +743,27 @@ impl Dispatch {
             self.cost.add(done.nanos, done.walks);
         }
         // Nothing to forget unless a loss hit some walk (a sampled batch
-        // has a range per walk: no pass over them for nothing).
-        let losses = !self.hits.ranges.is_empty() || !self.evidence.is_empty();
-        for range in out.batch.ranges.iter().filter(|_| losses) {
-            self.hits.clear(range.clone());
-            if !self.evidence.is_empty() {
-                let ended: Vec<u64> = self.evidence.range(range.clone()).map(|(&w, _)| w).collect();
-                ended.iter().for_each(|w| {
-                    self.evidence.remove(w);
-                });
+        // has a piece per walk: no pass over them for nothing).
+        if !self.hits.ranges.is_empty() || !self.evidence.is_empty() {
+            for range in out.batch.pieces.iter() {
+                self.hits.clear(range.clone());
+                if !self.evidence.is_empty() {
+                    let ended: Vec<u64> =
+                        self.evidence.range(range.clone()).map(|(&w, _)| w).collect();
+                    ended.iter().for_each(|w| {
+                        self.evidence.remove(w);
+                    });
+                }
             }
         }
         if out.batch.epoch.last {
             // Those walks have ended and are counted: none is held any more,
-            // so a loss of the node now cannot abort them.
-            for range in out.batch.ranges.iter().cloned() {
-                self.holdings.release(range);
+            // so a loss of the node now cannot abort them. (Walks that
+            // started in this epoch never were held: nothing to release.)
+            if !out.batch.epoch.first {
+                for range in out.batch.pieces.iter() {
+                    self.holdings.release(range);
+                }
             }
         } else {
             let live = done.live.ok_or("a batch of held walks came back without its live walks")?;
@@ -758,7 +775,7 @@ impl Dispatch {
                 ));
             }
             let mut offset = 0;
-            for range in out.batch.ranges.iter().cloned() {
+            for range in out.batch.pieces.iter() {
                 let len = range.end - range.start;
                 self.holdings.record(range, home, live.slice(offset..offset + len));
                 offset += len;
@@ -827,11 +844,11 @@ impl Dispatch {
             {
                 // Ran past the walk timeout: its live walks fail, and are done.
                 let ids: Vec<u64> = if epoch.first {
-                    out.batch.ranges.iter().flat_map(|r| r.clone()).collect()
+                    out.batch.pieces.iter().flatten().collect()
                 } else {
-                    out.batch.ranges.iter().flat_map(|r| self.holdings.live_in(r.clone())).collect()
+                    out.batch.pieces.iter().flat_map(|r| self.holdings.live_in(r)).collect()
                 };
-                for range in out.batch.ranges.iter() {
+                for range in out.batch.pieces.iter() {
                     self.holdings.release(range.clone());
                     self.hits.clear(range.clone());
                 }
@@ -846,11 +863,12 @@ impl Dispatch {
             if !epoch.first {
                 continue; // Held at `home`: aborted with the holdings below.
             }
+            let ranges = out.batch.pieces.ranges();
             match (out.isolated || alone, loss) {
                 (true, Loss::Crash) => {
                     // Evidence: it ran alone when the node went down.
                     if out.batch.walks() == 1 {
-                        let walk = out.batch.ranges[0].start;
+                        let walk = ranges[0].start;
                         let evidence = self.evidence.entry(walk).or_default();
                         evidence.push(last.clone());
                         if evidence.len() >= EVIDENCE_TO_FAIL {
@@ -868,17 +886,17 @@ impl Dispatch {
                                 error,
                             });
                         } else {
-                            suspects.push(Group { ranges: out.batch.ranges.to_vec() });
+                            suspects.push(Group { ranges: ranges.into_owned() });
                         }
                     } else {
-                        let (first, second) = halves(&out.batch.ranges);
+                        let (first, second) = halves(&ranges);
                         suspects.push(Group { ranges: first });
                         suspects.push(Group { ranges: second });
                     }
                 }
                 (true, _) => {
                     // Not evidence; it stays a suspect (hits bound it).
-                    let kept = self.hit_all(&out.batch.ranges, &mut give_up);
+                    let kept = self.hit_all(&ranges, &mut give_up);
                     if !kept.is_empty() {
                         suspects.push(Group { ranges: kept });
                     }
@@ -886,7 +904,7 @@ impl Dispatch {
                 (false, Loss::Crash) => {
                     // It may have been running, or only queued behind the
                     // batch that took the node down: a suspect.
-                    let kept = self.hit_all(&out.batch.ranges, &mut give_up);
+                    let kept = self.hit_all(&ranges, &mut give_up);
                     if !kept.is_empty() {
                         suspects.push(Group { ranges: kept });
                     }
@@ -894,7 +912,7 @@ impl Dispatch {
                 (false, _) => {
                     // The cause is known (another batch's timeout) or there
                     // was no crash (the run was dropped): rerun it.
-                    requeue.extend(self.hit_all(&out.batch.ranges, &mut give_up));
+                    requeue.extend(self.hit_all(&ranges, &mut give_up));
                 }
             }
         }
@@ -996,11 +1014,11 @@ impl Dispatch {
             self.settle(out.slot, &out);
             match claimed {
                 Claimed::NotStarted if out.batch.epoch.first => {
-                    self.unstarted.extend(out.batch.ranges.iter().cloned());
+                    self.unstarted.extend(out.batch.pieces.iter());
                 }
                 Claimed::NotStarted => {} // Still held: not finished.
                 _ => {
-                    for range in out.batch.ranges.iter() {
+                    for range in out.batch.pieces.iter() {
                         if out.batch.epoch.first {
                             hung.push(range.clone());
                         } else {
@@ -1137,13 +1155,13 @@ impl Dispatch {
                 if let Some(max) = self.config.max_batch {
                     len = len.min(max);
                 }
-                let ranges = work.take(home, len, &self.config.blocks, whole_blocks);
-                if ranges.is_empty() {
+                let pieces = work.take(home, len, &self.config.blocks, whole_blocks);
+                if pieces.is_empty() {
                     break; // Nothing left for this slot's home.
                 }
                 let id = BatchId(self.next_batch);
                 self.next_batch += 1;
-                let batch = Batch { id, epoch: Arc::clone(&work.epoch), ranges: ranges.into() };
+                let batch = Batch { id, epoch: Arc::clone(&work.epoch), pieces };
                 self.slots[index].credits -= 1;
                 *self.busy.entry(home).or_default() += 1;
                 self.outstanding
@@ -1172,7 +1190,7 @@ impl Dispatch {
     ) -> BatchId {
         let id = BatchId(self.next_batch);
         self.next_batch += 1;
-        let batch = Batch { id, epoch, ranges: ranges.into() };
+        let batch = Batch { id, epoch, pieces: ranges.into() };
         let s = &mut self.slots[slot];
         s.credits = s.credits.saturating_sub(1);
         *self.busy.entry(s.home).or_default() += 1;

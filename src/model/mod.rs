@@ -14,6 +14,7 @@ pub mod junit;
 pub mod membership;
 pub mod node_steps;
 pub mod outcome;
+pub mod pieces;
 pub mod sample;
 pub mod space;
 pub mod trace;

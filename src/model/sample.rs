@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
+use super::pieces::Pieces;
 use super::space::Blocks;
 
 /// Which ids a seed draws ([`WalkSample::draw`]): a soak trace records a
@@ -174,6 +175,18 @@ impl WalkSample {
         out.extend(last);
         cursor.next += taken as usize;
         taken
+    }
+
+    /// The next `walks` sampled walks of `cursor` (fewer if fewer are
+    /// left) as a window into the sample: a piece per walk, made by no one
+    /// until something needs them as ranges. For walks whose states are
+    /// never stored (they start and end in one epoch), so blocks do not
+    /// matter.
+    pub(crate) fn take_window(&self, cursor: &mut SampleCursor, walks: u64) -> Pieces {
+        let end = cursor.end.min(cursor.next.saturating_add(walks as usize));
+        let window = cursor.next..end;
+        cursor.next = end;
+        Pieces::Sampled { ids: Arc::clone(&self.ids), window }
     }
 }
 
@@ -395,6 +408,27 @@ mod tests {
                 }
                 assert_eq!(pieces, all, "{range:?}, {walks} at a time");
                 assert_eq!(taken, sample.count_in(&range));
+            }
+        }
+    }
+
+    /// Windows taken a few walks at a time are the range's sampled ids, in
+    /// order, each once.
+    #[test]
+    fn windows_taken_a_few_walks_at_a_time_are_the_sampled_ids() {
+        let sample = WalkSample::draw(400, 150, 3).unwrap();
+        for range in [0..400, 17..333, 100..101] {
+            let all: Vec<u64> =
+                sample.ids().iter().copied().filter(|id| range.contains(id)).collect();
+            for walks in [1, 2, 64] {
+                let mut cursor = sample.cursor(&range);
+                let mut taken: Vec<u64> = Vec::new();
+                while cursor.left() > 0 {
+                    let window = sample.take_window(&mut cursor, walks);
+                    assert!(window.walks() == walks || cursor.left() == 0);
+                    taken.extend(window.sampled_ids().expect("a window"));
+                }
+                assert_eq!(taken, all, "{range:?}, {walks} at a time");
             }
         }
     }
