@@ -788,22 +788,30 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
         let mut out = BatchOutput::new();
         let mut units: Vec<Unit<S>> =
             (0..UNIT_CHUNK).map(|_| Unit::fresh(0..0, false, settings.trace)).collect();
-        let mut ranges = pieces.iter();
-        loop {
-            let mut made = 0;
-            for (unit, range) in units.iter_mut().zip(ranges.by_ref()) {
-                unit.range = range;
-                made += 1;
-            }
-            if made == 0 {
-                break;
-            }
-            let units = &mut units[..made];
+        let mut run_chunk = |units: &mut [Unit<S>]| {
             let mut part = self.drive_units(epoch, instruction, units, true, origin, settings).out;
             if settings.trace {
                 part.records.add_passing(units);
             }
             out.absorb(part);
+        };
+        match pieces {
+            Pieces::Ranges(ranges) => {
+                for chunk in ranges.chunks(UNIT_CHUNK) {
+                    for (unit, range) in units.iter_mut().zip(chunk) {
+                        unit.range = range.clone();
+                    }
+                    run_chunk(&mut units[..chunk.len()]);
+                }
+            }
+            Pieces::Sampled { ids, window } => {
+                for chunk in ids[window.clone()].chunks(UNIT_CHUNK) {
+                    for (unit, &id) in units.iter_mut().zip(chunk) {
+                        unit.range = id..id + 1;
+                    }
+                    run_chunk(&mut units[..chunk.len()]);
+                }
+            }
         }
         out.walks = pieces.walks();
         out
@@ -979,9 +987,11 @@ impl<S: Send + 'static, C: Chain<S>, K: StartKind<S>> Runnable<S, C, K> {
             let first = progress.offset;
             if first < len {
                 let id = unit.range.start + first;
-                self.space.seek(decoded, id, decoded_digits).expect("batches lie inside the space");
+                let space = &self.space;
+                space
+                    .seek(decoded, id, decoded_digits, digits)
+                    .expect("batches lie inside the space");
                 decoded = id;
-                digits.copy_from_slice(decoded_digits);
             }
             let out = &mut progress.out;
             let clock = &mut progress.clock;

@@ -277,61 +277,76 @@ impl Space {
         Ok(())
     }
 
-    /// Decodes walk `id` into `digits`, which hold the digits of walk
-    /// `from`: incrementally when `id` is not below `from`, by adding
-    /// `id - from` to them digit by digit, least significant first, and
-    /// stopping when nothing carries. Ids close together (a sorted sample's)
-    /// share their more significant digits, which it does not touch; a
-    /// carry smaller than the digit's radix (most of them) costs no
-    /// division, and one below 2^32 a multiplication. Below `from`, it
-    /// decodes from scratch ([`Space::decode_into`]).
+    /// Decodes walk `id` into `kept`, which hold the digits of walk
+    /// `from`, and into `digits` too (the batch loop's working copy, which
+    /// its odometer then steps): incrementally when `id` is not below
+    /// `from`, by adding `id - from` to `kept` digit by digit, least
+    /// significant first, and stopping when nothing carries. Ids close
+    /// together (a sorted sample's) share their more significant digits,
+    /// which it does not touch; a carry smaller than the digit's radix
+    /// (most of them) costs no division, and one below 2^32 a
+    /// multiplication. Below `from`, it decodes from scratch
+    /// ([`Space::decode_into`]).
     ///
     /// An id below 2^32 more than one step away is decoded whole instead,
     /// with no branch on the data ([`Space::decode_small`]): the carries'
-    /// tests are what a sample's scattered ids mispredict.
+    /// tests are what a sample's scattered ids mispredict. Its digits are
+    /// stored to both buffers as they are made: copying them from one
+    /// buffer to the other just after (a wide load of narrow stores, which
+    /// the CPU cannot forward) stalled the loop on every sampled walk.
     #[inline]
-    pub(crate) fn seek(&self, from: u64, id: u64, digits: &mut [u32]) -> Result<(), IdOutOfRange> {
+    pub(crate) fn seek(
+        &self,
+        from: u64,
+        id: u64,
+        kept: &mut [u32],
+        digits: &mut [u32],
+    ) -> Result<(), IdOutOfRange> {
         if id >> 32 == 0 && id != from + 1 && id < self.size {
-            self.decode_small(id, digits);
+            self.decode_small(id, kept, digits);
             return Ok(());
         }
         if id < from || id >= self.size {
-            return self.decode_into(id, digits);
-        }
-        debug_assert_eq!(self.id_of(digits), Some(from), "the digits are `from`'s");
-        let mut carry = id - from;
-        for step in &self.carries {
-            if carry == 0 {
-                break;
+            self.decode_into(id, kept)?;
+        } else {
+            debug_assert_eq!(self.id_of(kept), Some(from), "the digits are `from`'s");
+            let mut carry = id - from;
+            for step in &self.carries {
+                if carry == 0 {
+                    break;
+                }
+                let (quotient, rest) =
+                    if carry < step.radix { (0, carry) } else { step.div_rem(carry) };
+                // Both terms are below the radix, a u32.
+                let sum = u64::from(kept[step.position]) + rest;
+                if sum >= step.radix {
+                    kept[step.position] = (sum - step.radix) as u32;
+                    carry = quotient + 1;
+                } else {
+                    kept[step.position] = sum as u32;
+                    carry = quotient;
+                }
             }
-            let (quotient, rest) =
-                if carry < step.radix { (0, carry) } else { step.div_rem(carry) };
-            // Both terms are below the radix, a u32.
-            let sum = u64::from(digits[step.position]) + rest;
-            if sum >= step.radix {
-                digits[step.position] = (sum - step.radix) as u32;
-                carry = quotient + 1;
-            } else {
-                digits[step.position] = sum as u32;
-                carry = quotient;
-            }
         }
+        digits.copy_from_slice(kept);
         Ok(())
     }
 
     /// Decodes `id` (below 2^32 and the space's size) into the digits of
-    /// the entries with more than one option (the others stay 0): each
-    /// digit is the id over its weight less the id over the next weight
-    /// times its radix, every quotient one multiplication by a reciprocal,
-    /// none depending on another.
+    /// the entries with more than one option (the others stay 0), in `a`
+    /// and `b` alike: each digit is the id over its weight less the id over
+    /// the next weight times its radix, every quotient one multiplication
+    /// by a reciprocal, none depending on another.
     #[inline]
-    fn decode_small(&self, id: u64, digits: &mut [u32]) {
+    fn decode_small(&self, id: u64, a: &mut [u32], b: &mut [u32]) {
         debug_assert!(id >> 32 == 0 && id < self.size);
         // The id over the weight of the digit at hand: 1 for the first.
         let mut lower = id;
         for step in &self.carries {
             let upper = step.above(id);
-            digits[step.position] = (lower - upper * step.radix) as u32;
+            let digit = (lower - upper * step.radix) as u32;
+            a[step.position] = digit;
+            b[step.position] = digit;
             lower = upper;
         }
     }
@@ -621,13 +636,15 @@ mod tests {
         let s = space_of(&[(P, 3), (S, 2), (P, 1), (S, 3), (P, 4)]);
         for from in 0..s.size() {
             for id in 0..s.size() {
-                let mut digits = s.digits(from).unwrap();
-                s.seek(from, id, &mut digits).unwrap();
-                assert_eq!(digits, s.digits(id).unwrap(), "from {from} to {id}");
+                let (mut kept, mut digits) = (s.digits(from).unwrap(), s.digits(from).unwrap());
+                s.seek(from, id, &mut kept, &mut digits).unwrap();
+                assert_eq!(kept, s.digits(id).unwrap(), "from {from} to {id}");
+                assert_eq!(digits, kept);
             }
         }
-        let mut digits = s.digits(0).unwrap();
-        assert_eq!(s.seek(0, s.size(), &mut digits), Err(IdOutOfRange { id: 72, size: 72 }));
+        let (mut kept, mut digits) = (s.digits(0).unwrap(), s.digits(0).unwrap());
+        let beyond = s.seek(0, s.size(), &mut kept, &mut digits);
+        assert_eq!(beyond, Err(IdOutOfRange { id: 72, size: 72 }));
     }
 
     /// Near 2^32, where `seek` changes from the whole decode by
@@ -644,15 +661,17 @@ mod tests {
         ] {
             let s = space_of(&kinds);
             let ids = [0, 1, 2, top - 3, top - 2, top - 1, top, top + 1, top + 70_000];
-            let (mut from, mut digits) = (0, vec![0; s.len()]);
+            let (mut from, mut kept, mut digits) = (0, vec![0; s.len()], vec![0; s.len()]);
             for id in ids.into_iter().filter(|&id| id < s.size()) {
-                s.seek(from, id, &mut digits).unwrap();
-                assert_eq!(digits, s.digits(id).unwrap(), "{kinds:?}: from {from} to {id}");
+                s.seek(from, id, &mut kept, &mut digits).unwrap();
+                assert_eq!(kept, s.digits(id).unwrap(), "{kinds:?}: from {from} to {id}");
+                assert_eq!(digits, kept);
                 from = id;
             }
             for id in ids.into_iter().rev().filter(|&id| id < s.size()) {
-                s.seek(from, id, &mut digits).unwrap();
-                assert_eq!(digits, s.digits(id).unwrap(), "{kinds:?}: from {from} back to {id}");
+                s.seek(from, id, &mut kept, &mut digits).unwrap();
+                assert_eq!(kept, s.digits(id).unwrap(), "{kinds:?}: from {from} back to {id}");
+                assert_eq!(digits, kept);
                 from = id;
             }
         }
@@ -684,10 +703,14 @@ mod tests {
                 picks.iter().map(|&(pick, _)| pick % s.size()).collect()
             };
             ids.sort_unstable();
-            let (mut from, mut digits) = (0, vec![0; s.len()]);
+            let (mut from, mut kept) = (0, vec![0; s.len()]);
             for id in ids {
-                s.seek(from, id, &mut digits).unwrap();
-                proptest::prop_assert_eq!(&digits, &s.digits(id).unwrap(), "from {} to {}", from, id);
+                // The working copy: another walk's digits, where the
+                // loop's odometer stepped to since `from`.
+                let mut digits = s.digits(s.size() - 1 - id / 2).unwrap();
+                s.seek(from, id, &mut kept, &mut digits).unwrap();
+                proptest::prop_assert_eq!(&kept, &s.digits(id).unwrap(), "from {} to {}", from, id);
+                proptest::prop_assert_eq!(&digits, &kept);
                 from = id;
             }
         }
