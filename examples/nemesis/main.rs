@@ -9,9 +9,10 @@
 //! command (`soak`, `serve`, `run`, `list`, ...) it is `combtest::cli::main`
 //! with the built-in suites and `steady`. Without one, it runs the campaign:
 //!
-//! 1. It starts itself as the coordinator, `soak --suite steady
-//!    --local-nodes 3 --duration N --log-dir TMP/logs --json
-//!    --heartbeat-timeout 1s --max-restarts 1000 --stats-every 10s`, with
+//! 1. It starts itself as the coordinator, `soak --suite steady` (or
+//!    `steady-serial-first`, with `--serial-first`) `--local-nodes 3
+//!    --duration N --log-dir TMP/logs --json --heartbeat-timeout 1s
+//!    --max-restarts 1000 --stats-every 10s`, with
 //!    `COMBTEST_COOKIE_FILE` in its temp dir and `COMBTEST_LOG=info`
 //!    (its stderr, and its nodes', go to `TMP/coordinator.log`). No walk
 //!    timeout: a stopped node would time walks out, which is not their
@@ -147,6 +148,13 @@ fn steady() -> WalkOrder<Ledger, impl combtest::Entries<Ledger>> {
     WalkOrder::new().then::<Open>().then::<Post>().then::<Hold>().serial::<Rate>().then::<Settle>()
 }
 
+/// `steady-serial-first`: the same walks with the rate change first, so a
+/// walk starts and ends in one epoch and holds no state between epochs (a
+/// sampled round's batches are then windows into the sample).
+fn steady_serial_first() -> WalkOrder<Ledger, impl combtest::Entries<Ledger>> {
+    WalkOrder::new().serial::<Rate>().then::<Open>().then::<Post>().then::<Hold>().then::<Settle>()
+}
+
 // ---------------------------------------------------------------------------
 // The campaign.
 
@@ -173,6 +181,11 @@ struct Args {
     /// from a seed the nemesis's seed gives (the check redraws them).
     #[arg(long, value_name = "K")]
     sample: Option<u64>,
+    /// Run the suite with its serial action first (`steady-serial-first`):
+    /// no walk state is held between epochs, and a sampled round's batches
+    /// are windows into its sample.
+    #[arg(long)]
+    serial_first: bool,
 }
 
 fn main() -> ExitCode {
@@ -183,6 +196,12 @@ fn main() -> ExitCode {
             "steady",
             "1,152 walks of about 2 ms around a serial rate change; none fails by itself",
             steady(),
+            || Ok(Fixture::new(Ledger::default()).with(RateSteps::default())),
+        ));
+        suites.push(suite(
+            "steady-serial-first",
+            "steady's 1,152 walks with the rate change first: no state held between epochs",
+            steady_serial_first(),
             || Ok(Fixture::new(Ledger::default()).with(RateSteps::default())),
         ));
         return combtest::cli::main(suites);
@@ -211,6 +230,8 @@ fn campaign(args: &Args) -> anyhow::Result<bool> {
     let duration = Duration::from_secs(seconds);
     let seed = args.seed.unwrap_or_else(rand::random);
     let size = steady().size()?;
+    anyhow::ensure!(steady_serial_first().size()? == size, "both orders have the same walks");
+    let suite_name = if args.serial_first { "steady-serial-first" } else { "steady" };
     // Ctrl-C and SIGTERM end the campaign, not the processes it holds
     // stopped: it continues and kills them first.
     // SAFETY: the handler only stores to an atomic.
@@ -226,7 +247,7 @@ fn campaign(args: &Args) -> anyhow::Result<bool> {
 
     let mut command = Command::new(std::env::current_exe()?);
     command
-        .args(["soak", "--suite", "steady", "--local-nodes", "3"])
+        .args(["soak", "--suite", suite_name, "--local-nodes", "3"])
         .args(["--duration", &format!("{seconds}s"), "--json"])
         .arg("--log-dir")
         .arg(&logs)
