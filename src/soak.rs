@@ -36,7 +36,7 @@ use serde::Serialize;
 use crate::actors::collector::Progress;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::model::outcome::{AbortedWalks, Counts, Ending, FailedWalk, Report, StopReason};
-use crate::model::sample::{SAMPLER_VERSION, WalkSample, round_seed};
+use crate::model::sample::{SAMPLER_VERSION, SampleError, WalkSample, round_seed};
 use crate::model::trace::{RoundTag, SampleRecord};
 use crate::model::triage::GroupSummary;
 use crate::runtime::{RoundTrace, RunError, RunStop};
@@ -301,6 +301,20 @@ struct Soak<'a> {
     cluster: Option<Cluster>,
     walks_file: Option<Arc<std::fs::File>>,
     last_stats: (Instant, u64),
+    /// The next round's sample, drawn on a thread while this round runs.
+    next_sample: Option<NextSample>,
+}
+
+/// Samples of at least this many walks are drawn a round ahead
+/// ([`NextSample`]); smaller ones cost less than the thread.
+const DRAW_AHEAD_FROM: u64 = 4_096;
+
+/// Round `round`'s sample, being drawn on a thread of its own while the
+/// round before it runs: a round's draw (about 20 ns per walk, on one
+/// thread) then costs the soak nothing but a core's share.
+struct NextSample {
+    round: u64,
+    draw: std::thread::JoinHandle<Result<WalkSample, SampleError>>,
 }
 
 /// Runs a soak of `suite`, calling `on_round` after every round with the
@@ -337,6 +351,7 @@ pub fn soak(
         cluster: None,
         walks_file: None,
         last_stats: (Instant::now(), 0),
+        next_sample: None,
     };
     soak.open_log_dir()?;
     if let Some(cluster) = &options.cluster {
@@ -428,6 +443,28 @@ impl Soak<'_> {
         self.report.ending_reason = why;
     }
 
+    /// Round `round`'s sample of `count` walks: drawn ahead if it was (a
+    /// thread that failed is drawn again here), else now. Then the next
+    /// round's is started ahead.
+    fn sample(&mut self, round: u64, size: u64, count: u64) -> Result<WalkSample, SampleError> {
+        let draw = |round| WalkSample::draw(size, count, round_seed(self.options.seed, round));
+        let sample = match self.next_sample.take() {
+            Some(next) if next.round == round => next.draw.join().unwrap_or_else(|_| draw(round)),
+            _ => draw(round),
+        };
+        let ahead = round + 1;
+        if count >= DRAW_AHEAD_FROM && self.options.limit.rounds.is_none_or(|r| ahead < r) {
+            let seed = round_seed(self.options.seed, ahead);
+            let thread = std::thread::Builder::new().name("combtest-draw".into());
+            // No thread (the system's limit): the round draws its own.
+            self.next_sample = thread
+                .spawn(move || WalkSample::draw(size, count, seed))
+                .ok()
+                .map(|draw| NextSample { round: ahead, draw });
+        }
+        sample
+    }
+
     /// Runs round `round`; true if the soak must end.
     fn round(
         &mut self,
@@ -449,8 +486,8 @@ impl Soak<'_> {
         let progress = Arc::new(Progress::default());
         options.progress = Some(Arc::clone(&progress));
         let seed = self.options.sample.map(|_| round_seed(self.options.seed, round));
-        if let (Some(count), Some(seed)) = (self.options.sample, seed) {
-            match WalkSample::draw(size, count, seed) {
+        if let Some(count) = self.options.sample {
+            match self.sample(round, size, count) {
                 Ok(sample) => options.sample = Some(sample),
                 Err(error) => {
                     self.report.ending = SoakEnding::Broken;

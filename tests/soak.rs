@@ -385,3 +385,59 @@ fn a_failure_limit_ends_the_soak_over_its_rounds() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("FAIL: stopped: a walk failed (the failure limit is 1)"), "{out}");
 }
+
+/// The walks a round's action saw: `Seen` is the suite's fixture.
+struct Seen(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+/// Records its walk's id (as the second entry: once per walk).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Note(u32);
+
+impl combtest::Action<u64> for Note {
+    fn options() -> Vec<Self> {
+        (0..100).map(Note).collect()
+    }
+    fn run_in(&self, _: &mut u64, cx: &combtest::WalkContext<'_>) -> combtest::ActionResult {
+        if cx.position() == 1 {
+            cx.fixture::<Seen>()?.0.lock().unwrap().push(cx.id().0);
+        }
+        Ok(())
+    }
+}
+
+/// Each sampled round runs its own seed's walks, also when samples are
+/// drawn a round ahead (5,000 walks: the next round's sample is drawn on a
+/// thread while a round runs): round r runs exactly the walks
+/// `round_seed(seed, r)` draws, once each.
+#[test]
+fn each_sampled_round_runs_the_walks_of_its_own_seed() {
+    use combtest::model::sample::{WalkSample, round_seed};
+    use combtest::soak::{SoakLimit, SoakOptions, SoakStop, soak};
+    use combtest::suites::{Fixture, suite};
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let shared = Arc::clone(&seen);
+    let order = combtest::WalkOrder::new().then::<Note>().then::<Note>();
+    let suite = suite("noted", "records its walks", order, move || {
+        Ok(Fixture::new(0u64).with(Seen(Arc::clone(&shared))))
+    });
+    let mut limit = SoakLimit::default();
+    limit.rounds = Some(4);
+    let mut options = SoakOptions::new(limit);
+    (options.seed, options.sample) = (11, Some(5_000));
+    options.run.threads = Some(2);
+    let rounds: Mutex<Vec<Vec<u64>>> = Mutex::default();
+    let on_round = |_: &combtest::soak::SoakReport, _: bool| {
+        let mut ids = std::mem::take(&mut *seen.lock().unwrap());
+        ids.sort_unstable();
+        rounds.lock().unwrap().push(ids);
+    };
+    let report = soak(suite.as_ref(), &options, &SoakStop::default(), &on_round).unwrap();
+    assert_eq!(report.totals.walks, 20_000);
+    let rounds = rounds.into_inner().unwrap();
+    assert_eq!(rounds.len(), 4);
+    for (round, ids) in rounds.iter().enumerate() {
+        let drawn = WalkSample::draw(10_000, 5_000, round_seed(11, round as u64)).unwrap();
+        assert!(ids == drawn.ids(), "round {round} ran other walks than its seed draws");
+    }
+}
