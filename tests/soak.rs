@@ -1,7 +1,9 @@
 //! Soaks, run as real processes: a soak on two local nodes through
 //! panicking, hanging and process-aborting walks; seeded sampled rounds;
 //! Ctrl-C. Every wait is bounded; nodes die with their coordinator (their
-//! stdin lifeline), and the tests check none is left.
+//! stdin lifeline), and the tests check none is left. One soak runs in
+//! this process, through the library: that each sampled round, drawn a
+//! round ahead, runs its own seed's walks.
 
 use std::io::BufRead as _;
 
