@@ -447,18 +447,18 @@ impl Soak<'_> {
     /// thread that failed is drawn again here), else now. Then the next
     /// round's is started ahead.
     fn sample(&mut self, round: u64, size: u64, count: u64) -> Result<WalkSample, SampleError> {
-        let draw = |round| WalkSample::draw(size, count, round_seed(self.options.seed, round));
+        let seed = self.options.seed;
+        let draw = move |round| WalkSample::draw(size, count, round_seed(seed, round));
         let sample = match self.next_sample.take() {
             Some(next) if next.round == round => next.draw.join().unwrap_or_else(|_| draw(round)),
             _ => draw(round),
         };
         let ahead = round + 1;
         if count >= DRAW_AHEAD_FROM && self.options.limit.rounds.is_none_or(|r| ahead < r) {
-            let seed = round_seed(self.options.seed, ahead);
             let thread = std::thread::Builder::new().name("combtest-draw".into());
             // No thread (the system's limit): the round draws its own.
             self.next_sample = thread
-                .spawn(move || WalkSample::draw(size, count, seed))
+                .spawn(move || draw(ahead))
                 .ok()
                 .map(|draw| NextSample { round: ahead, draw });
         }
