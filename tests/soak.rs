@@ -165,7 +165,7 @@ fn a_sampled_rounds_trace_is_its_seed_plus_the_walks_that_did_not_pass() {
     for (round, sample) in samples.iter().enumerate() {
         assert_eq!(sample["round"], round as u64);
         assert_eq!((sample["sample"].as_u64(), sample["walks"].as_u64()), (Some(9), Some(36)));
-        assert_eq!(sample["sampler"], 2, "sampler version 2 draws the rounds");
+        assert_eq!(sample["sampler"], 3, "sampler version 3 draws the rounds");
     }
     // The reader lists every walk of every round: 9 distinct walks each,
     // the same outcomes as the soak counted.
@@ -196,7 +196,7 @@ fn a_sampled_rounds_trace_is_its_seed_plus_the_walks_that_did_not_pass() {
     assert_eq!(trace.walks.unlisted.len(), 1);
     assert_eq!(trace.walks.unlisted[0].0, 2);
     // A sample drawn by another sampler version is refused by name.
-    let other = text.replace("\"sampler\":2", "\"sampler\":99");
+    let other = text.replace("\"sampler\":3", "\"sampler\":99");
     std::fs::write(dir.join("other.jsonl"), other).unwrap();
     let error = combtest::trace::read_soak(dir.join("other.jsonl")).unwrap_err().to_string();
     assert!(error.contains("sampler version 99"), "{error}");
@@ -408,9 +408,9 @@ impl combtest::Action<u64> for Note {
 }
 
 /// Each sampled round runs its own seed's walks, also when samples are
-/// drawn a round ahead (5,000 walks: the next round's sample is drawn on a
-/// thread while a round runs): round r runs exactly the walks
-/// `round_seed(seed, r)` draws, once each.
+/// drawn a round ahead and in segments on threads (70,000 walks of 10^6:
+/// the next round's sample is drawn on threads while a round runs): round
+/// r runs exactly the walks `round_seed(seed, r)` draws, once each.
 #[test]
 fn each_sampled_round_runs_the_walks_of_its_own_seed() {
     use combtest::model::sample::{WalkSample, round_seed};
@@ -419,14 +419,14 @@ fn each_sampled_round_runs_the_walks_of_its_own_seed() {
     use std::sync::{Arc, Mutex};
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let shared = Arc::clone(&seen);
-    let order = combtest::WalkOrder::new().then::<Note>().then::<Note>();
+    let order = combtest::WalkOrder::new().then::<Note>().then::<Note>().then::<Note>();
     let suite = suite("noted", "records its walks", order, move || {
         Ok(Fixture::new(0u64).with(Seen(Arc::clone(&shared))))
     });
     let mut limit = SoakLimit::default();
     limit.rounds = Some(4);
     let mut options = SoakOptions::new(limit);
-    (options.seed, options.sample) = (11, Some(5_000));
+    (options.seed, options.sample) = (11, Some(70_000));
     options.run.threads = Some(2);
     let rounds: Mutex<Vec<Vec<u64>>> = Mutex::default();
     let on_round = |_: &combtest::soak::SoakReport, _: bool| {
@@ -435,11 +435,11 @@ fn each_sampled_round_runs_the_walks_of_its_own_seed() {
         rounds.lock().unwrap().push(ids);
     };
     let report = soak(suite.as_ref(), &options, &SoakStop::default(), &on_round).unwrap();
-    assert_eq!(report.totals.walks, 20_000);
+    assert_eq!(report.totals.walks, 280_000);
     let rounds = rounds.into_inner().unwrap();
     assert_eq!(rounds.len(), 4);
     for (round, ids) in rounds.iter().enumerate() {
-        let drawn = WalkSample::draw(10_000, 5_000, round_seed(11, round as u64)).unwrap();
+        let drawn = WalkSample::draw(1_000_000, 70_000, round_seed(11, round as u64)).unwrap();
         assert!(ids == drawn.ids(), "round {round} ran other walks than its seed draws");
     }
 }

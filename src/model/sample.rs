@@ -4,8 +4,9 @@
 //! walk); it only skips the walks outside the sample, and the epochs with
 //! none.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
@@ -16,11 +17,47 @@ use super::space::Blocks;
 /// Which ids a seed draws ([`WalkSample::draw`]): a soak trace records a
 /// sampled round as its seed (plus its exceptions), so its readers redraw
 /// it and the sampler is part of the trace format; bump this whenever a
-/// seed would draw other ids. Version 1 was `rand::seq::index::sample` over
+/// seed would draw other ids, and keep the old sampler for the traces it
+/// drew ([`Sampler`]). Version 1 was `rand::seq::index::sample` over
 /// ChaCha8; version 2 draws with repeats, radix-sorts, deduplicates and
-/// tops up (`distinct_sorted`), and above half the space draws the ids left
-/// out.
-pub(crate) const SAMPLER_VERSION: u32 = 2;
+/// tops up ([`distinct_sorted`]); version 3 keeps each id with a fixed
+/// chance, by geometric skips over 64 segments of the space each drawn
+/// from its own stream (in parallel), then trims to the count
+/// ([`bernoulli_sorted`]). Above half the space, versions 2 and 3 draw the
+/// ids left out.
+pub(crate) const SAMPLER_VERSION: u32 = Sampler::CURRENT.version();
+
+/// A sampler this build can draw with: its own ([`Sampler::CURRENT`]) and
+/// the ones before it whose traces it still reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sampler {
+    /// Sort, deduplicate, top up: one thread.
+    V2,
+    /// Geometric skips over fixed segments, then a trim: threads.
+    V3,
+}
+
+impl Sampler {
+    /// The one this build records.
+    pub(crate) const CURRENT: Sampler = Sampler::V3;
+
+    /// The sampler of a recorded version, if this build has it.
+    pub(crate) fn of_version(version: u32) -> Option<Sampler> {
+        match version {
+            2 => Some(Sampler::V2),
+            3 => Some(Sampler::V3),
+            _ => None,
+        }
+    }
+
+    /// Its version, as traces record it.
+    pub(crate) const fn version(self) -> u32 {
+        match self {
+            Sampler::V2 => 2,
+            Sampler::V3 => 3,
+        }
+    }
+}
 
 /// Walk ids, sorted and unique.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +80,12 @@ pub enum SampleError {
     /// Nothing to run.
     #[error("the sample is empty")]
     Empty,
+    /// A sampler this build does not have.
+    #[error("sampler version {version} is not one this build has (it has versions 2 and 3)")]
+    Sampler {
+        /// The version asked for.
+        version: u32,
+    },
     /// A run directory covers a whole space.
     #[error("a sampled run cannot be traced into a run directory (soak runs trace their rounds)")]
     NotTraceable,
@@ -63,38 +106,58 @@ impl WalkSample {
         Ok(WalkSample { ids: ids.into() })
     }
 
-    /// `count` distinct ids of a space of `size` walks, drawn uniformly by a
-    /// ChaCha8 RNG seeded with `seed` (sampler [`SAMPLER_VERSION`]): the
-    /// same seed gives the same sample on every machine and build. Asking
-    /// for at least `size` gives them all.
+    /// `count` distinct ids of a space of `size` walks, drawn uniformly by
+    /// ChaCha8 RNGs seeded from `seed` (sampler [`SAMPLER_VERSION`]): the
+    /// same seed gives the same sample on every machine and build, whatever
+    /// its number of threads. Asking for at least `size` gives them all.
     ///
-    /// Up to half the space, the ids are drawn (with repeats), radix-sorted
-    /// and deduplicated, and the repeats are made up by further draws until
-    /// `count` are distinct; above half, the ids left out are drawn that
-    /// way and the sample is the rest. No hash set: the cost is a few
-    /// nanoseconds per id, sparse or dense.
+    /// Each id of the space is kept with the same chance, a little above
+    /// `count / size`, found by geometric skips from kept id to kept id
+    /// (no sort, no hash set); the space is cut into 64 segments, each
+    /// drawn from its own stream, so large samples are drawn on every CPU.
+    /// Then as many of the kept ids as are over `count` are dropped,
+    /// chosen uniformly: the sample is uniform among the sets of `count`
+    /// ids. Above half the space, the ids left out are drawn that way and
+    /// the sample is the rest.
     pub fn draw(size: u64, count: u64, seed: u64) -> Result<Self, SampleError> {
+        WalkSample::draw_by(SAMPLER_VERSION, size, count, seed)
+    }
+
+    /// What [`WalkSample::draw`] drew with sampler `version` (as a trace
+    /// records it): this build's and the one before it.
+    pub fn draw_by(version: u32, size: u64, count: u64, seed: u64) -> Result<Self, SampleError> {
+        let sampler = Sampler::of_version(version).ok_or(SampleError::Sampler { version })?;
         if count >= size {
             return WalkSample::new((0..size).collect(), size);
         }
         if count == 0 {
             return Err(SampleError::Empty);
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let ids: Arc<[u64]> = if count <= size / 2 {
-            if size <= 1 << 32 {
-                // The same ids, sorted as `u32`s: half the bytes for the
-                // radix sort to move (0.8x the time of the whole draw).
-                let ids = distinct_sorted(&mut rng, size, count, |id| id as u32);
-                ids.into_iter().map(u64::from).collect()
-            } else {
-                distinct_sorted(&mut rng, size, count, |id| id).into()
+        let draw = |count| match sampler {
+            Sampler::V2 => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                if size <= 1 << 32 {
+                    // The same ids, sorted as `u32`s: half the bytes for the
+                    // radix sort to move (0.8x the time of the whole draw).
+                    let ids = distinct_sorted(&mut rng, size, count, |id| id as u32);
+                    ids.into_iter().map(u64::from).collect()
+                } else {
+                    distinct_sorted(&mut rng, size, count, |id| id).into()
+                }
             }
+            Sampler::V3 => {
+                let (segments, threads) =
+                    if count >= PARALLEL_FROM { (SEGMENTS, threads()) } else { (1, 1) };
+                bernoulli_sorted(size, count, seed, Cuts { segments, threads, margin: MARGIN })
+            }
+        };
+        let ids: Arc<[u64]> = if count <= size / 2 {
+            draw(count)
         } else {
-            let out = distinct_sorted(&mut rng, size, size - count, |id| id);
+            let out = draw(size - count);
             let mut ids = Vec::with_capacity(count as usize);
             let mut next = 0;
-            for left_out in out.into_iter().chain([size]) {
+            for &left_out in out.iter().chain([&size]) {
                 ids.extend(next..left_out);
                 next = left_out + 1;
             }
@@ -277,6 +340,305 @@ impl Below {
     }
 }
 
+/// Segments of the space, each drawn from its own ChaCha8 stream by
+/// sampler version 3 (so that threads can share them out, with the same
+/// ids whatever their number), for a sample of [`PARALLEL_FROM`] ids or
+/// more; a smaller one is one segment.
+const SEGMENTS: u64 = 64;
+
+/// The stream that chooses which kept ids are dropped (after the
+/// segments').
+const TRIM_STREAM: u64 = SEGMENTS;
+
+/// Standard deviations of the number of kept ids that the chance of
+/// keeping one allows for above the count: with 6, a draw falls short (and
+/// is made again from the next seed) about once in 10^9.
+const MARGIN: f64 = 6.0;
+
+/// Samples of at least this many ids are drawn in [`SEGMENTS`] segments,
+/// on threads (below it, a thread costs more than it saves).
+const PARALLEL_FROM: u64 = 1 << 16;
+
+/// Threads to draw on: the CPUs, at most one per segment.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(SEGMENTS as usize)
+}
+
+/// `count` distinct ids below `size` (`count` at most half of it), sorted:
+/// sampler version 3.
+///
+/// Every id is kept with chance `p`, a little above `count / size`, so
+/// that at least `count` are kept but for about once in 10^9 (then the
+/// next attempt's seed draws again). The kept ids of a segment follow
+/// from its stream: from one kept id to the next is `1 + floor(E / l)`
+/// ids, `E` an exponential draw and `l = -ln(1 - p)`, which makes the gaps
+/// geometric, as keeping each id with chance `p` does. Then as many of the
+/// kept ids as are over `count` are dropped, chosen uniformly by the trim
+/// stream: a uniform set of `count` among a uniform set of kept ids.
+/// The segments are drawn on threads; the ids do not depend on how many.
+fn bernoulli_sorted(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<[u64]> {
+    if size.div_ceil(cuts.segments) <= 1 << 32 {
+        bernoulli_as::<u32>(size, count, seed, cuts)
+    } else {
+        bernoulli_as::<u64>(size, count, seed, cuts)
+    }
+}
+
+/// [`bernoulli_sorted`], the kept ids held as `K` offsets from their
+/// segment's start.
+fn bernoulli_as<K: Offset>(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<[u64]> {
+    let Cuts { segments, threads, margin } = cuts;
+    let wanted = count as f64 + margin * (count as f64).sqrt() + 16.0;
+    let chance = wanted / size as f64;
+    // Past 1 (tiny spaces), every id is kept: skips of zero.
+    let per_unit_e = if chance >= 1.0 { 0.0 } else { 1.0 / neg_ln(1.0 - chance) };
+    let segment_len = size.div_ceil(segments);
+    let capacity = (wanted / segments as f64 * 1.05) as usize + 16;
+    for attempt in 0.. {
+        let attempt_seed = round_seed(seed, attempt);
+        let parts = on_threads(threads, (0..segments).collect(), |segment| {
+            let mut rng = ChaCha8Rng::seed_from_u64(attempt_seed);
+            rng.set_stream(segment);
+            let start = segment.saturating_mul(segment_len).min(size);
+            let range = start..(segment + 1).saturating_mul(segment_len).min(size);
+            let mut kept: Vec<K> = Vec::with_capacity(if range.is_empty() { 0 } else { capacity });
+            kept_ids(&mut rng, range.clone(), per_unit_e, &mut kept);
+            (range.start, kept)
+        });
+        let kept: usize = parts.iter().map(|(_, part)| part.len()).sum();
+        if (kept as u64) < count {
+            continue;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(attempt_seed);
+        rng.set_stream(TRIM_STREAM);
+        return trim(&parts, count as usize, &mut rng, threads);
+    }
+    unreachable!("attempts go on until one keeps enough ids")
+}
+
+/// How sampler version 3 cuts a draw: into `segments` (each its own
+/// stream), drawn on `threads`, keeping each id with a chance that leaves
+/// `margin` standard deviations of kept ids above the count.
+#[derive(Debug, Clone, Copy)]
+struct Cuts {
+    segments: u64,
+    threads: usize,
+    margin: f64,
+}
+
+/// A kept id as a segment holds it until the trim: its offset from the
+/// segment's start, a `u32` where segments have at most 2^32 ids (half the
+/// memory to fill and copy), else a `u64`.
+trait Offset: Copy + Send + Sync {
+    fn of(offset: u64) -> Self;
+    fn get(self) -> u64;
+}
+
+impl Offset for u32 {
+    fn of(offset: u64) -> Self {
+        offset as u32
+    }
+    fn get(self) -> u64 {
+        u64::from(self)
+    }
+}
+
+impl Offset for u64 {
+    fn of(offset: u64) -> Self {
+        offset
+    }
+    fn get(self) -> u64 {
+        self
+    }
+}
+
+/// Appends to `out` the kept ids of `range`: from its start, each skip of
+/// `floor(E * per_unit_e)` ids (`E` exponential) lands on one.
+fn kept_ids<K: Offset>(rng: &mut ChaCha8Rng, range: Range<u64>, per_unit_e: f64, out: &mut Vec<K>) {
+    // Skips are made 32 at a time, apart from where they land: the
+    // exponentials of a batch do not wait for each other.
+    let mut skips = [0u64; 32];
+    let mut at = range.start;
+    loop {
+        for skip in &mut skips {
+            // `as` saturates: a skip past u64::MAX ends the range below.
+            *skip = (exponential(rng.next_u64()) * per_unit_e) as u64;
+        }
+        for &skip in &skips {
+            match at.checked_add(skip) {
+                Some(id) if id < range.end => {
+                    out.push(K::of(id - range.start));
+                    at = id + 1;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+/// The kept ids of `parts` (in order) less `kept - count` of them chosen
+/// uniformly by `rng`, as the sample: each part copied (on `threads`
+/// threads) into its own stretch of the sample.
+fn trim<K: Offset>(
+    parts: &[(u64, Vec<K>)],
+    count: usize,
+    rng: &mut ChaCha8Rng,
+    threads: usize,
+) -> Arc<[u64]> {
+    let kept: usize = parts.iter().map(|(_, part)| part.len()).sum();
+    let dropped = kept - count;
+    // Positions among the kept ids: those dropped, or (when fewer stay
+    // than go) those that stay.
+    let stay = dropped > kept / 2;
+    let chosen = if stay { count } else { dropped };
+    let positions = distinct_sorted(rng, kept as u64, chosen as u64, |p| p);
+    let mut ids: Arc<[MaybeUninit<u64>]> = Arc::new_uninit_slice(count);
+    let mut slots = &mut Arc::get_mut(&mut ids).expect("not shared yet")[..];
+    let (mut positions, mut first) = (&positions[..], 0);
+    let mut shares = Vec::with_capacity(parts.len());
+    for (base, part) in parts {
+        let end = first + part.len() as u64;
+        let (mine, later) = positions.split_at(positions.partition_point(|&p| p < end));
+        let len = if stay { mine.len() } else { part.len() - mine.len() };
+        let (slot, rest) = std::mem::take(&mut slots).split_at_mut(len);
+        let at = move |&p: &u64| (p - first) as usize;
+        shares.push(Share { part, base: *base, positions: mine.iter().map(at), slot });
+        (positions, slots, first) = (later, rest, end);
+    }
+    assert!(slots.is_empty(), "the parts' shares cover the sample");
+    on_threads(threads, shares, |share| share.fill(stay));
+    // SAFETY: the shares' slots cover the sample without overlap (split
+    // from it, none left: asserted above), and `Share::fill` writes every
+    // slot of its share (asserted there); a share that panics ends
+    // `on_threads` with its panic, before this.
+    unsafe { ids.assume_init() }
+}
+
+/// A part of the kept ids (offsets from `base`), its positions among them
+/// that are dropped (or stay), and the stretch of the sample its ids go to.
+struct Share<'a, K, P> {
+    part: &'a [K],
+    base: u64,
+    positions: P,
+    slot: &'a mut [MaybeUninit<u64>],
+}
+
+impl<K: Offset, P: Iterator<Item = usize>> Share<'_, K, P> {
+    /// Writes every slot: the part's ids at the positions (`stay`), or
+    /// those at no position.
+    fn fill(self, stay: bool) {
+        let Share { part, base, positions, slot } = self;
+        let mut written = 0;
+        if stay {
+            for (slot, p) in slot.iter_mut().zip(positions) {
+                slot.write(base + part[p].get());
+                written += 1;
+            }
+        } else {
+            let mut from = 0;
+            for p in positions.chain([part.len()]) {
+                let run = &part[from..p];
+                for (slot, &id) in slot[written..].iter_mut().zip(run) {
+                    slot.write(base + id.get());
+                }
+                written += run.len();
+                from = p + 1;
+            }
+        }
+        assert_eq!(written, slot.len(), "a share writes every slot of its stretch");
+    }
+}
+
+/// `f` of each item, in order: the items taken one by one by this thread
+/// and up to `threads - 1` more (fewer if the system gives fewer).
+fn on_threads<T: Send, R: Send>(
+    threads: usize,
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let helpers = items.len().min(threads).saturating_sub(1);
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+            let Some((n, item)) = next else { return done };
+            done.push((n, f(item)));
+        }
+    };
+    let mut done = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (0..helpers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("combtest-draw".into())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        let mut done = work();
+        for helper in helpers {
+            done.extend(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        done
+    });
+    done.sort_unstable_by_key(|&(n, _)| n);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// An exponential draw (mean 1) from 64 random bits: `-ln(u)` for
+/// `u = bits / 2^64` (to 53 significant bits). Computed with IEEE-754
+/// additions, multiplications and divisions only, never a platform's
+/// `ln` (which may differ in the last bit): the same bits give the same
+/// draw on every machine, and so the same sample.
+fn exponential(bits: u64) -> f64 {
+    // u = 2^-(zeros + 1) * m, with m in [1, 2) made of the bits after the
+    // leading one (u = 2^-64 when no bit is set).
+    let zeros = bits.leading_zeros().min(63);
+    let fraction = bits.checked_shl(zeros + 1).unwrap_or(0);
+    let m = f64::from_bits(1f64.to_bits() | fraction >> 12);
+    let (inverse, ln_center) = LN_TABLE[(fraction >> 56) as usize];
+    // ln m = ln c + ln(m / c), c the center of m's 1/256 of [1, 2), where
+    // |m / c - 1| < 2^-9: five terms of ln(1 + x) are within 2^-60.
+    let x = m * inverse - 1.0;
+    let ln_rest = x * (1.0 + x * (-0.5 + x * (1.0 / 3.0 + x * (-0.25 + x * 0.2))));
+    f64::from(zeros + 1) * std::f64::consts::LN_2 - (ln_center + ln_rest)
+}
+
+/// For each 1/256 of [1, 2): `1 / c` and `ln c` at its center `c`, made
+/// when the crate is compiled (IEEE-754 arithmetic, the same everywhere).
+const LN_TABLE: [(f64, f64); 256] = {
+    let mut table = [(0.0, 0.0); 256];
+    let mut j = 0;
+    while j < 256 {
+        let c = 1.0 + (j as f64 + 0.5) / 256.0;
+        table[j] = (1.0 / c, ln_series(c));
+        j += 1;
+    }
+    table
+};
+
+/// `ln x` for `x` in [1, 2), by the series of `2 atanh s`,
+/// `s = (x - 1) / (x + 1) < 1/3`: 40 terms are past f64's precision.
+const fn ln_series(x: f64) -> f64 {
+    let s = (x - 1.0) / (x + 1.0);
+    let (mut sum, mut power, mut k) = (0.0, s, 0);
+    while k < 40 {
+        sum += power / (2 * k + 1) as f64;
+        power *= s * s;
+        k += 1;
+    }
+    2.0 * sum
+}
+
+/// `-ln x` for `x` in (0, 1], as [`exponential`] takes it (for the chance
+/// of keeping an id).
+fn neg_ln(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i32 - 1023;
+    let m = f64::from_bits(1f64.to_bits() | bits & ((1 << 52) - 1));
+    -(f64::from(exponent) * std::f64::consts::LN_2 + ln_series(m))
+}
+
 /// The seed of round `round` of a soak seeded with `seed` (SplitMix64 of
 /// their sum): each round's sample is reproducible on its own.
 pub fn round_seed(seed: u64, round: u64) -> u64 {
@@ -302,42 +664,62 @@ mod tests {
         assert_ne!(round_seed(1, 0), round_seed(1, 1));
     }
 
-    /// Sampler version 2's ids for a fixed seed, committed: a change of
-    /// the draw (or of ChaCha8's stream) changes which walks a soak trace's
-    /// seed names, and must come with a new [`SAMPLER_VERSION`].
+    /// Each sampler's ids for a fixed seed, committed: a change of the draw
+    /// (or of ChaCha8's stream) changes which walks a soak trace's seed
+    /// names, and must come with a new [`SAMPLER_VERSION`] (the old
+    /// sampler kept, for the traces it drew).
     #[test]
     fn a_seed_draws_the_same_ids_as_committed() {
-        assert_eq!(SAMPLER_VERSION, 2);
-        let sparse = WalkSample::draw(1_000_000_000, 1_000, 42).unwrap();
-        assert_eq!(&sparse.ids()[..8], &SPARSE_PREFIX);
+        assert_eq!(SAMPLER_VERSION, 3);
+        let draw = |version, size, count| WalkSample::draw_by(version, size, count, 42).unwrap();
+        let left_out = |sample: WalkSample| -> Vec<u64> {
+            (0..1_000).filter(|id| sample.ids().binary_search(id).is_err()).collect()
+        };
+        // Version 2.
+        assert_eq!(&draw(2, 1_000_000_000, 1_000).ids()[..8], &V2_SPARSE_PREFIX);
         // Ids above 2^32 (sorted as u64s; below, as u32s).
-        let wide = WalkSample::draw(1 << 40, 1_000, 42).unwrap();
-        assert_eq!(&wide.ids()[..4], &WIDE_PREFIX);
-        let dense = WalkSample::draw(1_000, 990, 42).unwrap();
-        let left_out: Vec<u64> =
-            (0..1_000).filter(|id| dense.ids().binary_search(id).is_err()).collect();
-        assert_eq!(left_out, DENSE_LEFT_OUT);
+        assert_eq!(&draw(2, 1 << 40, 1_000).ids()[..4], &V2_WIDE_PREFIX);
+        assert_eq!(left_out(draw(2, 1_000, 990)), V2_DENSE_LEFT_OUT);
+        // Version 3, below and above the size drawn on threads, and
+        // trimmed both ways (most kept ids dropped, or a few).
+        assert_eq!(&draw(3, 1_000_000_000, 1_000).ids()[..8], &V3_SPARSE_PREFIX);
+        assert_eq!(&draw(3, 1 << 40, 100_000).ids()[..4], &V3_WIDE_PREFIX);
+        assert_eq!(left_out(draw(3, 1_000, 990)), V3_DENSE_LEFT_OUT);
+        assert_eq!(WalkSample::draw(1 << 40, 100_000, 42), Ok(draw(3, 1 << 40, 100_000)));
+        assert_eq!(
+            WalkSample::draw_by(4, 10, 5, 42),
+            Err(SampleError::Sampler { version: 4 }),
+            "an unknown sampler is refused by name"
+        );
     }
 
-    const SPARSE_PREFIX: [u64; 8] =
+    const V2_SPARSE_PREFIX: [u64; 8] =
         [614_616, 1_532_996, 4_170_553, 6_231_255, 6_508_467, 6_528_518, 8_088_679, 10_923_677];
-    const WIDE_PREFIX: [u64; 4] = [675_778_112, 1_685_547_591, 4_585_571_914, 6_851_338_015];
-    const DENSE_LEFT_OUT: [u64; 10] = [149, 238, 288, 308, 427, 627, 681, 771, 803, 950];
+    const V2_WIDE_PREFIX: [u64; 4] = [675_778_112, 1_685_547_591, 4_585_571_914, 6_851_338_015];
+    const V2_DENSE_LEFT_OUT: [u64; 10] = [149, 238, 288, 308, 427, 627, 681, 771, 803, 950];
+    const V3_SPARSE_PREFIX: [u64; 8] =
+        [577_530, 644_502, 988_199, 1_811_271, 2_490_766, 3_488_375, 4_565_602, 5_593_656];
+    const V3_WIDE_PREFIX: [u64; 4] = [7_512_706, 8_383_895, 12_854_818, 18_694_292];
+    const V3_DENSE_LEFT_OUT: [u64; 10] = [15, 17, 49, 506, 543, 619, 658, 835, 911, 980];
 
     /// Dense draws (the ids left out drawn) and sparse ones with many
-    /// repeats (topped up): `count` distinct ids, sorted, in range.
+    /// repeats (v2: topped up) or few kept ids (v3: trimmed to most of
+    /// them): `count` distinct ids, sorted, in range.
     #[test]
     fn dense_and_crowded_draws_have_count_distinct_ids() {
-        for (size, count) in [(20, 10), (20, 11), (20, 19), (3, 1), (3, 2), (2, 1), (1_000, 999)] {
-            for seed in 0..50 {
-                let ids = WalkSample::draw(size, count, seed).unwrap();
-                assert_eq!(ids.len(), count, "{count} of {size}, seed {seed}");
-                assert!(ids.ids().windows(2).all(|w| w[0] < w[1]));
-                assert!(ids.ids().iter().all(|&id| id < size));
+        for version in [2, 3] {
+            let cases = [(20, 10), (20, 11), (20, 19), (3, 1), (3, 2), (2, 1), (1_000, 999)];
+            for (size, count) in cases {
+                for seed in 0..50 {
+                    let ids = WalkSample::draw_by(version, size, count, seed).unwrap();
+                    assert_eq!(ids.len(), count, "v{version}: {count} of {size}, seed {seed}");
+                    assert!(ids.ids().windows(2).all(|w| w[0] < w[1]));
+                    assert!(ids.ids().iter().all(|&id| id < size));
+                }
             }
+            assert_eq!(WalkSample::draw_by(version, 10, 0, 1), Err(SampleError::Empty));
+            assert_eq!(WalkSample::draw_by(version, 0, 5, 1), Err(SampleError::Empty));
         }
-        assert_eq!(WalkSample::draw(10, 0, 1), Err(SampleError::Empty));
-        assert_eq!(WalkSample::draw(0, 5, 1), Err(SampleError::Empty));
     }
 
     /// Every id is drawn about equally often over many seeds, sparse (3 of
@@ -346,15 +728,113 @@ mod tests {
     /// tenth on one id (an off-by-one at either end) is 90 off.
     #[test]
     fn every_id_is_drawn_about_equally_often() {
-        for count in [3, 7] {
-            let mut hits = [0u32; 10];
-            for seed in 0..3_000 {
-                for &id in WalkSample::draw(10, count, seed).unwrap().ids() {
-                    hits[id as usize] += 1;
+        for version in [2, 3] {
+            for count in [3, 7] {
+                let mut hits = [0u32; 10];
+                for seed in 0..3_000 {
+                    for &id in WalkSample::draw_by(version, 10, count, seed).unwrap().ids() {
+                        hits[id as usize] += 1;
+                    }
+                }
+                let expected = 300 * count as u32;
+                let near = hits.iter().all(|&h| h.abs_diff(expected) < 100);
+                assert!(near, "v{version}, {count} of 10: {hits:?}");
+            }
+        }
+    }
+
+    /// Sampler version 3 over many seeds: every id as often as any other,
+    /// and pairs of ids together as often as a uniform set of `count` has
+    /// them (within a segment, across two, far apart), whether the trim
+    /// keeps a few of the kept ids or drops a few, and when most attempts
+    /// fall short and are made again (a negative margin).
+    #[test]
+    fn version_3_draws_uniform_sets_of_ids() {
+        // (size, count, margin), in 64 segments: 20 of 200 keeps about 20
+        // of 63 kept ids (segments of 4 ids); 400 of 1,000 drops about 136
+        // of 536; with a margin of -2, about two draws in three fall
+        // short.
+        for (size, count, margin) in
+            [(200u64, 20u64, MARGIN), (1_000, 400, MARGIN), (1_000, 100, -2.0)]
+        {
+            let draws = 4_000;
+            let mut hits = vec![0u32; size as usize];
+            let pairs = [(0, 1), (3, 4), (0, size - 1), (size / 2 - 1, size / 2)];
+            let mut together = [0u32; 4];
+            for seed in 0..draws {
+                let cuts = Cuts { segments: SEGMENTS, threads: 1, margin };
+                let ids = bernoulli_sorted(size, count, seed, cuts);
+                assert_eq!(ids.len() as u64, count);
+                assert!(ids.windows(2).all(|w| w[0] < w[1]) && ids[ids.len() - 1] < size);
+                ids.iter().for_each(|&id| hits[id as usize] += 1);
+                for (n, (a, b)) in pairs.iter().enumerate() {
+                    together[n] +=
+                        u32::from(ids.binary_search(a).is_ok() && ids.binary_search(b).is_ok());
                 }
             }
-            let expected = 300 * count as u32;
-            assert!(hits.iter().all(|&h| h.abs_diff(expected) < 100), "{count} of 10: {hits:?}");
+            // Five standard deviations of a binomial count.
+            let near = |found: u32, chance: f64| {
+                let mean = draws as f64 * chance;
+                (f64::from(found) - mean).abs() < 5.0 * (mean * (1.0 - chance)).sqrt()
+            };
+            let one = count as f64 / size as f64;
+            let off: Vec<(usize, u32)> =
+                hits.iter().copied().enumerate().filter(|&(_, h)| !near(h, one)).collect();
+            assert!(off.is_empty(), "{count} of {size}: ids drawn unevenly: {off:?}");
+            let two = one * (count - 1) as f64 / (size - 1) as f64;
+            for (n, pair) in pairs.iter().enumerate() {
+                assert!(near(together[n], two), "{count} of {size}: {pair:?} {}", together[n]);
+            }
+        }
+    }
+
+    /// Version 3 draws the same ids on any number of threads.
+    #[test]
+    fn version_3_ids_do_not_depend_on_the_threads() {
+        for (size, count) in [(1_000_000, 70_000), (10_000, 5_000), (130, 60)] {
+            let cuts = |threads| Cuts { segments: SEGMENTS, threads, margin: MARGIN };
+            let one = bernoulli_sorted(size, count, 5, cuts(1));
+            for threads in [2, 5, 64] {
+                assert_eq!(
+                    one,
+                    bernoulli_sorted(size, count, 5, cuts(threads)),
+                    "{threads} threads"
+                );
+            }
+        }
+    }
+
+    /// The exponential draws and the logarithm they are made with, against
+    /// the platform's `ln`: within a few units of the last place, at both
+    /// ends of the bits and in between; and their mean is 1.
+    #[test]
+    fn exponential_draws_are_minus_the_log_of_their_bits() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let some = (0..100_000).map(|_| rng.next_u64());
+        let ends = [0, 1, 2, 3, 1 << 11, 1 << 63, (1 << 63) + 1, u64::MAX - 1, u64::MAX];
+        for bits in some.chain(ends) {
+            let u = if bits == 0 {
+                2f64.powi(-64)
+            } else {
+                (bits >> bits.trailing_zeros().min(11)) as f64
+            };
+            let u = if bits == 0 {
+                u
+            } else {
+                u * 2f64.powi(bits.trailing_zeros().min(11) as i32 - 64)
+            };
+            let expected = -u.ln();
+            let drawn = exponential(bits);
+            assert!(
+                (drawn - expected).abs() <= 1e-15 * expected.max(1.0),
+                "{bits:#x}: {drawn} against {expected}"
+            );
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mean = (0..1_000_000).map(|_| exponential(rng.next_u64())).sum::<f64>() / 1e6;
+        assert!((mean - 1.0).abs() < 0.005, "mean {mean}");
+        for x in [1.0, 0.999_999, 0.75, 0.5, 1e-3, 1e-300] {
+            assert!((neg_ln(x) + x.ln()).abs() <= 1e-15 * x.ln().abs().max(1.0), "{x}");
         }
     }
 

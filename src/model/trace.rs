@@ -1099,16 +1099,16 @@ pub struct SoakWalk {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SoakTraceError {
-    /// A sampled round was drawn by another sampler than this build's.
+    /// A sampled round was drawn by a sampler this build does not have.
     #[error(
-        "round {round} was sampled by sampler version {found}, and this build draws with version {expected}: read it with the combtest version that wrote it"
+        "round {round} was sampled by sampler version {found}, and this build draws with versions 2 to {expected}: read it with the combtest version that wrote it"
     )]
     Sampler {
         /// The round.
         round: u64,
         /// The version recorded.
         found: u32,
-        /// This build's.
+        /// This build's (it also redraws the versions before it, from 2).
         expected: u32,
     },
     /// A sample record that does not fit its round.
@@ -1236,16 +1236,14 @@ fn sampled_passing(
     sample: &SampleRecord,
     recorded: &[SoakWalk],
 ) -> Result<Vec<u64>, SoakTraceError> {
-    use super::sample::{SAMPLER_VERSION, WalkSample};
-    if sample.sampler != SAMPLER_VERSION {
-        return Err(SoakTraceError::Sampler {
-            round,
-            found: sample.sampler,
-            expected: SAMPLER_VERSION,
-        });
-    }
-    let drawn = WalkSample::draw(sample.walks, sample.sample, sample.seed)
-        .map_err(|e| SoakTraceError::Sample { round, reason: e.to_string() })?;
+    use super::sample::{SAMPLER_VERSION, SampleError, WalkSample};
+    let drawn = WalkSample::draw_by(sample.sampler, sample.walks, sample.sample, sample.seed)
+        .map_err(|e| match e {
+            SampleError::Sampler { version } => {
+                SoakTraceError::Sampler { round, found: version, expected: SAMPLER_VERSION }
+            }
+            e => SoakTraceError::Sample { round, reason: e.to_string() },
+        })?;
     let mut other: Vec<Range<u64>> = recorded.iter().map(|w| w.walk_id..w.walk_id + 1).collect();
     other.extend(sample.unfinished.iter().map(|r| r[0]..r[1]));
     other.sort_unstable_by_key(|r| r.start);
@@ -1619,69 +1617,72 @@ mod tests {
     fn a_sampled_round_is_listed_from_its_seed_and_its_exceptions() {
         use crate::model::sample::{SAMPLER_VERSION, WalkSample};
         let (walks, count, seed) = (1000, 20, 7);
-        let ids = WalkSample::draw(walks, count, seed).unwrap().ids().to_vec();
-        let space = space();
-        let encoder = TraceEncoder::new("s".into(), space.clone(), values(&space))
-            .with_round(Some(RoundTag { round: 3, seed: Some(seed) }));
-        let mut out = Vec::new();
-        // Walk ids[0] failed, ids[1] was pruned, ids[2] not finished; the
-        // other 17 passed and are only counted.
-        let failed = TraceRecord {
-            walk_id: ids[0],
-            round: Some(3),
-            outcome: TraceOutcome::Failed,
-            ..record_of(&space, 0)
-        };
-        out.extend(serde_json::to_vec(&failed).unwrap());
-        out.push(b'\n');
-        let passed: Vec<Range<u64>> = ids[3..].iter().map(|&i| i..i + 1).collect();
-        let pruned: Vec<Range<u64>> = std::iter::once(ids[1]..ids[1] + 1).collect();
-        encoder.encode_batch(&mut out, &passed, &pruned, 9, "local/0");
-        let sample = SampleRecord {
-            suite: "s".into(),
-            round: 3,
-            seed,
-            sampler: SAMPLER_VERSION,
-            walks,
-            sample: count,
-            unfinished: vec![[ids[2], ids[2] + 1]],
-        };
-        out.extend(serde_json::to_vec(&sample).unwrap());
-        out.push(b'\n');
-        let text = String::from_utf8(out).unwrap();
-        assert!(!text.contains("\"passed\":"), "passing walks are not listed: {text}");
-        let lines: Vec<TraceLine> =
-            text.split_inclusive('\n').map(|l| parse_any_line(l).unwrap()).collect();
-        let tally = |lines: &[TraceLine]| {
-            let mut tally = SoakTally::default();
-            for (n, line) in lines.iter().enumerate() {
-                tally.add(line.clone(), n as u64 + 1);
-            }
-            tally.finish()
-        };
-        let listed = tally(&lines).unwrap();
-        assert!(listed.unlisted.is_empty());
-        let mut expected: Vec<u64> = ids.iter().copied().filter(|&i| i != ids[2]).collect();
-        expected.sort_unstable();
-        let got: Vec<u64> = listed.walks.iter().map(|w| w.walk_id).collect();
-        assert_eq!(got, expected);
-        let outcome = |id| listed.walks.iter().find(|w| w.walk_id == id).unwrap().outcome;
-        assert_eq!(outcome(ids[0]), TraceOutcome::Failed);
-        assert_eq!(outcome(ids[1]), TraceOutcome::Pruned);
-        assert_eq!(outcome(ids[5]), TraceOutcome::Passed);
+        // This build's sampler, and the one before it (traces it wrote).
+        for version in [2, SAMPLER_VERSION] {
+            let ids = WalkSample::draw_by(version, walks, count, seed).unwrap().ids().to_vec();
+            let space = space();
+            let encoder = TraceEncoder::new("s".into(), space.clone(), values(&space))
+                .with_round(Some(RoundTag { round: 3, seed: Some(seed) }));
+            let mut out = Vec::new();
+            // Walk ids[0] failed, ids[1] was pruned, ids[2] not finished; the
+            // other 17 passed and are only counted.
+            let failed = TraceRecord {
+                walk_id: ids[0],
+                round: Some(3),
+                outcome: TraceOutcome::Failed,
+                ..record_of(&space, 0)
+            };
+            out.extend(serde_json::to_vec(&failed).unwrap());
+            out.push(b'\n');
+            let passed: Vec<Range<u64>> = ids[3..].iter().map(|&i| i..i + 1).collect();
+            let pruned: Vec<Range<u64>> = std::iter::once(ids[1]..ids[1] + 1).collect();
+            encoder.encode_batch(&mut out, &passed, &pruned, 9, "local/0");
+            let sample = SampleRecord {
+                suite: "s".into(),
+                round: 3,
+                seed,
+                sampler: version,
+                walks,
+                sample: count,
+                unfinished: vec![[ids[2], ids[2] + 1]],
+            };
+            out.extend(serde_json::to_vec(&sample).unwrap());
+            out.push(b'\n');
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("\"passed\":"), "passing walks are not listed: {text}");
+            let lines: Vec<TraceLine> =
+                text.split_inclusive('\n').map(|l| parse_any_line(l).unwrap()).collect();
+            let tally = |lines: &[TraceLine]| {
+                let mut tally = SoakTally::default();
+                for (n, line) in lines.iter().enumerate() {
+                    tally.add(line.clone(), n as u64 + 1);
+                }
+                tally.finish()
+            };
+            let listed = tally(&lines).unwrap();
+            assert!(listed.unlisted.is_empty());
+            let mut expected: Vec<u64> = ids.iter().copied().filter(|&i| i != ids[2]).collect();
+            expected.sort_unstable();
+            let got: Vec<u64> = listed.walks.iter().map(|w| w.walk_id).collect();
+            assert_eq!(got, expected);
+            let outcome = |id| listed.walks.iter().find(|w| w.walk_id == id).unwrap().outcome;
+            assert_eq!(outcome(ids[0]), TraceOutcome::Failed);
+            assert_eq!(outcome(ids[1]), TraceOutcome::Pruned);
+            assert_eq!(outcome(ids[5]), TraceOutcome::Passed);
 
-        // Without its sample record: counted, not listed.
-        let unlisted = tally(&lines[..2]).unwrap();
-        assert_eq!(unlisted.unlisted, vec![(3, 17)]);
-        // Another sampler, or a count that does not add up: refused.
-        let mut other = lines.clone();
-        let TraceLine::Sample(s) = &mut other[2] else { panic!() };
-        s.sampler += 1;
-        assert!(matches!(tally(&other), Err(SoakTraceError::Sampler { round: 3, .. })));
-        let mut wrong = lines.clone();
-        let TraceLine::Sample(s) = &mut wrong[2] else { panic!() };
-        s.unfinished.clear();
-        assert!(matches!(tally(&wrong), Err(SoakTraceError::Sample { round: 3, .. })));
+            // Without its sample record: counted, not listed.
+            let unlisted = tally(&lines[..2]).unwrap();
+            assert_eq!(unlisted.unlisted, vec![(3, 17)]);
+            // Another sampler, or a count that does not add up: refused.
+            let mut other = lines.clone();
+            let TraceLine::Sample(s) = &mut other[2] else { panic!() };
+            s.sampler = SAMPLER_VERSION + 1;
+            assert!(matches!(tally(&other), Err(SoakTraceError::Sampler { round: 3, .. })));
+            let mut wrong = lines.clone();
+            let TraceLine::Sample(s) = &mut wrong[2] else { panic!() };
+            s.unfinished.clear();
+            assert!(matches!(tally(&wrong), Err(SoakTraceError::Sample { round: 3, .. })));
+        }
     }
 
     const PINNED: &str = "9f3e9bcb2228385b2438d6bf4db89d1f02eaa5dad9ecf1fa8a132df698a42da2";
