@@ -6,8 +6,8 @@
 //! a sampled walk costs than a walk of a full run. The round's draw and
 //! run are reported apart too, and three later rounds (other seeds: a
 //! soak's next rounds, on memory the process already has) as their median;
-//! then a draw alone, and the draw of sampler version 1
-//! (`rand::seq::index::sample`), are timed.
+//! then a draw alone, and the draws of sampler versions 2 (sorted,
+//! one thread) and 1 (`rand::seq::index::sample`), are timed.
 
 use combtest::RunOptions;
 use combtest::model::sample::WalkSample;
@@ -57,6 +57,8 @@ pub(super) fn child(name: &str) -> Option<Out> {
     let (later_round, later_draw) = later[1];
     let (sample, draw) = timed(|| WalkSample::draw(SIZE, SAMPLED, SEED));
     assert_eq!(sample.map(|s| s.len()), Ok(SAMPLED));
+    let (v2, v2_draw) = timed(|| WalkSample::draw_by(2, SIZE, SAMPLED, SEED));
+    assert_eq!(v2.map(|s| s.len()), Ok(SAMPLED));
     let (old, old_draw) = timed(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(SEED);
         let mut ids: Vec<u64> = rand::seq::index::sample(&mut rng, SIZE as usize, SAMPLED as usize)
@@ -77,6 +79,7 @@ pub(super) fn child(name: &str) -> Option<Out> {
     out.insert("later_ns_per_sampled_walk".into(), json!(per_walk(later_round)));
     out.insert("later_draw_ns_per_walk".into(), json!(per_walk(later_draw)));
     out.insert("draw_ns_per_walk".into(), json!(per_walk(draw)));
+    out.insert("v2_draw_ns_per_walk".into(), json!(per_walk(v2_draw)));
     out.insert("v1_draw_ns_per_walk".into(), json!(per_walk(old_draw)));
     Some(out)
 }
