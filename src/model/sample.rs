@@ -757,7 +757,7 @@ mod tests {
         for (size, count, margin) in
             [(200u64, 20u64, MARGIN), (1_000, 400, MARGIN), (1_000, 100, -2.0)]
         {
-            let draws = 4_000;
+            let draws = env_or("SAMPLER_DRAWS", 4_000);
             let mut hits = vec![0u32; size as usize];
             let pairs = [(0, 1), (3, 4), (0, size - 1), (size / 2 - 1, size / 2)];
             let mut together = [0u32; 4];
@@ -786,6 +786,35 @@ mod tests {
                 assert!(near(together[n], two), "{count} of {size}: {pair:?} {}", together[n]);
             }
         }
+    }
+
+    /// A count from the environment (a long run of a statistical test),
+    /// or `default`.
+    fn env_or(name: &str, default: u64) -> u64 {
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    /// Large samples (drawn in 64 segments, on threads) spread evenly over
+    /// the space: 100,000 of 10^7, the space cut into 640 stretches (10 per
+    /// segment), whose counts over all draws pass a chi-square test at six
+    /// standard deviations; every id once at most per draw, in order.
+    /// `SAMPLER_LARGE_DRAWS` sets the draws (seeds 0..).
+    #[test]
+    fn large_version_3_draws_cover_the_space_evenly() {
+        let (size, count, stretches) = (10_000_000u64, 100_000u64, 640u64);
+        let draws = env_or("SAMPLER_LARGE_DRAWS", 4);
+        let mut hits = vec![0u64; stretches as usize];
+        for seed in 0..draws {
+            let sample = WalkSample::draw(size, count, seed).unwrap();
+            assert_eq!(sample.len(), count);
+            assert!(sample.ids().windows(2).all(|w| w[0] < w[1]));
+            sample.ids().iter().for_each(|&id| hits[(id * stretches / size) as usize] += 1);
+        }
+        let expected = (draws * count) as f64 / stretches as f64;
+        let chi2: f64 = hits.iter().map(|&h| (h as f64 - expected).powi(2) / expected).sum();
+        // Chi-square with 639 degrees of freedom: mean 639, deviation 35.7.
+        let dof = (stretches - 1) as f64;
+        assert!(chi2 < dof + 6.0 * (2.0 * dof).sqrt(), "chi-square {chi2:.0} over {draws} draws");
     }
 
     /// Version 3 draws the same ids on any number of threads.
