@@ -598,7 +598,8 @@ fn exponential(bits: u64) -> f64 {
     let m = f64::from_bits(1f64.to_bits() | fraction >> 12);
     let (inverse, ln_center) = LN_TABLE[(fraction >> 56) as usize];
     // ln m = ln c + ln(m / c), c the center of m's 1/256 of [1, 2), where
-    // |m / c - 1| < 2^-9: five terms of ln(1 + x) are within 2^-60.
+    // |m / c - 1| < 2^-9: five terms of ln(1 + x) leave out less than
+    // x^6 / 6 < 2^-56.
     let x = m * inverse - 1.0;
     let ln_rest = x * (1.0 + x * (-0.5 + x * (1.0 / 3.0 + x * (-0.25 + x * 0.2))));
     f64::from(zeros + 1) * std::f64::consts::LN_2 - (ln_center + ln_rest)
