@@ -80,6 +80,14 @@ pub enum SampleError {
     /// Nothing to run.
     #[error("the sample is empty")]
     Empty,
+    /// More walks than a sample holds.
+    #[error("a sample of {count} walks is more than a sample holds ({max} walks)")]
+    TooLarge {
+        /// The walks asked for.
+        count: u64,
+        /// The most a sample holds.
+        max: u64,
+    },
     /// A sampler this build does not have.
     #[error("sampler version {version} is not one this build has (it has versions 2 and 3)")]
     Sampler {
@@ -127,6 +135,9 @@ impl WalkSample {
     /// records it): this build's and the one before it.
     pub fn draw_by(version: u32, size: u64, count: u64, seed: u64) -> Result<Self, SampleError> {
         let sampler = Sampler::of_version(version).ok_or(SampleError::Sampler { version })?;
+        if count.min(size) > MAX_SAMPLE {
+            return Err(SampleError::TooLarge { count: count.min(size), max: MAX_SAMPLE });
+        }
         if count >= size {
             return WalkSample::new((0..size).collect(), size);
         }
@@ -159,7 +170,7 @@ impl WalkSample {
             let mut next = 0;
             for &left_out in out.iter().chain([&size]) {
                 ids.extend(next..left_out);
-                next = left_out + 1;
+                next = left_out.saturating_add(1);
             }
             ids.into()
         };
@@ -359,6 +370,19 @@ const MARGIN: f64 = 6.0;
 /// on threads (below it, a thread costs more than it saves).
 const PARALLEL_FROM: u64 = 1 << 16;
 
+/// The most walks a sample holds (2^32 - 1 on 64-bit targets: 32 GiB of
+/// ids), so that a count past any memory is an error, not an abort.
+const MAX_SAMPLE: u64 = if usize::BITS >= 64 { u32::MAX as u64 } else { (isize::MAX as u64) / 8 };
+
+/// Past this many ids per kept id, sampler version 3 draws the ids
+/// themselves (version 2's way, from its own stream): there a skip's
+/// floating-point steps (about `2^-53` of the mean gap) would be a
+/// visible fraction of an id.
+const SPARSE_GAP: f64 = (1u64 << 32) as f64;
+
+/// The stream of a sparse draw (after the trim's).
+const SPARSE_STREAM: u64 = TRIM_STREAM + 1;
+
 /// Threads to draw on: the CPUs, at most one per segment.
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).min(SEGMENTS as usize)
@@ -376,7 +400,14 @@ fn threads() -> usize {
 /// kept ids as are over `count` are dropped, chosen uniformly by the trim
 /// stream: a uniform set of `count` among a uniform set of kept ids.
 /// The segments are drawn on threads; the ids do not depend on how many.
+/// Where the kept ids would be more than [`SPARSE_GAP`] apart, the ids are
+/// drawn, sorted and deduplicated instead (they rarely repeat there).
 fn bernoulli_sorted(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<[u64]> {
+    if size as f64 / wanted(count, cuts.margin) > SPARSE_GAP {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(SPARSE_STREAM);
+        return distinct_sorted(&mut rng, size, count, |id| id).into();
+    }
     if size.div_ceil(cuts.segments) <= 1 << 32 {
         bernoulli_as::<u32>(size, count, seed, cuts)
     } else {
@@ -388,12 +419,13 @@ fn bernoulli_sorted(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<[u64]> 
 /// segment's start.
 fn bernoulli_as<K: Offset>(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<[u64]> {
     let Cuts { segments, threads, margin } = cuts;
-    let wanted = count as f64 + margin * (count as f64).sqrt() + 16.0;
+    let wanted = wanted(count, margin);
     let chance = wanted / size as f64;
     // Past 1 (tiny spaces), every id is kept: skips of zero.
-    let per_unit_e = if chance >= 1.0 { 0.0 } else { 1.0 / neg_ln(1.0 - chance) };
+    let per_unit_e = if chance >= 1.0 { 0.0 } else { 1.0 / rate(chance) };
+    assert!(per_unit_e.is_finite() && per_unit_e >= 0.0, "a skip's scale: {per_unit_e}");
     let segment_len = size.div_ceil(segments);
-    let capacity = (wanted / segments as f64 * 1.05) as usize + 16;
+    let capacity = ((wanted / segments as f64 * 1.05) as usize).saturating_add(16);
     for attempt in 0.. {
         let attempt_seed = round_seed(seed, attempt);
         let parts = on_threads(threads, (0..segments).collect(), |segment| {
@@ -414,6 +446,12 @@ fn bernoulli_as<K: Offset>(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<
         return trim(&parts, count as usize, &mut rng, threads);
     }
     unreachable!("attempts go on until one keeps enough ids")
+}
+
+/// The kept ids sampler version 3 aims at for `count`: `margin` standard
+/// deviations above it, and 16.
+fn wanted(count: u64, margin: f64) -> f64 {
+    count as f64 + margin * (count as f64).sqrt() + 16.0
 }
 
 /// How sampler version 3 cuts a draw: into `segments` (each its own
@@ -618,10 +656,14 @@ const LN_TABLE: [(f64, f64); 256] = {
     table
 };
 
-/// `ln x` for `x` in [1, 2), by the series of `2 atanh s`,
-/// `s = (x - 1) / (x + 1) < 1/3`: 40 terms are past f64's precision.
+/// `ln x` for `x` in [1, 2), as `2 atanh((x - 1) / (x + 1))`.
 const fn ln_series(x: f64) -> f64 {
-    let s = (x - 1.0) / (x + 1.0);
+    two_atanh((x - 1.0) / (x + 1.0))
+}
+
+/// `2 atanh s` for `s` in [0, 1/3], by its series: 40 terms are past
+/// f64's precision.
+const fn two_atanh(s: f64) -> f64 {
     let (mut sum, mut power, mut k) = (0.0, s, 0);
     while k < 40 {
         sum += power / (2 * k + 1) as f64;
@@ -631,10 +673,16 @@ const fn ln_series(x: f64) -> f64 {
     2.0 * sum
 }
 
-/// `-ln x` for `x` in (0, 1], as [`exponential`] takes it (for the chance
-/// of keeping an id).
-fn neg_ln(x: f64) -> f64 {
-    let bits = x.to_bits();
+/// `-ln(1 - p)` for `p` in (0, 1): the rate whose exponential draws,
+/// floored, are the gaps of keeping each id with chance `p`. Up to one
+/// half, as `2 atanh(p / (2 - p))`, never forming `1 - p` (which rounds to
+/// 1 below 2^-53, and loses `p`'s digits well before); above, `1 - p` is
+/// exact, and its logarithm is taken as [`exponential`] takes it.
+fn rate(p: f64) -> f64 {
+    if p <= 0.5 {
+        return two_atanh(p / (2.0 - p));
+    }
+    let bits = (1.0 - p).to_bits();
     let exponent = ((bits >> 52) & 0x7ff) as i32 - 1023;
     let m = f64::from_bits(1f64.to_bits() | bits & ((1 << 52) - 1));
     -(f64::from(exponent) * std::f64::consts::LN_2 + ln_series(m))
@@ -687,6 +735,8 @@ mod tests {
         assert_eq!(&draw(3, 1 << 40, 100_000).ids()[..4], &V3_WIDE_PREFIX);
         assert_eq!(left_out(draw(3, 1_000, 990)), V3_DENSE_LEFT_OUT);
         assert_eq!(WalkSample::draw(1 << 40, 100_000, 42), Ok(draw(3, 1 << 40, 100_000)));
+        // The whole of a sample drawn in segments, not only its start.
+        assert_eq!(digest(draw(3, 1 << 40, 100_000).ids()), V3_WIDE_DIGEST);
         assert_eq!(
             WalkSample::draw_by(4, 10, 5, 42),
             Err(SampleError::Sampler { version: 4 }),
@@ -818,10 +868,49 @@ mod tests {
         assert!(chi2 < dof + 6.0 * (2.0 * dof).sqrt(), "chi-square {chi2:.0} over {draws} draws");
     }
 
-    /// Version 3 draws the same ids on any number of threads.
+    /// Spaces up to 2^64 ids: a few ids of a huge space (drawn, sorted and
+    /// deduplicated, past `SPARSE_GAP`), many (in segments), or more than a
+    /// sample holds (refused in one line, by both samplers).
+    #[test]
+    fn extreme_spaces_draw_or_refuse() {
+        for (size, count) in [(u64::MAX, 1), (u64::MAX, 1_000), (1 << 59, 1), (u64::MAX, 1 << 20)] {
+            let sample = WalkSample::draw(size, count, 3).unwrap();
+            assert_eq!(sample.len(), count, "{count} of {size}");
+            assert!(sample.ids().windows(2).all(|w| w[0] < w[1]));
+        }
+        assert_eq!(
+            digest(WalkSample::draw(u64::MAX, 1_000, 42).unwrap().ids()),
+            V3_SPARSE_DIGEST,
+            "a sparse draw's ids, committed"
+        );
+        for version in [2, 3] {
+            for (size, count) in
+                [(u64::MAX, u64::MAX / 2), (u64::MAX, u64::MAX), (1 << 61, (1 << 61) - 10)]
+            {
+                let refused = WalkSample::draw_by(version, size, count, 1).unwrap_err();
+                let count = count.min(size);
+                assert_eq!(refused, SampleError::TooLarge { count, max: MAX_SAMPLE });
+            }
+        }
+    }
+
+    /// A sample's ids folded into one number (FNV-1a over the ids).
+    fn digest(ids: &[u64]) -> u64 {
+        ids.iter().fold(0xcbf2_9ce4_8422_2325, |h, &id| (h ^ id).wrapping_mul(0x100_0000_01b3))
+    }
+
+    const V3_SPARSE_DIGEST: u64 = 17_672_322_391_738_720_839;
+    const V3_WIDE_DIGEST: u64 = 704_310_439_198_134_472;
+
+    /// Version 3 draws the same ids on any number of threads, with its
+    /// segments' kept ids held as `u32` offsets (segments of at most 2^32
+    /// ids) or as `u64`s.
     #[test]
     fn version_3_ids_do_not_depend_on_the_threads() {
-        for (size, count) in [(1_000_000, 70_000), (10_000, 5_000), (130, 60)] {
+        let narrow_and_wide = [(1u64 << 38, PARALLEL_FROM), ((1 << 38) + 1, PARALLEL_FROM)];
+        for (size, count) in
+            [(1_000_000, 70_000), (10_000, 5_000), (130, 60)].into_iter().chain(narrow_and_wide)
+        {
             let cuts = |threads| Cuts { segments: SEGMENTS, threads, margin: MARGIN };
             let one = bernoulli_sorted(size, count, 5, cuts(1));
             for threads in [2, 5, 64] {
@@ -863,8 +952,11 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mean = (0..1_000_000).map(|_| exponential(rng.next_u64())).sum::<f64>() / 1e6;
         assert!((mean - 1.0).abs() < 0.005, "mean {mean}");
-        for x in [1.0, 0.999_999, 0.75, 0.5, 1e-3, 1e-300] {
-            assert!((neg_ln(x) + x.ln()).abs() <= 1e-15 * x.ln().abs().max(1.0), "{x}");
+        // The rate of a chance, to f64's precision however small the
+        // chance (`1 - p` is never formed below one half).
+        for p in [1e-300, 2f64.powi(-60), 1e-12, 1e-6, 1e-3, 0.25, 0.5, 0.75, 0.999] {
+            let expected = -(-p).ln_1p();
+            assert!((rate(p) - expected).abs() <= 1e-15 * expected, "{p}: {}", rate(p));
         }
     }
 

@@ -1200,7 +1200,7 @@ impl SoakTally {
             }
             match sample {
                 Some((sample, line)) => {
-                    let passed = sampled_passing(number, &sample, &walks)?;
+                    let passed = sampled_passing(number, &sample, &walks, passed_count)?;
                     if passed.len() as u64 != passed_count {
                         return Err(SoakTraceError::Sample {
                             round: number,
@@ -1235,8 +1235,22 @@ fn sampled_passing(
     round: u64,
     sample: &SampleRecord,
     recorded: &[SoakWalk],
+    passed_count: u64,
 ) -> Result<Vec<u64>, SoakTraceError> {
     use super::sample::{SAMPLER_VERSION, SampleError, WalkSample};
+    // Each sampled walk passed, is recorded, or did not finish: a sample
+    // larger than that is a damaged record, refused before it is drawn.
+    let unfinished: u64 = sample.unfinished.iter().map(|r| r[1].saturating_sub(r[0])).sum();
+    let accounted = passed_count.saturating_add(recorded.len() as u64).saturating_add(unfinished);
+    if sample.sample > accounted {
+        return Err(SoakTraceError::Sample {
+            round,
+            reason: format!(
+                "its sample record names {} walks, more than the {accounted} its other lines account for",
+                sample.sample
+            ),
+        });
+    }
     let drawn = WalkSample::draw_by(sample.sampler, sample.walks, sample.sample, sample.seed)
         .map_err(|e| match e {
             SampleError::Sampler { version } => {
@@ -1678,6 +1692,13 @@ mod tests {
             let TraceLine::Sample(s) = &mut other[2] else { panic!() };
             s.sampler = SAMPLER_VERSION + 1;
             assert!(matches!(tally(&other), Err(SoakTraceError::Sampler { round: 3, .. })));
+            // A damaged record naming a huge sample is refused before it
+            // is drawn (drawing it would take all memory).
+            let mut huge = lines.clone();
+            let TraceLine::Sample(s) = &mut huge[2] else { panic!() };
+            (s.walks, s.sample) = (u64::MAX, u64::MAX / 4);
+            let refused = tally(&huge).unwrap_err().to_string();
+            assert!(refused.contains("more than the 20"), "{refused}");
             let mut wrong = lines.clone();
             let TraceLine::Sample(s) = &mut wrong[2] else { panic!() };
             s.unfinished.clear();
