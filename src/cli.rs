@@ -191,8 +191,9 @@ enum Command {
         /// Seed of the rounds' samples [default: random, printed].
         #[arg(long)]
         seed: Option<u64>,
-        /// Run K walks per round, drawn at random from the space.
-        #[arg(long, value_name = "K", conflicts_with = "full", value_parser = clap::value_parser!(u64).range(1..))]
+        /// Run K walks per round, drawn at random from the space (K from 1
+        /// to 4294967295, the most a sample holds).
+        #[arg(long, value_name = "K", conflicts_with = "full", value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
         sample: Option<u64>,
         /// Run the whole space every round (the default).
         #[arg(long)]

@@ -119,6 +119,11 @@ fn bad_input_exits_2_with_a_one_line_message() {
 
     let output = node(&["frobnicate"]);
     assert_eq!(output.status.code(), Some(2));
+
+    // More walks per round than a sample holds: refused as it is parsed.
+    let output = node(&["soak", "--suite", "demo", "--rounds", "1", "--sample", "4294967296"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--sample"), "{}", stderr(&output));
 }
 
 #[test]
