@@ -403,23 +403,31 @@ fn threads() -> usize {
 /// Where the kept ids would be more than [`SPARSE_GAP`] apart, the ids are
 /// drawn, sorted and deduplicated instead (they rarely repeat there).
 fn bernoulli_sorted(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<[u64]> {
-    if size as f64 / wanted(count, cuts.margin) > SPARSE_GAP {
+    // The kept ids aimed at: `margin` standard deviations above the count,
+    // and 16.
+    let wanted = count as f64 + cuts.margin * (count as f64).sqrt() + 16.0;
+    if size as f64 / wanted > SPARSE_GAP {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(SPARSE_STREAM);
         return distinct_sorted(&mut rng, size, count, |id| id).into();
     }
     if size.div_ceil(cuts.segments) <= 1 << 32 {
-        bernoulli_as::<u32>(size, count, seed, cuts)
+        bernoulli_as::<u32>(size, count, seed, cuts, wanted)
     } else {
-        bernoulli_as::<u64>(size, count, seed, cuts)
+        bernoulli_as::<u64>(size, count, seed, cuts, wanted)
     }
 }
 
 /// [`bernoulli_sorted`], the kept ids held as `K` offsets from their
-/// segment's start.
-fn bernoulli_as<K: Offset>(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<[u64]> {
-    let Cuts { segments, threads, margin } = cuts;
-    let wanted = wanted(count, margin);
+/// segment's start, `wanted` of them on average.
+fn bernoulli_as<K: Offset>(
+    size: u64,
+    count: u64,
+    seed: u64,
+    cuts: Cuts,
+    wanted: f64,
+) -> Arc<[u64]> {
+    let Cuts { segments, threads, .. } = cuts;
     let chance = wanted / size as f64;
     // Past 1 (tiny spaces), every id is kept: skips of zero.
     let per_unit_e = if chance >= 1.0 { 0.0 } else { 1.0 / rate(chance) };
@@ -446,12 +454,6 @@ fn bernoulli_as<K: Offset>(size: u64, count: u64, seed: u64, cuts: Cuts) -> Arc<
         return trim(&parts, count as usize, &mut rng, threads);
     }
     unreachable!("attempts go on until one keeps enough ids")
-}
-
-/// The kept ids sampler version 3 aims at for `count`: `margin` standard
-/// deviations above it, and 16.
-fn wanted(count: u64, margin: f64) -> f64 {
-    count as f64 + margin * (count as f64).sqrt() + 16.0
 }
 
 /// How sampler version 3 cuts a draw: into `segments` (each its own
