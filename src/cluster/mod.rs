@@ -3,7 +3,7 @@
 //!
 //! - [`Cluster`]: a coordinator's membership, opened once
 //!   ([`Cluster::open`]) and borrowed by every run and soak round
-//!   ([`crate::suites::SuiteOptions::cluster`]): one session per node,
+//!   (`SuiteOptions::cluster`, in the `suites` module): one session per node,
 //!   heartbeats, reconnection, restarts of local nodes.
 //! - [`serve`]: a node. It accepts connections (with an authentication
 //!   deadline and a cap on unauthenticated ones), authenticates coordinators
@@ -53,7 +53,7 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a node needs of a suite: its name and walk space, the fingerprint
 /// coordinators compare, and a run of it on this node. Every
-/// [`crate::suites::Suite`] is one.
+/// `Suite` (the `suites` module, built on this one) is one.
 #[doc(hidden)]
 pub trait NodeSuite: Send + Sync {
     /// The name to run it by.

@@ -24,14 +24,17 @@ use std::sync::{Arc, Mutex};
 
 use crate::cluster::logs;
 use crate::cluster::wire::{BatchRequest, BatchResult, Reply, RunKey, WireInstruction};
-use crate::exec::{BatchSettings, ErasedOrder, Instruction, Origin};
+use crate::exec::{BatchSettings, ErasedOrder, Instruction, Origin, Runnable};
 use crate::model::epoch::{EpochId, SerialStep};
+use crate::model::fixtures::StartKind;
 use crate::model::node_steps::{AppliedSteps, StepPlan};
 use crate::model::pieces::Pieces;
 use crate::model::space::Blocks;
 use crate::model::trace::{RoundTag, TraceEncoder};
+use crate::order::{Chain, WalkOrder};
 use crate::runner::{BatchPipeline, Next, RunnerPool};
 use crate::store::StateStore;
+use crate::trace::option_json;
 
 /// How a run on a node ended a batch.
 #[doc(hidden)]
@@ -118,6 +121,32 @@ struct EpochSteps {
 }
 
 impl<S: Send + 'static> TypedNodeRun<S> {
+    /// A run of the walk order `order` from `origin` on this node (what a
+    /// [`NodeSuite`](crate::cluster::NodeSuite) of an order opens, once its
+    /// setup gave the origin), tracing its walks if `spec` asks.
+    pub(crate) fn of_order<C, K>(
+        order: &WalkOrder<S, C>,
+        origin: Origin<S>,
+        spec: &NodeRunSpec,
+        encode_state: fn(&S) -> postcard::Result<Vec<u8>>,
+    ) -> Result<Self, String>
+    where
+        S: std::fmt::Debug,
+        C: Chain<S>,
+        K: StartKind<S>,
+    {
+        let runnable = Runnable::<S, C, K>::new(order.clone()).map_err(|e| e.to_string())?;
+        let space = runnable.space().clone();
+        let encoder = match spec.trace {
+            true => {
+                let values = option_json(order, &space).map_err(|e| e.to_string())?;
+                Some(TraceEncoder::new(spec.suite.clone(), space, values).with_round(spec.round))
+            }
+            false => None,
+        };
+        TypedNodeRun::start(Arc::new(runnable), origin, spec, encoder, encode_state)
+    }
+
     /// A run of `order` from `origin` (walk states and fixtures), with
     /// `spec`'s settings; starts its runner threads.
     pub(crate) fn start(

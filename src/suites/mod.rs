@@ -12,12 +12,11 @@ use serde::de::DeserializeOwned;
 use crate::cluster::node_run::{NodeRun, NodeRunSpec, TypedNodeRun};
 use crate::cluster::run::run_on_cluster;
 use crate::cluster::{Cluster, ClusterError, NodeSuite};
-use crate::exec::{ErasedOrder as _, Origin, Runnable};
+use crate::exec::Origin;
 use crate::model::action::Halt;
 use crate::model::fixtures::{Built, Cloned, Factory, Fixtures, StartKind};
 use crate::model::sample::WalkSample;
 use crate::model::space::WalkId;
-use crate::model::trace::TraceEncoder;
 use crate::runtime::{RoundTrace, RunStop};
 
 use crate::exec::WalkOutcome;
@@ -297,20 +296,10 @@ where
         let (start, fixtures) = (self.setup)()
             .map_err(|reason| format!("setup of suite {} failed: {reason}", self.name))?
             .into_run();
-        let runnable = Runnable::<S, C, K>::new(self.order.clone()).map_err(|e| e.to_string())?;
-        let space = runnable.space().clone();
-        let encoder = match spec.trace {
-            true => {
-                let values = option_json(&self.order, &space).map_err(|e| e.to_string())?;
-                Some(TraceEncoder::new(spec.suite.clone(), space, values).with_round(spec.round))
-            }
-            false => None,
-        };
-        let run = TypedNodeRun::start(
-            Arc::new(runnable),
+        let run = TypedNodeRun::of_order::<C, K>(
+            &self.order,
             Origin::new::<K>(start, Arc::new(fixtures)),
             spec,
-            encoder,
             self.states.as_ref().map_or(unsent::<S>, |codec| codec.encode),
         )?;
         Ok(Box::new(run))
